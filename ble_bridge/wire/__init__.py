@@ -1,0 +1,1 @@
+"""Bytes <-> objects: identity, mesh packets, fragments, compressed envelopes. Pure code."""

@@ -1,0 +1,377 @@
+"""BitChat-compatible mesh frames (v1 and v2), exactly as ``shared/PROTOCOL.md`` fixes them.
+
+Layout (big-endian)::
+
+    version(1) type(1) ttl(1) timestamp(8) flags(1) payload_len(2 v1 | 4 v2)
+    sender(8) [recipient(8) if 0x01] [route: count(1) + 8*count, v2 and 0x08 only]
+    [original_size(2 v1 | 4 v2) if 0x04] payload [signature(64) if 0x02] [trailing bytes]
+
+``payload_len`` counts the payload plus the original-size prefix when compressed. The
+signature covers the frame encoded with ttl 0, no signature, the 0x10 flag clear, padded by
+:func:`pad`. A relay keeps the received (compressed) payload bytes, so the signature stays
+valid; :class:`Packet` therefore carries the wire bytes of a compressed payload.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from .identity import PEER_ID_LEN, SIGNATURE_LEN, verify_signature
+
+if TYPE_CHECKING:
+    from .identity import Identity
+
+DEFAULT_TTL = 7
+BROADCAST = b"\xff" * PEER_ID_LEN
+_FIXED = struct.Struct(">BBBQB")  # version, type, ttl, timestamp, flags
+FIXED_LEN = _FIXED.size  # 12
+PAD_BUCKETS = (256, 512, 1024, 2048)
+COMPRESS_MIN = 100
+MAX_DEFLATE_RATIO = 50_000
+
+
+class PacketType(enum.IntEnum):
+    ANNOUNCE = 0x01
+    MESSAGE = 0x02
+    LEAVE = 0x03
+    NOISE_HANDSHAKE = 0x10
+    NOISE_ENCRYPTED = 0x11
+    CONSENSUS = 0x1C
+    FRAGMENT = 0x20
+    REQUEST_SYNC = 0x21
+    FILE_TRANSFER = 0x22
+
+
+class Flag(enum.IntFlag):
+    HAS_RECIPIENT = 0x01
+    HAS_SIGNATURE = 0x02
+    COMPRESSED = 0x04
+    HAS_ROUTE = 0x08
+    IS_RSR = 0x10
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class WireError(ValueError):
+    """Base class of every decoding error; ``reason`` is a short counter name."""
+
+    reason = "malformed"
+
+
+class TruncatedError(WireError):
+    reason = "truncated"
+
+
+class BadVersionError(WireError):
+    reason = "bad_version"
+
+
+class BadLengthError(WireError):
+    reason = "bad_length"
+
+
+class OversizeError(WireError):
+    reason = "too_large"
+
+
+class BadCompressionError(WireError):
+    reason = "bad_compression"
+
+
+class BadSignatureError(WireError):
+    reason = "bad_signature"
+
+
+class BadPayloadError(WireError):
+    reason = "bad_payload"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Upper bounds a decoder enforces before allocating."""
+
+    max_frame: int = (1 << 20) + 4096
+    max_payload: int = 1 << 20
+    max_route: int = 16
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+# -- padding and compression ----------------------------------------------------------
+
+
+def pad(frame: bytes) -> bytes:
+    """PKCS#7-style padding to the smallest bucket ≥ len+16; unpadded if the pad exceeds 255."""
+    target = next((b for b in PAD_BUCKETS if b >= len(frame) + 16), None)
+    if target is None:
+        return frame
+    n = target - len(frame)
+    if n > 255:
+        return frame
+    return frame + bytes([n]) * n
+
+
+def unpad(data: bytes) -> bytes:
+    """Remove PKCS#7-style padding; returns the input unchanged when it is not padded."""
+    if not data:
+        return data
+    n = data[-1]
+    if n == 0 or n > len(data) or data[-n:] != bytes([n]) * n:
+        return data
+    return data[:-n]
+
+
+def should_compress(payload: bytes) -> bool:
+    """BitChat's rule: ≥ 100 bytes and not high-entropy (distinct bytes / min(len,256) < 0.9)."""
+    if len(payload) < COMPRESS_MIN:
+        return False
+    return len(set(payload)) / min(len(payload), 256) < 0.9
+
+
+def deflate_raw(data: bytes) -> bytes:
+    c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def inflate_raw(data: bytes, original_size: int, max_size: int) -> bytes:
+    """Inflate raw DEFLATE, refusing ratio > 50,000:1, sizes over ``max_size`` or a mismatch."""
+    if original_size > max_size:
+        raise OversizeError(f"declared original size {original_size} > limit {max_size}")
+    if original_size > max(len(data), 1) * MAX_DEFLATE_RATIO:
+        raise BadCompressionError(f"declared expansion above {MAX_DEFLATE_RATIO}:1")
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(data, original_size + 1)
+    except zlib.error as exc:
+        raise BadCompressionError(f"bad DEFLATE data: {exc}") from exc
+    if len(out) != original_size:
+        raise BadCompressionError(f"inflated to {len(out)}+ bytes, declared {original_size}")
+    return out
+
+
+# -- the packet -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One mesh packet. ``payload`` is the application payload (decompressed).
+
+    ``wire_payload`` holds the compressed bytes exactly as on the air when the packet is
+    compressed (flag 0x04), and is ``None`` otherwise; relays re-encode from it unchanged.
+    """
+
+    type: int
+    sender: bytes
+    payload: bytes
+    timestamp: int
+    ttl: int = DEFAULT_TTL
+    version: int = 1
+    recipient: bytes | None = None
+    route: tuple[bytes, ...] = ()
+    signature: bytes | None = None
+    wire_payload: bytes | None = None
+    rsr: bool = False
+    _id: list[bytes] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def compressed(self) -> bool:
+        return self.wire_payload is not None
+
+    @property
+    def flags(self) -> int:
+        f = 0
+        if self.recipient is not None:
+            f |= Flag.HAS_RECIPIENT
+        if self.signature is not None:
+            f |= Flag.HAS_SIGNATURE
+        if self.wire_payload is not None:
+            f |= Flag.COMPRESSED
+        if self.route and self.version >= 2:
+            f |= Flag.HAS_ROUTE
+        if self.rsr:
+            f |= Flag.IS_RSR
+        return f
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.recipient is None or self.recipient == BROADCAST
+
+    def compress(self) -> Packet:
+        """Apply BitChat's raw-DEFLATE rule to the payload (a no-op when it does not pay)."""
+        if self.wire_payload is not None or not should_compress(self.payload):
+            return self
+        z = deflate_raw(self.payload)
+        if len(z) >= len(self.payload):
+            return self
+        return replace(self, wire_payload=z, signature=None, _id=[])
+
+    def relayed(self) -> Packet:
+        """The copy a relay forwards: ttl − 1, every other byte unchanged."""
+        return replace(self, ttl=self.ttl - 1, _id=self._id)
+
+    @property
+    def packet_id(self) -> bytes:
+        """16-byte id of the signed content (ttl and the 0x10 flag excluded): the dedup key."""
+        if not self._id:
+            body = encode(self, ttl=0, rsr=False)
+            self._id.append(hashlib.sha256(body).digest()[:16])
+        return self._id[0]
+
+    def signing_bytes(self) -> bytes:
+        """The signature preimage: padded encoding with ttl 0, no signature, 0x10 clear."""
+        return pad(encode(self, ttl=0, rsr=False, with_signature=False))
+
+    def signed(self, identity: Identity) -> Packet:
+        unsigned = replace(self, signature=None, _id=[])
+        return replace(unsigned, signature=identity.sign(unsigned.signing_bytes()), _id=[])
+
+    def verify(self, signing_public: bytes) -> bool:
+        if self.signature is None:
+            return False
+        return verify_signature(signing_public, self.signature, self.signing_bytes())
+
+
+def encode(
+    p: Packet,
+    *,
+    ttl: int | None = None,
+    rsr: bool | None = None,
+    with_signature: bool = True,
+) -> bytes:
+    """Encode a packet (unpadded). Keyword overrides serve the signature preimage."""
+    if p.version not in (1, 2):
+        raise BadVersionError(f"version {p.version} is not 1 or 2")
+    if len(p.sender) != PEER_ID_LEN:
+        raise BadPayloadError("sender id must be 8 bytes")
+    flags = p.flags
+    if not with_signature:
+        flags &= ~Flag.HAS_SIGNATURE
+    if rsr is not None:
+        flags = (flags | Flag.IS_RSR) if rsr else (flags & ~Flag.IS_RSR)
+    v2 = p.version == 2
+    body = p.wire_payload if p.wire_payload is not None else p.payload
+    size_field = (4 if v2 else 2) if p.wire_payload is not None else 0
+    plen = len(body) + size_field
+    if plen > (0xFFFFFFFF if v2 else 0xFFFF):
+        raise OversizeError(f"payload of {plen} bytes does not fit a v{p.version} frame")
+    parts = [_FIXED.pack(p.version, p.type, p.ttl if ttl is None else ttl, p.timestamp, flags)]
+    parts.append(plen.to_bytes(4 if v2 else 2, "big"))
+    parts.append(p.sender)
+    if p.recipient is not None:
+        if len(p.recipient) != PEER_ID_LEN:
+            raise BadPayloadError("recipient id must be 8 bytes")
+        parts.append(p.recipient)
+    if flags & Flag.HAS_ROUTE:
+        if len(p.route) > 255 or any(len(h) != PEER_ID_LEN for h in p.route):
+            raise BadPayloadError("route must be at most 255 ids of 8 bytes")
+        parts.append(bytes([len(p.route)]))
+        parts.extend(p.route)
+    if size_field:
+        parts.append(len(p.payload).to_bytes(size_field, "big"))
+    parts.append(body)
+    if with_signature and p.signature is not None:
+        if len(p.signature) != SIGNATURE_LEN:
+            raise BadPayloadError("signature must be 64 bytes")
+        parts.append(p.signature)
+    return b"".join(parts)
+
+
+def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Packet:
+    """Decode a frame; tries the raw bytes first, then unpadded. Raises only :class:`WireError`."""
+    try:
+        return _decode(data, limits)
+    except WireError as first:
+        stripped = unpad(data)
+        if len(stripped) == len(data):
+            raise
+        try:
+            return _decode(stripped, limits)
+        except WireError:
+            raise first from None
+
+
+def _decode(data: bytes, limits: DecodeLimits) -> Packet:
+    n = len(data)
+    if n > limits.max_frame:
+        raise OversizeError(f"frame of {n} bytes > limit {limits.max_frame}")
+    if n < FIXED_LEN + 2:
+        raise TruncatedError(f"frame of {n} bytes is shorter than a header")
+    version, ptype, ttl, timestamp, flags = _FIXED.unpack_from(data)
+    if version == 1:
+        plen = int.from_bytes(data[12:14], "big")
+        off = 14
+        size_len = 2
+    elif version == 2:
+        if n < FIXED_LEN + 4:
+            raise TruncatedError("v2 header truncated")
+        plen = int.from_bytes(data[12:16], "big")
+        off = 16
+        size_len = 4
+    else:
+        raise BadVersionError(f"version {version} is not 1 or 2")
+    if plen > limits.max_frame:
+        raise OversizeError(f"payload length {plen} > limit {limits.max_frame}")
+    if off + PEER_ID_LEN > n:
+        raise TruncatedError("sender id truncated")
+    sender = data[off : off + PEER_ID_LEN]
+    off += PEER_ID_LEN
+    recipient = None
+    if flags & Flag.HAS_RECIPIENT:
+        if off + PEER_ID_LEN > n:
+            raise TruncatedError("recipient id truncated")
+        recipient = data[off : off + PEER_ID_LEN]
+        off += PEER_ID_LEN
+    route: tuple[bytes, ...] = ()
+    if flags & Flag.HAS_ROUTE:
+        if version < 2:
+            raise BadPayloadError("route flag on a v1 frame")
+        if off >= n:
+            raise TruncatedError("route count truncated")
+        count = data[off]
+        off += 1
+        if count > limits.max_route:
+            raise OversizeError(f"route of {count} hops > limit {limits.max_route}")
+        end = off + PEER_ID_LEN * count
+        if end > n:
+            raise TruncatedError("route truncated")
+        route = tuple(data[i : i + PEER_ID_LEN] for i in range(off, end, PEER_ID_LEN))
+        off = end
+    end = off + plen
+    if end > n:
+        raise TruncatedError(f"payload truncated: need {plen} bytes, have {n - off}")
+    signature = None
+    if flags & Flag.HAS_SIGNATURE:
+        if end + SIGNATURE_LEN > n:
+            raise TruncatedError("signature truncated")
+        signature = data[end : end + SIGNATURE_LEN]
+    wire_payload = None
+    if flags & Flag.COMPRESSED:
+        if plen < size_len:
+            raise BadLengthError("compressed payload shorter than its size prefix")
+        original = int.from_bytes(data[off : off + size_len], "big")
+        wire_payload = data[off + size_len : end]
+        payload = inflate_raw(wire_payload, original, limits.max_payload)
+    else:
+        if plen > limits.max_payload:
+            raise OversizeError(f"payload of {plen} bytes > limit {limits.max_payload}")
+        payload = data[off:end]
+    return Packet(
+        type=ptype,
+        sender=sender,
+        payload=payload,
+        timestamp=timestamp,
+        ttl=ttl,
+        version=version,
+        recipient=recipient,
+        route=route,
+        signature=signature,
+        wire_payload=wire_payload,
+        rsr=bool(flags & Flag.IS_RSR),
+    )
