@@ -1,4 +1,4 @@
-"""The link layer both worlds implement: BlueZ (``gatt/``) and the loopback air (``ble_bridge.sim``).
+"""The link layer both worlds implement: BlueZ (``gatt/``) and the loopback air (``sim``).
 
 A transport owns BLE links. Each link carries *frames*: one BLE write-without-response or
 notification each, at most ``LinkInfo.max_frame`` bytes. The mesh above fragments packets to

@@ -18,7 +18,12 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 PEER_ID_LEN = 8
 KEY_LEN = 32
@@ -123,7 +128,9 @@ class Identity:
         try:
             st = path.stat()
         except FileNotFoundError as exc:
-            raise KeyFileError(f"{path} does not exist; create it with `ble-bridge keygen --out {path}`") from exc
+            raise KeyFileError(
+                f"{path} does not exist; create it with `ble-bridge keygen --out {path}`"
+            ) from exc
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(
                 f"{path} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):o}); "
