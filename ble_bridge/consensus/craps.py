@@ -1,0 +1,841 @@
+"""The default application: a BitCraps table with commit-reveal dice and a token ledger.
+
+One state per session (epoch). Validators join as players with a starting balance drawn
+from an unclaimed pool; the house bank is funded at genesis, so every token is always in
+exactly one of: the bank, the unclaimed pool, a player's balance, or a bet on the table.
+
+A roll is a commit-reveal round. While the table is ``BETTING``, joined players place
+bets and commit to 32-byte secrets; the table closes (at the end of a block) once every
+active player has committed or ``commit_window`` heights after the first commit. While
+``REVEALING``, committers reveal; once all have revealed or ``reveal_window`` heights have
+passed, non-revealers forfeit their bets to the bank and the dice come from a hash of the
+reveals that arrived, in canonical (player key) order. Every stage change happens in
+:meth:`CrapsApp.end_block`, so the order of operations inside a block never matters for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import TypeVar
+
+from ble_bridge.consensus.app import BlockContext, InvalidOperation
+
+KEY_LEN = 32
+SECRET_LEN = 32
+MAX_VALIDATORS = 1024
+MAX_SNAPSHOT_BYTES = 1 << 20
+MAX_TOKENS = 1 << 62
+ROUND_MOD = 1 << 32
+
+_COMMIT_DOMAIN = b"bitcraps/commit/v1"
+_DICE_DOMAIN = b"bitcraps/dice/v1"
+_TABLE_DOMAIN = b"bitcraps/table/v1"
+_SNAPSHOT_MAGIC = b"BCRP"
+_SNAPSHOT_VERSION = 1
+
+_V = TypeVar("_V")
+
+
+class BetKind(IntEnum):
+    """The bets the table offers."""
+
+    PASS_LINE = 1
+    DONT_PASS = 2
+    FIELD = 3
+
+
+class Phase(IntEnum):
+    """Craps phase: the come-out roll, or rolling for an established point."""
+
+    COME_OUT = 0
+    POINT = 1
+
+
+class Stage(IntEnum):
+    """Commit-reveal stage of the current roll."""
+
+    BETTING = 0
+    REVEALING = 1
+
+
+POINT_NUMBERS = frozenset({4, 5, 6, 8, 9, 10})
+_CONTRACT_BETS = frozenset({BetKind.PASS_LINE, BetKind.DONT_PASS})
+
+
+@dataclass(frozen=True, slots=True)
+class TableRules:
+    """Parameters of a table; part of the state so replicas with different rules diverge loudly."""
+
+    starting_balance: int = 1000
+    bank_fund_per_validator: int = 10_000
+    commit_window: int = 6
+    reveal_window: int = 6
+    history_limit: int = 64
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.starting_balance <= 1 << 40:
+            raise ValueError("starting_balance out of range")
+        if not 0 <= self.bank_fund_per_validator <= 1 << 40:
+            raise ValueError("bank_fund_per_validator out of range")
+        if not 1 <= self.commit_window <= 100_000 or not 1 <= self.reveal_window <= 100_000:
+            raise ValueError("commit/reveal window out of range")
+        if not 0 <= self.history_limit <= 4096:
+            raise ValueError("history_limit out of range")
+
+
+@dataclass(frozen=True, slots=True)
+class Bet:
+    """Tokens a player has on the table for one kind of bet (escrowed out of the balance)."""
+
+    player: bytes
+    kind: BetKind
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class CrapsState:
+    """The whole table; immutable, every tuple kept in canonical (sorted) order."""
+
+    rules: TableRules
+    validators: tuple[bytes, ...]
+    balances: tuple[tuple[bytes, int], ...]
+    banned: tuple[bytes, ...]
+    bank: int
+    unclaimed: int
+    phase: Phase = Phase.COME_OUT
+    point: int = 0
+    stage: Stage = Stage.BETTING
+    round: int = 0
+    deadline: int = 0
+    bets: tuple[Bet, ...] = ()
+    commits: tuple[tuple[bytes, bytes], ...] = ()
+    reveals: tuple[tuple[bytes, bytes], ...] = ()
+    history: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def supply(self) -> int:
+        """Tokens that exist in this session: the bank fund plus every validator's stake."""
+        n = len(self.validators)
+        return n * (self.rules.bank_fund_per_validator + self.rules.starting_balance)
+
+    @property
+    def escrow(self) -> int:
+        """Tokens currently bet (held on the table)."""
+        return sum(b.amount for b in self.bets)
+
+    @property
+    def total_tokens(self) -> int:
+        """Bank + unclaimed + balances + escrow; always equals :attr:`supply`."""
+        return self.bank + self.unclaimed + sum(v for _, v in self.balances) + self.escrow
+
+    @property
+    def exposure(self) -> int:
+        """The most the bank could pay out on the bets now on the table."""
+        return sum(_max_win(b.kind, b.amount) for b in self.bets)
+
+    def balance_of(self, player: bytes) -> int | None:
+        """A joined player's balance, or None when ``player`` has not joined."""
+        return _lookup(self.balances, player)
+
+    def is_joined(self, player: bytes) -> bool:
+        return _lookup(self.balances, player) is not None
+
+    def is_banned(self, player: bytes) -> bool:
+        return player in self.banned
+
+    def active_players(self) -> tuple[bytes, ...]:
+        """Joined players that are not banned."""
+        return tuple(p for p, _ in self.balances if p not in self.banned)
+
+    def commitment_of(self, player: bytes) -> bytes | None:
+        return _lookup(self.commits, player)
+
+    def has_revealed(self, player: bytes) -> bool:
+        return _lookup(self.reveals, player) is not None
+
+    def bet_of(self, player: bytes, kind: BetKind) -> int:
+        """Tokens ``player`` has on ``kind`` (0 when none)."""
+        for b in self.bets:
+            if b.player == player and b.kind == kind:
+                return b.amount
+        return 0
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+class OpDecodeError(ValueError):
+    """Operation bytes that are not a well-formed craps operation."""
+
+
+class OpTag(IntEnum):
+    JOIN = 0x01
+    PLACE_BET = 0x02
+    COMMIT = 0x03
+    REVEAL = 0x04
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Take a seat: the submitter's starting balance moves from the unclaimed pool."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceBet:
+    """Escrow ``amount`` tokens on ``kind`` for the roll numbered ``round``."""
+
+    round: int
+    kind: BetKind
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRandomness:
+    """Commit to a secret: ``commitment`` = :func:`commitment` (player, round, secret)."""
+
+    round: int
+    commitment: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevealRandomness:
+    """Reveal the secret committed to for ``round``."""
+
+    round: int
+    secret: bytes
+
+
+Op = Join | PlaceBet | CommitRandomness | RevealRandomness
+
+_U32 = struct.Struct(">I")
+_BET = struct.Struct(">BIBI")
+
+
+def encode_op(op: Op) -> bytes:
+    """Compact, canonical bytes of an operation (tag byte, then big-endian fields)."""
+    if isinstance(op, Join):
+        return bytes([OpTag.JOIN])
+    if isinstance(op, PlaceBet):
+        if not 0 <= op.amount < 1 << 32:
+            raise ValueError("bet amount does not fit in 32 bits")
+        return _BET.pack(OpTag.PLACE_BET, op.round % ROUND_MOD, op.kind, op.amount)
+    if isinstance(op, CommitRandomness):
+        if len(op.commitment) != KEY_LEN:
+            raise ValueError("commitment must be 32 bytes")
+        return bytes([OpTag.COMMIT]) + _U32.pack(op.round % ROUND_MOD) + op.commitment
+    if len(op.secret) != SECRET_LEN:
+        raise ValueError("secret must be 32 bytes")
+    return bytes([OpTag.REVEAL]) + _U32.pack(op.round % ROUND_MOD) + op.secret
+
+
+def decode_op(data: bytes) -> Op:
+    """Inverse of :func:`encode_op`; raises :class:`OpDecodeError` on anything else."""
+    if not data:
+        raise OpDecodeError("empty operation")
+    tag = data[0]
+    if tag == OpTag.JOIN:
+        if len(data) != 1:
+            raise OpDecodeError("join takes no payload")
+        return Join()
+    if tag == OpTag.PLACE_BET:
+        if len(data) != _BET.size:
+            raise OpDecodeError("bad place-bet length")
+        _, rnd, kind, amount = _BET.unpack(data)
+        if kind not in BetKind._value2member_map_:
+            raise OpDecodeError(f"unknown bet kind {kind}")
+        return PlaceBet(rnd, BetKind(kind), amount)
+    if tag in (OpTag.COMMIT, OpTag.REVEAL):
+        if len(data) != 1 + 4 + 32:
+            raise OpDecodeError("bad commit/reveal length")
+        (rnd,) = _U32.unpack_from(data, 1)
+        blob = bytes(data[5:])
+        return CommitRandomness(rnd, blob) if tag == OpTag.COMMIT else RevealRandomness(rnd, blob)
+    raise OpDecodeError(f"unknown operation tag {tag:#x}")
+
+
+def commitment(player: bytes, round_: int, secret: bytes) -> bytes:
+    """The commitment a player publishes for ``secret`` in roll ``round_``."""
+    return hashlib.sha256(
+        _COMMIT_DOMAIN + player + (round_ % ROUND_MOD).to_bytes(4, "big") + secret
+    ).digest()
+
+
+def table_id(validators: Sequence[bytes]) -> bytes:
+    """A digest naming the table (its sorted validator set); separates sessions' dice."""
+    return hashlib.sha256(_TABLE_DOMAIN + b"".join(sorted(validators))).digest()
+
+
+def roll_dice(table: bytes, round_: int, reveals: Iterable[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """Two unbiased dice (1..6) from the hash of all reveals in canonical order."""
+    h = hashlib.sha256(_DICE_DOMAIN + table + round_.to_bytes(8, "big"))
+    for player, secret in sorted(reveals):
+        h.update(player + secret)
+    seed = h.digest()
+    dice: list[int] = []
+    while True:
+        for byte in seed:
+            if byte < 252:  # 252 = 42 * 6: rejection keeps the dice unbiased
+                dice.append(byte % 6 + 1)
+                if len(dice) == 2:
+                    return dice[0], dice[1]
+        seed = hashlib.sha256(seed).digest()
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+def _max_win(kind: BetKind, amount: int) -> int:
+    return 2 * amount if kind == BetKind.FIELD else amount
+
+
+def settle(kind: BetKind, phase: Phase, point: int, total: int) -> int | None:
+    """Outcome of one bet on a roll: None stays, -1 loses, 0 pushes, k >= 1 wins k:1."""
+    if kind == BetKind.FIELD:
+        if total in (2, 12):
+            return 2
+        return 1 if total in (3, 4, 9, 10, 11) else -1
+    if phase == Phase.COME_OUT:
+        if kind == BetKind.PASS_LINE:
+            return 1 if total in (7, 11) else -1 if total in (2, 3, 12) else None
+        if total == 12:
+            return 0
+        return 1 if total in (2, 3) else -1 if total in (7, 11) else None
+    if total == point:
+        return 1 if kind == BetKind.PASS_LINE else -1
+    if total == 7:
+        return -1 if kind == BetKind.PASS_LINE else 1
+    return None
+
+
+def resolve_roll(state: CrapsState, d1: int, d2: int) -> CrapsState:
+    """Settle every bet on dice ``d1``, ``d2``, move the phase/point and record the roll."""
+    if not (1 <= d1 <= 6 and 1 <= d2 <= 6):
+        raise ValueError("dice must be 1..6")
+    total = d1 + d2
+    credits: dict[bytes, int] = {}
+    bank = state.bank
+    kept: list[Bet] = []
+    for bet in state.bets:
+        outcome = settle(bet.kind, state.phase, state.point, total)
+        if outcome is None:
+            kept.append(bet)
+        elif outcome < 0:
+            bank += bet.amount
+        else:
+            bank -= outcome * bet.amount
+            credits[bet.player] = credits.get(bet.player, 0) + bet.amount * (1 + outcome)
+    balances = tuple((p, v + credits.get(p, 0)) for p, v in state.balances)
+    if state.phase == Phase.COME_OUT:
+        phase, point = (Phase.POINT, total) if total in POINT_NUMBERS else (Phase.COME_OUT, 0)
+    elif total in (7, state.point):
+        phase, point = Phase.COME_OUT, 0
+    else:
+        phase, point = Phase.POINT, state.point
+    limit = state.rules.history_limit
+    history = (*state.history, (d1, d2))[-limit:] if limit else ()
+    return replace(
+        state,
+        balances=balances,
+        bank=bank,
+        bets=tuple(kept),
+        phase=phase,
+        point=point,
+        history=history,
+    )
+
+
+# --- the application --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CrapsApp:
+    """The craps table as an :class:`~ble_bridge.consensus.app.Application`."""
+
+    rules: TableRules = field(default_factory=TableRules)
+    name: str = "bitcraps"
+
+    def initial_state(self, validators: Sequence[bytes]) -> CrapsState:
+        keys = tuple(sorted(set(bytes(v) for v in validators)))
+        if not keys or len(keys) > MAX_VALIDATORS:
+            raise ValueError(f"a table needs 1..{MAX_VALIDATORS} validators")
+        if any(len(k) != KEY_LEN for k in keys):
+            raise ValueError("validator keys must be 32 bytes")
+        n = len(keys)
+        return CrapsState(
+            rules=self.rules,
+            validators=keys,
+            balances=(),
+            banned=(),
+            bank=n * self.rules.bank_fund_per_validator,
+            unclaimed=n * self.rules.starting_balance,
+        )
+
+    def check(self, state: CrapsState, submitter: bytes, op: bytes, ctx: BlockContext) -> None:
+        try:
+            decoded = decode_op(op)
+        except OpDecodeError as exc:
+            raise InvalidOperation("malformed_op", str(exc)) from None
+        check_op(state, submitter, decoded)
+
+    def apply(
+        self, state: CrapsState, submitter: bytes, op: bytes, ctx: BlockContext
+    ) -> CrapsState:
+        try:
+            decoded = decode_op(op)
+        except OpDecodeError as exc:
+            raise InvalidOperation("malformed_op", str(exc)) from None
+        return apply_op(state, submitter, decoded, ctx.height)
+
+    def end_block(self, state: CrapsState, ctx: BlockContext) -> CrapsState:
+        height = ctx.height
+        if state.stage == Stage.BETTING:
+            if not state.commits:
+                return state
+            active = state.active_players()
+            if height >= state.deadline or all(_lookup(state.commits, p) for p in active):
+                return replace(
+                    state, stage=Stage.REVEALING, deadline=height + state.rules.reveal_window
+                )
+            return state
+        if height < state.deadline and len(state.reveals) < len(state.commits):
+            return state
+        return _finish_round(state)
+
+    def ban(self, state: CrapsState, offender: bytes, ctx: BlockContext) -> CrapsState:
+        if offender not in state.validators or offender in state.banned:
+            return state
+        forfeited = sum(b.amount for b in state.bets if b.player == offender)
+        commits = _without(state.commits, offender)
+        return replace(
+            state,
+            banned=tuple(sorted((*state.banned, offender))),
+            bank=state.bank + forfeited,
+            bets=tuple(b for b in state.bets if b.player != offender),
+            commits=commits,
+            reveals=_without(state.reveals, offender),
+            deadline=state.deadline if commits or state.stage == Stage.REVEALING else 0,
+        )
+
+    def state_hash(self, state: CrapsState) -> bytes:
+        return hashlib.sha256(self.snapshot(state)).digest()
+
+    def snapshot(self, state: CrapsState) -> bytes:
+        return encode_state(state)
+
+    def restore(self, data: bytes) -> CrapsState:
+        return decode_state(data)
+
+
+def check_op(state: CrapsState, submitter: bytes, op: Op) -> None:
+    """Raise :class:`InvalidOperation` with a short reason when ``op`` is not allowed now."""
+    if submitter not in state.validators:
+        raise InvalidOperation("not_validator")
+    if submitter in state.banned:
+        raise InvalidOperation("banned")
+    balance = state.balance_of(submitter)
+    if isinstance(op, Join):
+        if balance is not None:
+            raise InvalidOperation("already_joined")
+        return
+    if balance is None:
+        raise InvalidOperation("not_joined")
+    if op.round != state.round % ROUND_MOD:
+        raise InvalidOperation("stale_round", f"op round {op.round}, table {state.round}")
+    if isinstance(op, PlaceBet):
+        if state.stage != Stage.BETTING:
+            raise InvalidOperation("wrong_stage", "bets close when the commits are in")
+        if op.kind in _CONTRACT_BETS and state.phase != Phase.COME_OUT:
+            raise InvalidOperation("wrong_phase", "pass/don't pass only on the come-out")
+        if op.amount <= 0:
+            raise InvalidOperation("bad_amount")
+        if op.amount > balance:
+            raise InvalidOperation("insufficient_balance", f"{op.amount} > {balance}")
+        if state.exposure + _max_win(op.kind, op.amount) > state.bank:
+            raise InvalidOperation("bank_exposure", "the bank could not cover this bet")
+        return
+    if isinstance(op, CommitRandomness):
+        if state.stage != Stage.BETTING:
+            raise InvalidOperation("wrong_stage", "commits are closed")
+        if state.commitment_of(submitter) is not None:
+            raise InvalidOperation("duplicate_commit")
+        return
+    if state.stage != Stage.REVEALING:
+        raise InvalidOperation("wrong_stage", "reveals open when the commits are in")
+    committed = state.commitment_of(submitter)
+    if committed is None:
+        raise InvalidOperation("no_commit")
+    if state.has_revealed(submitter):
+        raise InvalidOperation("duplicate_reveal")
+    if commitment(submitter, state.round, op.secret) != committed:
+        raise InvalidOperation("reveal_mismatch")
+
+
+def apply_op(state: CrapsState, submitter: bytes, op: Op, height: int) -> CrapsState:
+    """Check ``op`` and return the state after it."""
+    check_op(state, submitter, op)
+    if isinstance(op, Join):
+        return replace(
+            state,
+            balances=_upsert(state.balances, submitter, state.rules.starting_balance),
+            unclaimed=state.unclaimed - state.rules.starting_balance,
+        )
+    if isinstance(op, PlaceBet):
+        balance = state.balance_of(submitter)
+        assert balance is not None
+        previous = state.bet_of(submitter, op.kind)
+        others = (b for b in state.bets if (b.player, b.kind) != (submitter, op.kind))
+        bets = sorted((*others, Bet(submitter, op.kind, previous + op.amount)), key=_bet_key)
+        return replace(
+            state,
+            balances=_upsert(state.balances, submitter, balance - op.amount),
+            bets=tuple(bets),
+        )
+    if isinstance(op, CommitRandomness):
+        deadline = state.deadline if state.commits else height + state.rules.commit_window
+        return replace(
+            state, commits=_upsert(state.commits, submitter, op.commitment), deadline=deadline
+        )
+    return replace(state, reveals=_upsert(state.reveals, submitter, op.secret))
+
+
+def _finish_round(state: CrapsState) -> CrapsState:
+    """Forfeit non-revealers' bets, roll with the reveals that came, open the next round."""
+    revealed = {p for p, _ in state.reveals}
+    missing = {p for p, _ in state.commits} - revealed
+    forfeited = sum(b.amount for b in state.bets if b.player in missing)
+    state = replace(
+        state,
+        bank=state.bank + forfeited,
+        bets=tuple(b for b in state.bets if b.player not in missing),
+    )
+    if state.reveals:
+        d1, d2 = roll_dice(table_id(state.validators), state.round, state.reveals)
+        state = resolve_roll(state, d1, d2)
+    return replace(
+        state,
+        stage=Stage.BETTING,
+        round=state.round + 1,
+        deadline=0,
+        commits=(),
+        reveals=(),
+    )
+
+
+def _bet_key(bet: Bet) -> tuple[bytes, int]:
+    return bet.player, int(bet.kind)
+
+
+def _lookup(pairs: tuple[tuple[bytes, _V], ...], key: bytes) -> _V | None:
+    for k, v in pairs:
+        if k == key:
+            return v
+    return None
+
+
+def _upsert(
+    pairs: tuple[tuple[bytes, _V], ...], key: bytes, value: _V
+) -> tuple[tuple[bytes, _V], ...]:
+    return tuple(sorted((*((k, v) for k, v in pairs if k != key), (key, value)), key=_first))
+
+
+def _without(pairs: tuple[tuple[bytes, _V], ...], key: bytes) -> tuple[tuple[bytes, _V], ...]:
+    return tuple((k, v) for k, v in pairs if k != key)
+
+
+def _first(pair: tuple[bytes, object]) -> bytes:
+    return pair[0]
+
+
+# --- snapshot ---------------------------------------------------------------------------
+
+_RULES = struct.Struct(">QQIIH")
+_SCALARS = struct.Struct(">QQBBBQQ")
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
+
+
+def encode_state(state: CrapsState) -> bytes:
+    """Canonical bytes of a state: fixed field order, big-endian, sorted collections."""
+    r = state.rules
+    out = bytearray(_SNAPSHOT_MAGIC)
+    out.append(_SNAPSHOT_VERSION)
+    out += _RULES.pack(
+        r.starting_balance,
+        r.bank_fund_per_validator,
+        r.commit_window,
+        r.reveal_window,
+        r.history_limit,
+    )
+    out += _U16.pack(len(state.validators)) + b"".join(state.validators)
+    out += _SCALARS.pack(
+        state.bank,
+        state.unclaimed,
+        state.phase,
+        state.point,
+        state.stage,
+        state.round,
+        state.deadline,
+    )
+    out += _U16.pack(len(state.balances))
+    for player, balance in state.balances:
+        out += player + _U64.pack(balance)
+    out += _U16.pack(len(state.banned)) + b"".join(state.banned)
+    out += _U16.pack(len(state.bets))
+    for bet in state.bets:
+        out += bet.player + bytes([bet.kind]) + _U64.pack(bet.amount)
+    for pairs in (state.commits, state.reveals):
+        out += _U16.pack(len(pairs))
+        for player, blob in pairs:
+            out += player + blob
+    out += _U16.pack(len(state.history)) + bytes((d1 << 4) | d2 for d1, d2 in state.history)
+    return bytes(out)
+
+
+class _Reader:
+    """Bounds-checked cursor over snapshot bytes; every failure is a ValueError."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self._pos + n
+        if end > len(self._data):
+            raise ValueError("snapshot truncated")
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple[int, ...]:
+        return tuple(int(x) for x in fmt.unpack(self.take(fmt.size)))
+
+    def count(self, limit: int) -> int:
+        (n,) = self.unpack(_U16)
+        if n > limit:
+            raise ValueError(f"snapshot count {n} above limit {limit}")
+        return n
+
+    def done(self) -> None:
+        if self._pos != len(self._data):
+            raise ValueError("trailing bytes after snapshot")
+
+
+def _strictly_sorted(keys: Sequence[bytes]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(keys))
+
+
+def decode_state(data: bytes) -> CrapsState:
+    """Inverse of :func:`encode_state`; raises ValueError (only) on anything malformed."""
+    if len(data) > MAX_SNAPSHOT_BYTES:
+        raise ValueError("snapshot too large")
+    rd = _Reader(bytes(data))
+    if rd.take(4) != _SNAPSHOT_MAGIC or rd.take(1)[0] != _SNAPSHOT_VERSION:
+        raise ValueError("not a craps snapshot (magic/version)")
+    rules = TableRules(*rd.unpack(_RULES))
+    validators = tuple(rd.take(KEY_LEN) for _ in range(rd.count(MAX_VALIDATORS)))
+    if not validators or not _strictly_sorted(validators):
+        raise ValueError("validators empty or not canonical")
+    known = set(validators)
+    bank, unclaimed, phase_raw, point, stage_raw, round_, deadline = rd.unpack(_SCALARS)
+    phase, stage = Phase(phase_raw), Stage(stage_raw)
+    if (phase == Phase.COME_OUT) != (point == 0) or (point and point not in POINT_NUMBERS):
+        raise ValueError("phase and point disagree")
+    balances = tuple(
+        (rd.take(KEY_LEN), rd.unpack(_U64)[0]) for _ in range(rd.count(len(validators)))
+    )
+    banned = tuple(rd.take(KEY_LEN) for _ in range(rd.count(len(validators))))
+    bets = tuple(
+        Bet(rd.take(KEY_LEN), BetKind(rd.take(1)[0]), rd.unpack(_U64)[0])
+        for _ in range(rd.count(len(validators) * len(BetKind)))
+    )
+    commits = tuple((rd.take(KEY_LEN), rd.take(32)) for _ in range(rd.count(len(validators))))
+    reveals = tuple(
+        (rd.take(KEY_LEN), rd.take(SECRET_LEN)) for _ in range(rd.count(len(validators)))
+    )
+    history_raw = rd.take(rd.count(rules.history_limit))
+    rd.done()
+    history = tuple((b >> 4, b & 0x0F) for b in history_raw)
+    state = CrapsState(
+        rules=rules,
+        validators=validators,
+        balances=balances,
+        banned=banned,
+        bank=bank,
+        unclaimed=unclaimed,
+        phase=phase,
+        point=point,
+        stage=stage,
+        round=round_,
+        deadline=deadline,
+        bets=bets,
+        commits=commits,
+        reveals=reveals,
+        history=history,
+    )
+    _validate(state, known)
+    return state
+
+
+def _validate(s: CrapsState, known: set[bytes]) -> None:
+    """Cross-field invariants a restored state must satisfy (ValueError otherwise)."""
+    players = [p for p, _ in s.balances]
+    if not _strictly_sorted(players) or not known.issuperset(players):
+        raise ValueError("balances not canonical or not validators")
+    if not _strictly_sorted(s.banned) or not known.issuperset(s.banned):
+        raise ValueError("banned list not canonical or not validators")
+    if any(v > MAX_TOKENS for _, v in s.balances) or max(s.bank, s.unclaimed) > MAX_TOKENS:
+        raise ValueError("token amount out of range")
+    active = set(s.active_players())
+    if not _strictly_sorted([b.player + bytes([b.kind]) for b in s.bets]):
+        raise ValueError("bets not canonical")
+    if any(b.player not in active or not 0 < b.amount <= MAX_TOKENS for b in s.bets):
+        raise ValueError("bet by an inactive player or with a bad amount")
+    committers = [p for p, _ in s.commits]
+    if not _strictly_sorted(committers) or not active.issuperset(committers):
+        raise ValueError("commits not canonical or by inactive players")
+    revealers = [p for p, _ in s.reveals]
+    if not _strictly_sorted(revealers) or not set(committers).issuperset(revealers):
+        raise ValueError("reveals not canonical or without a commit")
+    if s.stage == Stage.BETTING and s.reveals:
+        raise ValueError("reveals while betting")
+    if s.stage == Stage.BETTING and not s.commits and s.deadline:
+        raise ValueError("deadline without commits")
+    for player, secret in s.reveals:
+        if commitment(player, s.round, secret) != _lookup(s.commits, player):
+            raise ValueError("reveal does not match its commit")
+    if any(not (1 <= d1 <= 6 and 1 <= d2 <= 6) for d1, d2 in s.history):
+        raise ValueError("dice out of range")
+    if s.unclaimed != s.rules.starting_balance * (len(s.validators) - len(s.balances)):
+        raise ValueError("unclaimed pool does not match the players who have not joined")
+    if s.exposure > s.bank:
+        raise ValueError("bank cannot cover the bets on the table")
+    if s.total_tokens != s.supply:
+        raise ValueError("tokens not conserved")
+
+
+# --- simulated players ------------------------------------------------------------------
+
+_PLAYER_SECRET_DOMAIN = b"bitcraps/player-secret/v1"
+
+
+class TablePlayer:
+    """A deterministic simulated player: reads the table state, returns the ops to submit.
+
+    It joins, bets in the betting window, commits, and reveals once the commits are in.
+    Ops already sent for the current step are not repeated until the state moves on, or
+    until ``patience`` calls saw no progress (the op was probably lost: send it again).
+    ``reveal_probability`` < 1 makes a player that sometimes withholds its reveal.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        rng: random.Random,
+        *,
+        contract_probability: float = 0.8,
+        field_probability: float = 0.3,
+        max_stake_fraction: float = 0.1,
+        reveal_probability: float = 1.0,
+        patience: int = 8,
+    ) -> None:
+        self.key = bytes(key)
+        self._rng = rng
+        self._seed = rng.randbytes(32)
+        self._contract_probability = contract_probability
+        self._field_probability = field_probability
+        self._max_stake_fraction = max_stake_fraction
+        self._reveal_probability = reveal_probability
+        self._patience = patience
+        self._sent: set[tuple[str, int]] = set()
+        self._progress: tuple[object, ...] = ()
+        self._idle_calls = 0
+
+    def secret_for(self, round_: int) -> bytes:
+        """This player's secret for roll ``round_`` (derived from its private seed)."""
+        return hashlib.sha256(
+            _PLAYER_SECRET_DOMAIN + self._seed + round_.to_bytes(8, "big")
+        ).digest()
+
+    def next_ops(self, state: CrapsState) -> list[bytes]:
+        """Encoded operations this player submits now (possibly none)."""
+        key = self.key
+        if key not in state.validators or key in state.banned:
+            return []
+        self._note_progress(state)
+        rnd = state.round
+        if not state.is_joined(key):
+            return [encode_op(Join())] if self._once("join", rnd) else []
+        ops: list[Op] = []
+        if state.stage == Stage.BETTING:
+            if self._once("bet", rnd):
+                ops.extend(self._choose_bets(state))
+            if state.commitment_of(key) is None and self._once("commit", rnd):
+                ops.append(CommitRandomness(rnd, commitment(key, rnd, self.secret_for(rnd))))
+        elif (
+            state.commitment_of(key) is not None
+            and not state.has_revealed(key)
+            and self._once("reveal", rnd)
+            and self._rng.random() < self._reveal_probability
+        ):
+            ops.append(RevealRandomness(rnd, self.secret_for(rnd)))
+        return [encode_op(op) for op in ops]
+
+    def _note_progress(self, state: CrapsState) -> None:
+        progress = (
+            state.round,
+            state.stage,
+            state.is_joined(self.key),
+            state.commitment_of(self.key),
+            state.has_revealed(self.key),
+        )
+        if progress != self._progress:
+            self._progress = progress
+            self._idle_calls = 0
+            self._sent = {s for s in self._sent if s[1] >= state.round}
+            return
+        self._idle_calls += 1
+        if self._idle_calls >= self._patience:
+            self._idle_calls = 0
+            self._sent = {s for s in self._sent if s[0] == "bet"}
+
+    def _once(self, what: str, round_: int) -> bool:
+        if (what, round_) in self._sent:
+            return False
+        self._sent.add((what, round_))
+        return True
+
+    def _choose_bets(self, state: CrapsState) -> list[Op]:
+        rng = self._rng
+        wanted: list[Op] = []
+        has_contract = any(state.bet_of(self.key, k) for k in _CONTRACT_BETS)
+        if state.phase == Phase.COME_OUT and not has_contract:
+            draw = rng.random()
+            if draw < self._contract_probability:
+                kind = (
+                    BetKind.PASS_LINE
+                    if draw < 0.75 * self._contract_probability
+                    else (BetKind.DONT_PASS)
+                )
+                wanted.append(PlaceBet(state.round, kind, self._stake(state)))
+        if rng.random() < self._field_probability:
+            wanted.append(PlaceBet(state.round, BetKind.FIELD, self._stake(state)))
+        accepted: list[Op] = []
+        projected = state
+        for op in wanted:
+            try:
+                projected = apply_op(projected, self.key, op, 0)
+            except InvalidOperation:
+                continue
+            accepted.append(op)
+        return accepted
+
+    def _stake(self, state: CrapsState) -> int:
+        balance = state.balance_of(self.key) or 0
+        top = max(1, int(balance * self._max_stake_fraction))
+        return self._rng.randint(1, top)
