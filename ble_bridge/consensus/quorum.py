@@ -1,0 +1,164 @@
+"""Thresholds, vote sets, commit certificates and equivocation evidence.
+
+``quorum(n) = floor(2n/3) + 1``: with n >= 4 that tolerates f = floor((n-1)/3) faulty
+validators; with n < 4 it needs every validator (1 of 1, 2 of 2, 3 of 3).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from ..wire.identity import verify_signature
+from ..wire.messages import NIL, CommitCertificate, Evidence, Step, Vote
+
+__all__ = [
+    "AddResult",
+    "CommitCertificate",
+    "Evidence",
+    "SignatureCache",
+    "VoteSet",
+    "max_faulty",
+    "quorum",
+]
+
+
+def quorum(n: int) -> int:
+    """Votes needed to decide among ``n`` validators."""
+    return n * 2 // 3 + 1
+
+
+def max_faulty(n: int) -> int:
+    """f = floor((n-1)/3), the Byzantine validators a session of ``n`` tolerates."""
+    return max(0, (n - 1) // 3)
+
+
+class SignatureCache:
+    """Ed25519 verification memoised by (key, signature, message); bounded LRU.
+
+    Verification (~60 µs) dominates consensus cost: the same vote arrives by several
+    relays and again inside certificates, so each distinct triple is checked once.
+    """
+
+    def __init__(self, max_entries: int = 8192) -> None:
+        self.max_entries = max_entries
+        self._seen: OrderedDict[bytes, bool] = OrderedDict()
+        self.hits = 0
+        self.verified = 0
+
+    def __call__(self, key: bytes, signature: bytes, message: bytes) -> bool:
+        return self.verify(key, signature, message)
+
+    def verify(self, key: bytes, signature: bytes, message: bytes) -> bool:
+        k = key + signature + message
+        got = self._seen.get(k)
+        if got is not None:
+            self._seen.move_to_end(k)
+            self.hits += 1
+            return got
+        ok = verify_signature(key, signature, message)
+        self.verified += 1
+        self._seen[k] = ok
+        if len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+        return ok
+
+
+class AddResult(enum.Enum):
+    """What :meth:`VoteSet.add` did with a vote (non-ADDED values are drop reasons)."""
+
+    ADDED = "added"
+    DUPLICATE = "duplicate"
+    CONFLICT = "equivocation"
+    CONFLICT_KNOWN = "equivocation_known"
+    NOT_VALIDATOR = "not_validator"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_SET = "wrong_round"
+
+
+class VoteSet:
+    """The votes of one (height, round, step): each validator counted once, signature checked."""
+
+    def __init__(
+        self,
+        session_id: bytes,
+        validators: Sequence[bytes],
+        height: int,
+        round: int,
+        step: Step,
+        cache: SignatureCache | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.validators = tuple(sorted(validators))
+        self._index = {v: i for i, v in enumerate(self.validators)}
+        self.height = height
+        self.round = round
+        self.step = step
+        self.cache = cache if cache is not None else SignatureCache()
+        self.threshold = quorum(len(self.validators))
+        self.votes: dict[bytes, Vote] = {}
+        self.by_block: dict[bytes, list[bytes]] = {}
+        self.evidence: dict[bytes, Evidence] = {}
+
+    def add(self, vote: Vote) -> tuple[AddResult, Evidence | None]:
+        """Count ``vote`` if it is new, from a validator and validly signed."""
+        if (vote.height, vote.round, vote.step) != (self.height, self.round, self.step):
+            return AddResult.WRONG_SET, None
+        if vote.validator not in self._index:
+            return AddResult.NOT_VALIDATOR, None
+        prior = self.votes.get(vote.validator)
+        if prior is not None:
+            if prior.block_hash == vote.block_hash:
+                return AddResult.DUPLICATE, None
+            if vote.validator in self.evidence:
+                return AddResult.CONFLICT_KNOWN, None
+        if not self.cache.verify(
+            vote.validator, vote.signature, vote.signing_bytes(self.session_id)
+        ):
+            return AddResult.BAD_SIGNATURE, None
+        if prior is not None:
+            ev = Evidence.of(prior, vote)
+            self.evidence[vote.validator] = ev
+            return AddResult.CONFLICT, ev
+        self.votes[vote.validator] = vote
+        self.by_block.setdefault(vote.block_hash, []).append(vote.validator)
+        return AddResult.ADDED, None
+
+    def count(self, block_hash: bytes) -> int:
+        return len(self.by_block.get(block_hash, ()))
+
+    @property
+    def total(self) -> int:
+        return len(self.votes)
+
+    def has_quorum_any(self) -> bool:
+        """q votes of any kind (the "2f+1 for anything" condition that starts a timeout)."""
+        return len(self.votes) >= self.threshold
+
+    def quorum_block(self) -> bytes | None:
+        """The non-nil block hash with q votes, if any (at most one unless q is broken)."""
+        for block, voters in self.by_block.items():
+            if block != NIL and len(voters) >= self.threshold:
+                return block
+        return None
+
+    def has_quorum_nil(self) -> bool:
+        return self.count(NIL) >= self.threshold
+
+    def certificate(self, block_hash: bytes) -> CommitCertificate | None:
+        """A commit certificate from these precommits for ``block_hash``, if q of them agree."""
+        if self.step != Step.PRECOMMIT or block_hash == NIL:
+            return None
+        voters = self.by_block.get(block_hash, [])
+        if len(voters) < self.threshold:
+            return None
+        idx = sorted(self._index[v] for v in voters)[: self.threshold]
+        return CommitCertificate(
+            self.height,
+            self.round,
+            block_hash,
+            len(self.validators),
+            tuple(idx),
+            tuple(self.votes[self.validators[i]].signature for i in idx),
+        )

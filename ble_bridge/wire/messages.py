@@ -1,0 +1,799 @@
+"""Consensus messages <-> bytes: versioned, deterministic, size-capped before allocating.
+
+Every integer is big-endian; ``lp(n)`` is a length prefix of ``n`` bytes followed by that
+many bytes. A message decodes only from its canonical encoding (trailing bytes are refused),
+so the same message always has the same bytes.
+
+Envelope (the payload of a 0x1C mesh packet)::
+
+    version(1)=1  session_id(16)  kind(1)  body
+    kind bit 0x80 set: body is ``envelope.pack`` output (LZ4 size-prepended + crc32 +
+    original size), used only when it is shorter than the raw body.
+
+Kinds and bodies::
+
+    0x01 Proposal        height(8) round(4) pol_round(4, signed, -1 = none)
+                         block: lp(4) signature(64)
+    0x02 Vote            step(1: 1 prevote, 2 precommit) height(8) round(4)
+                         block_hash(32, zeros = nil) validator(32) signature(64)   = 141
+    0x03 Operation       submitter(32) nonce(8) body: lp(4) signature(64)
+    0x04 StateAnnounce   height(8) state_hash(32) block_hash(32)
+    0x05 SnapshotRequest height(8)              (the requester's committed height)
+    0x06 SnapshotResp.   certificate: lp(4)  snapshot: lp(4) (consensus.snapshot blob)
+    0x07 Commit          block: lp(4) certificate: lp(4)
+    0x08 CommitRequest   height(8)              (the height whose block is wanted)
+    0x09 Evidence        vote(141) vote(141)
+
+    Block        header(137) op_count(4) Operation* evidence_count(2) (vote vote)*
+    BlockHeader  version(1)=1 height(8) proposer(32) prev_hash(32) state_hash(32)
+                 body_hash(32)     body_hash = SHA-256 of the encoded ops and evidence
+    Certificate  height(8) round(4) block_hash(32) n(2) bitmap(ceil(n/8), bit i of byte
+                 i//8 is 0x80 >> i%8 for validator i of the sorted set) signature(64)*
+
+Signed preimages (domain-separated so a vote stays verifiable inside a certificate)::
+
+    vote      b"ble-bridge/vote/v1"     session_id height(8) round(4) step(1) block_hash(32)
+    proposal  b"ble-bridge/proposal/v1" session_id height(8) round(4) pol_round(4) hash(32)
+    operation b"ble-bridge/op/v1"       session_id submitter(32) nonce(8) lp(4) body
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import envelope
+from .identity import KEY_LEN, SIGNATURE_LEN, verify_signature
+from .packet import WireError
+
+VERSION = 1
+SESSION_ID_LEN = 16
+HASH_LEN = 32
+NIL = b"\x00" * HASH_LEN
+COMPRESSED_BIT = 0x80
+COMPRESS_MIN = 64
+
+VOTE_DOMAIN = b"ble-bridge/vote/v1"
+PROPOSAL_DOMAIN = b"ble-bridge/proposal/v1"
+OPERATION_DOMAIN = b"ble-bridge/op/v1"
+BLOCK_DOMAIN = b"ble-bridge/block/v1"
+BODY_DOMAIN = b"ble-bridge/body/v1"
+
+_VOTE = struct.Struct(">BQI32s32s64s")
+VOTE_LEN = _VOTE.size
+_VOTE_SIGN = struct.Struct(">QIB")
+_HEADER = struct.Struct(">BQ32s32s32s32s")
+HEADER_LEN = _HEADER.size
+_PROPOSAL_HEAD = struct.Struct(">QIi")
+_OP_HEAD = struct.Struct(">32sQI")
+_ANNOUNCE = struct.Struct(">Q32s32s")
+_CERT_HEAD = struct.Struct(">QI32sH")
+_U64 = struct.Struct(">Q")
+
+
+class MessageError(WireError):
+    """A consensus message or envelope is malformed."""
+
+    reason = "bad_message"
+
+
+class MessageTooLarge(MessageError):
+    """A declared size exceeds a :class:`MessageLimits` cap."""
+
+    reason = "oversized"
+
+
+class UnknownVersion(MessageError):
+    reason = "bad_version"
+
+
+class UnknownKind(MessageError):
+    reason = "unknown_kind"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """Caps a decoder enforces before allocating."""
+
+    max_message_bytes: int = 2 << 20
+    max_block_bytes: int = 512 * 1024
+    max_ops_per_block: int = 4096
+    max_op_bytes: int = 4096
+    max_evidence_per_block: int = 32
+    max_snapshot_bytes: int = 1 << 20
+    max_validators: int = 1024
+
+
+DEFAULT_LIMITS = MessageLimits()
+
+
+class Kind(enum.IntEnum):
+    PROPOSAL = 0x01
+    VOTE = 0x02
+    OPERATION = 0x03
+    STATE_ANNOUNCE = 0x04
+    SNAPSHOT_REQUEST = 0x05
+    SNAPSHOT_RESPONSE = 0x06
+    COMMIT = 0x07
+    COMMIT_REQUEST = 0x08
+    EVIDENCE = 0x09
+
+
+class Step(enum.IntEnum):
+    """What a signature is for; also the signer-state step order within a round."""
+
+    PROPOSAL = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise MessageError(f"truncated: need {n} bytes at {self.pos} of {len(self.data)}")
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def unpack(self, s: struct.Struct) -> tuple[Any, ...]:
+        if self.pos + s.size > len(self.data):
+            raise MessageError(f"truncated: need {s.size} bytes at {self.pos}")
+        out = s.unpack_from(self.data, self.pos)
+        self.pos += s.size
+        return out
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), "big")
+
+    def u64(self) -> int:
+        return int.from_bytes(self.take(8), "big")
+
+    def lp(self, cap: int, what: str) -> bytes:
+        n = self.u32()
+        if n > cap:
+            raise MessageTooLarge(f"{what} of {n} bytes exceeds cap {cap}")
+        return self.take(n)
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise MessageError(f"{len(self.data) - self.pos} trailing bytes")
+
+
+def _lp(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def _check_len(value: bytes, n: int, what: str) -> None:
+    if len(value) != n:
+        raise MessageError(f"{what} must be {n} bytes, got {len(value)}")
+
+
+# -- votes ----------------------------------------------------------------------------
+
+
+def vote_signing_bytes(
+    session_id: bytes, height: int, round: int, step: int, block: bytes
+) -> bytes:
+    """The preimage a validator signs for a prevote/precommit."""
+    return VOTE_DOMAIN + session_id + _VOTE_SIGN.pack(height, round, step) + block
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A signed prevote or precommit; ``block_hash`` is :data:`NIL` for a nil vote."""
+
+    step: Step
+    height: int
+    round: int
+    block_hash: bytes
+    validator: bytes
+    signature: bytes
+
+    @property
+    def is_nil(self) -> bool:
+        return self.block_hash == NIL
+
+    def signing_bytes(self, session_id: bytes) -> bytes:
+        return vote_signing_bytes(session_id, self.height, self.round, self.step, self.block_hash)
+
+    @classmethod
+    def create(
+        cls,
+        sign: Callable[[bytes], bytes],
+        validator: bytes,
+        session_id: bytes,
+        step: Step,
+        height: int,
+        round: int,
+        block_hash: bytes,
+    ) -> Vote:
+        pre = vote_signing_bytes(session_id, height, round, step, block_hash)
+        return cls(step, height, round, block_hash, validator, sign(pre))
+
+    def encode(self) -> bytes:
+        return _VOTE.pack(
+            self.step, self.height, self.round, self.block_hash, self.validator, self.signature
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Vote:
+        r = _Reader(data)
+        v = cls._read(r)
+        r.end()
+        return v
+
+    @classmethod
+    def _read(cls, r: _Reader) -> Vote:
+        step, height, rnd, block, validator, sig = r.unpack(_VOTE)
+        if step not in (Step.PREVOTE, Step.PRECOMMIT):
+            raise MessageError(f"vote step {step} is not prevote or precommit")
+        return cls(Step(step), height, rnd, block, validator, sig)
+
+
+# -- operations -----------------------------------------------------------------------
+
+
+def operation_signing_bytes(session_id: bytes, submitter: bytes, nonce: int, body: bytes) -> bytes:
+    return OPERATION_DOMAIN + session_id + submitter + _U64.pack(nonce) + _lp(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """An application operation signed by its submitter; ``nonce`` orders a submitter's ops."""
+
+    submitter: bytes
+    nonce: int
+    body: bytes
+    signature: bytes
+    _enc: list[bytes] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        sign: Callable[[bytes], bytes],
+        submitter: bytes,
+        session_id: bytes,
+        nonce: int,
+        body: bytes,
+    ) -> Operation:
+        return cls(
+            submitter,
+            nonce,
+            body,
+            sign(operation_signing_bytes(session_id, submitter, nonce, body)),
+        )
+
+    def signing_bytes(self, session_id: bytes) -> bytes:
+        return operation_signing_bytes(session_id, self.submitter, self.nonce, self.body)
+
+    @property
+    def op_id(self) -> bytes:
+        """32-byte id: SHA-256 of the encoded operation."""
+        return hashlib.sha256(self.encode()).digest()
+
+    def encode(self) -> bytes:
+        if not self._enc:
+            self._enc.append(
+                _OP_HEAD.pack(self.submitter, self.nonce, len(self.body))
+                + self.body
+                + self.signature
+            )
+        return self._enc[0]
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Operation:
+        r = _Reader(data)
+        op = cls._read(r, limits)
+        r.end()
+        return op
+
+    @classmethod
+    def _read(cls, r: _Reader, limits: MessageLimits) -> Operation:
+        start = r.pos
+        submitter, nonce, n = r.unpack(_OP_HEAD)
+        if n > limits.max_op_bytes:
+            raise MessageTooLarge(f"operation body of {n} bytes exceeds cap {limits.max_op_bytes}")
+        body = r.take(n)
+        sig = r.take(SIGNATURE_LEN)
+        op = cls(submitter, nonce, body, sig)
+        op._enc.append(r.data[start : r.pos])
+        return op
+
+
+# -- evidence -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Two different signed votes of one validator for one height/round/step."""
+
+    vote_a: Vote
+    vote_b: Vote
+
+    @property
+    def offender(self) -> bytes:
+        return self.vote_a.validator
+
+    @classmethod
+    def of(cls, a: Vote, b: Vote) -> Evidence:
+        """Canonical order (smaller encoding first) so both finders produce the same bytes."""
+        ea, eb = a.encode(), b.encode()
+        return cls(a, b) if ea <= eb else cls(b, a)
+
+    @property
+    def key(self) -> tuple[bytes, int, int, int]:
+        return (self.offender, self.vote_a.height, self.vote_a.round, self.vote_a.step)
+
+    def is_consistent(self) -> bool:
+        """Same validator/height/round/step, different blocks, canonical order."""
+        a, b = self.vote_a, self.vote_b
+        return (
+            a.validator == b.validator
+            and a.height == b.height
+            and a.round == b.round
+            and a.step == b.step
+            and a.block_hash != b.block_hash
+            and a.encode() < b.encode()
+        )
+
+    def verify(self, session_id: bytes, validators: Sequence[bytes]) -> bool:
+        """True when both votes are validly signed by a validator and conflict."""
+        return (
+            self.is_consistent()
+            and self.offender in validators
+            and verify_signature(
+                self.offender, self.vote_a.signature, self.vote_a.signing_bytes(session_id)
+            )
+            and verify_signature(
+                self.offender, self.vote_b.signature, self.vote_b.signing_bytes(session_id)
+            )
+        )
+
+    def encode(self) -> bytes:
+        return self.vote_a.encode() + self.vote_b.encode()
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Evidence:
+        r = _Reader(data)
+        ev = cls._read(r)
+        r.end()
+        return ev
+
+    @classmethod
+    def _read(cls, r: _Reader) -> Evidence:
+        return cls(Vote._read(r), Vote._read(r))
+
+
+# -- blocks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    """What a block hash commits to, including the state hash *after* the block."""
+
+    height: int
+    proposer: bytes
+    prev_hash: bytes
+    state_hash: bytes
+    body_hash: bytes
+
+    def encode(self) -> bytes:
+        return _HEADER.pack(
+            VERSION, self.height, self.proposer, self.prev_hash, self.state_hash, self.body_hash
+        )
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(BLOCK_DOMAIN + self.encode()).digest()
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> BlockHeader:
+        r = _Reader(data)
+        h = cls._read(r)
+        r.end()
+        return h
+
+    @classmethod
+    def _read(cls, r: _Reader) -> BlockHeader:
+        version, height, proposer, prev, state, body = r.unpack(_HEADER)
+        if version != VERSION:
+            raise UnknownVersion(f"block header version {version}")
+        return cls(height, proposer, prev, state, body)
+
+
+def encode_body(ops: Sequence[Operation], evidence: Sequence[Evidence]) -> bytes:
+    parts = [len(ops).to_bytes(4, "big")]
+    parts.extend(op.encode() for op in ops)
+    parts.append(len(evidence).to_bytes(2, "big"))
+    parts.extend(ev.encode() for ev in evidence)
+    return b"".join(parts)
+
+
+def body_hash(ops: Sequence[Operation], evidence: Sequence[Evidence]) -> bytes:
+    return hashlib.sha256(BODY_DOMAIN + encode_body(ops, evidence)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A header plus the operations and evidence its ``body_hash`` commits to."""
+
+    header: BlockHeader
+    ops: tuple[Operation, ...]
+    evidence: tuple[Evidence, ...] = ()
+    _hash: list[bytes] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    @property
+    def hash(self) -> bytes:
+        if not self._hash:
+            self._hash.append(self.header.hash)
+        return self._hash[0]
+
+    def body_matches(self) -> bool:
+        return body_hash(self.ops, self.evidence) == self.header.body_hash
+
+    def encode(self) -> bytes:
+        return self.header.encode() + encode_body(self.ops, self.evidence)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Block:
+        if len(data) > limits.max_block_bytes:
+            raise MessageTooLarge(
+                f"block of {len(data)} bytes exceeds cap {limits.max_block_bytes}"
+            )
+        r = _Reader(data)
+        header = BlockHeader._read(r)
+        n_ops = r.u32()
+        if n_ops > limits.max_ops_per_block:
+            raise MessageTooLarge(f"{n_ops} ops exceed cap {limits.max_ops_per_block}")
+        ops = tuple(Operation._read(r, limits) for _ in range(n_ops))
+        n_ev = r.u16()
+        if n_ev > limits.max_evidence_per_block:
+            raise MessageTooLarge(f"{n_ev} evidence exceed cap {limits.max_evidence_per_block}")
+        evidence = tuple(Evidence._read(r) for _ in range(n_ev))
+        r.end()
+        return cls(header, ops, evidence)
+
+
+# -- proposals ------------------------------------------------------------------------
+
+
+def proposal_signing_bytes(
+    session_id: bytes, height: int, round: int, pol_round: int, block_hash: bytes
+) -> bytes:
+    return PROPOSAL_DOMAIN + session_id + _PROPOSAL_HEAD.pack(height, round, pol_round) + block_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A proposer's signed block for (height, round); ``pol_round`` is -1 or its POL round."""
+
+    height: int
+    round: int
+    pol_round: int
+    block: Block
+    signature: bytes
+
+    def signing_bytes(self, session_id: bytes) -> bytes:
+        return proposal_signing_bytes(
+            session_id, self.height, self.round, self.pol_round, self.block.hash
+        )
+
+    def encode(self) -> bytes:
+        return (
+            _PROPOSAL_HEAD.pack(self.height, self.round, self.pol_round)
+            + _lp(self.block.encode())
+            + self.signature
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Proposal:
+        r = _Reader(data)
+        height, rnd, pol = r.unpack(_PROPOSAL_HEAD)
+        if pol < -1 or (pol != -1 and pol >= rnd):
+            raise MessageError(f"pol_round {pol} not in [-1, round {rnd})")
+        block = Block.decode(r.lp(limits.max_block_bytes, "block"), limits)
+        sig = r.take(SIGNATURE_LEN)
+        r.end()
+        return cls(height, rnd, pol, block, sig)
+
+
+# -- certificates ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommitCertificate:
+    """``q`` precommit signatures for one block at one height and round.
+
+    ``signers`` are indexes into the sorted validator set, ascending; ``signatures`` match.
+    """
+
+    height: int
+    round: int
+    block_hash: bytes
+    n_validators: int
+    signers: tuple[int, ...]
+    signatures: tuple[bytes, ...]
+
+    def precommits(self, validators: Sequence[bytes]) -> list[Vote]:
+        """The precommits this certificate carries, as votes of ``validators`` (sorted)."""
+        ordered = sorted(validators)
+        return [
+            Vote(Step.PRECOMMIT, self.height, self.round, self.block_hash, ordered[i], sig)
+            for i, sig in zip(self.signers, self.signatures, strict=True)
+            if i < len(ordered)
+        ]
+
+    def verify(
+        self,
+        validators: Sequence[bytes],
+        session_id: bytes,
+        verify: Callable[[bytes, bytes, bytes], bool] = verify_signature,
+    ) -> bool:
+        """True when a quorum of distinct validators validly precommitted ``block_hash``."""
+        n = len(validators)
+        if self.n_validators != n or self.block_hash == NIL:
+            return False
+        if len(self.signers) != len(self.signatures) or len(set(self.signers)) != len(self.signers):
+            return False
+        if len(self.signers) < n * 2 // 3 + 1 or any(i >= n for i in self.signers):
+            return False
+        return all(
+            verify(v.validator, v.signature, v.signing_bytes(session_id))
+            for v in self.precommits(validators)
+        )
+
+    def encode(self) -> bytes:
+        bitmap = bytearray((self.n_validators + 7) // 8)
+        for i in self.signers:
+            bitmap[i // 8] |= 0x80 >> (i % 8)
+        return (
+            _CERT_HEAD.pack(self.height, self.round, self.block_hash, self.n_validators)
+            + bytes(bitmap)
+            + b"".join(self.signatures)
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> CommitCertificate:
+        r = _Reader(data)
+        height, rnd, block, n = r.unpack(_CERT_HEAD)
+        if n > limits.max_validators:
+            raise MessageTooLarge(f"{n} validators exceed cap {limits.max_validators}")
+        bitmap = r.take((n + 7) // 8)
+        signers = tuple(i for i in range(n) if bitmap[i // 8] & (0x80 >> (i % 8)))
+        if n % 8 and bitmap[-1] & (0xFF >> (n % 8)):
+            raise MessageError("certificate bitmap has bits past the validator count")
+        sigs = tuple(r.take(SIGNATURE_LEN) for _ in signers)
+        r.end()
+        return cls(height, rnd, block, n, signers, sigs)
+
+
+# -- the small messages ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StateAnnounce:
+    """A node's committed height and hashes: a hint for catch-up, never trusted as state."""
+
+    height: int
+    state_hash: bytes
+    block_hash: bytes
+
+    def encode(self) -> bytes:
+        return _ANNOUNCE.pack(self.height, self.state_hash, self.block_hash)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> StateAnnounce:
+        r = _Reader(data)
+        height, state, block = r.unpack(_ANNOUNCE)
+        r.end()
+        return cls(height, state, block)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Ask for a snapshot newer than ``height`` (the requester's committed height)."""
+
+    height: int
+
+    def encode(self) -> bytes:
+        return _U64.pack(self.height)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> SnapshotRequest:
+        _check_len(data, 8, "snapshot request")
+        return cls(int.from_bytes(data, "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    """Ask for the committed block and certificate of ``height``."""
+
+    height: int
+
+    def encode(self) -> bytes:
+        return _U64.pack(self.height)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> CommitRequest:
+        _check_len(data, 8, "commit request")
+        return cls(int.from_bytes(data, "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResponse:
+    """A compressed snapshot blob (``consensus.snapshot``) and the certificate proving it."""
+
+    certificate: CommitCertificate
+    snapshot: bytes
+
+    def encode(self) -> bytes:
+        return _lp(self.certificate.encode()) + _lp(self.snapshot)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> SnapshotResponse:
+        r = _Reader(data)
+        cert_cap = _CERT_HEAD.size + (limits.max_validators + 7) // 8
+        cert_cap += limits.max_validators * SIGNATURE_LEN
+        cert = CommitCertificate.decode(r.lp(cert_cap, "certificate"), limits)
+        snap = r.lp(limits.max_snapshot_bytes, "snapshot")
+        r.end()
+        return cls(cert, snap)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A committed block with its certificate: catch-up by blocks."""
+
+    block: Block
+    certificate: CommitCertificate
+
+    def encode(self) -> bytes:
+        return _lp(self.block.encode()) + _lp(self.certificate.encode())
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> Commit:
+        r = _Reader(data)
+        block = Block.decode(r.lp(limits.max_block_bytes, "block"), limits)
+        cert_cap = _CERT_HEAD.size + (limits.max_validators + 7) // 8
+        cert_cap += limits.max_validators * SIGNATURE_LEN
+        cert = CommitCertificate.decode(r.lp(cert_cap, "certificate"), limits)
+        r.end()
+        return cls(block, cert)
+
+
+Message = (
+    Proposal
+    | Vote
+    | Operation
+    | StateAnnounce
+    | SnapshotRequest
+    | SnapshotResponse
+    | Commit
+    | CommitRequest
+    | Evidence
+)
+
+_KIND_OF: dict[type, Kind] = {
+    Proposal: Kind.PROPOSAL,
+    Vote: Kind.VOTE,
+    Operation: Kind.OPERATION,
+    StateAnnounce: Kind.STATE_ANNOUNCE,
+    SnapshotRequest: Kind.SNAPSHOT_REQUEST,
+    SnapshotResponse: Kind.SNAPSHOT_RESPONSE,
+    Commit: Kind.COMMIT,
+    CommitRequest: Kind.COMMIT_REQUEST,
+    Evidence: Kind.EVIDENCE,
+}
+
+_DECODERS: dict[Kind, Callable[[bytes, MessageLimits], Message]] = {
+    Kind.PROPOSAL: Proposal.decode,
+    Kind.VOTE: Vote.decode,
+    Kind.OPERATION: Operation.decode,
+    Kind.STATE_ANNOUNCE: StateAnnounce.decode,
+    Kind.SNAPSHOT_REQUEST: SnapshotRequest.decode,
+    Kind.SNAPSHOT_RESPONSE: SnapshotResponse.decode,
+    Kind.COMMIT: Commit.decode,
+    Kind.COMMIT_REQUEST: CommitRequest.decode,
+    Kind.EVIDENCE: Evidence.decode,
+}
+
+
+def kind_of(msg: Message) -> Kind:
+    return _KIND_OF[type(msg)]
+
+
+def encode_message(session_id: bytes, msg: Message) -> bytes:
+    """The 0x1C packet payload for ``msg`` in session ``session_id``."""
+    _check_len(session_id, SESSION_ID_LEN, "session id")
+    body = msg.encode()
+    kind = int(kind_of(msg))
+    if len(body) >= COMPRESS_MIN:
+        packed = envelope.pack(body, min_size=COMPRESS_MIN)
+        if len(packed) < len(body) and packed[0] == envelope.METHOD_LZ4:
+            return bytes((VERSION,)) + session_id + bytes((kind | COMPRESSED_BIT,)) + packed
+    return bytes((VERSION,)) + session_id + bytes((kind,)) + body
+
+
+def peek_session(payload: bytes) -> bytes:
+    """The session id of an envelope without decoding the body (for routing to an engine)."""
+    if len(payload) < 2 + SESSION_ID_LEN:
+        raise MessageError("envelope truncated")
+    if payload[0] != VERSION:
+        raise UnknownVersion(f"envelope version {payload[0]}")
+    return bytes(payload[1 : 1 + SESSION_ID_LEN])
+
+
+def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> tuple[bytes, Message]:
+    """Inverse of :func:`encode_message`; raises only :class:`MessageError`."""
+    session_id = peek_session(payload)
+    kind_byte = payload[1 + SESSION_ID_LEN]
+    try:
+        kind = Kind(kind_byte & ~COMPRESSED_BIT)
+    except ValueError:
+        raise UnknownKind(f"message kind {kind_byte:#x}") from None
+    body = bytes(payload[2 + SESSION_ID_LEN :])
+    if kind_byte & COMPRESSED_BIT:
+        try:
+            raw = envelope.unpack(body, max_size=limits.max_message_bytes)
+        except envelope.EnvelopeError as exc:
+            raise MessageError(f"bad compressed body: {exc}") from None
+        body = raw
+    elif len(body) > limits.max_message_bytes:
+        raise MessageTooLarge(f"body of {len(body)} bytes exceeds cap {limits.max_message_bytes}")
+    try:
+        msg = _DECODERS[kind](body, limits)
+    except MessageError:
+        raise
+    except (ValueError, IndexError, struct.error) as exc:  # defensive: never leak others
+        raise MessageError(f"malformed {kind.name.lower()}: {exc}") from None
+    return session_id, msg
+
+
+__all__ = [
+    "HASH_LEN",
+    "KEY_LEN",
+    "NIL",
+    "SESSION_ID_LEN",
+    "Block",
+    "BlockHeader",
+    "Commit",
+    "CommitCertificate",
+    "CommitRequest",
+    "Evidence",
+    "Kind",
+    "Message",
+    "MessageError",
+    "MessageLimits",
+    "MessageTooLarge",
+    "Operation",
+    "Proposal",
+    "SnapshotRequest",
+    "SnapshotResponse",
+    "StateAnnounce",
+    "Step",
+    "Vote",
+    "decode_message",
+    "encode_message",
+    "peek_session",
+]

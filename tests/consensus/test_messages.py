@@ -1,0 +1,257 @@
+"""Consensus message codec: round trips, determinism, caps, and garbage that only raises ours."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ble_bridge.wire import messages as m
+from ble_bridge.wire.identity import Identity
+from ble_bridge.wire.packet import WireError
+
+SESSION = hashlib.sha256(b"session").digest()[:16]
+IDS = [Identity.from_seed(bytes([i])) for i in range(4)]
+KEYS = sorted(i.signing_public for i in IDS)
+BY_KEY = {i.signing_public: i for i in IDS}
+
+
+def _op(i: int, nonce: int, body: bytes) -> m.Operation:
+    ident = IDS[i]
+    return m.Operation.create(ident.sign, ident.signing_public, SESSION, nonce, body)
+
+
+def _vote(i: int, step: m.Step, h: int, r: int, block: bytes) -> m.Vote:
+    ident = IDS[i]
+    return m.Vote.create(ident.sign, ident.signing_public, SESSION, step, h, r, block)
+
+
+def _block(h: int, ops: tuple[m.Operation, ...], ev: tuple[m.Evidence, ...] = ()) -> m.Block:
+    header = m.BlockHeader(h, KEYS[0], b"\x01" * 32, b"\x02" * 32, m.body_hash(ops, ev))
+    return m.Block(header, ops, ev)
+
+
+def _cert(h: int, block: bytes) -> m.CommitCertificate:
+    signers = (0, 1, 2)
+    sigs = tuple(
+        BY_KEY[KEYS[i]].sign(m.vote_signing_bytes(SESSION, h, 0, m.Step.PRECOMMIT, block))
+        for i in signers
+    )
+    return m.CommitCertificate(h, 0, block, 4, signers, sigs)
+
+
+def _samples() -> list[m.Message]:
+    ops = tuple(_op(i % 4, i, b"bet %d" % i * 3) for i in range(20))
+    block = _block(5, ops)
+    ev = m.Evidence.of(
+        _vote(1, m.Step.PREVOTE, 3, 1, b"\x05" * 32), _vote(1, m.Step.PREVOTE, 3, 1, m.NIL)
+    )
+    sig = IDS[0].sign(m.proposal_signing_bytes(SESSION, 5, 2, 1, block.hash))
+    return [
+        m.Proposal(5, 2, 1, block, sig),
+        m.Proposal(5, 0, -1, _block(5, (), (ev,)), sig),
+        _vote(2, m.Step.PRECOMMIT, 7, 0, block.hash),
+        _vote(3, m.Step.PREVOTE, 7, 4, m.NIL),
+        ops[3],
+        m.StateAnnounce(9, b"\x07" * 32, b"\x08" * 32),
+        m.SnapshotRequest(12),
+        m.SnapshotResponse(_cert(5, block.hash), b"snapshot-bytes" * 50),
+        m.Commit(block, _cert(5, block.hash)),
+        m.CommitRequest(4),
+        ev,
+    ]
+
+
+@pytest.mark.parametrize("msg", _samples(), ids=lambda x: type(x).__name__)
+def test_every_kind_round_trips_to_identical_bytes(msg: m.Message) -> None:
+    payload = m.encode_message(SESSION, msg)
+    session, back = m.decode_message(payload)
+    assert session == SESSION
+    assert back == msg
+    assert m.encode_message(SESSION, back) == payload
+
+
+def test_vote_is_141_bytes_and_envelope_adds_18() -> None:
+    vote = _vote(0, m.Step.PREVOTE, 1, 0, hashlib.sha256(b"block").digest())
+    assert len(vote.encode()) == m.VOTE_LEN == 141
+    assert len(m.encode_message(SESSION, vote)) == 141 + 18
+
+
+def test_large_compressible_block_is_sent_compressed() -> None:
+    ops = tuple(_op(0, i, b"\x00" * 200) for i in range(30))
+    block = _block(1, ops)
+    prop = m.Proposal(1, 0, -1, block, b"\x00" * 64)
+    payload = m.encode_message(SESSION, prop)
+    assert payload[17] & m.COMPRESSED_BIT
+    assert len(payload) < len(prop.encode())
+    assert m.decode_message(payload)[1] == prop
+
+
+def test_vote_signature_survives_regossip_inside_certificate() -> None:
+    block = b"\x0a" * 32
+    cert = _cert(3, block)
+    assert cert.verify(KEYS, SESSION)
+    back = m.CommitCertificate.decode(cert.encode())
+    assert back.verify(KEYS, SESSION)
+    for vote in back.precommits(KEYS):
+        # The same signature is a valid stand-alone precommit.
+        assert m.decode_message(m.encode_message(SESSION, vote))[1] == vote
+
+
+def test_certificate_fails_for_other_session_block_or_too_few_signers() -> None:
+    block = b"\x0a" * 32
+    cert = _cert(3, block)
+    assert not cert.verify(KEYS, b"\x01" * 16)
+    assert not cert.verify([*KEYS[:3], b"\x00" * 32], SESSION)
+    short = m.CommitCertificate(3, 0, block, 4, cert.signers[:2], cert.signatures[:2])
+    assert not short.verify(KEYS, SESSION)
+    moved = m.CommitCertificate(4, 0, block, 4, cert.signers, cert.signatures)
+    assert not moved.verify(KEYS, SESSION)
+
+
+def test_oversized_block_is_refused_before_decoding_ops() -> None:
+    limits = m.MessageLimits(max_ops_per_block=5)
+    block = _block(1, tuple(_op(0, i, b"x") for i in range(6)))
+    with pytest.raises(m.MessageTooLarge):
+        m.Block.decode(block.encode(), limits)
+    with pytest.raises(m.MessageTooLarge):
+        m.Block.decode(block.encode(), m.MessageLimits(max_block_bytes=100))
+
+
+def test_declared_snapshot_length_over_cap_is_refused() -> None:
+    resp = m.SnapshotResponse(_cert(1, b"\x01" * 32), b"s" * 2000)
+    with pytest.raises(m.MessageTooLarge):
+        m.decode_message(m.encode_message(SESSION, resp), m.MessageLimits(max_snapshot_bytes=1000))
+
+
+def test_unknown_version_and_kind_are_refused() -> None:
+    payload = bytearray(m.encode_message(SESSION, m.CommitRequest(1)))
+    payload[0] = 2
+    with pytest.raises(m.UnknownVersion):
+        m.decode_message(bytes(payload))
+    payload[0] = 1
+    payload[17] = 0x3F
+    with pytest.raises(m.UnknownKind):
+        m.decode_message(bytes(payload))
+
+
+def test_evidence_is_canonical_whoever_finds_it() -> None:
+    a = _vote(1, m.Step.PRECOMMIT, 3, 0, b"\x05" * 32)
+    b = _vote(1, m.Step.PRECOMMIT, 3, 0, b"\x06" * 32)
+    assert m.Evidence.of(a, b) == m.Evidence.of(b, a)
+    assert m.Evidence.of(a, b).verify(SESSION, KEYS)
+    assert not m.Evidence.of(a, a).verify(SESSION, KEYS)
+
+
+# -- hypothesis ----------------------------------------------------------------------
+
+hashes = st.binary(min_size=32, max_size=32)
+votes = st.builds(
+    m.Vote,
+    st.sampled_from([m.Step.PREVOTE, m.Step.PRECOMMIT]),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    hashes,
+    hashes,
+    st.binary(min_size=64, max_size=64),
+)
+ops_st = st.builds(
+    m.Operation,
+    hashes,
+    st.integers(0, 2**64 - 1),
+    st.binary(max_size=300),
+    st.binary(min_size=64, max_size=64),
+)
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> m.Block:
+    ops = tuple(draw(st.lists(ops_st, max_size=8)))
+    ev = tuple(m.Evidence(a, b) for a, b in draw(st.lists(st.tuples(votes, votes), max_size=2)))
+    header = m.BlockHeader(
+        draw(st.integers(0, 2**64 - 1)), draw(hashes), draw(hashes), draw(hashes), draw(hashes)
+    )
+    return m.Block(header, ops, ev)
+
+
+@st.composite
+def certs(draw: st.DrawFn) -> m.CommitCertificate:
+    n = draw(st.integers(1, 40))
+    signers = tuple(sorted(draw(st.sets(st.integers(0, n - 1)))))
+    sigs = tuple(draw(st.binary(min_size=64, max_size=64)) for _ in signers)
+    return m.CommitCertificate(
+        draw(st.integers(0, 2**64 - 1)),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(hashes),
+        n,
+        signers,
+        sigs,
+    )
+
+
+@st.composite
+def proposals(draw: st.DrawFn) -> m.Proposal:
+    rnd = draw(st.integers(0, 2**31 - 1))
+    pol = draw(st.integers(-1, rnd - 1))
+    return m.Proposal(
+        draw(st.integers(0, 2**64 - 1)),
+        rnd,
+        pol,
+        draw(blocks()),
+        draw(st.binary(min_size=64, max_size=64)),
+    )
+
+
+messages_st: st.SearchStrategy[m.Message] = st.one_of(
+    votes,
+    ops_st,
+    proposals(),
+    st.builds(m.Evidence, votes, votes),
+    st.builds(m.StateAnnounce, st.integers(0, 2**64 - 1), hashes, hashes),
+    st.builds(m.SnapshotRequest, st.integers(0, 2**64 - 1)),
+    st.builds(m.CommitRequest, st.integers(0, 2**64 - 1)),
+    st.builds(m.SnapshotResponse, certs(), st.binary(max_size=500)),
+    st.builds(m.Commit, blocks(), certs()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages_st)
+def test_any_message_round_trips_deterministically(msg: m.Message) -> None:
+    payload = m.encode_message(SESSION, msg)
+    assert m.encode_message(SESSION, msg) == payload
+    _, back = m.decode_message(payload)
+    assert back == msg
+    assert m.encode_message(SESSION, back) == payload
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages_st, st.data())
+def test_truncated_message_is_rejected(msg: m.Message, data: st.DataObject) -> None:
+    payload = m.encode_message(SESSION, msg)
+    cut = data.draw(st.integers(0, len(payload) - 1))
+    with pytest.raises(m.MessageError):
+        m.decode_message(payload[:cut])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_bytes_raise_only_message_errors(data: bytes) -> None:
+    for blob in (data, bytes([1]) + SESSION + data):
+        try:
+            m.decode_message(blob)
+        except m.MessageError as exc:
+            assert isinstance(exc, WireError) and exc.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages_st, st.data())
+def test_bit_flips_raise_only_message_errors(msg: m.Message, data: st.DataObject) -> None:
+    payload = bytearray(m.encode_message(SESSION, msg))
+    i = data.draw(st.integers(0, len(payload) - 1))
+    payload[i] ^= data.draw(st.integers(1, 255))
+    with contextlib.suppress(m.MessageError):
+        m.decode_message(bytes(payload))

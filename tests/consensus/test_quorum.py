@@ -1,0 +1,91 @@
+"""Quorum thresholds, vote counting, certificates and equivocation evidence."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from ble_bridge.consensus.quorum import AddResult, SignatureCache, VoteSet, max_faulty, quorum
+from ble_bridge.wire.identity import Identity
+from ble_bridge.wire.messages import NIL, Step, Vote
+
+SESSION = b"\x11" * 16
+IDS = [Identity.from_seed(b"q%d" % i) for i in range(7)]
+KEYS = [i.signing_public for i in IDS]
+BLOCK = hashlib.sha256(b"b").digest()
+
+
+def vote(i: int, block: bytes = BLOCK, step: Step = Step.PRECOMMIT, h: int = 1, r: int = 0) -> Vote:
+    return Vote.create(IDS[i].sign, KEYS[i], SESSION, step, h, r, block)
+
+
+@pytest.mark.parametrize(
+    ("n", "q", "f"),
+    [(1, 1, 0), (2, 2, 0), (3, 3, 0), (4, 3, 1), (7, 5, 2), (8, 6, 2), (50, 34, 16)],
+)
+def test_quorum_and_fault_tolerance(n: int, q: int, f: int) -> None:
+    assert quorum(n) == q
+    assert max_faulty(n) == f
+    # two quorums always overlap in at least one honest validator
+    assert 2 * q - n >= f + 1
+
+
+def test_each_validator_counts_once() -> None:
+    vs = VoteSet(SESSION, KEYS, 1, 0, Step.PRECOMMIT)
+    assert vs.add(vote(0))[0] is AddResult.ADDED
+    assert vs.add(vote(0))[0] is AddResult.DUPLICATE
+    assert vs.count(BLOCK) == 1
+
+
+def test_forged_and_foreign_votes_do_not_count() -> None:
+    vs = VoteSet(SESSION, KEYS, 1, 0, Step.PRECOMMIT)
+    forged = Vote(Step.PRECOMMIT, 1, 0, BLOCK, KEYS[1], IDS[2].sign(vote(1).signing_bytes(SESSION)))
+    assert vs.add(forged)[0] is AddResult.BAD_SIGNATURE
+    stranger = Identity.from_seed(b"stranger")
+    v = Vote.create(stranger.sign, stranger.signing_public, SESSION, Step.PRECOMMIT, 1, 0, BLOCK)
+    assert vs.add(v)[0] is AddResult.NOT_VALIDATOR
+    assert vs.add(vote(1, r=1))[0] is AddResult.WRONG_SET
+    assert vs.total == 0
+
+
+def test_quorum_of_precommits_forms_verifiable_certificate() -> None:
+    vs = VoteSet(SESSION, KEYS, 1, 0, Step.PRECOMMIT)
+    for i in range(4):
+        vs.add(vote(i))
+    assert vs.quorum_block() is None and vs.certificate(BLOCK) is None
+    vs.add(vote(4))
+    assert vs.quorum_block() == BLOCK
+    cert = vs.certificate(BLOCK)
+    assert cert is not None and cert.verify(KEYS, SESSION)
+    assert cert.verify(list(reversed(KEYS)), SESSION)  # order of the set does not matter
+
+
+def test_nil_quorum_is_not_a_block_quorum() -> None:
+    vs = VoteSet(SESSION, KEYS, 1, 0, Step.PREVOTE)
+    for i in range(5):
+        vs.add(vote(i, NIL, Step.PREVOTE))
+    assert vs.has_quorum_nil() and vs.has_quorum_any()
+    assert vs.quorum_block() is None
+
+
+def test_conflicting_votes_become_evidence_once() -> None:
+    vs = VoteSet(SESSION, KEYS, 1, 0, Step.PRECOMMIT)
+    vs.add(vote(3))
+    result, ev = vs.add(vote(3, NIL))
+    assert result is AddResult.CONFLICT and ev is not None
+    assert ev.offender == KEYS[3] and ev.verify(SESSION, KEYS)
+    assert vs.add(vote(3, b"\x07" * 32))[0] is AddResult.CONFLICT_KNOWN
+    assert vs.count(BLOCK) == 1  # the first vote still counts once
+
+
+def test_signature_cache_verifies_each_triple_once() -> None:
+    cache = SignatureCache(max_entries=4)
+    v = vote(0)
+    for _ in range(5):
+        assert cache(v.validator, v.signature, v.signing_bytes(SESSION))
+    assert cache.verified == 1 and cache.hits == 4
+    for i in range(1, 6):
+        w = vote(i)
+        cache(w.validator, w.signature, w.signing_bytes(SESSION))
+    assert len(cache._seen) == 4
