@@ -28,6 +28,7 @@ from .packet import (
 FRAGMENT_HEADER = struct.Struct(">8sHHB")
 FRAGMENT_HEADER_LEN = FRAGMENT_HEADER.size  # 13
 MAX_FRAGMENTS = 256
+_FRAGMENT_TYPE = int(PacketType.FRAGMENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +60,15 @@ def fragment_overhead(original: Packet) -> int:
 
 
 def split(frame: bytes, original: Packet, max_frame: int, fragment_id: bytes) -> list[bytes]:
-    """Frames to send for ``frame`` on a link carrying at most ``max_frame`` bytes each."""
+    """Frames to send for ``frame`` on a link carrying at most ``max_frame`` bytes each.
+
+    Fragments keep the original's version, sender, recipient, timestamp and ttl; no route,
+    no signature, no compression.
+    """
     if len(frame) <= max_frame:
         return [frame]
+    if len(fragment_id) != 8:
+        raise BadPayloadError("fragment id must be 8 bytes")
     chunk = max_frame - fragment_overhead(original)
     if chunk <= 0:
         raise OversizeError(f"link limit {max_frame} leaves no room for a fragment chunk")
@@ -70,24 +77,27 @@ def split(frame: bytes, original: Packet, max_frame: int, fragment_id: bytes) ->
         raise OversizeError(
             f"frame of {len(frame)} bytes needs {total} > {MAX_FRAGMENTS} fragments"
         )
+    # Encoded directly (same bytes as encode(Packet(type=FRAGMENT, ...))): this is a hot path.
+    probe = Packet(
+        type=PacketType.FRAGMENT,
+        sender=original.sender,
+        payload=b"",
+        timestamp=original.timestamp,
+        ttl=original.ttl,
+        version=original.version,
+        recipient=original.recipient,
+    )
+    empty = encode(probe)  # validates the header fields once
+    length_at = 12
+    length_len = 4 if original.version == 2 else 2
+    prefix = empty[:length_at]
+    ids = empty[length_at + length_len :]
     out = []
     for index in range(total):
-        payload = FragmentPayload(
-            fragment_id, index, total, original.type, frame[index * chunk : (index + 1) * chunk]
-        )
-        out.append(
-            encode(
-                Packet(
-                    type=PacketType.FRAGMENT,
-                    sender=original.sender,
-                    payload=payload.encode(),
-                    timestamp=original.timestamp,
-                    ttl=original.ttl,
-                    version=original.version,
-                    recipient=original.recipient,
-                )
-            )
-        )
+        piece = frame[index * chunk : (index + 1) * chunk]
+        header = FRAGMENT_HEADER.pack(fragment_id, index, total, original.type)
+        plen = (FRAGMENT_HEADER_LEN + len(piece)).to_bytes(length_len, "big")
+        out.append(b"".join((prefix, plen, ids, header, piece)))
     return out
 
 
@@ -127,6 +137,9 @@ class Reassembler:
     def feed(self, now: float, packet: Packet) -> bytes | None:
         """Add one fragment packet; returns the reassembled frame when the set completes."""
         self.expire(now)
+        if packet.type != _FRAGMENT_TYPE:
+            self.drops["fragment_wrong_type"] += 1
+            return None
         try:
             frag = FragmentPayload.decode(packet.payload)
         except TruncatedError:

@@ -137,7 +137,16 @@ class Identity:
                 f"run `chmod 600 {path}`"
             )
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KeyFileError(f"{path} cannot be read ({exc}); check its owner and mode") from exc
+        except UnicodeDecodeError as exc:
+            raise KeyFileError(
+                f"{path} is not a valid ble-bridge key file (not UTF-8 text); restore it from a "
+                f"backup or create a new identity with `ble-bridge keygen --out {path}`"
+            ) from exc
+        try:
+            doc = json.loads(text)
             if doc.get("version") != KEY_FILE_VERSION:
                 raise ValueError(f"unsupported key file version {doc.get('version')!r}")
             noise = bytes.fromhex(doc["noise_private"])

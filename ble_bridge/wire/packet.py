@@ -30,6 +30,11 @@ DEFAULT_TTL = 7
 BROADCAST = b"\xff" * PEER_ID_LEN
 _FIXED = struct.Struct(">BBBQB")  # version, type, ttl, timestamp, flags
 FIXED_LEN = _FIXED.size  # 12
+_HEAD_V1 = struct.Struct(">BBBQBH")  # fixed part + 2-byte payload length
+_HEAD_V2 = struct.Struct(">BBBQBI")  # fixed part + 4-byte payload length
+_KNOWN_FLAGS = 0x1F
+_PREIMAGE_FLAGS_MASK = 0xFF & ~0x12  # clears has-signature and request-sync response
+_ID_FLAGS_MASK = 0xFF & ~0x10  # clears request-sync response
 PAD_BUCKETS = (256, 512, 1024, 2048)
 COMPRESS_MIN = 100
 MAX_DEFLATE_RATIO = 50_000
@@ -54,6 +59,13 @@ class Flag(enum.IntFlag):
     HAS_ROUTE = 0x08
     IS_RSR = 0x10
 
+
+# Plain ints for the hot paths (IntFlag arithmetic is slow).
+_HAS_RECIPIENT = 0x01
+_HAS_SIGNATURE = 0x02
+_COMPRESSED = 0x04
+_HAS_ROUTE = 0x08
+_IS_RSR = 0x10
 
 # -- errors ---------------------------------------------------------------------------
 
@@ -98,7 +110,7 @@ class DecodeLimits:
 
     max_frame: int = (1 << 20) + 4096
     max_payload: int = 1 << 20
-    max_route: int = 16
+    max_route: int = 255
 
 
 DEFAULT_LIMITS = DecodeLimits()
@@ -136,15 +148,21 @@ def should_compress(payload: bytes) -> bool:
 
 
 def deflate_raw(data: bytes) -> bytes:
-    c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-    return c.compress(data) + c.flush()
+    """Raw DEFLATE (no zlib header), zlib's default level, as the Android client emits."""
+    return zlib.compress(data, zlib.Z_DEFAULT_COMPRESSION, -15)
 
 
 def inflate_raw(data: bytes, original_size: int, max_size: int) -> bytes:
-    """Inflate raw DEFLATE, refusing ratio > 50,000:1, sizes over ``max_size`` or a mismatch."""
+    """Inflate raw DEFLATE, refusing ratio > 50,000:1, sizes over ``max_size`` or a mismatch.
+
+    The declared size is checked before anything is allocated; output is capped at one byte
+    more than declared, and the stream must end (as the Android client requires).
+    """
     if original_size > max_size:
         raise OversizeError(f"declared original size {original_size} > limit {max_size}")
-    if original_size > max(len(data), 1) * MAX_DEFLATE_RATIO:
+    if not data or original_size == 0:
+        raise BadCompressionError("empty compressed payload or zero original size")
+    if original_size > len(data) * MAX_DEFLATE_RATIO:
         raise BadCompressionError(f"declared expansion above {MAX_DEFLATE_RATIO}:1")
     d = zlib.decompressobj(-15)
     try:
@@ -153,6 +171,8 @@ def inflate_raw(data: bytes, original_size: int, max_size: int) -> bytes:
         raise BadCompressionError(f"bad DEFLATE data: {exc}") from exc
     if len(out) != original_size:
         raise BadCompressionError(f"inflated to {len(out)}+ bytes, declared {original_size}")
+    if not d.eof:
+        raise BadCompressionError("DEFLATE stream does not end")
     return out
 
 
@@ -165,6 +185,8 @@ class Packet:
 
     ``wire_payload`` holds the compressed bytes exactly as on the air when the packet is
     compressed (flag 0x04), and is ``None`` otherwise; relays re-encode from it unchanged.
+    ``_memo`` caches the canonical encoding, preimage and id; ``dataclasses.replace``
+    starts a fresh cache, so a changed copy never reuses stale bytes.
     """
 
     type: int
@@ -178,7 +200,7 @@ class Packet:
     signature: bytes | None = None
     wire_payload: bytes | None = None
     rsr: bool = False
-    _id: list[bytes] = field(default_factory=list, compare=False, repr=False)
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def compressed(self) -> bool:
@@ -188,15 +210,15 @@ class Packet:
     def flags(self) -> int:
         f = 0
         if self.recipient is not None:
-            f |= Flag.HAS_RECIPIENT
+            f |= _HAS_RECIPIENT
         if self.signature is not None:
-            f |= Flag.HAS_SIGNATURE
+            f |= _HAS_SIGNATURE
         if self.wire_payload is not None:
-            f |= Flag.COMPRESSED
+            f |= _COMPRESSED
         if self.route and self.version >= 2:
-            f |= Flag.HAS_ROUTE
+            f |= _HAS_ROUTE
         if self.rsr:
-            f |= Flag.IS_RSR
+            f |= _IS_RSR
         return f
 
     @property
@@ -207,30 +229,67 @@ class Packet:
         """Apply BitChat's raw-DEFLATE rule to the payload (a no-op when it does not pay)."""
         if self.wire_payload is not None or not should_compress(self.payload):
             return self
+        if self.version == 1 and len(self.payload) > 0xFFFF:
+            return self  # the 2-byte original-size field cannot describe it
         z = deflate_raw(self.payload)
         if len(z) >= len(self.payload):
             return self
-        return replace(self, wire_payload=z, signature=None, _id=[])
+        return replace(self, wire_payload=z, signature=None)
 
     def relayed(self) -> Packet:
         """The copy a relay forwards: ttl − 1, every other byte unchanged."""
-        return replace(self, ttl=self.ttl - 1, _id=self._id)
+        out = replace(self, ttl=self.ttl - 1)
+        memo = self._memo
+        for key in ("pre", "id"):
+            if key in memo:
+                out._memo[key] = memo[key]
+        frame = memo.get("frame")
+        if frame is not None and out.ttl >= 0:
+            out._memo["frame"] = frame[:2] + bytes((out.ttl,)) + frame[3:]
+        return out
 
     @property
     def packet_id(self) -> bytes:
         """16-byte id of the signed content (ttl and the 0x10 flag excluded): the dedup key."""
-        if not self._id:
-            body = encode(self, ttl=0, rsr=False)
-            self._id.append(hashlib.sha256(body).digest()[:16])
-        return self._id[0]
+        pid = self._memo.get("id")
+        if pid is None:
+            f = encode(self)
+            body = f[:2] + b"\x00" + f[3:11] + bytes((f[11] & _ID_FLAGS_MASK,)) + f[12:]
+            pid = self._memo["id"] = hashlib.sha256(body).digest()[:16]
+        return pid
 
     def signing_bytes(self) -> bytes:
         """The signature preimage: padded encoding with ttl 0, no signature, 0x10 clear."""
-        return pad(encode(self, ttl=0, rsr=False, with_signature=False))
+        pre = self._memo.get("pre")
+        if pre is None:
+            f = encode(self)
+            end = len(f) - (SIGNATURE_LEN if self.signature is not None else 0)
+            body = f[:2] + b"\x00" + f[3:11] + bytes((f[11] & _PREIMAGE_FLAGS_MASK,)) + f[12:end]
+            pre = self._memo["pre"] = pad(body)
+        return pre
 
     def signed(self, identity: Identity) -> Packet:
-        unsigned = replace(self, signature=None, _id=[])
-        return replace(unsigned, signature=identity.sign(unsigned.signing_bytes()), _id=[])
+        """A copy carrying ``identity``'s Ed25519 signature over :meth:`signing_bytes`."""
+        unsigned = self if self.signature is None else replace(self, signature=None)
+        pre = unsigned.signing_bytes()
+        sig = identity.sign(pre)
+        out = Packet(
+            self.type,
+            self.sender,
+            self.payload,
+            self.timestamp,
+            self.ttl,
+            self.version,
+            self.recipient,
+            self.route,
+            sig,
+            self.wire_payload,
+            self.rsr,
+        )
+        body = encode(unsigned)
+        out._memo["pre"] = pre
+        out._memo["frame"] = body[:11] + bytes((body[11] | _HAS_SIGNATURE,)) + body[12:] + sig
+        return out
 
     def verify(self, signing_public: bytes) -> bool:
         if self.signature is None:
@@ -245,38 +304,61 @@ def encode(
     rsr: bool | None = None,
     with_signature: bool = True,
 ) -> bytes:
-    """Encode a packet (unpadded). Keyword overrides serve the signature preimage."""
-    if p.version not in (1, 2):
-        raise BadVersionError(f"version {p.version} is not 1 or 2")
-    if len(p.sender) != PEER_ID_LEN:
-        raise BadPayloadError("sender id must be 8 bytes")
+    """Encode a packet (unpadded). Keyword overrides serve the signature preimage.
+
+    Raises :class:`WireError` subclasses for fields that do not fit the frame.
+    """
+    if ttl is None and rsr is None and with_signature:
+        frame = p._memo.get("frame")
+        if frame is None:
+            frame = p._memo["frame"] = _encode(p, p.ttl, p.flags)
+        return frame
     flags = p.flags
     if not with_signature:
-        flags &= ~Flag.HAS_SIGNATURE
+        flags &= ~_HAS_SIGNATURE
     if rsr is not None:
-        flags = (flags | Flag.IS_RSR) if rsr else (flags & ~Flag.IS_RSR)
-    v2 = p.version == 2
-    body = p.wire_payload if p.wire_payload is not None else p.payload
-    size_field = (4 if v2 else 2) if p.wire_payload is not None else 0
-    plen = len(body) + size_field
-    if plen > (0xFFFFFFFF if v2 else 0xFFFF):
-        raise OversizeError(f"payload of {plen} bytes does not fit a v{p.version} frame")
-    parts = [_FIXED.pack(p.version, p.type, p.ttl if ttl is None else ttl, p.timestamp, flags)]
-    parts.append(plen.to_bytes(4 if v2 else 2, "big"))
-    parts.append(p.sender)
+        flags = (flags | _IS_RSR) if rsr else (flags & ~_IS_RSR)
+    return _encode(p, p.ttl if ttl is None else ttl, flags)
+
+
+def _encode(p: Packet, ttl: int, flags: int) -> bytes:
+    version = p.version
+    if version == 1:
+        head, size_len, max_len = _HEAD_V1, 2, 0xFFFF
+    elif version == 2:
+        head, size_len, max_len = _HEAD_V2, 4, 0xFFFFFFFF
+    else:
+        raise BadVersionError(f"version {version} is not 1 or 2")
+    if len(p.sender) != PEER_ID_LEN:
+        raise BadPayloadError("sender id must be 8 bytes")
+    wire = p.wire_payload
+    if wire is None:
+        body = p.payload
+        plen = len(body)
+    else:
+        body = wire
+        plen = len(body) + size_len
+        if len(p.payload) > max_len:
+            raise OversizeError(f"original size {len(p.payload)} does not fit a v{version} frame")
+    if plen > max_len:
+        raise OversizeError(f"payload of {plen} bytes does not fit a v{version} frame")
+    try:
+        parts = [head.pack(version, p.type, ttl, p.timestamp, flags, plen), p.sender]
+    except struct.error as exc:
+        raise BadPayloadError(f"header field out of range: {exc}") from exc
     if p.recipient is not None:
         if len(p.recipient) != PEER_ID_LEN:
             raise BadPayloadError("recipient id must be 8 bytes")
         parts.append(p.recipient)
-    if flags & Flag.HAS_ROUTE:
+    if flags & _HAS_ROUTE:
         if len(p.route) > 255 or any(len(h) != PEER_ID_LEN for h in p.route):
             raise BadPayloadError("route must be at most 255 ids of 8 bytes")
-        parts.append(bytes([len(p.route)]))
+        parts.append(bytes((len(p.route),)))
         parts.extend(p.route)
-    if size_field:
-        parts.append(len(p.payload).to_bytes(size_field, "big"))
+    if wire is not None:
+        parts.append(len(p.payload).to_bytes(size_len, "big"))
     parts.append(body)
-    if with_signature and p.signature is not None:
+    if flags & _HAS_SIGNATURE and p.signature is not None:
         if len(p.signature) != SIGNATURE_LEN:
             raise BadPayloadError("signature must be 64 bytes")
         parts.append(p.signature)
@@ -285,6 +367,7 @@ def encode(
 
 def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Packet:
     """Decode a frame; tries the raw bytes first, then unpadded. Raises only :class:`WireError`."""
+    data = bytes(data)
     try:
         return _decode(data, limits)
     except WireError as first:
@@ -303,15 +386,15 @@ def _decode(data: bytes, limits: DecodeLimits) -> Packet:
         raise OversizeError(f"frame of {n} bytes > limit {limits.max_frame}")
     if n < FIXED_LEN + 2:
         raise TruncatedError(f"frame of {n} bytes is shorter than a header")
-    version, ptype, ttl, timestamp, flags = _FIXED.unpack_from(data)
+    version = data[0]
     if version == 1:
-        plen = int.from_bytes(data[12:14], "big")
+        _, ptype, ttl, timestamp, flags, plen = _HEAD_V1.unpack_from(data)
         off = 14
         size_len = 2
     elif version == 2:
         if n < FIXED_LEN + 4:
             raise TruncatedError("v2 header truncated")
-        plen = int.from_bytes(data[12:16], "big")
+        _, ptype, ttl, timestamp, flags, plen = _HEAD_V2.unpack_from(data)
         off = 16
         size_len = 4
     else:
@@ -323,36 +406,42 @@ def _decode(data: bytes, limits: DecodeLimits) -> Packet:
     sender = data[off : off + PEER_ID_LEN]
     off += PEER_ID_LEN
     recipient = None
-    if flags & Flag.HAS_RECIPIENT:
+    if flags & _HAS_RECIPIENT:
         if off + PEER_ID_LEN > n:
             raise TruncatedError("recipient id truncated")
         recipient = data[off : off + PEER_ID_LEN]
         off += PEER_ID_LEN
     route: tuple[bytes, ...] = ()
-    if flags & Flag.HAS_ROUTE:
+    canonical = not flags & ~_KNOWN_FLAGS
+    # Like both BitChat clients: the route flag means nothing on a v1 frame.
+    if flags & _HAS_ROUTE:
         if version < 2:
-            raise BadPayloadError("route flag on a v1 frame")
-        if off >= n:
-            raise TruncatedError("route count truncated")
-        count = data[off]
-        off += 1
-        if count > limits.max_route:
-            raise OversizeError(f"route of {count} hops > limit {limits.max_route}")
-        end = off + PEER_ID_LEN * count
-        if end > n:
-            raise TruncatedError("route truncated")
-        route = tuple(data[i : i + PEER_ID_LEN] for i in range(off, end, PEER_ID_LEN))
-        off = end
+            canonical = False
+        else:
+            if off >= n:
+                raise TruncatedError("route count truncated")
+            count = data[off]
+            off += 1
+            if count > limits.max_route:
+                raise OversizeError(f"route of {count} hops > limit {limits.max_route}")
+            end = off + PEER_ID_LEN * count
+            if end > n:
+                raise TruncatedError("route truncated")
+            route = tuple(data[i : i + PEER_ID_LEN] for i in range(off, end, PEER_ID_LEN))
+            off = end
+            canonical = canonical and count > 0
     end = off + plen
     if end > n:
         raise TruncatedError(f"payload truncated: need {plen} bytes, have {n - off}")
     signature = None
-    if flags & Flag.HAS_SIGNATURE:
-        if end + SIGNATURE_LEN > n:
+    frame_end = end
+    if flags & _HAS_SIGNATURE:
+        frame_end = end + SIGNATURE_LEN
+        if frame_end > n:
             raise TruncatedError("signature truncated")
-        signature = data[end : end + SIGNATURE_LEN]
+        signature = data[end:frame_end]
     wire_payload = None
-    if flags & Flag.COMPRESSED:
+    if flags & _COMPRESSED:
         if plen < size_len:
             raise BadLengthError("compressed payload shorter than its size prefix")
         original = int.from_bytes(data[off : off + size_len], "big")
@@ -362,16 +451,21 @@ def _decode(data: bytes, limits: DecodeLimits) -> Packet:
         if plen > limits.max_payload:
             raise OversizeError(f"payload of {plen} bytes > limit {limits.max_payload}")
         payload = data[off:end]
-    return Packet(
-        type=ptype,
-        sender=sender,
-        payload=payload,
-        timestamp=timestamp,
-        ttl=ttl,
-        version=version,
-        recipient=recipient,
-        route=route,
-        signature=signature,
-        wire_payload=wire_payload,
-        rsr=bool(flags & Flag.IS_RSR),
+    packet = Packet(
+        ptype,
+        sender,
+        payload,
+        timestamp,
+        ttl,
+        version,
+        recipient,
+        route,
+        signature,
+        wire_payload,
+        bool(flags & _IS_RSR),
     )
+    if canonical:
+        # The received bytes are exactly what encode() would produce: keep them, so the
+        # preimage, id and relay copy are slices rather than a re-encode.
+        packet._memo["frame"] = data if frame_end == n else data[:frame_end]
+    return packet
