@@ -20,7 +20,7 @@ import itertools
 import random
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import TypeVar
 
@@ -353,12 +353,16 @@ def resolve_roll(state: CrapsState, d1: int, d2: int) -> CrapsState:
 # --- the application --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class CrapsApp:
     """The craps table as an :class:`~ble_bridge.consensus.app.Application`."""
 
-    rules: TableRules = field(default_factory=TableRules)
     name: str = "bitcraps"
+
+    def __init__(self, rules: TableRules | None = None) -> None:
+        self.rules = rules or TableRules()
+
+    def __repr__(self) -> str:
+        return f"CrapsApp({self.rules!r})"
 
     def initial_state(self, validators: Sequence[bytes]) -> CrapsState:
         keys = tuple(sorted(set(bytes(v) for v in validators)))
@@ -680,6 +684,15 @@ def decode_state(data: bytes) -> CrapsState:
     )
     _validate(state, known)
     return state
+
+
+def check_invariants(state: CrapsState) -> None:
+    """Raise ValueError when ``state`` breaks a ledger/table invariant (for safety checks)."""
+    if not state.validators or not _strictly_sorted(state.validators):
+        raise ValueError("validators empty or not canonical")
+    if state.bank < 0 or state.unclaimed < 0 or any(v < 0 for _, v in state.balances):
+        raise ValueError("negative balance")
+    _validate(state, set(state.validators))
 
 
 def _validate(s: CrapsState, known: set[bytes]) -> None:

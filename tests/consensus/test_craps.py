@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from ble_bridge.consensus.app import BlockContext, InvalidOperation
+from ble_bridge.consensus.app import Application, BlockContext, InvalidOperation
 from ble_bridge.consensus.craps import (
     MAX_SNAPSHOT_BYTES,
     Bet,
@@ -33,6 +33,7 @@ from ble_bridge.consensus.craps import (
     Stage,
     TablePlayer,
     TableRules,
+    check_invariants,
     commitment,
     decode_op,
     encode_op,
@@ -41,6 +42,8 @@ from ble_bridge.consensus.craps import (
     settle,
     table_id,
 )
+
+CONFORMS: Application[CrapsState] = CrapsApp()  # mypy checks the protocol here
 
 KEYS = tuple(bytes([i]) * 32 for i in range(1, 5))
 OUTSIDER = b"\xee" * 32
@@ -565,6 +568,14 @@ def test_restore_refuses_states_that_break_invariants(corrupt: object) -> None:
         app.restore(app.snapshot(bad))
 
 
+def test_check_invariants_flags_negative_balances() -> None:
+    _, state = busy_state()
+    check_invariants(state)
+    bad = replace(state, balances=((A, -5), *state.balances[1:]), bank=state.bank + 5 + 1000)
+    with pytest.raises(ValueError, match="negative"):
+        check_invariants(bad)
+
+
 def test_restore_caps_size_and_refuses_trailing_bytes() -> None:
     app, state = busy_state()
     with pytest.raises(ValueError):
@@ -646,7 +657,7 @@ def play(
                     continue
                 state = app.apply(state, player.key, raw, ctx(h))
         state = app.end_block(state, ctx(h))
-        assert state.total_tokens == state.supply
+        check_invariants(state)
         if trace is not None:
             trace.append(state)
     return app, state, refusals
@@ -688,7 +699,7 @@ def test_players_resend_lost_ops_and_keep_playing() -> None:
 _REPLAY = textwrap.dedent(
     """
     import random
-    from ble_bridge.consensus.app import BlockContext, InvalidOperation
+    from ble_bridge.consensus.app import Application, BlockContext, InvalidOperation
     from ble_bridge.consensus.craps import CrapsApp, TablePlayer
     keys = tuple(bytes([i]) * 32 for i in range(1, 8))
     app = CrapsApp()
@@ -838,6 +849,7 @@ class CrapsTable(RuleBasedStateMachine):
     @invariant()
     def tokens_are_conserved_and_never_negative(self) -> None:
         s = self.state
+        check_invariants(s)
         assert s.total_tokens == s.supply
         assert min(s.bank, s.unclaimed, *(v for _, v in s.balances)) >= 0
         assert all(b.amount > 0 for b in s.bets)
