@@ -1,0 +1,70 @@
+"""Tunables of the fake bluetoothd: the link model and the Pi controller behaviours."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(slots=True)
+class LinkModel:
+    """How one simulated BLE connection behaves (same knobs as the loopback air)."""
+
+    latency_s: float = 0.0
+    """One-way delay added to every forwarded write and notification."""
+    loss: float = 0.0
+    """Probability that a write-without-response or notification is lost."""
+    mtu: int = 247
+    """ATT MTU negotiated on connect (BlueZ offers 517; Pis commonly settle at 247)."""
+
+
+@dataclass(slots=True)
+class FakeBluezConfig:
+    """Everything the fake can be told; JSON-serialisable for the control interface."""
+
+    adapters: int = 2
+    link: LinkModel | None = None
+    link_limit: int = 7
+    """Connections per adapter before Connect fails with Limited Resources (Pi 3B+: ~7)."""
+    adv_stops_on_connect: bool = True
+    """BlueZ stops a connectable advertisement once a central connects."""
+    connect_fails_while_advertising: bool = False
+    """BCM4345C0 rule: an outgoing connect while advertising fails (HCI 0x3c)."""
+    inprogress_rate: float = 0.0
+    """Probability that Connect answers org.bluez.Error.InProgress."""
+    abort_rate: float = 0.0
+    """Probability that Connect fails with le-connection-abort-by-local (after a blip)."""
+    connect_delay_s: float = 0.01
+    connect_timeout_s: float = 1.0
+    """How long a Connect to a device that no longer advertises takes to fail."""
+    adv_interval_s: float = 0.1
+    """How often scanning adapters see each advertisement (RSSI refresh)."""
+    device_timeout_s: float = 30.0
+    """Unconnected devices not seen for this long are removed (BlueZ TemporaryTimeout)."""
+    forward_window: int = 32
+    """Forwarded calls in flight per serving app (dbus-daemon allows 128 pending replies)."""
+    link_buffer: int = 65536
+    """Frames queued per link direction before further ones are dropped and counted."""
+    seed: int = 1
+
+    def link_model(self) -> LinkModel:
+        return self.link if self.link is not None else LinkModel()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> FakeBluezConfig:
+        raw: dict[str, Any] = json.loads(text) if text else {}
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FakeBluezConfig:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in raw.items() if k in known and k != "link"}
+        cfg = cls(**kwargs)
+        if isinstance(raw.get("link"), dict):
+            lk = {f.name for f in fields(LinkModel)}
+            cfg.link = LinkModel(**{k: v for k, v in raw["link"].items() if k in lk})
+        return cfg
