@@ -1,0 +1,166 @@
+"""Thin asyncio service around :class:`Router`: the same node over BlueZ or the loopback air.
+
+It only moves bytes and time: transport events go into the router with ``loop.time()`` as
+``now``, frames come back out into ``Transport.send``, one ``call_at`` timer follows
+``router.next_timer()``, and delivered packets go to subscribers. A virtual-clock loop in
+the simulator therefore drives real node code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from ..transport import LinkInfo, Transport
+from ..wire.identity import Identity
+from ..wire.packet import Packet
+from .config import MeshConfig
+from .router import Delivered, Router
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[Delivered], None]
+
+
+class MeshNode:
+    """A mesh node on any :class:`Transport`; implements ``TransportHandler``."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        transport: Transport,
+        config: MeshConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+        wall_offset: float | None = None,
+    ) -> None:
+        self.identity = identity
+        self.transport = transport
+        self.config = config or MeshConfig()
+        self._fixed_wall_offset = wall_offset is not None
+        offset = wall_offset if wall_offset is not None else time.time() - time.monotonic()
+        self.router = Router(identity, self.config, rng or random.Random(), offset)
+        self._subscribers: dict[int | None, list[Subscriber]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._running = False
+        self.counters: Counter[str] = Counter()
+
+    @property
+    def peer_id(self) -> bytes:
+        return self.identity.peer_id
+
+    async def start(self) -> None:
+        """Attach to the transport, start it and arm the router's timer."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if not self._fixed_wall_offset:
+            self.router.wall_offset = time.time() - loop.time()
+        self._running = True
+        self.transport.attach(self)
+        await self.transport.start()
+        self._pump()
+
+    async def stop(self) -> None:
+        """Stop timers and the transport; idempotent."""
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = None
+        await self.transport.stop()
+
+    # -- API ----------------------------------------------------------------------------
+
+    def send(self, ptype: int, payload: bytes, recipient: bytes | None = None) -> Packet:
+        """Originate a signed packet now; frames leave before this returns."""
+        packet = self.router.send(self._now(), ptype, payload, recipient)
+        self._pump()
+        return packet
+
+    def subscribe(self, ptype: int | None, callback: Subscriber) -> None:
+        """Call ``callback`` for each delivered packet of ``ptype`` (``None``: every type)."""
+        self._subscribers.setdefault(ptype, []).append(callback)
+
+    def add_peer_key(self, peer_id: bytes, signing_key: bytes) -> None:
+        self.router.add_peer_key(peer_id, signing_key)
+
+    def stats(self) -> dict[str, int]:
+        """Router counters plus gauges of every bounded structure and node counters."""
+        r = self.router
+        out = dict(r.stats)
+        out.update(self.counters)
+        out["links"] = len(r.peers.links)
+        out["peers_known"] = len(r.peers)
+        out["seen_entries"] = len(r.seen)
+        out["pending_relays"] = r.pending_relays
+        out["outbound_frames"] = r.outbound_frames
+        return out
+
+    # -- TransportHandler -----------------------------------------------------------------
+
+    def link_up(self, info: LinkInfo) -> None:
+        if self._running:
+            self.router.link_up(self._now(), info)
+            self._pump()
+
+    def link_down(self, link_id: int, reason: str) -> None:
+        if self._running:
+            self.router.link_down(self._now(), link_id, reason)
+            self._pump()
+
+    def frame_received(self, link_id: int, data: bytes) -> None:
+        if self._running:
+            self.router.receive(self._now(), link_id, data)
+            self._pump()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.time()
+
+    def _pump(self) -> None:
+        """Flush frames, dispatch events, re-arm the single timer."""
+        router = self.router
+        now = self._now()
+        for link_id, frame in router.frames_to_send():
+            router.send_result(now, link_id, self.transport.send(link_id, frame))
+        for event in router.events():
+            self._dispatch(event)
+        self._arm()
+
+    def _dispatch(self, event: Delivered) -> None:
+        for key in (event.packet.type, None):
+            for callback in self._subscribers.get(key, ()):
+                try:
+                    callback(event)
+                except Exception:
+                    self.counters["subscriber_error"] += 1
+                    log.exception("mesh subscriber failed on a type 0x%02x packet", key or 0)
+
+    def _arm(self) -> None:
+        if not self._running or self._loop is None:
+            return
+        at = self.router.next_timer()
+        if at == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if not self._running:
+            return
+        self.router.handle_timer(self._now())
+        self._pump()
