@@ -276,11 +276,15 @@ def roll_dice(table: bytes, round_: int, reveals: Iterable[tuple[bytes, bytes]])
     h = hashlib.sha256(_DICE_DOMAIN + table + round_.to_bytes(8, "big"))
     for player, secret in sorted(reveals):
         h.update(player + secret)
-    seed = h.digest()
+    return dice_from_seed(h.digest())
+
+
+def dice_from_seed(seed: bytes) -> tuple[int, int]:
+    """Two dice by rejection sampling: bytes >= 252 (= 42 * 6) are skipped, so no bias."""
     dice: list[int] = []
     while True:
         for byte in seed:
-            if byte < 252:  # 252 = 42 * 6: rejection keeps the dice unbiased
+            if byte < 252:
                 dice.append(byte % 6 + 1)
                 if len(dice) == 2:
                     return dice[0], dice[1]

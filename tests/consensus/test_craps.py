@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +37,7 @@ from ble_bridge.consensus.craps import (
     check_invariants,
     commitment,
     decode_op,
+    dice_from_seed,
     encode_op,
     resolve_roll,
     roll_dice,
@@ -508,6 +510,20 @@ def test_dice_are_roughly_uniform() -> None:
     assert all(120 <= n <= 290 for n in counts.values()), counts
 
 
+def test_dice_skip_bytes_that_would_bias_them() -> None:
+    assert dice_from_seed(bytes([255, 252, 3, 10, 9])) == (4, 5)
+    assert dice_from_seed(bytes([251, 5])) == (6, 6)
+    tail = dice_from_seed(bytes([255] * 32))  # all rejected: continues on the rehash
+    assert all(1 <= d <= 6 for d in tail)
+
+
+def test_dice_ignore_the_order_reveals_are_given_in() -> None:
+    reveals = [(C, b"c" * 32), (A, b"a" * 32), (B, b"b" * 32)]
+    tid = table_id(KEYS)
+    assert roll_dice(tid, 3, reveals) == roll_dice(tid, 3, sorted(reveals))
+    assert roll_dice(tid, 3, reveals) == roll_dice(tid, 3, reversed(reveals))
+
+
 def test_dice_depend_on_the_table_and_round() -> None:
     reveals = [(A, b"x" * 32), (B, b"y" * 32)]
     draws = {roll_dice(table_id(KEYS[: n + 1]), r, reveals) for n in range(4) for r in range(8)}
@@ -689,6 +705,34 @@ def test_withholding_player_forfeits_and_the_table_moves_on() -> None:
     assert max(holdings(state, k) for k in (A, B, C)) > held[-1]
 
 
+def test_player_does_not_repeat_ops_until_patience_runs_out() -> None:
+    app = CrapsApp()
+    state = app.initial_state(KEYS)
+    player = TablePlayer(A, random.Random(1), patience=3)
+    assert [decode_op(raw) for raw in player.next_ops(state)] == [Join()]
+    assert [player.next_ops(state) for _ in range(2)] == [[], []]
+    assert [decode_op(raw) for raw in player.next_ops(state)] == [Join()]  # lost: resent
+    state = submit(app, state, A, Join())
+    ops = [decode_op(raw) for raw in player.next_ops(state)]
+    assert isinstance(ops[-1], CommitRandomness)
+    assert ops[-1].commitment == commitment(A, 0, player.secret_for(0))
+    assert all(isinstance(op, PlaceBet) for op in ops[:-1])
+    assert player.next_ops(state) == []
+
+
+def test_player_reveals_once_the_commits_are_in() -> None:
+    app = CrapsApp()
+    state = seated(app, (A,))
+    player = TablePlayer(A, random.Random(2))
+    for raw in player.next_ops(state):
+        state = app.apply(state, A, raw, ctx(1))
+    assert player.next_ops(state) == []
+    state = app.end_block(state, ctx(1))
+    assert [decode_op(raw) for raw in player.next_ops(state)] == [
+        RevealRandomness(0, player.secret_for(0))
+    ]
+
+
 def test_players_resend_lost_ops_and_keep_playing() -> None:
     _, state, _ = play(seed=5, heights=300, drop=0.3)
     assert state.round >= 30
@@ -696,6 +740,7 @@ def test_players_resend_lost_ops_and_keep_playing() -> None:
 
 # --- determinism across processes -------------------------------------------------------
 
+REPO = Path(__file__).resolve().parents[2]
 _REPLAY = textwrap.dedent(
     """
     import random
@@ -722,9 +767,14 @@ _REPLAY = textwrap.dedent(
 def test_two_processes_with_different_hash_seeds_agree() -> None:
     outputs = set()
     for hash_seed in ("0", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO)}
         done = subprocess.run(
-            [sys.executable, "-c", _REPLAY], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", _REPLAY],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         outputs.add(done.stdout)
