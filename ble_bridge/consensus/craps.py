@@ -100,7 +100,11 @@ class Bet:
 
 @dataclass(frozen=True, slots=True)
 class CrapsState:
-    """The whole table; immutable, every tuple kept in canonical (sorted) order."""
+    """The whole table; immutable, every tuple kept in canonical (sorted) order.
+
+    ``round`` counts commit-reveal rounds (one roll each); ``deadline`` is the height at
+    whose end the current stage closes (0 while betting and nobody has committed yet).
+    """
 
     rules: TableRules
     validators: tuple[bytes, ...]
