@@ -1,0 +1,1257 @@
+"""Sans-IO Tendermint-style BFT engine: heights, rounds, proposer rotation, votes, timeouts.
+
+The engine never touches a socket or a clock. Feed it messages and time, read back what to
+broadcast and what happened::
+
+    engine.start(now)
+    engine.receive(now, msg)            # or receive_payload(now, bytes_of_a_0x1C_packet)
+    engine.submit(now, op_body) -> op_id
+    engine.handle_timer(now)            # call when now >= engine.next_timer()
+    engine.outbox() -> list[Message]    # broadcast each (encode_message(session_id, m))
+    engine.events() -> list[Event]      # Committed, OperationRejected, EvidenceFound, ...
+
+Algorithm: Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (2018), with
+blocks executed before they are voted on (the header commits to the state hash *after* the
+block, so a certificate proves a snapshot), idle heights that wait for work instead of
+proposing empty blocks, and periodic re-broadcast of the node's own votes so lossy links
+cannot stall a round. Every dropped input is counted by reason in :attr:`stats`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from ..store import Store
+from ..wire.messages import (
+    DEFAULT_LIMITS,
+    NIL,
+    SESSION_ID_LEN,
+    Block,
+    BlockHeader,
+    Commit,
+    CommitCertificate,
+    CommitRequest,
+    Evidence,
+    Message,
+    MessageError,
+    MessageLimits,
+    Operation,
+    Proposal,
+    SnapshotRequest,
+    SnapshotResponse,
+    StateAnnounce,
+    Step,
+    Vote,
+    body_hash,
+    decode_message,
+    proposal_signing_bytes,
+)
+from .app import Application, BlockContext, InvalidOperation
+from .quorum import AddResult, SignatureCache, VoteSet, max_faulty, quorum
+from .snapshot import Snapshot, chain_state_hash
+
+S = TypeVar("S")
+
+GENESIS_HASH = hashlib.sha256(b"ble-bridge/genesis/v1").digest()
+
+
+class Signer(Protocol):
+    """What the engine needs of an identity (``wire.identity.Identity`` fits)."""
+
+    @property
+    def signing_public(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Every tunable of the engine, with its default."""
+
+    timeout_propose: float = 1.0  # before any latency is measured
+    timeout_vote: float = 0.5  # prevote/precommit wait after q votes of any kind
+    timeout_min: float = 0.05
+    timeout_max: float = 30.0
+    timeout_growth: float = 1.5  # each round multiplies the timeouts by this
+    latency_alpha: float = 0.25  # EWMA weight of a new commit latency sample
+    latency_factor: float = 2.0  # propose timeout = factor x EWMA commit latency
+    rebroadcast_factor: float = 2.0  # re-send own votes after this x the step's timeout
+    max_block_ops: int = 1024
+    max_block_bytes: int = 256 * 1024
+    max_block_evidence: int = 8
+    mempool_max_ops: int = 8192
+    mempool_max_bytes: int = 4 << 20
+    mempool_ttl_heights: int = 64  # an op not committed within this many heights expires
+    max_op_failures: int = 3  # block builds an op may fail before it is rejected
+    max_pending_evidence: int = 64
+    max_round_skip: int = 16  # ignore messages for rounds further ahead than this
+    max_future_messages: int = 2048  # buffered messages for the next height
+    recent_blocks: int = 64  # committed blocks kept in memory to answer catch-up
+    snapshot_interval: int = 16  # heights between stored snapshots (0 = never)
+    snapshot_gap: int = 8  # behind by more than this many heights: ask for a snapshot
+    request_interval: float = 0.5  # minimum time between two catch-up requests
+    response_delay: float = 0.1  # max jitter before answering a request (suppression)
+    create_empty_blocks: bool = False  # propose with an empty mempool (keep-alive chains)
+    signature_cache: int = 16384
+    limits: MessageLimits = DEFAULT_LIMITS
+
+
+class Phase(enum.IntEnum):
+    """Where the engine is within the current height."""
+
+    IDLE = 0  # new height, no work yet: no proposal, no timers
+    PROPOSE = 1
+    PREVOTE = 2
+    PRECOMMIT = 3
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A block was committed (already stored when this event is emitted)."""
+
+    height: int
+    round: int
+    block: Block
+    certificate: CommitCertificate
+    ops: tuple[Operation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRejected:
+    """An operation left the mempool without being committed."""
+
+    op_id: bytes
+    submitter: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceFound:
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInstalled:
+    height: int
+    state_hash: bytes
+
+
+Event = Committed | OperationRejected | EvidenceFound | SnapshotInstalled
+
+
+# -- mempool --------------------------------------------------------------------------
+
+
+class Mempool:
+    """Pending signed operations, bounded by count and bytes, in arrival order."""
+
+    def __init__(self, max_ops: int, max_bytes: int) -> None:
+        self.max_ops = max_ops
+        self.max_bytes = max_bytes
+        self.ops: OrderedDict[bytes, Operation] = OrderedDict()
+        self.by_key: dict[tuple[bytes, int], bytes] = {}
+        self.added_at: dict[bytes, int] = {}
+        self.failures: Counter[bytes] = Counter()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __contains__(self, op_id: bytes) -> bool:
+        return op_id in self.ops
+
+    def add(self, op: Operation, op_id: bytes, height: int) -> str | None:
+        """Add ``op``; return a drop reason instead when it is refused."""
+        if op_id in self.ops:
+            return "duplicate"
+        if (op.submitter, op.nonce) in self.by_key:
+            return "nonce_conflict"
+        size = len(op.encode())
+        if len(self.ops) >= self.max_ops or self.bytes + size > self.max_bytes:
+            return "mempool_full"
+        self.ops[op_id] = op
+        self.by_key[(op.submitter, op.nonce)] = op_id
+        self.added_at[op_id] = height
+        self.bytes += size
+        return None
+
+    def remove(self, op_id: bytes) -> Operation | None:
+        op = self.ops.pop(op_id, None)
+        if op is not None:
+            self.by_key.pop((op.submitter, op.nonce), None)
+            self.added_at.pop(op_id, None)
+            self.failures.pop(op_id, None)
+            self.bytes -= len(op.encode())
+        return op
+
+    def ordered(self) -> list[tuple[bytes, Operation]]:
+        """Arrival order, but each submitter's ops in nonce order within its own slots."""
+        items = list(self.ops.items())
+        slots: dict[bytes, list[int]] = {}
+        for i, (_, op) in enumerate(items):
+            slots.setdefault(op.submitter, []).append(i)
+        out: list[tuple[bytes, Operation] | None] = [None] * len(items)
+        for idx in slots.values():
+            mine = sorted((items[i] for i in idx), key=lambda it: it[1].nonce)
+            for i, it in zip(idx, mine, strict=True):
+                out[i] = it
+        return [it for it in out if it is not None]
+
+
+@dataclass(slots=True)
+class _Executed:
+    """The replicated state after executing a block on top of the committed state."""
+
+    app_state: Any
+    nonces: dict[bytes, int]
+    banned: frozenset[bytes]
+    state_hash: bytes
+
+
+@dataclass(slots=True)
+class _Height:
+    """Per-height round state (reset at every commit)."""
+
+    round: int = 0
+    phase: Phase = Phase.IDLE
+    locked_round: int = -1
+    locked_hash: bytes = NIL
+    valid_round: int = -1
+    valid_block: Block | None = None
+    proposals: dict[int, Proposal] = field(default_factory=dict)
+    votes: dict[tuple[int, Step], VoteSet] = field(default_factory=dict)
+    blocks: dict[bytes, Block] = field(default_factory=dict)
+    executed: dict[bytes, _Executed | None] = field(default_factory=dict)
+    prevote_timer_set: set[int] = field(default_factory=set)
+    precommit_timer_set: set[int] = field(default_factory=set)
+    locked_on_quorum: set[int] = field(default_factory=set)
+    own: list[Message] = field(default_factory=list)  # what we signed this round
+    started_at: float | None = None
+
+
+class ConsensusEngine(Generic[S]):
+    """One validator's view of one session. Sans-IO: explicit ``now`` everywhere."""
+
+    def __init__(
+        self,
+        session_id: bytes,
+        signer: Signer,
+        validators: Sequence[bytes],
+        app: Application[S],
+        config: EngineConfig | None = None,
+        store: Store | None = None,
+    ) -> None:
+        if len(session_id) != SESSION_ID_LEN:
+            raise ValueError(f"session id must be {SESSION_ID_LEN} bytes")
+        if len(set(validators)) != len(validators) or not validators:
+            raise ValueError("validators must be distinct and non-empty")
+        self.session_id = bytes(session_id)
+        self.signer = signer
+        self.key = signer.signing_public
+        self.validators: tuple[bytes, ...] = tuple(sorted(validators))
+        self._vindex = {v: i for i, v in enumerate(self.validators)}
+        self.is_validator = self.key in self._vindex
+        self.app = app
+        self.config = config or EngineConfig()
+        self.store = store
+        self.quorum = quorum(len(self.validators))
+        self.f = max_faulty(len(self.validators))
+        self.cache = SignatureCache(self.config.signature_cache)
+        self.stats: Counter[str] = Counter()
+        self._outbox: list[Message] = []
+        self._events: list[Event] = []
+        self.mempool = Mempool(self.config.mempool_max_ops, self.config.mempool_max_bytes)
+        # committed state
+        self._committed = 0
+        self._app_state: S = app.initial_state(self.validators)
+        self._nonces: dict[bytes, int] = {}
+        self._banned: frozenset[bytes] = frozenset()
+        self._state_hash = self._hash_state(self._app_state, self._nonces, self._banned)
+        self._last_hash = GENESIS_HASH
+        self._last_header: BlockHeader | None = None
+        self._last_cert: CommitCertificate | None = None
+        self._recent: OrderedDict[int, tuple[Block, CommitCertificate]] = OrderedDict()
+        self._commit_times: dict[int, float] = {}
+        # round state
+        self._hs = _Height()
+        self._future: deque[Message] = deque()
+        self._timers: dict[str, tuple[float, int, int]] = {}
+        self._pending_evidence: OrderedDict[tuple[bytes, int, int, int], Evidence] = OrderedDict()
+        self._committed_evidence: set[tuple[bytes, int, int, int]] = set()
+        # signer state: never sign below (or differently at) this (height, round, step)
+        self._signed_floor: tuple[int, int, int] | None = None
+        self._signed_last: bytes = b""
+        # latency adaptation and catch-up
+        self.latency: float | None = None
+        self._ahead: dict[bytes, int] = {}  # validator -> highest height seen from it
+        self._hint_height = 0
+        self._last_request = -1e18
+        self._responses: dict[tuple[str, int], float] = {}
+        self._next_nonce = 1
+        self._started = False
+        if store is not None:
+            self._recover(store)
+
+    # -- public properties -------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        """Last committed height (0 = genesis)."""
+        return self._committed
+
+    @property
+    def round(self) -> int:
+        """Round of the height being decided."""
+        return self._hs.round
+
+    @property
+    def phase(self) -> Phase:
+        return self._hs.phase
+
+    @property
+    def state(self) -> S:
+        """The application state after the last committed block."""
+        return self._app_state
+
+    @property
+    def state_hash(self) -> bytes:
+        """The chain state hash after the last committed block (what headers commit to)."""
+        return self._state_hash
+
+    @property
+    def last_block_hash(self) -> bytes:
+        return self._last_hash
+
+    @property
+    def last_certificate(self) -> CommitCertificate | None:
+        return self._last_cert
+
+    @property
+    def banned(self) -> frozenset[bytes]:
+        return self._banned
+
+    def proposer(self, height: int, round: int) -> bytes:
+        """Deterministic rotation over the sorted validator set."""
+        return self.validators[(height + round) % len(self.validators)]
+
+    def committed_nonce(self, submitter: bytes) -> int:
+        return self._nonces.get(submitter, 0)
+
+    # -- sans-IO interface -------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Begin work at the next height (idle until there is something to decide)."""
+        if self._started:
+            return
+        self._started = True
+        self._enter_height(now)
+
+    def outbox(self) -> list[Message]:
+        """Messages to broadcast to every validator of the session (drained)."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def next_timer(self) -> float | None:
+        """Earliest time :meth:`handle_timer` has something to do, or None."""
+        times = [t for t, _, _ in self._timers.values()]
+        times.extend(self._responses.values())
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at ``now``."""
+        for name, (due, h, r) in list(self._timers.items()):
+            if due > now or self._timers.get(name) != (due, h, r):
+                continue
+            del self._timers[name]
+            if h != self._committed + 1:
+                continue
+            self._on_timeout(now, name, r)
+        for key, due in list(self._responses.items()):
+            if due <= now:
+                del self._responses[key]
+                self._respond(key)
+        self._progress(now)
+
+    def state_announcement(self) -> StateAnnounce:
+        """What the bridge broadcasts (when it changed) so lagging nodes notice."""
+        return StateAnnounce(self._committed, self._state_hash, self._last_hash)
+
+    def submit(self, now: float, body: bytes) -> bytes:
+        """Sign ``body`` as an operation of this node, gossip it, and return its op id."""
+        if not self.is_validator:
+            raise ValueError("only a validator of the session may submit operations")
+        nonce = max(self._next_nonce, self.committed_nonce(self.key) + 1)
+        self._next_nonce = nonce + 1
+        op = Operation.create(self.signer.sign, self.key, self.session_id, nonce, body)
+        op_id = op.op_id
+        self._remember(op.submitter, op.signature, op.signing_bytes(self.session_id))
+        reason = self._admit_op(op, op_id)
+        if reason is not None:
+            self._events.append(OperationRejected(op_id, self.key, reason))
+            return op_id
+        self._outbox.append(op)
+        self._wake(now)
+        self._progress(now)
+        return op_id
+
+    def receive_payload(self, now: float, payload: bytes) -> None:
+        """Decode a 0x1C packet payload and :meth:`receive` it; bad bytes are counted."""
+        try:
+            session, msg = decode_message(payload, self.config.limits)
+        except MessageError as exc:
+            self.stats[f"drop_{exc.reason}"] += 1
+            return
+        if session != self.session_id:
+            self.stats["drop_unknown_session"] += 1
+            return
+        self.receive(now, msg)
+
+    def receive(self, now: float, msg: Message) -> None:
+        """Process one decoded message; never raises on bad input (drops are counted)."""
+        self._dispatch(now, msg)
+        self._progress(now)
+
+    def _dispatch(self, now: float, msg: Message) -> None:
+        self.stats["received"] += 1
+        if isinstance(msg, Vote):
+            self._on_vote(now, msg)
+        elif isinstance(msg, Proposal):
+            self._on_proposal(now, msg)
+        elif isinstance(msg, Operation):
+            self._on_operation(now, msg)
+        elif isinstance(msg, Evidence):
+            self._on_evidence(now, msg)
+        elif isinstance(msg, Commit):
+            self._on_commit_message(now, msg)
+        elif isinstance(msg, CommitRequest):
+            self._on_commit_request(now, msg)
+        elif isinstance(msg, StateAnnounce):
+            self._note_height(now, msg.height + 1, None)
+        elif isinstance(msg, SnapshotRequest):
+            self._on_snapshot_request(now, msg)
+        elif isinstance(msg, SnapshotResponse):
+            self._responses.pop(("snapshot", msg.certificate.height), None)
+            if msg.certificate.height > self._committed:
+                self.install_snapshot(now, msg.snapshot, msg.certificate)
+            else:
+                self.stats["drop_snapshot_stale"] += 1
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def make_snapshot(self) -> tuple[bytes, CommitCertificate] | None:
+        """Compressed snapshot of the committed state and the certificate proving it."""
+        if self._last_header is None or self._last_cert is None:
+            return None
+        snap = Snapshot(
+            self._last_header,
+            tuple(sorted(self._nonces.items())),
+            self._banned,
+            self.app.snapshot(self._app_state),
+        )
+        return snap.compress(), self._last_cert
+
+    def install_snapshot(self, now: float, blob: bytes, certificate: CommitCertificate) -> bool:
+        """Adopt a snapshot newer than our state if the certificate proves its state hash."""
+        try:
+            snap = Snapshot.decompress(blob, self.config.limits.max_snapshot_bytes)
+        except MessageError as exc:
+            self.stats[f"snapshot_{exc.reason}"] += 1
+            return False
+        if snap.height <= self._committed:
+            self.stats["snapshot_stale"] += 1
+            return False
+        if certificate.height != snap.height or certificate.block_hash != snap.header.hash:
+            self.stats["snapshot_certificate_mismatch"] += 1
+            return False
+        if not certificate.verify(self.validators, self.session_id, self.cache):
+            self.stats["snapshot_bad_certificate"] += 1
+            return False
+        try:
+            app_state = self.app.restore(snap.app_state)
+            nonces = dict(snap.nonces)
+            state_hash = self._hash_state(app_state, nonces, snap.banned)
+        except (ValueError, InvalidOperation) as exc:
+            self.stats["snapshot_bad_state"] += 1
+            del exc
+            return False
+        if state_hash != snap.header.state_hash:
+            self.stats["snapshot_hash_mismatch"] += 1
+            return False
+        if self.store is not None:
+            self.store.save_snapshot(self.session_id, snap.height, blob, certificate.encode())
+        self._adopt(snap.header, certificate, app_state, nonces, snap.banned, state_hash)
+        self._recent.clear()
+        self.stats["snapshots_installed"] += 1
+        self._events.append(SnapshotInstalled(snap.height, state_hash))
+        self._after_commit(now)
+        return True
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _on_vote(self, now: float, vote: Vote) -> None:
+        h = self._committed + 1
+        if vote.validator not in self._vindex:
+            self.stats["drop_not_validator"] += 1
+            return
+        if vote.height != h:
+            self._other_height(now, vote, vote.height, vote.validator)
+            return
+        if vote.round > self._hs.round + self.config.max_round_skip:
+            self.stats["drop_round_too_far"] += 1
+            return
+        vs = self._vote_set(vote.round, vote.step)
+        result, ev = vs.add(vote)
+        if result is AddResult.ADDED:
+            self.stats["votes_counted"] += 1
+            self._wake(now)
+        else:
+            self.stats[f"drop_{result.value}"] += 1
+        if ev is not None:
+            self._found_evidence(ev)
+
+    def _on_proposal(self, now: float, p: Proposal) -> None:
+        h = self._committed + 1
+        if p.height != h:
+            self._other_height(now, p, p.height, None)
+            return
+        if p.round > self._hs.round + self.config.max_round_skip:
+            self.stats["drop_round_too_far"] += 1
+            return
+        if p.block.height != p.height:
+            self.stats["drop_bad_proposal"] += 1
+            return
+        existing = self._hs.proposals.get(p.round)
+        if existing is not None:
+            same = existing.block.hash == p.block.hash and existing.signature == p.signature
+            self.stats["drop_duplicate" if same else "drop_conflicting_proposal"] += 1
+            return
+        proposer = self.proposer(p.height, p.round)
+        if not self.cache.verify(proposer, p.signature, p.signing_bytes(self.session_id)):
+            self.stats["drop_bad_signature"] += 1
+            return
+        self._hs.proposals[p.round] = p
+        self._hs.blocks[p.block.hash] = p.block
+        self.stats["proposals_accepted"] += 1
+        self._wake(now)
+
+    def _on_operation(self, now: float, op: Operation) -> None:
+        op_id = op.op_id
+        if op_id in self.mempool:
+            self.stats["drop_duplicate"] += 1
+            return
+        if op.submitter not in self._vindex:
+            self.stats["drop_not_validator"] += 1
+            return
+        if op.nonce <= self.committed_nonce(op.submitter):
+            self.stats["drop_stale_nonce"] += 1
+            return
+        if len(op.body) > self.config.limits.max_op_bytes:
+            self.stats["drop_oversized"] += 1
+            return
+        if not self.cache.verify(op.submitter, op.signature, op.signing_bytes(self.session_id)):
+            self.stats["drop_bad_signature"] += 1
+            return
+        reason = self._admit_op(op, op_id)
+        if reason is not None:
+            self.stats[f"drop_{reason}"] += 1
+            return
+        self.stats["ops_accepted"] += 1
+        self._wake(now)
+
+    def _admit_op(self, op: Operation, op_id: bytes) -> str | None:
+        if op.nonce <= self.committed_nonce(op.submitter):
+            return "stale_nonce"
+        return self.mempool.add(op, op_id, self._committed)
+
+    def _on_evidence(self, now: float, ev: Evidence) -> None:
+        key = ev.key
+        if key in self._pending_evidence or key in self._committed_evidence:
+            self.stats["drop_duplicate"] += 1
+            return
+        if ev.offender in self._banned:
+            self.stats["drop_already_banned"] += 1
+            return
+        if not (
+            ev.is_consistent()
+            and ev.offender in self._vindex
+            and self._verify_vote(ev.vote_a)
+            and self._verify_vote(ev.vote_b)
+        ):
+            self.stats["drop_bad_evidence"] += 1
+            return
+        self._found_evidence(ev, gossip=False)
+        self._wake(now)
+
+    def _found_evidence(self, ev: Evidence, gossip: bool = True) -> None:
+        key = ev.key
+        if key in self._pending_evidence or key in self._committed_evidence:
+            return
+        if ev.offender in self._banned:
+            return
+        if len(self._pending_evidence) >= self.config.max_pending_evidence:
+            self.stats["drop_evidence_pool_full"] += 1
+            return
+        self._pending_evidence[key] = ev
+        self.stats["evidence_found"] += 1
+        if self.store is not None:
+            self.store.save_evidence(self.session_id, ev.encode(), ev.vote_a.height)
+        self._events.append(EvidenceFound(ev))
+        if gossip:
+            self._outbox.append(ev)
+
+    def _on_commit_message(self, now: float, c: Commit) -> None:
+        h = self._committed + 1
+        self._responses.pop(("commit", c.block.height), None)
+        if c.block.height != h or c.certificate.height != h:
+            self.stats["drop_commit_wrong_height"] += 1
+            if c.block.height > h:
+                self._note_height(now, c.block.height, None)
+            return
+        if c.certificate.block_hash != c.block.hash:
+            self.stats["drop_commit_mismatch"] += 1
+            return
+        if not c.certificate.verify(self.validators, self.session_id, self.cache):
+            self.stats["drop_bad_certificate"] += 1
+            return
+        executed = self._execute(c.block)
+        if executed is None:
+            # q validators signed a block we cannot reproduce: our state diverged, or
+            # more than f are faulty. Never apply it.
+            self.stats["drop_commit_invalid_block"] += 1
+            return
+        self.stats["caught_up_blocks"] += 1
+        self._commit(now, c.block, c.certificate, executed)
+
+    def _on_commit_request(self, now: float, req: CommitRequest) -> None:
+        if req.height > self._committed or req.height < 1:
+            self.stats["drop_request_unavailable"] += 1
+            return
+        self._schedule_response(now, ("commit", req.height))
+
+    def _on_snapshot_request(self, now: float, req: SnapshotRequest) -> None:
+        if req.height >= self._committed or self._last_cert is None:
+            self.stats["drop_request_unavailable"] += 1
+            return
+        self._schedule_response(now, ("snapshot", self._committed))
+
+    def _schedule_response(self, now: float, key: tuple[str, int]) -> None:
+        """Answer after a per-node jitter; cancelled when someone else answers first."""
+        if key in self._responses:
+            return
+        digest = hashlib.sha256(self.key + key[0].encode() + key[1].to_bytes(8, "big")).digest()
+        jitter = int.from_bytes(digest[:4], "big") / 2**32 * self.config.response_delay
+        self._responses[key] = now + jitter
+
+    def _respond(self, key: tuple[str, int]) -> None:
+        kind, height = key
+        if kind == "commit":
+            found = self._block_at(height)
+            if found is not None:
+                self._outbox.append(Commit(*found))
+                self.stats["sent_commit"] += 1
+        elif kind == "snapshot":
+            snap = self.make_snapshot()
+            if snap is not None:
+                self._outbox.append(SnapshotResponse(snap[1], snap[0]))
+                self.stats["sent_snapshot"] += 1
+
+    def _block_at(self, height: int) -> tuple[Block, CommitCertificate] | None:
+        if height in self._recent:
+            return self._recent[height]
+        if self.store is None:
+            return None
+        row = self.store.block(self.session_id, height)
+        if row is None:
+            return None
+        try:
+            return Block.decode(row[0], self.config.limits), CommitCertificate.decode(row[1])
+        except MessageError:
+            return None
+
+    def _other_height(self, now: float, msg: Message, height: int, validator: bytes | None) -> None:
+        h = self._committed + 1
+        if height < h:
+            self.stats["drop_stale_height"] += 1
+            # A validator still voting on a height we committed is behind: help it.
+            # (Late votes right after our commit are normal; only later ones mean a laggard.)
+            committed_at = self._commit_times.get(height)
+            grace = 2 * self._timeout("prevote", 0)
+            if validator is not None and committed_at is not None and now - committed_at > grace:
+                self._schedule_response(now, ("commit", height))
+            return
+        if height == h + 1:
+            if len(self._future) >= self.config.max_future_messages:
+                self.stats["drop_future_overflow"] += 1
+            else:
+                self._future.append(msg)
+        else:
+            self.stats["drop_future_height"] += 1
+        self._note_height(now, height, validator)
+
+    def _note_height(self, now: float, height: int, validator: bytes | None) -> None:
+        """Someone works on ``height``; if f+1 validators are ahead of us, catch up."""
+        h = self._committed + 1
+        if height <= h:
+            return
+        if validator is not None:
+            if height > self._ahead.get(validator, 0):
+                self._ahead[validator] = height
+            ahead = sorted((x for x in self._ahead.values() if x > h), reverse=True)
+            if len(ahead) < self.f + 1:
+                return
+            height = ahead[self.f]
+        self._hint_height = max(self._hint_height, height)
+        self._request_catch_up(now)
+
+    def _request_catch_up(self, now: float) -> None:
+        h = self._committed + 1
+        if self._hint_height <= h or now - self._last_request < self.config.request_interval:
+            return
+        self._last_request = now
+        if self._hint_height - h > self.config.snapshot_gap:
+            self._outbox.append(SnapshotRequest(self._committed))
+            self.stats["sent_snapshot_request"] += 1
+        else:
+            self._outbox.append(CommitRequest(h))
+            self.stats["sent_commit_request"] += 1
+
+    # -- the state machine -------------------------------------------------------------
+
+    def _vote_set(self, round: int, step: Step) -> VoteSet:
+        key = (round, step)
+        vs = self._hs.votes.get(key)
+        if vs is None:
+            vs = VoteSet(
+                self.session_id, self.validators, self._committed + 1, round, step, self.cache
+            )
+            self._hs.votes[key] = vs
+        return vs
+
+    def _wake(self, now: float) -> None:
+        """Leave IDLE when there is something to decide."""
+        if self._started and self._hs.phase is Phase.IDLE:
+            self._start_round(now, 0)
+
+    def _enter_height(self, now: float) -> None:
+        self._hs = _Height()
+        self._timers.clear()
+        if self._signed_floor is not None and self._signed_floor[0] == self._committed + 1:
+            self._restore_lock()
+        if self.mempool or self._pending_evidence or self.config.create_empty_blocks:
+            self._start_round(now, 0)
+        future, self._future = self._future, deque()
+        for msg in future:
+            self._dispatch(now, msg)
+
+    def _start_round(self, now: float, round: int) -> None:
+        hs = self._hs
+        hs.round = round
+        hs.phase = Phase.PROPOSE
+        hs.own = []
+        if hs.started_at is None:
+            hs.started_at = now
+        h = self._committed + 1
+        self._timers.pop("prevote", None)
+        self._timers.pop("precommit", None)
+        if self.proposer(h, round) == self.key and self.is_validator:
+            if hs.valid_block is not None:
+                block, pol = hs.valid_block, hs.valid_round
+            else:
+                block, pol = self._build_block(), -1
+            self._propose(block, round, pol)
+        self._set_timer(now, "propose", self._timeout("propose", round), round)
+        self._set_timer(now, "rebroadcast", self._timeout("rebroadcast", round), round)
+
+    def _timeout(self, kind: str, round: int) -> float:
+        """Round timeouts: adapted to the measured commit latency, growing per round."""
+        cfg = self.config
+        if self.latency is None:
+            propose, vote = cfg.timeout_propose, cfg.timeout_vote
+        else:
+            propose = min(cfg.timeout_propose * 4, cfg.latency_factor * self.latency)
+            vote = min(cfg.timeout_vote * 4, cfg.latency_factor * self.latency / 2)
+        base = {"propose": propose, "rebroadcast": cfg.rebroadcast_factor * propose}.get(kind, vote)
+        t = max(cfg.timeout_min, base) * cfg.timeout_growth**round
+        return float(min(cfg.timeout_max, t))
+
+    def _set_timer(self, now: float, name: str, delay: float, round: int) -> None:
+        self._timers[name] = (now + delay, self._committed + 1, round)
+
+    def _on_timeout(self, now: float, name: str, round: int) -> None:
+        hs = self._hs
+        if round != hs.round:
+            return
+        self.stats[f"timeout_{name}"] += 1
+        if name == "propose" and hs.phase is Phase.PROPOSE:
+            self._prevote(NIL)
+        elif name == "prevote" and hs.phase is Phase.PREVOTE:
+            self._precommit(NIL)
+        elif name == "precommit":
+            self._start_round(now, round + 1)
+        elif name == "rebroadcast":
+            for msg in hs.own:
+                self._outbox.append(msg)
+            self.stats["rebroadcasts"] += 1
+            if self._hint_height > self._committed + 1:
+                self._request_catch_up(now)
+            self._set_timer(now, "rebroadcast", self._timeout("rebroadcast", round + 1), round)
+
+    def _progress(self, now: float) -> None:
+        """Apply the algorithm's upon-rules until nothing changes."""
+        if not self._started:
+            return
+        for _ in range(64):
+            if not self._step_rules(now):
+                return
+
+    def _step_rules(self, now: float) -> bool:
+        hs = self._hs
+        if self._try_commit(now):
+            return True
+        if hs.phase is Phase.IDLE:
+            return False
+        # f+1 validators in a later round: skip ahead (liveness).
+        for r in sorted({r for (r, _) in hs.votes if r > hs.round}, reverse=True):
+            voters = set(self._vote_set(r, Step.PREVOTE).votes)
+            voters |= set(self._vote_set(r, Step.PRECOMMIT).votes)
+            if len(voters) >= self.f + 1:
+                self._start_round(now, r)
+                return True
+        rnd = hs.round
+        prop = hs.proposals.get(rnd)
+        prevotes = self._vote_set(rnd, Step.PREVOTE)
+        precommits = self._vote_set(rnd, Step.PRECOMMIT)
+        if hs.phase is Phase.PROPOSE and prop is not None:
+            block = prop.block
+            if prop.pol_round == -1:
+                ok = self._valid(block) and (hs.locked_round == -1 or hs.locked_hash == block.hash)
+                self._prevote(block.hash if ok else NIL)
+                return True
+            if prop.pol_round < rnd:
+                pol_votes = self._vote_set(prop.pol_round, Step.PREVOTE)
+                if pol_votes.count(block.hash) >= self.quorum:
+                    ok = self._valid(block) and (
+                        hs.locked_round <= prop.pol_round or hs.locked_hash == block.hash
+                    )
+                    self._prevote(block.hash if ok else NIL)
+                    return True
+        if (
+            hs.phase is Phase.PREVOTE
+            and prevotes.has_quorum_any()
+            and rnd not in hs.prevote_timer_set
+        ):
+            hs.prevote_timer_set.add(rnd)
+            self._set_timer(now, "prevote", self._timeout("prevote", rnd), rnd)
+        if (
+            hs.phase >= Phase.PREVOTE
+            and prop is not None
+            and rnd not in hs.locked_on_quorum
+            and prevotes.count(prop.block.hash) >= self.quorum
+            and self._valid(prop.block)
+        ):
+            hs.locked_on_quorum.add(rnd)
+            hs.valid_block, hs.valid_round = prop.block, rnd
+            if hs.phase is Phase.PREVOTE:
+                hs.locked_hash, hs.locked_round = prop.block.hash, rnd
+                self._precommit(prop.block.hash)
+            return True
+        if hs.phase is Phase.PREVOTE and prevotes.has_quorum_nil():
+            self._precommit(NIL)
+            return True
+        if precommits.has_quorum_any() and rnd not in hs.precommit_timer_set:
+            hs.precommit_timer_set.add(rnd)
+            self._set_timer(now, "precommit", self._timeout("precommit", rnd), rnd)
+        return False
+
+    def _try_commit(self, now: float) -> bool:
+        hs = self._hs
+        for (rnd, step), vs in list(hs.votes.items()):
+            if step is not Step.PRECOMMIT:
+                continue
+            block_hash = vs.quorum_block()
+            if block_hash is None:
+                continue
+            block = hs.blocks.get(block_hash)
+            if block is None:
+                # Decided without us seeing the proposal: fetch the block.
+                self._hint_height = max(self._hint_height, self._committed + 2)
+                self._request_catch_up(now)
+                continue
+            executed = self._execute(block)
+            if executed is None:
+                self.stats["quorum_for_invalid_block"] += 1
+                continue
+            cert = vs.certificate(block_hash)
+            if cert is None:  # pragma: no cover - quorum_block implies a certificate
+                continue
+            self._commit(now, block, cert, executed, rnd)
+            return True
+        return False
+
+    def _valid(self, block: Block) -> bool:
+        return self._execute(block) is not None
+
+    # -- signing -----------------------------------------------------------------------
+
+    def _may_sign(self, round: int, step: Step, encoded: bytes) -> bool:
+        """The double-sign guard: strictly after the last signature, or identical to it."""
+        if not self.is_validator:
+            return False
+        key = (self._committed + 1, round, int(step))
+        if self._signed_floor is not None and (
+            key < self._signed_floor or (key == self._signed_floor and encoded != self._signed_last)
+        ):
+            self.stats["sign_refused"] += 1
+            return False
+        if self.store is not None and key != self._signed_floor:
+            hs = self._hs
+            self.store.record_signature(
+                self.session_id, key[0], key[1], key[2], encoded, hs.locked_round, hs.locked_hash
+            )
+        self._signed_floor, self._signed_last = key, encoded
+        return True
+
+    def _propose(self, block: Block, round: int, pol_round: int) -> None:
+        h = self._committed + 1
+        pre = proposal_signing_bytes(self.session_id, h, round, pol_round, block.hash)
+        proposal = Proposal(h, round, pol_round, block, self.signer.sign(pre))
+        if not self._may_sign(round, Step.PROPOSAL, proposal.encode()):
+            return
+        self._remember(self.key, proposal.signature, pre)
+        self._hs.proposals.setdefault(round, proposal)
+        self._hs.blocks[block.hash] = block
+        self._hs.own.append(proposal)
+        self._outbox.append(proposal)
+        self.stats["proposed"] += 1
+
+    def _vote(self, step: Step, block_hash: bytes) -> None:
+        hs = self._hs
+        vote = Vote.create(
+            self.signer.sign,
+            self.key,
+            self.session_id,
+            step,
+            self._committed + 1,
+            hs.round,
+            block_hash,
+        )
+        if not self._may_sign(hs.round, step, vote.encode()):
+            return
+        self._remember(self.key, vote.signature, vote.signing_bytes(self.session_id))
+        self._vote_set(hs.round, step).add(vote)
+        hs.own.append(vote)
+        self._outbox.append(vote)
+
+    def _prevote(self, block_hash: bytes) -> None:
+        self._hs.phase = Phase.PREVOTE
+        self._vote(Step.PREVOTE, block_hash)
+
+    def _precommit(self, block_hash: bytes) -> None:
+        self._hs.phase = Phase.PRECOMMIT
+        self._vote(Step.PRECOMMIT, block_hash)
+
+    def _remember(self, key: bytes, signature: bytes, message: bytes) -> None:
+        """Seed the verification cache with a signature we made ourselves."""
+        self.cache._seen[key + signature + message] = True
+
+    def _verify_vote(self, vote: Vote) -> bool:
+        return self.cache.verify(
+            vote.validator, vote.signature, vote.signing_bytes(self.session_id)
+        )
+
+    def _restore_lock(self) -> None:
+        """After a restart mid-height, keep the lock we had when we last signed."""
+        if self.store is None:
+            return
+        rec = self.store.last_signature(self.session_id)
+        if rec is not None and rec.height == self._committed + 1 and rec.lock_round >= 0:
+            self._hs.locked_round, self._hs.locked_hash = rec.lock_round, rec.lock_hash
+
+    # -- execution ---------------------------------------------------------------------
+
+    def _hash_state(
+        self, app_state: S, nonces: dict[bytes, int], banned: frozenset[bytes]
+    ) -> bytes:
+        return chain_state_hash(nonces, banned, self.app.state_hash(app_state))
+
+    def _ctx(self, proposer: bytes) -> BlockContext:
+        return BlockContext(self._committed + 1, proposer, self.validators)
+
+    def _execute(self, block: Block) -> _Executed | None:
+        """Validate and execute ``block`` on the committed state (cached per block hash)."""
+        hs = self._hs
+        bh = block.hash
+        if bh in hs.executed:
+            return hs.executed[bh]
+        result, reason = self._run_block(block)
+        if result is None:
+            self.stats[f"invalid_block_{reason}"] += 1
+        if len(hs.executed) < 64:
+            hs.executed[bh] = result
+        return result
+
+    def _run_block(self, block: Block) -> tuple[_Executed | None, str]:
+        hdr = block.header
+        cfg = self.config
+        if hdr.height != self._committed + 1:
+            return None, "height"
+        if hdr.prev_hash != self._last_hash:
+            return None, "prev_hash"
+        if hdr.proposer not in self._vindex:
+            return None, "proposer"
+        if len(block.ops) > cfg.max_block_ops or len(block.evidence) > cfg.max_block_evidence:
+            return None, "too_large"
+        if sum(len(op.encode()) for op in block.ops) > cfg.max_block_bytes:
+            return None, "too_large"
+        if not block.body_matches():
+            return None, "body_hash"
+        ctx = self._ctx(hdr.proposer)
+        state = self._app_state
+        nonces = dict(self._nonces)
+        banned = set(self._banned)
+        try:
+            for ev in block.evidence:
+                if ev.offender in banned or ev.key in self._committed_evidence:
+                    return None, "evidence_duplicate"
+                if not (
+                    ev.is_consistent()
+                    and ev.offender in self._vindex
+                    and self._verify_vote(ev.vote_a)
+                    and self._verify_vote(ev.vote_b)
+                ):
+                    return None, "evidence_invalid"
+                state = self.app.ban(state, ev.offender, ctx)
+                banned.add(ev.offender)
+            for op in block.ops:
+                if op.submitter not in self._vindex:
+                    return None, "op_not_validator"
+                if op.nonce <= nonces.get(op.submitter, 0):
+                    return None, "op_stale_nonce"
+                if not self.cache.verify(
+                    op.submitter, op.signature, op.signing_bytes(self.session_id)
+                ):
+                    return None, "op_bad_signature"
+                self.app.check(state, op.submitter, op.body, ctx)
+                state = self.app.apply(state, op.submitter, op.body, ctx)
+                nonces[op.submitter] = op.nonce
+            state = self.app.end_block(state, ctx)
+        except InvalidOperation:
+            return None, "op_rejected"
+        except (ValueError, TypeError, KeyError, IndexError):
+            return None, "app_error"
+        frozen = frozenset(banned)
+        state_hash = self._hash_state(state, nonces, frozen)
+        if state_hash != hdr.state_hash:
+            return None, "state_hash"
+        return _Executed(state, nonces, frozen, state_hash), ""
+
+    def _build_block(self) -> Block:
+        """Batch valid mempool operations (and pending evidence) into a new block."""
+        cfg = self.config
+        proposer = self.key
+        ctx = self._ctx(proposer)
+        state = self._app_state
+        nonces = dict(self._nonces)
+        banned = set(self._banned)
+        evidence: list[Evidence] = []
+        for ev in list(self._pending_evidence.values()):
+            if len(evidence) >= cfg.max_block_evidence:
+                break
+            if ev.offender in banned:
+                continue
+            try:
+                state = self.app.ban(state, ev.offender, ctx)
+            except (InvalidOperation, ValueError):
+                continue
+            banned.add(ev.offender)
+            evidence.append(ev)
+        ops: list[Operation] = []
+        size = 0
+        for op_id, op in self.mempool.ordered():
+            n = len(op.encode())
+            if len(ops) >= cfg.max_block_ops or size + n > cfg.max_block_bytes:
+                break
+            if op.nonce <= nonces.get(op.submitter, 0):
+                continue
+            try:
+                self.app.check(state, op.submitter, op.body, ctx)
+                new_state = self.app.apply(state, op.submitter, op.body, ctx)
+            except (InvalidOperation, ValueError, TypeError, KeyError, IndexError) as exc:
+                self.mempool.failures[op_id] += 1
+                if self.mempool.failures[op_id] >= cfg.max_op_failures:
+                    self.mempool.remove(op_id)
+                    reason = exc.reason if isinstance(exc, InvalidOperation) else "app_error"
+                    self._events.append(OperationRejected(op_id, op.submitter, reason))
+                continue
+            state = new_state
+            ops.append(op)
+            size += n
+            nonces[op.submitter] = op.nonce
+        state = self.app.end_block(state, ctx)
+        frozen = frozenset(banned)
+        state_hash = self._hash_state(state, nonces, frozen)
+        header = BlockHeader(
+            self._committed + 1, proposer, self._last_hash, state_hash, body_hash(ops, evidence)
+        )
+        block = Block(header, tuple(ops), tuple(evidence))
+        self._hs.executed[block.hash] = _Executed(state, nonces, frozen, state_hash)
+        return block
+
+    # -- commit ------------------------------------------------------------------------
+
+    def _commit(
+        self,
+        now: float,
+        block: Block,
+        cert: CommitCertificate,
+        executed: _Executed,
+        round: int | None = None,
+    ) -> None:
+        h = block.height
+        if self.store is not None:  # durable before anyone acts on it
+            self.store.save_block(self.session_id, h, block.encode(), cert.encode())
+        started = self._hs.started_at
+        if started is not None and round is not None:
+            sample = max(0.0, now - started)
+            a = self.config.latency_alpha
+            self.latency = sample if self.latency is None else (1 - a) * self.latency + a * sample
+        self._adopt(
+            block.header,
+            cert,
+            executed.app_state,
+            executed.nonces,
+            executed.banned,
+            executed.state_hash,
+        )
+        self._recent[h] = (block, cert)
+        self._commit_times[h] = now
+        while len(self._recent) > self.config.recent_blocks:
+            old, _ = self._recent.popitem(last=False)
+            self._commit_times.pop(old, None)
+        for ev in block.evidence:
+            self._committed_evidence.add(ev.key)
+        self.stats["committed"] += 1
+        self.stats["committed_ops"] += len(block.ops)
+        self._events.append(
+            Committed(h, cert.round if round is None else round, block, cert, block.ops)
+        )
+        for op in block.ops:
+            self.mempool.remove(op.op_id)
+        self._maybe_snapshot()
+        self._after_commit(now)
+
+    def _adopt(
+        self,
+        header: BlockHeader,
+        cert: CommitCertificate,
+        app_state: S,
+        nonces: dict[bytes, int],
+        banned: frozenset[bytes],
+        state_hash: bytes,
+    ) -> None:
+        self._committed = header.height
+        self._app_state = app_state
+        self._nonces = nonces
+        self._banned = banned
+        self._state_hash = state_hash
+        self._last_hash = header.hash
+        self._last_header = header
+        self._last_cert = cert
+        for key in [k for k in self._pending_evidence if k[0] in banned]:
+            del self._pending_evidence[key]
+
+    def _after_commit(self, now: float) -> None:
+        """Purge what the new state made stale, then start the next height."""
+        h = self._committed
+        for op_id, op in list(self.mempool.ops.items()):
+            if op.nonce <= self._nonces.get(op.submitter, 0):
+                self.mempool.remove(op_id)
+                self._events.append(OperationRejected(op_id, op.submitter, "stale_nonce"))
+            elif h - self.mempool.added_at.get(op_id, h) > self.config.mempool_ttl_heights:
+                self.mempool.remove(op_id)
+                self._events.append(OperationRejected(op_id, op.submitter, "expired"))
+        self._ahead = {v: x for v, x in self._ahead.items() if x > h + 1}
+        self._future = deque(m for m in self._future if _height_of(m) > h)
+        if self._started:
+            self._enter_height(now)
+
+    def _maybe_snapshot(self) -> None:
+        every = self.config.snapshot_interval
+        if self.store is None or every <= 0 or self._committed % every:
+            return
+        snap = self.make_snapshot()
+        if snap is not None:
+            self.store.save_snapshot(self.session_id, self._committed, snap[0], snap[1].encode())
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def _recover(self, store: Store) -> None:
+        """Resume from the newest stored snapshot plus the blocks stored after it."""
+        row = store.latest_snapshot(self.session_id)
+        if row is not None:
+            height, blob, cert_bytes = row
+            try:
+                snap = Snapshot.decompress(blob, self.config.limits.max_snapshot_bytes)
+                cert = CommitCertificate.decode(cert_bytes)
+                app_state = self.app.restore(snap.app_state)
+            except (MessageError, ValueError):
+                self.stats["recover_bad_snapshot"] += 1
+            else:
+                nonces = dict(snap.nonces)
+                sh = self._hash_state(app_state, nonces, snap.banned)
+                if sh == snap.header.state_hash and cert.block_hash == snap.header.hash:
+                    self._adopt(snap.header, cert, app_state, nonces, snap.banned, sh)
+                else:
+                    self.stats["recover_bad_snapshot"] += 1
+        for height, block_bytes, cert_bytes in store.blocks_after(self.session_id, self._committed):
+            if height != self._committed + 1:
+                break
+            try:
+                block = Block.decode(block_bytes, self.config.limits)
+                cert = CommitCertificate.decode(cert_bytes)
+            except MessageError:
+                self.stats["recover_bad_block"] += 1
+                break
+            self._hs = _Height()
+            executed = self._execute(block)
+            if executed is None or cert.block_hash != block.hash:
+                self.stats["recover_bad_block"] += 1
+                break
+            self._adopt(
+                block.header,
+                cert,
+                executed.app_state,
+                executed.nonces,
+                executed.banned,
+                executed.state_hash,
+            )
+            self._recent[height] = (block, cert)
+            for ev in block.evidence:
+                self._committed_evidence.add(ev.key)
+            self.stats["recovered_blocks"] += 1
+        while len(self._recent) > self.config.recent_blocks:
+            self._recent.popitem(last=False)
+        self._hs = _Height()
+        rec = store.last_signature(self.session_id)
+        if rec is not None:
+            self._signed_floor = (rec.height, rec.round, rec.step)
+            self._signed_last = rec.message
+        self._next_nonce = self.committed_nonce(self.key) + 1
+
+
+def _height_of(msg: Message) -> int:
+    if isinstance(msg, Vote | Proposal):
+        return msg.height
+    return 0

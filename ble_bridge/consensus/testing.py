@@ -1,0 +1,501 @@
+"""A deterministic ledger application and an in-memory multi-engine network for tests and sims.
+
+:class:`SimNetwork` runs ``n`` engines on virtual time. Every message is encoded to its real
+0x1C payload bytes, delivered to every other live node after a seeded random delay (so
+messages reorder), dropped with a probability, or cut by a partition. Byzantine nodes wrap
+an honest engine and misbehave on the way out (see :class:`Behaviour`). Nodes may crash and
+restart from their SQLite file, or join late and catch up by snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import heapq
+import random
+import struct
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..store import Store
+from ..wire.identity import Identity
+from ..wire.messages import (
+    NIL,
+    Block,
+    BlockHeader,
+    Commit,
+    CommitCertificate,
+    Message,
+    Operation,
+    Proposal,
+    Step,
+    Vote,
+    body_hash,
+    encode_message,
+    proposal_signing_bytes,
+)
+from .app import BlockContext, InvalidOperation
+from .engine import Committed, ConsensusEngine, EngineConfig, SnapshotInstalled
+
+# -- a tiny deterministic application -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerState:
+    """Per-submitter totals, banned keys, and the number of blocks seen."""
+
+    totals: tuple[tuple[bytes, int], ...] = ()
+    banned: tuple[bytes, ...] = ()
+    blocks: int = 0
+
+    def total_of(self, key: bytes) -> int:
+        return dict(self.totals).get(key, 0)
+
+    @property
+    def grand_total(self) -> int:
+        return sum(v for _, v in self.totals)
+
+
+POISON = b"!"
+
+
+def add_op(amount: int) -> bytes:
+    """Body of an operation adding ``amount`` (<= 1000) to the submitter's total."""
+    return b"+" + struct.pack(">I", amount)
+
+
+class LedgerApp:
+    """Ops: ``b"+" amount(4)`` adds to the submitter's total; ``b"!"`` is always invalid."""
+
+    name = "ledger"
+
+    def initial_state(self, validators: Sequence[bytes]) -> LedgerState:
+        return LedgerState()
+
+    def check(self, state: LedgerState, submitter: bytes, op: bytes, ctx: BlockContext) -> None:
+        if submitter in state.banned:
+            raise InvalidOperation("banned")
+        if len(op) != 5 or op[:1] != b"+":
+            raise InvalidOperation("malformed")
+        if struct.unpack(">I", op[1:])[0] > 1000:
+            raise InvalidOperation("too_much")
+
+    def apply(
+        self, state: LedgerState, submitter: bytes, op: bytes, ctx: BlockContext
+    ) -> LedgerState:
+        totals = dict(state.totals)
+        totals[submitter] = totals.get(submitter, 0) + struct.unpack(">I", op[1:])[0]
+        return replace(state, totals=tuple(sorted(totals.items())))
+
+    def end_block(self, state: LedgerState, ctx: BlockContext) -> LedgerState:
+        return replace(state, blocks=state.blocks + 1)
+
+    def ban(self, state: LedgerState, offender: bytes, ctx: BlockContext) -> LedgerState:
+        return replace(state, banned=tuple(sorted({*state.banned, offender})))
+
+    def state_hash(self, state: LedgerState) -> bytes:
+        return hashlib.sha256(self.snapshot(state)).digest()
+
+    def snapshot(self, state: LedgerState) -> bytes:
+        parts = [struct.pack(">QHH", state.blocks, len(state.totals), len(state.banned))]
+        parts.extend(k + struct.pack(">Q", v) for k, v in state.totals)
+        parts.extend(state.banned)
+        return b"".join(parts)
+
+    def restore(self, data: bytes) -> LedgerState:
+        try:
+            blocks, nt, nb = struct.unpack_from(">QHH", data)
+            pos = 12
+            totals = []
+            for _ in range(nt):
+                totals.append((data[pos : pos + 32], struct.unpack_from(">Q", data, pos + 32)[0]))
+                pos += 40
+            banned = tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(nb))
+        except struct.error as exc:
+            raise ValueError(f"bad ledger snapshot: {exc}") from None
+        if pos + 32 * nb != len(data):
+            raise ValueError("bad ledger snapshot length")
+        return LedgerState(tuple(totals), banned, blocks)
+
+
+# -- the simulated network ------------------------------------------------------------
+
+
+class Behaviour(enum.Enum):
+    """How a simulated node behaves on the way out."""
+
+    HONEST = "honest"
+    EQUIVOCATE = "equivocate"  # every vote also sent with a conflicting twin to half the nodes
+    FORGE = "forge"  # adds votes and commits with forged signatures in others' names
+    REPLAY = "replay"  # re-sends old messages it has received
+    WITHHOLD = "withhold"  # sends nothing at all
+    INVALID = "invalid"  # its proposals carry an invalid operation
+    GARBAGE = "garbage"  # adds random and bit-flipped payloads
+
+
+@dataclass(frozen=True, slots=True)
+class LinkModel:
+    """One-way delay = ``delay`` + uniform(0, ``jitter``); each delivery lost with ``drop``."""
+
+    delay: float = 0.02
+    jitter: float = 0.02
+    drop: float = 0.0
+
+
+@dataclass
+class SimNode:
+    index: int
+    identity: Identity
+    behaviour: Behaviour
+    engine: ConsensusEngine[LedgerState] | None = None
+    store_path: Path | None = None
+    chain: dict[int, bytes] = field(default_factory=dict)
+    committed_ops: list[Operation] = field(default_factory=list)
+    commit_times: list[tuple[float, int]] = field(default_factory=list)
+    snapshot_installs: int = 0
+    seen: list[bytes] = field(default_factory=list)
+    crashes: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.engine is not None
+
+    @property
+    def key(self) -> bytes:
+        return self.identity.signing_public
+
+
+class SimNetwork:
+    """``n`` engines of one session on virtual time; see the module docstring."""
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        link: LinkModel | None = None,
+        byzantine: dict[int, Behaviour] | None = None,
+        config: EngineConfig | None = None,
+        store_dir: Path | None = None,
+        announce_interval: float = 1.0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.link = link or LinkModel()
+        self.config = config or EngineConfig()
+        self.session_id = hashlib.sha256(b"sim-session-%d" % seed).digest()[:16]
+        self.announce_interval = announce_interval
+        self.now = 0.0
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._timer_at: dict[int, float] = {}
+        self.partition: list[set[int]] | None = None
+        self.stats: Counter[str] = Counter()
+        self.signed: dict[tuple[int, int, int, int], bytes] = {}
+        self.double_signs = 0
+        self.nodes = [
+            SimNode(
+                i,
+                Identity.from_seed(b"sim-%d-%d" % (seed, i)),
+                (byzantine or {}).get(i, Behaviour.HONEST),
+            )
+            for i in range(n)
+        ]
+        self.validators = [node.key for node in self.nodes]
+        if store_dir is not None:
+            for node in self.nodes:
+                node.store_path = store_dir / f"node{node.index}.sqlite"
+
+    # -- control -----------------------------------------------------------------------
+
+    def start(self, indices: Sequence[int] | None = None) -> None:
+        """Start the given nodes (all by default) at the current time."""
+        for i in range(len(self.nodes)) if indices is None else indices:
+            self._boot(i)
+        self._schedule(self.now + self.announce_interval, self._announce)
+
+    def _boot(self, i: int) -> None:
+        node = self.nodes[i]
+        store = Store(node.store_path) if node.store_path is not None else None
+        node.engine = ConsensusEngine(
+            self.session_id, node.identity, self.validators, LedgerApp(), self.config, store
+        )
+        node.engine.start(self.now)
+        self._after(i)
+
+    def crash(self, i: int, lose_outbox: bool = True) -> None:
+        """Kill node ``i`` without any cleanup; what it had not yet sent is lost."""
+        node = self.nodes[i]
+        if node.engine is None:
+            return
+        if not lose_outbox:
+            self._flush(i)
+        node.engine = None  # the SQLite connection is abandoned, as in a power cut
+        node.crashes += 1
+        self._timer_at.pop(i, None)
+
+    def restart(self, i: int) -> None:
+        if self.nodes[i].engine is None:
+            self._boot(i)
+
+    def at(self, t: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at virtual time ``t``."""
+        self._schedule(t, action)
+
+    def split(self, groups: Sequence[set[int]]) -> None:
+        self.partition = [set(g) for g in groups]
+
+    def heal(self) -> None:
+        self.partition = None
+
+    def submit(self, i: int, body: bytes) -> bytes | None:
+        eng = self.nodes[i].engine
+        if eng is None:
+            return None
+        op_id = eng.submit(self.now, body)
+        self._after(i)
+        return op_id
+
+    def load(self, rate: float, until: float, nodes: Sequence[int] | None = None) -> None:
+        """Each chosen honest node submits ``add_op`` at ``rate`` ops/s (Poisson) until ``until``."""
+        for i in nodes if nodes is not None else range(len(self.nodes)):
+            if self.nodes[i].behaviour is Behaviour.HONEST:
+                self._schedule(
+                    self.now + self.rng.expovariate(rate), self._load_tick(i, rate, until)
+                )
+
+    def _load_tick(self, i: int, rate: float, until: float) -> Callable[[], None]:
+        def tick() -> None:
+            if self.now > until:
+                return
+            self.submit(i, add_op(self.rng.randint(1, 100)))
+            self._schedule(self.now + self.rng.expovariate(rate), tick)
+
+        return tick
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self, until: float) -> None:
+        """Process everything due up to virtual time ``until``."""
+        while self._queue and self._queue[0][0] <= until:
+            t, _, action = heapq.heappop(self._queue)
+            self.now = max(self.now, t)
+            action()
+        self.now = max(self.now, until)
+
+    def run_until_height(
+        self, height: int, max_time: float, nodes: Sequence[int] | None = None
+    ) -> bool:
+        """Run until every chosen live node committed ``height``; False on ``max_time``."""
+        chosen = self.honest() if nodes is None else list(nodes)
+        step = 0.05
+        while self.now < max_time:
+            if all(self.height_of(i) >= height for i in chosen):
+                return True
+            self.run(min(max_time, self.now + step))
+        return all(self.height_of(i) >= height for i in chosen)
+
+    def height_of(self, i: int) -> int:
+        eng = self.nodes[i].engine
+        return eng.height if eng is not None else -1
+
+    def honest(self) -> list[int]:
+        return [n.index for n in self.nodes if n.behaviour is Behaviour.HONEST]
+
+    def _schedule(self, t: float, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (t, self._seq, action))
+
+    def _after(self, i: int) -> None:
+        """After touching engine ``i``: collect events, send its outbox, arm its timer."""
+        node = self.nodes[i]
+        eng = node.engine
+        if eng is None:
+            return
+        for ev in eng.events():
+            if isinstance(ev, Committed):
+                node.chain[ev.height] = ev.block.hash
+                node.committed_ops.extend(ev.ops)
+                node.commit_times.append((self.now, ev.height))
+            elif isinstance(ev, SnapshotInstalled):
+                node.snapshot_installs += 1
+        self._flush(i)
+        t = eng.next_timer()
+        if t is not None and self._timer_at.get(i) != t:
+            self._timer_at[i] = t
+            self._schedule(t, self._timer(i, t))
+
+    def _timer(self, i: int, t: float) -> Callable[[], None]:
+        def fire() -> None:
+            eng = self.nodes[i].engine
+            if eng is None or self._timer_at.get(i) != t:
+                return
+            del self._timer_at[i]
+            eng.handle_timer(self.now)
+            self._after(i)
+
+        return fire
+
+    def _announce(self) -> None:
+        for node in self.nodes:
+            if node.engine is not None and node.behaviour is Behaviour.HONEST:
+                self._send(
+                    node.index, encode_message(self.session_id, node.engine.state_announcement())
+                )
+        self._schedule(self.now + self.announce_interval, self._announce)
+
+    def _flush(self, i: int) -> None:
+        node = self.nodes[i]
+        if node.engine is None:
+            return
+        for msg in node.engine.outbox():
+            self._record_signature(i, msg)
+            for dst, payload in self._misbehave(node, msg):
+                self._send(i, payload, dst)
+
+    def _record_signature(self, i: int, msg: Message) -> None:
+        """Every (height, round, step) a node signs must map to one message, ever."""
+        if isinstance(msg, Vote):
+            key = (i, msg.height, msg.round, int(msg.step))
+            enc = msg.encode()
+        elif isinstance(msg, Proposal):
+            key = (i, msg.height, msg.round, int(Step.PROPOSAL))
+            enc = msg.signing_bytes(self.session_id)
+        else:
+            return
+        if self.nodes[i].behaviour is not Behaviour.HONEST:
+            return
+        prev = self.signed.setdefault(key, enc)
+        if prev != enc:
+            self.double_signs += 1
+
+    def _send(self, src: int, payload: bytes, dst: int | None = None) -> None:
+        self.stats["messages"] += 1
+        targets = range(len(self.nodes)) if dst is None else [dst]
+        for j in targets:
+            if j == src:
+                continue
+            if self.partition is not None and not any(src in g and j in g for g in self.partition):
+                self.stats["cut_by_partition"] += 1
+                continue
+            if self.rng.random() < self.link.drop:
+                self.stats["dropped"] += 1
+                continue
+            self.stats["bytes_delivered"] += len(payload)
+            delay = self.link.delay + self.rng.random() * self.link.jitter
+            self._schedule(self.now + delay, self._deliver(j, payload))
+
+    def _deliver(self, j: int, payload: bytes) -> Callable[[], None]:
+        def deliver() -> None:
+            node = self.nodes[j]
+            if node.engine is None:
+                return
+            if node.behaviour is Behaviour.REPLAY and len(node.seen) < 500:
+                node.seen.append(payload)
+            node.engine.receive_payload(self.now, payload)
+            self._after(j)
+
+        return deliver
+
+    # -- byzantine behaviours ----------------------------------------------------------
+
+    def _misbehave(self, node: SimNode, msg: Message) -> list[tuple[int | None, bytes]]:
+        """The (destination or None for all, payload) pairs node sends for ``msg``."""
+        sid = self.session_id
+        b = node.behaviour
+        honest = [(None, encode_message(sid, msg))]
+        if b is Behaviour.HONEST:
+            return honest
+        if b is Behaviour.WITHHOLD:
+            return []
+        ident = node.identity
+        others = [j for j in range(len(self.nodes)) if j != node.index]
+        if b is Behaviour.EQUIVOCATE and isinstance(msg, Vote):
+            twin_hash = NIL if msg.block_hash != NIL else hashlib.sha256(msg.encode()).digest()
+            twin = Vote.create(
+                ident.sign, node.key, sid, msg.step, msg.height, msg.round, twin_hash
+            )
+            half = len(others) // 2
+            out: list[tuple[int | None, bytes]] = [
+                (j, encode_message(sid, msg)) for j in others[:half]
+            ]
+            out += [(j, encode_message(sid, twin)) for j in others[half:]]
+            return out
+        if b is Behaviour.FORGE:
+            out = list(honest)
+            if isinstance(msg, Vote):
+                for victim in self.rng.sample(self.validators, 2):
+                    fake = Vote(
+                        msg.step,
+                        msg.height,
+                        msg.round,
+                        self.rng.randbytes(32),
+                        victim,
+                        self.rng.randbytes(64),
+                    )
+                    out.append((None, encode_message(sid, fake)))
+                out.append((None, encode_message(sid, self._forged_commit(node, msg.height))))
+            return out
+        if b is Behaviour.REPLAY:
+            out = list(honest)
+            for old in self.rng.sample(node.seen, min(3, len(node.seen))):
+                out.append((None, old))
+            return out
+        if b is Behaviour.INVALID and isinstance(msg, Proposal):
+            return [(None, encode_message(sid, self._invalid_proposal(node, msg)))]
+        if b is Behaviour.GARBAGE:
+            out = list(honest)
+            raw = bytearray(honest[0][1])
+            raw[self.rng.randrange(len(raw))] ^= 1 + self.rng.randrange(255)
+            out.append((None, bytes(raw)))
+            out.append((None, self.rng.randbytes(self.rng.randint(0, 300))))
+            out.append((None, bytes([1]) + sid + self.rng.randbytes(self.rng.randint(0, 300))))
+            return out
+        return honest
+
+    def _forged_commit(self, node: SimNode, height: int) -> Commit:
+        header = BlockHeader(
+            height, node.key, self.rng.randbytes(32), self.rng.randbytes(32), body_hash((), ())
+        )
+        block = Block(header, ())
+        n = len(self.validators)
+        signers = tuple(range(n * 2 // 3 + 1))
+        cert = CommitCertificate(
+            height, 0, block.hash, n, signers, tuple(self.rng.randbytes(64) for _ in signers)
+        )
+        return Commit(block, cert)
+
+    def _invalid_proposal(self, node: SimNode, p: Proposal) -> Proposal:
+        eng = node.engine
+        nonce = (eng.committed_nonce(node.key) if eng is not None else 0) + 1
+        poison = Operation.create(node.identity.sign, node.key, self.session_id, nonce, POISON)
+        ops = (*p.block.ops, poison)
+        h = p.block.header
+        header = BlockHeader(
+            h.height, h.proposer, h.prev_hash, h.state_hash, body_hash(ops, p.block.evidence)
+        )
+        block = Block(header, ops, p.block.evidence)
+        pre = proposal_signing_bytes(self.session_id, p.height, p.round, p.pol_round, block.hash)
+        return Proposal(p.height, p.round, p.pol_round, block, node.identity.sign(pre))
+
+    # -- checks ------------------------------------------------------------------------
+
+    def agreement(self, nodes: Sequence[int] | None = None) -> bool:
+        """No two chosen nodes committed different blocks at one height."""
+        chosen = self.honest() if nodes is None else list(nodes)
+        by_height: dict[int, bytes] = {}
+        for i in chosen:
+            for h, block in self.nodes[i].chain.items():
+                if by_height.setdefault(h, block) != block:
+                    return False
+        return True
+
+    def valid(self, nodes: Sequence[int] | None = None) -> bool:
+        """No chosen node committed an invalid (poison or unsigned) operation."""
+        chosen = self.honest() if nodes is None else list(nodes)
+        for i in chosen:
+            for op in self.nodes[i].committed_ops:
+                if op.body == POISON or op.submitter not in self.validators:
+                    return False
+        return True

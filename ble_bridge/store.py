@@ -1,0 +1,170 @@
+"""SQLite store: committed blocks with certificates, snapshots, evidence and signer state.
+
+WAL journal with ``synchronous=FULL``: a write returns only after it is on disk, so the
+signer's last signed height/round/step is durable *before* the vote leaves the node, and a
+committed block before it is acted on. Rows hold encoded bytes; the store knows nothing of
+consensus types. Every table is keyed by session id, so one file serves several sessions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    session BLOB NOT NULL, height INTEGER NOT NULL, block BLOB NOT NULL,
+    certificate BLOB NOT NULL, PRIMARY KEY (session, height));
+CREATE TABLE IF NOT EXISTS snapshots (
+    session BLOB NOT NULL, height INTEGER NOT NULL, snapshot BLOB NOT NULL,
+    certificate BLOB NOT NULL, PRIMARY KEY (session, height));
+CREATE TABLE IF NOT EXISTS evidence (
+    session BLOB NOT NULL, evidence BLOB NOT NULL, height INTEGER NOT NULL,
+    PRIMARY KEY (session, evidence));
+CREATE TABLE IF NOT EXISTS signer (
+    session BLOB PRIMARY KEY, height INTEGER NOT NULL, round INTEGER NOT NULL,
+    step INTEGER NOT NULL, message BLOB NOT NULL,
+    lock_round INTEGER NOT NULL, lock_hash BLOB NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """The store refused a write that would break its invariants."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignerRecord:
+    """The last thing this node signed in a session, and its lock at that moment."""
+
+    height: int
+    round: int
+    step: int
+    message: bytes
+    lock_round: int = -1
+    lock_hash: bytes = b""
+
+
+class Store:
+    """One SQLite file per node; safe to reopen after a crash (WAL recovery)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- signer ------------------------------------------------------------------------
+
+    def record_signature(
+        self,
+        session: bytes,
+        height: int,
+        round: int,
+        step: int,
+        message: bytes,
+        lock_round: int = -1,
+        lock_hash: bytes = b"",
+    ) -> None:
+        """Durably record a signature about to be sent; refuses to go backwards."""
+        with self._db:
+            row = self._db.execute(
+                "SELECT height, round, step, message FROM signer WHERE session=?", (session,)
+            ).fetchone()
+            if row is not None:
+                prev = (row[0], row[1], row[2])
+                if (height, round, step) < prev or (
+                    (height, round, step) == prev and bytes(row[3]) != message
+                ):
+                    raise StoreError(f"signer would go back from {prev} to {(height, round, step)}")
+            self._db.execute(
+                "INSERT OR REPLACE INTO signer VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session, height, round, step, message, lock_round, lock_hash),
+            )
+
+    def last_signature(self, session: bytes) -> SignerRecord | None:
+        row = self._db.execute(
+            "SELECT height, round, step, message, lock_round, lock_hash FROM signer"
+            " WHERE session=?",
+            (session,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SignerRecord(row[0], row[1], row[2], bytes(row[3]), row[4], bytes(row[5]))
+
+    # -- blocks ------------------------------------------------------------------------
+
+    def save_block(self, session: bytes, height: int, block: bytes, certificate: bytes) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)",
+                (session, height, block, certificate),
+            )
+
+    def block(self, session: bytes, height: int) -> tuple[bytes, bytes] | None:
+        row = self._db.execute(
+            "SELECT block, certificate FROM blocks WHERE session=? AND height=?", (session, height)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def blocks_after(self, session: bytes, height: int) -> list[tuple[int, bytes, bytes]]:
+        """Blocks with height > ``height``, ascending."""
+        rows = self._db.execute(
+            "SELECT height, block, certificate FROM blocks WHERE session=? AND height>?"
+            " ORDER BY height",
+            (session, height),
+        ).fetchall()
+        return [(r[0], bytes(r[1]), bytes(r[2])) for r in rows]
+
+    def latest_height(self, session: bytes) -> int:
+        row = self._db.execute(
+            "SELECT MAX(height) FROM blocks WHERE session=?", (session,)
+        ).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    def prune_blocks(self, session: bytes, below: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM blocks WHERE session=? AND height<?", (session, below))
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def save_snapshot(
+        self, session: bytes, height: int, snapshot: bytes, certificate: bytes, keep: int = 3
+    ) -> None:
+        """Store a snapshot and keep only the newest ``keep`` of the session."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
+                (session, height, snapshot, certificate),
+            )
+            self._db.execute(
+                "DELETE FROM snapshots WHERE session=? AND height NOT IN"
+                " (SELECT height FROM snapshots WHERE session=? ORDER BY height DESC LIMIT ?)",
+                (session, session, keep),
+            )
+
+    def latest_snapshot(self, session: bytes) -> tuple[int, bytes, bytes] | None:
+        row = self._db.execute(
+            "SELECT height, snapshot, certificate FROM snapshots WHERE session=?"
+            " ORDER BY height DESC LIMIT 1",
+            (session,),
+        ).fetchone()
+        return None if row is None else (row[0], bytes(row[1]), bytes(row[2]))
+
+    # -- evidence ----------------------------------------------------------------------
+
+    def save_evidence(self, session: bytes, evidence: bytes, height: int) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO evidence VALUES (?, ?, ?)", (session, evidence, height)
+            )
+
+    def evidence(self, session: bytes) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT evidence FROM evidence WHERE session=? ORDER BY height, evidence", (session,)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
