@@ -365,14 +365,14 @@ def _encode(p: Packet, ttl: int, flags: int) -> bytes:
     return b"".join(parts)
 
 
-def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Packet:
+def decode(data: bytes | bytearray | memoryview, limits: DecodeLimits = DEFAULT_LIMITS) -> Packet:
     """Decode a frame; tries the raw bytes first, then unpadded. Raises only :class:`WireError`."""
-    data = bytes(data)
+    raw = bytes(data)
     try:
-        return _decode(data, limits)
+        return _decode(raw, limits)
     except WireError as first:
-        stripped = unpad(data)
-        if len(stripped) == len(data):
+        stripped = unpad(raw)
+        if len(stripped) == len(raw):
             raise
         try:
             return _decode(stripped, limits)
