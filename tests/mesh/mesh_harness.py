@@ -41,6 +41,7 @@ class Net:
         self._seq = itertools.count()
         self.peer_link: dict[int, tuple[int, int]] = {}  # link id -> (peer node, peer's link id)
         self.owner: dict[int, int] = {}  # link id -> node
+        self.max_frame: dict[int, int] = {}
         self.queue: list[tuple[float, int, int, int, bytes]] = []  # (t, seq, node, link, frame)
         self.tx: Counter[int] = Counter()  # frames on the air by original packet type
         self.tx_bytes = 0
@@ -58,6 +59,7 @@ class Net:
         self.peer_link[la] = (b, lb)
         self.peer_link[lb] = (a, la)
         self.owner[la], self.owner[lb] = a, b
+        self.max_frame[la], self.max_frame[lb] = mtu - 3, (mtu_b or mtu) - 3
         self.routers[a].link_up(self.now, LinkInfo(la, f"node{b}", mtu, LinkRole.CENTRAL))
         self.routers[b].link_up(
             self.now, LinkInfo(lb, f"node{a}", mtu_b or mtu, LinkRole.PERIPHERAL)
@@ -88,6 +90,8 @@ class Net:
             if peer is None:
                 r.send_result(self.now, link_id, SendResult.NO_SUCH_LINK)
                 continue
+            if len(frame) > self.max_frame[link_id]:
+                raise AssertionError(f"frame of {len(frame)} bytes on link {link_id}")
             r.send_result(self.now, link_id, SendResult.QUEUED)
             self.tx[_original_type(frame)] += 1
             self.tx_bytes += len(frame)
