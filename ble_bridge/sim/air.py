@@ -296,14 +296,14 @@ class Air:
             self._lost(link, node, frame, AirEvent.LOST_LINK, "drop_link_lost")
             return SendResult.QUEUED
         p = self.profile
-        start = max(now, d.next_free, radio.busy_until, peer.busy_until)
-        done = start + p.frame_seconds(len(frame), p.link_rate)
-        d.next_free = done
-        radio_time = p.frame_seconds(len(frame), p.radio_rate * (1.0 - self._scan_share(radio)))
-        radio.busy_until = start + radio_time
-        peer.busy_until = start + p.frame_seconds(
-            len(frame), p.radio_rate * (1.0 - self._scan_share(peer))
-        )
+        # Fluid airtime model: the link direction and both radios each work off their own
+        # backlog; the frame is through when all three have carried it.
+        n = len(frame)
+        d.next_free = max(now, d.next_free) + p.frame_seconds(n, p.link_rate)
+        for r in (radio, peer):
+            rate = p.radio_rate * (1.0 - self._scan_share(r))
+            r.busy_until = max(now, r.busy_until) + p.frame_seconds(n, rate)
+        done = max(d.next_free, radio.busy_until, peer.busy_until)
         if (
             self.loss > 0
             and (self.loss_nodes is None or node in self.loss_nodes)
@@ -516,7 +516,8 @@ class Air:
         for idx in (link.central, link.peripheral):
             radio = self._radios[idx]
             radio.links.pop(link.link_id, None)
-            if math.isinf(radio.adv_resume_at):
+            inbound = any(lk.peripheral == idx for lk in radio.links.values())
+            if math.isinf(radio.adv_resume_at) and not inbound:
                 radio.adv_resume_at = self.now  # BlueZ resumes advertising on disconnect
             if radio.transport is not None:
                 radio.transport.notify_down(link.link_id, reason)
