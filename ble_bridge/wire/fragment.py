@@ -109,6 +109,9 @@ class ReassemblyLimits:
     max_sets_per_sender: int = 4
     max_total_bytes: int = 2 << 20
     timeout: float = 30.0
+    # Recently completed (sender, fragment id) keys remembered so late duplicates do not
+    # open a new set that can never complete.
+    max_completed: int = 256
 
 
 @dataclass(slots=True)
@@ -127,6 +130,7 @@ class Reassembler:
         self.limits = limits or ReassemblyLimits()
         self._sets: OrderedDict[tuple[bytes, bytes], _Assembly] = OrderedDict()
         self._per_sender: Counter[bytes] = Counter()
+        self._completed: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
         self.buffered_bytes = 0
         self.drops: Counter[str] = Counter()
         self.completed = 0
@@ -155,6 +159,9 @@ class Reassembler:
         key = (bytes(packet.sender), frag.fragment_id)
         asm = self._sets.get(key)
         if asm is None:
+            if key in self._completed:
+                self.drops["fragment_duplicate"] += 1
+                return None
             if self._per_sender[key[0]] >= lim.max_sets_per_sender:
                 self._evict_oldest(sender=key[0])
             while len(self._sets) >= lim.max_sets:
@@ -186,10 +193,16 @@ class Reassembler:
             return None
         self._remove(key)
         self.completed += 1
+        self._completed[key] = now
+        if len(self._completed) > lim.max_completed:
+            self._completed.popitem(last=False)
         return b"".join(asm.chunks[i] for i in range(asm.total))
 
     def expire(self, now: float) -> int:
         """Drop sets older than the timeout; returns how many were dropped."""
+        done = self._completed
+        while done and now - next(iter(done.values())) >= self.limits.timeout:
+            done.popitem(last=False)
         n = 0
         while self._sets:
             key, asm = next(iter(self._sets.items()))
