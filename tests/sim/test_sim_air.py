@@ -30,7 +30,7 @@ async def _air(
 
 def test_links_form_within_budget_and_ids_are_unique() -> None:
     async def main() -> None:
-        air, ts, recs = await _air(full(10), PI_TUNED)
+        _, ts, recs = await _air(full(10), PI_TUNED)
         worst = 0
         for _ in range(60):
             await asyncio.sleep(1.0)
@@ -52,7 +52,7 @@ def test_links_form_within_budget_and_ids_are_unique() -> None:
 
 def test_link_ids_never_reused_after_drops() -> None:
     async def main() -> None:
-        air, ts, recs = await _air(full(3), IDEAL)
+        air, _ts, recs = await _air(full(3), IDEAL)
         await asyncio.sleep(2.0)
         for _ in range(5):
             for lid in air.link_ids():
@@ -189,7 +189,7 @@ def test_without_readvertising_a_node_accepts_one_central() -> None:
     profile = dataclasses.replace(PI_UNTUNED, first_connect_failure=0.0, reconnect_failure=0.0)
 
     async def main() -> None:
-        _, ts, recs = await _air(full(6), profile)
+        _, ts, _recs = await _air(full(6), profile)
         for _ in range(120):
             await asyncio.sleep(1.0)
             for t in ts:
@@ -201,7 +201,7 @@ def test_without_readvertising_a_node_accepts_one_central() -> None:
 
 def test_partition_breaks_cross_links_until_heal() -> None:
     async def main() -> None:
-        air, ts, _ = await _air(full(6), IDEAL)
+        air, _ts, _ = await _air(full(6), IDEAL)
         await asyncio.sleep(3.0)
         assert len(air.link_ids()) == 15
         west, east = (0, 1, 2), (3, 4, 5)

@@ -66,7 +66,9 @@ def test_forged_or_corrupted_packets_are_never_delivered_nor_relayed() -> None:
         victim = net.network.identities[3]
         mallory = Identity.from_seed(b"mallory")
         now_ms = int((SIM_EPOCH + asyncio.get_running_loop().time()) * 1000)
-        base = Packet(type=PacketType.MESSAGE, sender=victim.peer_id, payload=b"pay me", timestamp=now_ms)
+        base = Packet(
+            type=PacketType.MESSAGE, sender=victim.peer_id, payload=b"pay me", timestamp=now_ms
+        )
         forged = base.signed(mallory)  # claims to be node 3, signed with another key
         genuine = encode(base.signed(victim))
         corrupted = bytearray(genuine)
@@ -119,15 +121,37 @@ def _junk(rng: random.Random, sender: bytes, now_ms: int) -> bytes:
     if kind == 0:
         return rng.randbytes(rng.randrange(0, 514))
     if kind == 1:  # a fragment of a set that never completes
-        frag = FragmentPayload(rng.randbytes(8), rng.randrange(1, 50), 50, PacketType.MESSAGE, rng.randbytes(200))
-        return encode(Packet(type=PacketType.FRAGMENT, sender=rng.randbytes(8), payload=frag.encode(), timestamp=now_ms))
+        frag = FragmentPayload(
+            rng.randbytes(8), rng.randrange(1, 50), 50, PacketType.MESSAGE, rng.randbytes(200)
+        )
+        return encode(
+            Packet(
+                type=PacketType.FRAGMENT,
+                sender=rng.randbytes(8),
+                payload=frag.encode(),
+                timestamp=now_ms,
+            )
+        )
     if kind == 2:  # signed-looking garbage from a known sender
-        p = Packet(type=PacketType.MESSAGE, sender=sender, payload=rng.randbytes(100), timestamp=now_ms, signature=rng.randbytes(64))
+        p = Packet(
+            type=PacketType.MESSAGE,
+            sender=sender,
+            payload=rng.randbytes(100),
+            timestamp=now_ms,
+            signature=rng.randbytes(64),
+        )
         return encode(p)
     if kind == 3:  # declared length far beyond the frame
         return bytes([1, 2, 7]) + now_ms.to_bytes(8, "big") + b"\x00\xff\xff" + rng.randbytes(40)
     if kind == 4:  # unknown sender, unsigned
-        return encode(Packet(type=rng.randrange(256), sender=rng.randbytes(8), payload=rng.randbytes(30), timestamp=now_ms))
+        return encode(
+            Packet(
+                type=rng.randrange(256),
+                sender=rng.randbytes(8),
+                payload=rng.randbytes(30),
+                timestamp=now_ms,
+            )
+        )
     return bytes([rng.randrange(256)]) * rng.randrange(1, 30)
 
 
@@ -165,10 +189,14 @@ def test_junk_flood_leaves_memory_bounded_and_every_drop_counted() -> None:
         frames = stats["frames_in"] - in_before
         assert injected == 10_000
         assert frames >= injected
-        outcomes = sum(stats[r] for r in DROP_REASONS) + stats["fragment_buffered"] + stats["accepted"]
+        outcomes = (
+            sum(stats[r] for r in DROP_REASONS) + stats["fragment_buffered"] + stats["accepted"]
+        )
         assert outcomes == stats["frames_in"]
         assert stats["internal_error"] == 0
-        assert stats["malformed"] > 0 and stats["rate_limited"] > 0 and stats["fragment_buffered"] > 0
+        assert (
+            stats["malformed"] > 0 and stats["rate_limited"] > 0 and stats["fragment_buffered"] > 0
+        )
         assert all(not evs for evs in net.deliveries)
         await net.stop()
 
