@@ -1,0 +1,334 @@
+"""The mesh's outgoing links: bleak scans, connects, writes and subscribes.
+
+:class:`MeshCentral` runs a scan duty cycle filtered on the mesh service, feeds what it hears
+to the sans-IO :class:`gatt.policy.LinkPolicy`, and connects to the addresses the policy picks
+(one attempt at a time, advertising paused around it). Each link is a :class:`CentralSession`:
+a bleak client, a bounded frame queue and a pump that pipelines write-without-response calls.
+The adapter is always passed explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, deque
+from typing import Any, Protocol
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+
+from gatt.config import BleConfig
+from gatt.policy import LinkPolicy
+
+log = logging.getLogger(__name__)
+
+
+def classify_error(exc: BaseException) -> str:
+    """A short, countable name for why a connect failed."""
+    text = f"{type(exc).__name__} {exc}"
+    for needle, name in (
+        ("InProgress", "inprogress"),
+        ("le-connection-abort-by-local", "abort_by_local"),
+        ("0x3c", "advertising_conflict"),
+        ("Limited Resources", "limited_resources"),
+        ("Timeout", "timeout"),
+        ("NotReady", "adapter_not_ready"),
+        ("not found", "not_found"),
+    ):
+        if needle in text:
+            return name
+    return "other"
+
+
+class CentralHost(Protocol):
+    """What the central needs from the transport that owns it."""
+
+    def central_up(self, session: CentralSession) -> bool: ...
+
+    def central_down(self, session: CentralSession, reason: str) -> None: ...
+
+    def central_frame(self, session: CentralSession, data: bytes) -> None: ...
+
+    def link_count(self) -> int: ...
+
+    def linked_addresses(self) -> set[str]: ...
+
+    async def pause_advertising(self) -> bool: ...
+
+    async def resume_advertising(self) -> None: ...
+
+
+class CentralSession:
+    """One outgoing link: bleak client, mesh characteristic, bounded queue, write pump."""
+
+    def __init__(
+        self, address: str, client: BleakClient, char: BleakGATTCharacteristic, mtu: int, cfg: BleConfig
+    ) -> None:
+        self.address = address
+        self.client = client
+        self.char = char
+        self.mtu = mtu
+        self.link_id = 0
+        self.queue: deque[bytes] = deque()
+        self.limit = cfg.send_queue_limit
+        self._window = asyncio.Semaphore(cfg.writes_in_flight)
+        self._wake = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self.active = True
+        self.write_errors = 0
+
+    def start(self) -> None:
+        self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+
+    def enqueue(self, frame: bytes) -> bool:
+        if len(self.queue) >= self.limit:
+            return False
+        self.queue.append(frame)
+        self._wake.set()
+        return True
+
+    async def _pump(self) -> None:
+        while self.active:
+            if not self.queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            frame = self.queue.popleft()
+            await self._window.acquire()
+            asyncio.get_running_loop().create_task(self._write(frame))
+
+    async def _write(self, frame: bytes) -> None:
+        try:
+            await self.client.write_gatt_char(self.char, frame, response=False)
+        except Exception as e:
+            self.write_errors += 1
+            if self.write_errors == 1:
+                log.info("write to %s failed: %s", self.address, e)
+        finally:
+            self._window.release()
+
+    def halt(self) -> None:
+        """Stop sending (link down or abandoned); the queue is dropped."""
+        self.active = False
+        self.queue.clear()
+        self._wake.set()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+
+    async def abandon(self) -> None:
+        """Stop using this session without ending the ACL link (duplicate-link tie-break)."""
+        self.halt()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.stop_notify(self.char), 2.0)
+
+    async def close(self) -> None:
+        self.halt()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.disconnect(), 3.0)
+
+
+class MeshCentral:
+    """Scan duty cycle + connection attempts + session bookkeeping."""
+
+    def __init__(self, config: BleConfig, host: CentralHost, policy: LinkPolicy) -> None:
+        self.config = config
+        self.host = host
+        self.policy = policy
+        self.sessions: dict[str, CentralSession] = {}
+        self.abandoned: list[CentralSession] = []
+        self.stats: Counter[str] = Counter()
+        self._devices: dict[str, BLEDevice] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+        self._kick = asyncio.Event()
+
+    async def start(self) -> None:
+        self._running = True
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        for s in list(self.sessions.values()) + self.abandoned:
+            await s.close()
+        self.sessions.clear()
+        self.abandoned.clear()
+
+    def kick(self) -> None:
+        """Look for connect candidates now (a link went down, budget freed)."""
+        self._kick.set()
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _heard(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        peer = self.config.profile.peer_id_from(
+            {k.lower(): bytes(v) for k, v in adv.service_data.items()}
+        )
+        self._devices[device.address] = device
+        self.policy.heard(device.address, peer, adv.rssi, self._loop_time())
+
+    async def _run(self) -> None:
+        cfg = self.config
+        while self._running:
+            try:
+                await self._scan(cfg.scan_on_s)
+            except Exception as e:
+                self.stats["scan_errors"] += 1
+                log.info("scan on %s failed: %s", cfg.adapter, e)
+                await asyncio.sleep(min(cfg.backoff_max_s, 1.0))
+            await self._connect_round()
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), cfg.scan_off_s)
+
+    async def _scan(self, seconds: float) -> None:
+        if self.host.link_count() >= self.config.link_budget:
+            return
+        scanner = BleakScanner(
+            detection_callback=self._heard,
+            service_uuids=[self.config.profile.service_uuid],
+            bluez={"adapter": self.config.adapter},
+        )
+        await scanner.start()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            with contextlib.suppress(Exception):
+                await scanner.stop()
+
+    async def _connect_round(self) -> None:
+        while self._running:
+            now = self._loop_time()
+            linked = self.host.linked_addresses() | set(self.sessions)
+            picks = self.policy.next_candidates(now, self.host.link_count(), linked)
+            if not picks:
+                wait = self.config.connect_interval_s - (now - self.policy.last_attempt)
+                if 0 < wait <= self.config.connect_interval_s and self._pending(linked):
+                    await asyncio.sleep(wait)
+                    continue
+                return
+            await self._attempt(picks[0])
+
+    def _pending(self, linked: set[str]) -> bool:
+        now = self._loop_time()
+        return any(
+            c.address not in linked and c.connected_at is None and now >= c.retry_at
+            for c in self.policy.candidates.values()
+        )
+
+    async def _attempt(self, address: str) -> None:
+        cfg = self.config
+        device = self._devices.get(address)
+        self.policy.attempt(address, self._loop_time())
+        if device is None:
+            self.policy.failed(address, self._loop_time())
+            return
+        paused = cfg.pause_advertising_on_connect and await self.host.pause_advertising()
+        client = BleakClient(
+            device,
+            disconnected_callback=self._on_disconnect,
+            timeout=cfg.connect_timeout_s,
+            bluez={"adapter": cfg.adapter},
+        )
+        try:
+            await asyncio.wait_for(client.connect(), cfg.connect_timeout_s + 1.0)
+        except Exception as e:
+            reason = classify_error(e)
+            self.stats[f"connect_failed_{reason}"] += 1
+            delay = self.policy.failed(address, self._loop_time())
+            log.info("connect %s failed (%s), retry in %.1fs", address, reason, delay)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), 2.0)
+            return
+        finally:
+            if paused:
+                with contextlib.suppress(Exception):
+                    await self.host.resume_advertising()
+        await self._open_session(address, client)
+
+    async def _open_session(self, address: str, client: BleakClient) -> None:
+        cfg = self.config
+        char = client.services.get_characteristic(cfg.profile.characteristic_uuid)
+        if char is None:
+            self.stats["connect_failed_no_mesh_char"] += 1
+            self.policy.failed(address, self._loop_time())
+            await CentralSession(address, client, None, 23, cfg).close()  # type: ignore[arg-type]
+            return
+        mtu = char.max_write_without_response_size + 3
+        if mtu <= 23:
+            try:  # BlueZ < 5.62 has no MTU property: AcquireWrite tells it
+                await client._backend._acquire_mtu()  # type: ignore[attr-defined]
+                mtu = client.mtu_size
+            except Exception as e:
+                log.debug("acquire mtu failed: %s", e)
+        mtu = min(mtu, cfg.max_central_mtu)
+        session = CentralSession(address, client, char, mtu, cfg)
+        self.sessions[address] = session
+        try:
+            await client.start_notify(char, lambda _c, data: self._frame(session, data))
+        except Exception as e:
+            self.stats["subscribe_failed"] += 1
+            log.info("subscribe to %s failed: %s", address, e)
+            del self.sessions[address]
+            self.policy.failed(address, self._loop_time())
+            await session.close()
+            return
+        self.policy.connected(address, self._loop_time())
+        self.stats["connected"] += 1
+        if not self.host.central_up(session):
+            del self.sessions[address]
+            self.stats["abandoned_duplicate"] += 1
+            self.abandoned.append(session)
+            await session.abandon()
+            return
+        session.start()
+
+    def _frame(self, session: CentralSession, data: Any) -> None:
+        if session.active:
+            self.host.central_frame(session, bytes(data))
+
+    def _on_disconnect(self, client: BleakClient) -> None:
+        for s in self.abandoned:
+            if s.client is client:
+                self.abandoned.remove(s)
+                return
+        for addr, s in list(self.sessions.items()):
+            if s.client is client:
+                self.drop(addr, "disconnected")
+                return
+
+    def drop(self, address: str, reason: str) -> None:
+        """Forget a session whose link is gone and schedule a reconnect with backoff."""
+        s = self.sessions.pop(address, None)
+        if s is None:
+            return
+        s.halt()
+        self.host.central_down(s, reason)
+        self.policy.disconnected(address, self._loop_time())
+        self.kick()
+
+    async def abandon(self, address: str) -> None:
+        """Tie-break lost after the fact: keep the ACL, stop using our session."""
+        s = self.sessions.pop(address, None)
+        if s is None:
+            return
+        self.abandoned.append(s)
+        self.host.central_down(s, "duplicate")
+        self.policy.connected(address, self._loop_time())
+        await s.abandon()
+
+    def forget_all(self, reason: str) -> None:
+        """bluetoothd went away: every session is dead without a Disconnect to call."""
+        for addr in list(self.sessions):
+            self.drop(addr, reason)
+        for s in self.abandoned:
+            s.halt()
+        self.abandoned.clear()
+        self._devices.clear()

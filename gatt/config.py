@@ -1,0 +1,43 @@
+"""Tunables of the BLE transport (one dataclass, every limit with its default)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gatt.profile import GattProfile
+
+
+@dataclass(slots=True)
+class BleConfig:
+    """Everything :class:`gatt.transport.BleTransport` needs to know."""
+
+    adapter: str = "hci0"
+    """Always explicit: with several adapters bleak would pick one at random."""
+    profile: GattProfile = field(default_factory=GattProfile)
+    link_budget: int = 5
+    """Links (in + out) this node keeps; from the board profile."""
+    send_queue_limit: int = 256
+    """Frames queued per link (central links) before send() answers QUEUE_FULL."""
+    notify_queue_limit: int = 1024
+    """Frames queued for notification (shared by all peripheral links)."""
+    writes_in_flight: int = 8
+    """Write-without-response calls pipelined per central link."""
+    scan_on_s: float = 2.0
+    scan_off_s: float = 1.0
+    """Scan duty cycle."""
+    rssi_min: int = -90
+    """Devices heard weaker than this are not connected to."""
+    connect_interval_s: float = 0.5
+    """At most one outgoing connect attempt per interval (connect rate limit)."""
+    connect_timeout_s: float = 10.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_jitter: float = 0.25
+    """Backoff delay is multiplied by a uniform factor in [1 - jitter, 1 + jitter]."""
+    tie_break_grace_s: float = 3.0
+    """A node with the higher peer id waits this long for the lower one to connect first."""
+    pause_advertising_on_connect: bool = True
+    """Pi 4/5 controllers cannot advertise and initiate at once."""
+    max_central_mtu: int = 517
+    seed: int | None = None
+    """Seed for backoff jitter (tests); None uses system randomness."""

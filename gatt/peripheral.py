@@ -1,0 +1,303 @@
+"""The mesh GATT server: bless's BlueZ classes plus what a mesh needs from BlueZ.
+
+bless 0.3 keeps the D-Bus side (application, service, characteristic, advertisement objects
+on dbus-next); this module adds, through :mod:`gatt._bless_ext`:
+
+* the writing central's object path and its link MTU on every write;
+* centrals coming and going (``Device1.Connected`` on our adapter);
+* advertising the peer id as service data, pausing/resuming it, and advertising again after
+  BlueZ stopped the advertisement because a central connected;
+* re-registering everything when bluetoothd restarts;
+* the EAGAIN fix of the D-Bus writer (:mod:`gatt.dbus_patch`).
+
+Notifications: BlueZ's GATT server API has no per-device notify (``PropertiesChanged(Value)``
+and the ``AcquireNotify`` fd both reach every subscribed central), so :meth:`notify` goes to all
+subscribers. The transport coalesces identical frames queued for several peripheral links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from bless.backends.bluezdbus.dbus.advertisement import Type as AdvType
+from bless.backends.bluezdbus.dbus.application import BlueZGattApplication
+from bless.backends.bluezdbus.dbus.characteristic import Flags
+from bless.backends.bluezdbus.dbus.utils import get_adapter
+from dbus_next import BusType, Message, MessageType, Variant
+from dbus_next.aio import MessageBus
+
+from gatt import dbus_patch
+from gatt._bless_ext import MeshAdvertisement, MeshCharacteristic
+from gatt.profile import CHARACTERISTIC_FLAGS, GattProfile
+
+log = logging.getLogger(__name__)
+
+DEVICE_IFACE = "org.bluez.Device1"
+ADV_MANAGER_IFACE = "org.bluez.LEAdvertisingManager1"
+
+WriteHandler = Callable[[str, int, bytes], None]
+"""(device object path, link MTU, frame)"""
+DeviceHandler = Callable[[str, bool], None]
+"""(device object path, connected)"""
+BluezHandler = Callable[[bool], None]
+"""bluetoothd appeared (True) or vanished (False)"""
+
+
+def address_of(device_path: str) -> str:
+    """``/org/bluez/hci0/dev_AA_BB_..`` -> ``AA:BB:..``."""
+    tail = device_path.rsplit("/", 1)[-1]
+    return tail[4:].replace("_", ":") if tail.startswith("dev_") else tail
+
+
+class MeshPeripheral:
+    """Serves the mesh characteristic on one adapter and advertises the node."""
+
+    def __init__(
+        self,
+        adapter: str,
+        profile: GattProfile,
+        peer_id: bytes,
+        on_write: WriteHandler,
+        on_device: DeviceHandler,
+        on_bluez: BluezHandler | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.adapter_path = f"/org/bluez/{adapter}"
+        self.profile = profile
+        self.service_data = profile.service_data(peer_id)
+        self.on_write = on_write
+        self.on_device = on_device
+        self.on_bluez = on_bluez
+        self.bus: Any = None
+        self.app: Any = None
+        self.char: Any = None
+        self._adapter_obj: Any = None
+        self._adv: Any = None
+        self._adv_index = 0
+        self._connected: set[str] = set()
+        self._registered = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.want_advertising: Callable[[], bool] = lambda: True
+        self.subscribers = 0
+        self.writes = 0
+        self.notifies = 0
+
+    # ------------------------------------------------------------ WriteSink
+
+    def central_wrote(self, device: str, mtu: int, kind: str, data: bytes) -> None:
+        self.writes += 1
+        self.on_write(device, mtu, data)
+
+    def subscription_changed(self, subscribed: bool) -> None:
+        self.subscribers = max(0, self.subscribers + (1 if subscribed else -1))
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect to the system bus, export the app, register it and advertise."""
+        dbus_patch.install()
+        self.bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        self.bus.add_message_handler(self._on_message)
+        for rule in (
+            "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+            "arg0='org.bluez'",
+            "type='signal',interface='org.freedesktop.DBus.Properties',"
+            f"member='PropertiesChanged',path_namespace='{self.adapter_path}'",
+        ):
+            await self._call_bus("AddMatch", "s", [rule])
+        name = f"mesh{self.adapter}"
+        self.app = BlueZGattApplication(name, "org.bluez", self.bus)
+        # bless puts its objects under /org/bluez/<name>, where every bleak client's match
+        # rules (InterfacesAdded arg0path=/org/bluez/, PropertiesChanged path_namespace=
+        # /org/bluez) see them: each notification would wake every bleak process.
+        self.app.base_path = f"/ble_bridge/{name}"
+        service = await self.app.add_service(self.profile.service_uuid)
+        flags = [Flags(f) for f in CHARACTERISTIC_FLAGS]
+        char = MeshCharacteristic(self.profile.characteristic_uuid, flags, 1, service)
+        char.sink = self
+        service.characteristics.append(char)
+        self.bus.export(char.path, char)
+        self.bus.export(self.app.path, self.app)
+        self.char = char
+        await self._register()
+
+    async def _register(self) -> None:
+        self._adapter_obj = await get_adapter(self.bus, self.adapter)
+        await self.app.register(self._adapter_obj)
+        self._registered = True
+        self._adv = None
+        await self.advertise()
+        await self._scan_existing_devices()
+
+    async def stop(self) -> None:
+        """Withdraw the advertisement and the application; leave the bus."""
+        for t in list(self._tasks):
+            t.cancel()
+        if self.bus is None:
+            return
+        if self._registered:
+            try:
+                await asyncio.wait_for(self.stop_advertising(), 2.0)
+                await asyncio.wait_for(self.app.unregister(self._adapter_obj), 2.0)
+            except Exception as e:  # bluetoothd may be gone already
+                log.debug("unregister failed: %s", e)
+        self._registered = False
+        self.bus.disconnect()
+        self.bus = None
+
+    # ------------------------------------------------------------ advertising
+
+    async def advertise(self) -> None:
+        """Register a connectable advertisement (service UUID + peer id service data)."""
+        if self._adv is not None or self._adapter_obj is None:
+            return
+        self._adv_index += 1
+        adv = MeshAdvertisement(AdvType.PERIPHERAL, self._adv_index, self.app)
+        adv._service_uuids = [self.profile.service_uuid]
+        adv._service_data = {k: Variant("ay", v) for k, v in self.service_data.items()}
+        self.bus.export(adv.path, adv)
+        iface = self._adapter_obj.get_interface(ADV_MANAGER_IFACE)
+        try:
+            await iface.call_register_advertisement(adv.path, {})
+        except Exception:
+            self.bus.unexport(adv.path)
+            raise
+        self._adv = adv
+
+    async def stop_advertising(self) -> None:
+        """Withdraw our advertisement (around outgoing connects, at exit)."""
+        adv, self._adv = self._adv, None
+        if adv is None:
+            return
+        try:
+            iface = self._adapter_obj.get_interface(ADV_MANAGER_IFACE)
+            await iface.call_unregister_advertisement(adv.path)
+        finally:
+            self.bus.unexport(adv.path)
+
+    async def ensure_advertising(self) -> None:
+        """Advertise again if BlueZ stopped our advertisement (a central connected)."""
+        if not self._registered:
+            return
+        if self._adv is not None:
+            props = self._adapter_obj.get_interface("org.freedesktop.DBus.Properties")
+            active = await props.call_get(ADV_MANAGER_IFACE, "ActiveInstances")
+            if active.value > 0:
+                return
+            await self.stop_advertising()
+        await self.advertise()
+
+    @property
+    def connected_devices(self) -> frozenset[str]:
+        """Object paths of devices with a live connection on our adapter."""
+        return frozenset(self._connected)
+
+    @property
+    def advertising(self) -> bool:
+        return self._adv is not None
+
+    # ------------------------------------------------------------ notifications
+
+    def notify(self, frame: bytes) -> None:
+        """Send ``frame`` to every subscribed central (bless's update path)."""
+        self.notifies += 1
+        self.char.Value = frame
+
+    def backlog(self) -> int:
+        """Messages waiting in our D-Bus writer (the transport paces on this)."""
+        writer = getattr(self.bus, "_writer", None)
+        return int(writer.messages.qsize()) if writer is not None else 0
+
+    # ------------------------------------------------------------ bus events
+
+    async def _call_bus(self, member: str, sig: str, body: list[Any]) -> Any:
+        return await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member=member,
+                signature=sig,
+                body=body,
+            )
+        )
+
+    async def _scan_existing_devices(self) -> None:
+        reply = await self.bus.call(
+            Message(
+                destination="org.bluez",
+                path="/",
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="GetManagedObjects",
+            )
+        )
+        if reply.message_type != MessageType.METHOD_RETURN:
+            return
+        prefix = self.adapter_path + "/"
+        for path, ifaces in reply.body[0].items():
+            dev = ifaces.get(DEVICE_IFACE)
+            if path.startswith(prefix) and dev and dev["Connected"].value:
+                self._device_state(path, True)
+
+    def _device_state(self, path: str, connected: bool) -> None:
+        if connected == (path in self._connected):
+            return
+        if connected:
+            self._connected.add(path)
+            if self.want_advertising():
+                self._spawn(self.ensure_advertising())
+        else:
+            self._connected.discard(path)
+        self.on_device(path, connected)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except Exception as e:
+            log.info("peripheral %s: %s", self.adapter, e)
+
+    def _on_message(self, msg: Any) -> bool:
+        if msg.message_type != MessageType.SIGNAL:
+            return False
+        if msg.member == "PropertiesChanged" and msg.body and msg.body[0] == DEVICE_IFACE:
+            connected = msg.body[1].get("Connected")
+            if connected is not None:
+                self._device_state(msg.path, bool(connected.value))
+        elif msg.member == "NameOwnerChanged" and msg.body[0] == "org.bluez":
+            if not msg.body[2]:
+                self._bluez_gone()
+            else:
+                self._spawn(self._bluez_back())
+        return False
+
+    def _bluez_gone(self) -> None:
+        log.warning("bluetoothd left the bus; links are gone")
+        self._registered = False
+        self._adapter_obj = None
+        if self._adv is not None:
+            self.bus.unexport(self._adv.path)
+            self._adv = None
+        for path in list(self._connected):
+            self._device_state(path, False)
+        if self.on_bluez is not None:
+            self.on_bluez(False)
+
+    async def _bluez_back(self) -> None:
+        log.warning("bluetoothd is back; registering again")
+        for attempt in range(50):
+            try:
+                await self._register()
+                break
+            except Exception as e:  # adapters may appear a moment later
+                log.debug("re-register attempt %d: %s", attempt, e)
+                await asyncio.sleep(0.1)
+        if self.on_bluez is not None:
+            self.on_bluez(True)

@@ -1,0 +1,139 @@
+"""Who to connect to, when, and which of two duplicate links to keep: pure, explicit ``now``.
+
+The central's asyncio loop feeds advertisements, connect outcomes and link events in, and asks
+:meth:`LinkPolicy.next_candidates` which addresses to try. Rules:
+
+* link budget: never more links (in + out) than the budget;
+* RSSI gate: ignore devices heard weaker than ``rssi_min``;
+* connect rate limit: at most one attempt per ``connect_interval_s``;
+* backoff: after ``n`` consecutive failures wait ``min(max, base * 2**(n-1))`` times a jitter
+  factor in ``[1-j, 1+j]``; a link that lived ``stable_s`` resets the count;
+* tie-break: between two nodes, the one with the smaller advertised peer id connects; the
+  other waits ``tie_break_grace_s`` before connecting anyway (the smaller one may be at its
+  budget). If both links exist, both sides keep the smaller id's central link.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from gatt.config import BleConfig
+
+STABLE_LINK_S = 10.0
+FORGET_AFTER_S = 60.0
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A node heard advertising the mesh service."""
+
+    address: str
+    peer_id: bytes | None
+    rssi: int
+    first_seen: float
+    last_seen: float
+    failures: int = 0
+    retry_at: float = 0.0
+    connected_at: float | None = None
+
+
+@dataclass(slots=True)
+class LinkPolicy:
+    """The decisions of the link manager, without I/O."""
+
+    config: BleConfig
+    our_peer_id: bytes
+    rng: random.Random = field(default_factory=random.Random)
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    last_attempt: float = float("-inf")
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def heard(self, address: str, peer_id: bytes | None, rssi: int, now: float) -> None:
+        """An advertisement of the mesh service was received."""
+        c = self.candidates.get(address)
+        if c is None:
+            self.candidates[address] = Candidate(address, peer_id, rssi, now, now)
+            return
+        c.rssi, c.last_seen = rssi, now
+        if peer_id is not None:
+            c.peer_id = peer_id
+
+    def backoff(self, failures: int) -> float:
+        """Delay before the next attempt after ``failures`` consecutive failures."""
+        cfg = self.config
+        base = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** max(0, failures - 1))
+        return base * self.rng.uniform(1 - cfg.backoff_jitter, 1 + cfg.backoff_jitter)
+
+    def we_initiate(self, peer_id: bytes | None) -> bool:
+        """True when we are the side that should connect (smaller peer id)."""
+        return peer_id is None or self.our_peer_id[:8] < peer_id[:8]
+
+    def next_candidates(
+        self, now: float, links: int, linked: set[str], limit: int = 1
+    ) -> list[str]:
+        """Addresses to try now (best RSSI first), at most ``limit``."""
+        cfg = self.config
+        if links >= cfg.link_budget:
+            return []
+        if now - self.last_attempt < cfg.connect_interval_s:
+            return []
+        for addr in [a for a, c in self.candidates.items() if now - c.last_seen > FORGET_AFTER_S]:
+            if addr not in linked:
+                del self.candidates[addr]
+        ready = []
+        for c in self.candidates.values():
+            if c.address in linked or c.connected_at is not None or now < c.retry_at:
+                continue
+            if c.rssi < cfg.rssi_min:
+                self._count("skipped_rssi")
+                continue
+            if c.peer_id is not None and c.peer_id[:8] == self.our_peer_id[:8]:
+                continue
+            if not self.we_initiate(c.peer_id) and now - c.first_seen < cfg.tie_break_grace_s:
+                continue
+            ready.append(c)
+        ready.sort(key=lambda c: -c.rssi)
+        room = cfg.link_budget - links
+        return [c.address for c in ready[: min(limit, room)]]
+
+    def attempt(self, address: str, now: float) -> None:
+        self.last_attempt = now
+        self._count("connect_attempts")
+
+    def failed(self, address: str, now: float) -> float:
+        """A connect attempt failed; returns the backoff delay chosen."""
+        self._count("connect_failures")
+        c = self.candidates.get(address)
+        if c is None:
+            return 0.0
+        c.failures += 1
+        delay = self.backoff(c.failures)
+        c.retry_at = now + delay
+        return delay
+
+    def connected(self, address: str, now: float) -> None:
+        c = self.candidates.get(address)
+        if c is not None:
+            c.connected_at = now
+
+    def disconnected(self, address: str, now: float) -> float:
+        """A link we initiated went down; returns the delay before reconnecting."""
+        c = self.candidates.get(address)
+        if c is None:
+            return 0.0
+        lived = now - c.connected_at if c.connected_at is not None else 0.0
+        c.connected_at = None
+        if lived >= STABLE_LINK_S:
+            c.failures = 0
+        c.failures += 1
+        delay = self.backoff(c.failures)
+        c.retry_at = now + delay
+        return delay
+
+    def keep_central(self, peer_id: bytes | None) -> bool:
+        """Both a central and a peripheral link to one node: keep our central one?"""
+        return self.we_initiate(peer_id)

@@ -1,0 +1,310 @@
+"""``BleTransport``: the mesh's :class:`~ble_bridge.transport.Transport` over BlueZ.
+
+Every node is peripheral (bless, :mod:`gatt.peripheral`) and central (bleak,
+:mod:`gatt.central`) at once. A *central link* is a node we connected to: we write, it
+notifies. A *peripheral link* is a central that connected to us; it comes up at the central's
+first write, because that write tells us the central's object path and its link MTU.
+
+Sending on a peripheral link notifies every subscribed central (BlueZ has no per-device
+notify for GATT servers); identical frames queued for several peripheral links are sent once
+(``notify_coalesced``). A central that receives a frame meant for a sibling link sees a
+duplicate packet (dropped by the mesh's seen cache) or, if the sibling's MTU is larger, a
+truncated frame (rejected by the decoder, counted there). Duplicate links between two nodes
+are resolved by peer id (:mod:`gatt.policy`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ble_bridge.transport import (
+    LinkInfo,
+    LinkRole,
+    SendResult,
+    Transport,
+    TransportHandler,
+)
+from gatt.central import CentralSession, MeshCentral
+from gatt.config import BleConfig
+from gatt.peripheral import MeshPeripheral, address_of
+from gatt.policy import LinkPolicy
+
+log = logging.getLogger(__name__)
+
+NOTIFY_BACKLOG_PAUSE = 64
+"""D-Bus writer backlog (messages) above which the notify pump waits."""
+
+
+@dataclass(slots=True)
+class _Link:
+    info: LinkInfo
+    address: str
+    session: CentralSession | None = None
+
+
+class BleTransport(Transport):
+    """Links to neighbouring nodes over one BlueZ adapter."""
+
+    def __init__(self, config: BleConfig, peer_id: bytes) -> None:
+        self.config = config
+        self.peer_id = bytes(peer_id)
+        self.stats: Counter[str] = Counter()
+        rng = random.Random(config.seed) if config.seed is not None else random.Random()
+        self.policy = LinkPolicy(config, self.peer_id, rng)
+        self.peripheral = MeshPeripheral(
+            config.adapter,
+            config.profile,
+            self.peer_id,
+            on_write=self._on_write,
+            on_device=self._on_device,
+            on_bluez=self._on_bluez,
+        )
+        self.peripheral.want_advertising = lambda: len(self._links) < config.link_budget
+        self.central = MeshCentral(config, self, self.policy)
+        self._handler: TransportHandler | None = None
+        self._links: dict[int, _Link] = {}
+        self._central_by_addr: dict[str, int] = {}
+        self._periph_by_addr: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._notify_q: deque[bytes] = deque()
+        self._notify_for: dict[bytes, set[int]] = {}
+        self._notify_wake = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+
+    # ------------------------------------------------------------ Transport API
+
+    def attach(self, handler: TransportHandler) -> None:
+        self._handler = handler
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._notify_wake = asyncio.Event()
+        await self.peripheral.start()
+        self._pump = asyncio.get_running_loop().create_task(self._notify_pump())
+        await self.central.start()
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self.central.stop()
+        if self._pump is not None:
+            self._pump.cancel()
+        await self.peripheral.stop()
+        for lid in list(self._links):
+            self._link_down(lid, "stopped")
+        for t in list(self._tasks):
+            t.cancel()
+
+    def send(self, link_id: int, frame: bytes) -> SendResult:
+        link = self._links.get(link_id)
+        if link is None:
+            return SendResult.NO_SUCH_LINK
+        if len(frame) > link.info.max_frame:
+            self.stats["send_too_large"] += 1
+            return SendResult.TOO_LARGE
+        if link.session is not None:
+            if not link.session.enqueue(bytes(frame)):
+                self.stats["send_queue_full"] += 1
+                return SendResult.QUEUE_FULL
+            return SendResult.QUEUED
+        frame = bytes(frame)
+        members = self._notify_for.get(frame)
+        if members is not None:
+            members.add(link_id)
+            self.stats["notify_coalesced"] += 1
+            return SendResult.QUEUED
+        if len(self._notify_q) >= self.config.notify_queue_limit:
+            self.stats["send_queue_full"] += 1
+            return SendResult.QUEUE_FULL
+        self._notify_q.append(frame)
+        self._notify_for[frame] = {link_id}
+        self._notify_wake.set()
+        return SendResult.QUEUED
+
+    def links(self) -> Sequence[LinkInfo]:
+        return [lk.info for lk in self._links.values()]
+
+    def queue_depth(self, link_id: int) -> int:
+        link = self._links.get(link_id)
+        if link is None:
+            return 0
+        if link.session is not None:
+            return len(link.session.queue)
+        return sum(1 for members in self._notify_for.values() if link_id in members)
+
+    # ------------------------------------------------------------ link table
+
+    def _link_up(self, address: str, mtu: int, role: LinkRole, session: CentralSession | None) -> int:
+        lid = next(self._ids)
+        info = LinkInfo(lid, address, mtu, role)
+        self._links[lid] = _Link(info, address, session)
+        (self._central_by_addr if role is LinkRole.CENTRAL else self._periph_by_addr)[address] = lid
+        self.stats[f"link_up_{role.value}"] += 1
+        if self._handler is not None:
+            self._handler.link_up(info)
+        self._adjust_advertising()
+        return lid
+
+    def _link_down(self, link_id: int, reason: str) -> None:
+        link = self._links.pop(link_id, None)
+        if link is None:
+            return
+        by_addr = self._central_by_addr if link.session is not None else self._periph_by_addr
+        if by_addr.get(link.address) == link_id:
+            del by_addr[link.address]
+        for members in self._notify_for.values():
+            members.discard(link_id)
+        self.stats[f"link_down_{reason}"] += 1
+        if self._handler is not None:
+            self._handler.link_down(link_id, reason)
+        self._adjust_advertising()
+        self.central.kick()
+
+    def link_count(self) -> int:
+        return len(self._links)
+
+    def linked_addresses(self) -> set[str]:
+        """Nodes we have a link with, or whose connection to us is up (not written yet)."""
+        inbound = {address_of(p) for p in self.peripheral.connected_devices}
+        return set(self._central_by_addr) | set(self._periph_by_addr) | inbound
+
+    def _adjust_advertising(self) -> None:
+        if not self._started:
+            return
+        if len(self._links) < self.config.link_budget:
+            self._spawn(self.peripheral.ensure_advertising())
+        elif self.peripheral.advertising:
+            self._spawn(self.peripheral.stop_advertising())
+
+    def _spawn(self, coro: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception as e:
+                log.info("ble transport task: %s", e)
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ central side (CentralHost)
+
+    def central_up(self, session: CentralSession) -> bool:
+        addr = session.address
+        peer = self._peer_of(addr)
+        if addr in self._periph_by_addr:
+            if not self.policy.keep_central(peer):
+                self.stats["duplicate_kept_peripheral"] += 1
+                return False
+            self.stats["duplicate_kept_central"] += 1
+            self._link_down(self._periph_by_addr[addr], "duplicate")
+        session.link_id = self._link_up(addr, session.mtu, LinkRole.CENTRAL, session)
+        return True
+
+    def central_down(self, session: CentralSession, reason: str) -> None:
+        if session.link_id:
+            self._link_down(session.link_id, reason)
+
+    def central_frame(self, session: CentralSession, data: bytes) -> None:
+        if session.link_id in self._links:
+            self._deliver(session.link_id, data)
+
+    async def pause_advertising(self) -> bool:
+        if not self.peripheral.advertising:
+            return False
+        await self.peripheral.stop_advertising()
+        return True
+
+    async def resume_advertising(self) -> None:
+        if len(self._links) < self.config.link_budget:
+            await self.peripheral.advertise()
+
+    def _peer_of(self, address: str) -> bytes | None:
+        c = self.policy.candidates.get(address)
+        return c.peer_id if c is not None else None
+
+    # ------------------------------------------------------------ peripheral side
+
+    def _on_write(self, device: str, mtu: int, data: bytes) -> None:
+        addr = address_of(device)
+        lid = self._periph_by_addr.get(addr)
+        if lid is None:
+            if addr in self._central_by_addr:
+                if self.policy.keep_central(self._peer_of(addr)):
+                    self.stats["duplicate_writes_ignored"] += 1
+                    return
+                self.stats["duplicate_kept_peripheral"] += 1
+                self._spawn(self.central.abandon(addr))
+            lid = self._link_up(addr, min(mtu, 517), LinkRole.PERIPHERAL, None)
+        self._deliver(lid, data)
+
+    def _on_device(self, device: str, connected: bool) -> None:
+        if connected:
+            return
+        addr = address_of(device)
+        lid = self._periph_by_addr.get(addr)
+        if lid is not None:
+            self._link_down(lid, "disconnected")
+
+    def _on_bluez(self, up: bool) -> None:
+        if up:
+            self._spawn(self._reset_bleak())
+            self.central.kick()
+            return
+        self.central.forget_all("bluetoothd_restart")
+        for lid in list(self._links):
+            self._link_down(lid, "bluetoothd_restart")
+
+    async def _reset_bleak(self) -> None:
+        """bleak's object cache survives a bluetoothd restart: make it re-read everything."""
+        from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+
+        manager = await get_global_bluez_manager()
+        bus = getattr(manager, "_bus", None)
+        if bus is not None:
+            bus.disconnect()
+
+    def _deliver(self, link_id: int, data: bytes) -> None:
+        if not data:
+            self.stats["empty_frames"] += 1
+            return
+        self.stats["frames_in"] += 1
+        if self._handler is not None:
+            try:
+                self._handler.frame_received(link_id, data)
+            except Exception:  # the mesh must never take the transport down
+                self.stats["handler_errors"] += 1
+                log.exception("frame handler failed")
+
+    async def _notify_pump(self) -> None:
+        sent = 0
+        while True:
+            if not self._notify_q:
+                self._notify_wake.clear()
+                await self._notify_wake.wait()
+                continue
+            while self.peripheral.backlog() > NOTIFY_BACKLOG_PAUSE:
+                await asyncio.sleep(0.001)
+            frame = self._notify_q.popleft()
+            members = self._notify_for.pop(frame, set())
+            if not members:
+                continue
+            with contextlib.suppress(Exception):
+                self.peripheral.notify(frame)
+                self.stats["frames_notified"] += 1
+            sent += 1
+            if sent % 32 == 0:
+                await asyncio.sleep(0)

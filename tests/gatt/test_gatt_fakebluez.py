@@ -1,0 +1,181 @@
+"""Unmodified bleak (central) against the fake bluetoothd, serving our bless-based peripheral."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+import pytest
+from bleak import BleakClient, BleakScanner
+from bleak.exc import BleakDBusError
+
+from gatt.fakebluez import FakeBluezConfig, FakeBluezProcess, FakeControl, LinkModel
+from gatt.peripheral import MeshPeripheral, address_of
+from gatt.profile import GattProfile
+from gatt_harness import address, peer, run, until
+
+pytestmark = pytest.mark.dbus
+PROFILE = GattProfile()
+SVC, CHR = PROFILE.service_uuid, PROFILE.characteristic_uuid
+
+
+class Server:
+    """A MeshPeripheral on hci0 that records writes and devices."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, int, bytes]] = []
+        self.devices: list[tuple[str, bool]] = []
+        self.p = MeshPeripheral(
+            "hci0",
+            PROFILE,
+            peer(0),
+            on_write=lambda d, m, b: self.writes.append((d, m, b)),
+            on_device=lambda d, c: self.devices.append((d, c)),
+        )
+
+
+async def discover() -> tuple[object, dict[str, bytes], int]:
+    found = asyncio.get_running_loop().create_future()
+
+    def seen(dev: object, adv: object) -> None:
+        if not found.done():
+            found.set_result((dev, adv))
+
+    async with BleakScanner(seen, service_uuids=[SVC], bluez={"adapter": "hci1"}):
+        dev, adv = await asyncio.wait_for(found, 5)
+    return dev, dict(adv.service_data), adv.rssi  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def fake_bluez_config() -> FakeBluezConfig:
+    return FakeBluezConfig(adapters=2, link=LinkModel(mtu=185))
+
+
+def test_discover_connect_mtu_write_and_notify_both_ways(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        srv = Server()
+        await srv.p.start()
+        dev, sdata, rssi = await discover()
+        assert sdata[SVC] == peer(0)
+        assert -100 < rssi < 0
+        notes: list[bytes] = []
+        async with BleakClient(dev, bluez={"adapter": "hci1"}) as client:  # type: ignore[arg-type]
+            char = client.services.get_characteristic(CHR)
+            assert char is not None
+            assert char.max_write_without_response_size == 185 - 3
+            await client.start_notify(char, lambda _c, d: notes.append(bytes(d)))
+            await client.write_gatt_char(char, b"frame-1", response=False)
+            await client.write_gatt_char(char, b"frame-2", response=True)
+            assert await until(lambda: len(srv.writes) == 2)
+            device, mtu, data = srv.writes[0]
+            assert address_of(device) == address(1)
+            assert device.startswith("/org/bluez/hci0/dev_")
+            assert (mtu, data) == (185, b"frame-1")
+            assert srv.writes[1][2] == b"frame-2"
+            srv.p.notify(b"to-central")
+            srv.p.notify(bytes(range(256)))  # longer than MTU-3: truncated like BlueZ does
+            assert await until(lambda: len(notes) == 2)
+            assert notes[0] == b"to-central"
+            assert notes[1] == bytes(range(182))
+            with pytest.raises(BleakDBusError, match="InvalidValueLength"):
+                await client.write_gatt_char(char, bytes(200), response=False)
+        await srv.p.stop()
+
+    run(scenario())
+
+
+def test_centrals_coming_and_leaving_are_noticed(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        srv = Server()
+        await srv.p.start()
+        dev, _, _ = await discover()
+        async with BleakClient(dev, bluez={"adapter": "hci1"}):  # type: ignore[arg-type]
+            assert await until(lambda: (f"/org/bluez/hci0/dev_{address(1).replace(':', '_')}", True) in srv.devices)
+            assert srv.p.connected_devices
+        assert await until(lambda: srv.devices[-1][1] is False)
+        assert not srv.p.connected_devices
+        await srv.p.stop()
+
+    run(scenario())
+
+
+def test_advertising_stops_when_central_connects_and_peripheral_readvertises(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        srv = Server()
+        await srv.p.start()
+        dev, _, _ = await discover()
+        async with BleakClient(dev, bluez={"adapter": "hci1"}):  # type: ignore[arg-type]
+            s = await ctl.wait_for(lambda s: s["stats"].get("connects") == 1)
+            # BlueZ stopped the advertisement; the peripheral registered a new one
+            s = await ctl.wait_for(lambda s: s["advertising"]["0"] == 1)
+            assert s["advertising"]["0"] == 1
+        ctl.close()
+        await srv.p.stop()
+
+    run(scenario())
+
+
+def test_notification_burst_arrives_complete_and_server_stays_responsive(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    count = 20_000
+
+    async def scenario() -> None:
+        srv = Server()
+        await srv.p.start()
+        dev, _, _ = await discover()
+        got: list[bytes] = []
+        async with BleakClient(dev, bluez={"adapter": "hci1"}) as client:  # type: ignore[arg-type]
+            char = client.services.get_characteristic(CHR)
+            assert char is not None
+            await client.start_notify(char, lambda _c, d: got.append(bytes(d)))
+            t0 = time.perf_counter()
+            for i in range(count):
+                srv.p.notify(i.to_bytes(4, "big"))
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            assert await until(lambda: len(got) >= count, timeout=60, step=0.05)
+            elapsed = time.perf_counter() - t0
+            assert [int.from_bytes(b, "big") for b in got] == list(range(count))
+            # still responsive: request writes answered and notifications still flowing
+            rtts = []
+            for i in range(50):
+                t = time.perf_counter()
+                await client.write_gatt_char(char, b"ping%d" % i, response=True)
+                rtts.append(time.perf_counter() - t)
+            assert await until(lambda: len(srv.writes) == 50)
+            srv.p.notify(b"after")
+            assert await until(lambda: got[-1] == b"after")
+            print(
+                f"burst {count} notifications in {elapsed:.2f}s; write-request rtt p50 "
+                f"{statistics.median(rtts) * 1000:.2f} ms"
+            )
+        await srv.p.stop()
+
+    run(scenario(), timeout=120)
+
+
+def test_acquire_write_and_acquire_notify(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        srv = Server()
+        await srv.p.start()
+        dev, _, _ = await discover()
+        notes: list[bytes] = []
+        async with BleakClient(dev, bluez={"adapter": "hci1"}) as client:  # type: ignore[arg-type]
+            await client._backend._acquire_mtu()  # type: ignore[attr-defined]
+            assert client.mtu_size == 185
+            char = client.services.get_characteristic(CHR)
+            assert char is not None
+            await client.start_notify(
+                char, lambda _c, d: notes.append(bytes(d)), bluez={"use_start_notify": False}
+            )
+            await asyncio.sleep(0.05)
+            srv.p.notify(b"via-fd")
+            assert await until(lambda: notes == [b"via-fd"])
+        await srv.p.stop()
+
+    run(scenario())
