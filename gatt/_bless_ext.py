@@ -30,13 +30,13 @@ def option(options: dict[str, Any], name: str, default: Any) -> Any:
     return default if v is None else getattr(v, "value", v)
 
 
-class MeshCharacteristic(BlueZGattCharacteristic):  # type: ignore[misc]
+class MeshCharacteristic(BlueZGattCharacteristic):
     """The mesh characteristic: writes go to ``sink`` with device and MTU."""
 
     sink: WriteSink
 
-    @method()
-    def WriteValue(self, value: "ay", options: "a{sv}"):  # type: ignore[no-untyped-def,name-defined,valid-type] # noqa: F821, N802
+    @method()  # type: ignore[untyped-decorator]
+    def WriteValue(self, value: "ay", options: "a{sv}"):  # type: ignore[no-untyped-def,name-defined,valid-type] # noqa: F821, F722
         self.sink.central_wrote(
             str(option(options, "device", "")),
             int(option(options, "mtu", 23)),
@@ -44,26 +44,26 @@ class MeshCharacteristic(BlueZGattCharacteristic):  # type: ignore[misc]
             bytes(value),
         )
 
-    @method()
-    def ReadValue(self, options: "a{sv}") -> "ay":  # type: ignore[name-defined,valid-type] # noqa: F821, N802
+    @method()  # type: ignore[untyped-decorator]
+    def ReadValue(self, options: "a{sv}") -> "ay":  # type: ignore[name-defined,valid-type] # noqa: F821, F722
         return b""
 
     @method()
-    def StartNotify(self):  # type: ignore[no-untyped-def] # noqa: N802
+    def StartNotify(self):  # type: ignore[no-untyped-def]
         self.sink.subscription_changed(True)
 
     @method()
-    def StopNotify(self):  # type: ignore[no-untyped-def] # noqa: N802
+    def StopNotify(self):  # type: ignore[no-untyped-def]
         self.sink.subscription_changed(False)
 
 
-class MeshAdvertisement(BlueZLEAdvertisement):  # type: ignore[misc]
+class MeshAdvertisement(BlueZLEAdvertisement):
     """bless's advertisement without a local name and with the Discoverable flag."""
 
-    @dbus_property(access=PropertyAccess.READ, disabled=True)
-    def LocalName(self) -> "s":  # type: ignore[name-defined] # noqa: F821, N802
+    @dbus_property(access=PropertyAccess.READ, disabled=True)  # type: ignore[untyped-decorator]
+    def LocalName(self) -> "s":  # type: ignore[name-defined] # noqa: F821
         return ""
 
-    @dbus_property(access=PropertyAccess.READ)
-    def Discoverable(self) -> "b":  # type: ignore[name-defined] # noqa: F821, N802
+    @dbus_property(access=PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def Discoverable(self) -> "b":  # type: ignore[name-defined] # noqa: F821
         return True

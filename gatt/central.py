@@ -65,7 +65,12 @@ class CentralSession:
     """One outgoing link: bleak client, mesh characteristic, bounded queue, write pump."""
 
     def __init__(
-        self, address: str, client: BleakClient, char: BleakGATTCharacteristic, mtu: int, cfg: BleConfig
+        self,
+        address: str,
+        client: BleakClient,
+        char: BleakGATTCharacteristic,
+        mtu: int,
+        cfg: BleConfig,
     ) -> None:
         self.address = address
         self.client = client

@@ -66,10 +66,9 @@ def _next_message_fast(writer: Any) -> bool:
 def _write_callback_next(self: Any) -> None:
     try:
         while True:
-            if self.buf is None:
-                if not _next_message_next(self):
-                    self.loop.remove_writer(self.fd)
-                    return
+            if self.buf is None and not _next_message_next(self):
+                self.loop.remove_writer(self.fd)
+                return
             self.offset += _send_some(self)
             if self.offset < len(self.buf):
                 return  # stay registered: called again when writable
@@ -83,11 +82,10 @@ def _write_callback_next(self: Any) -> None:
 def _write_callback_fast(self: Any, remove_writer: bool = True) -> None:
     try:
         while True:
-            if self.buf is None:
-                if not _next_message_fast(self):
-                    if remove_writer:
-                        self.loop.remove_writer(self.fd)
-                    return
+            if self.buf is None and not _next_message_fast(self):
+                if remove_writer:
+                    self.loop.remove_writer(self.fd)
+                return
             self.offset += _send_some(self)
             if self.offset < len(self.buf):
                 return
@@ -109,10 +107,10 @@ def install() -> None:
     try:
         from dbus_next.aio import message_bus as next_bus
 
-        next_bus._MessageWriter.write_callback = _write_callback_next
+        setattr(next_bus._MessageWriter, "write_callback", _write_callback_next)  # noqa: B010
     except ImportError:  # bless not installed: nothing to fix
         pass
     from dbus_fast.aio import message_bus as fast_bus
 
-    fast_bus._MessageWriter.write_callback = _write_callback_fast  # type: ignore[method-assign]
+    setattr(fast_bus._MessageWriter, "write_callback", _write_callback_fast)  # noqa: B010
     _installed = True

@@ -26,8 +26,10 @@ from bless.backends.bluezdbus.dbus.advertisement import Type as AdvType
 from bless.backends.bluezdbus.dbus.application import BlueZGattApplication
 from bless.backends.bluezdbus.dbus.characteristic import Flags
 from bless.backends.bluezdbus.dbus.utils import get_adapter
-from dbus_next import BusType, Message, MessageType, Variant
-from dbus_next.aio import MessageBus
+from dbus_next.aio.message_bus import MessageBus
+from dbus_next.constants import BusType, MessageType
+from dbus_next.message import Message
+from dbus_next.signature import Variant
 
 from gatt import dbus_patch
 from gatt._bless_ext import MeshAdvertisement, MeshCharacteristic

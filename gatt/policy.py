@@ -66,7 +66,7 @@ class LinkPolicy:
         """Delay before the next attempt after ``failures`` consecutive failures."""
         cfg = self.config
         base = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** max(0, failures - 1))
-        return base * self.rng.uniform(1 - cfg.backoff_jitter, 1 + cfg.backoff_jitter)
+        return float(base * self.rng.uniform(1 - cfg.backoff_jitter, 1 + cfg.backoff_jitter))
 
     def we_initiate(self, peer_id: bytes | None) -> bool:
         """True when we are the side that should connect (smaller peer id)."""

@@ -147,7 +147,9 @@ class BleTransport(Transport):
 
     # ------------------------------------------------------------ link table
 
-    def _link_up(self, address: str, mtu: int, role: LinkRole, session: CentralSession | None) -> int:
+    def _link_up(
+        self, address: str, mtu: int, role: LinkRole, session: CentralSession | None
+    ) -> int:
         lid = next(self._ids)
         info = LinkInfo(lid, address, mtu, role)
         self._links[lid] = _Link(info, address, session)

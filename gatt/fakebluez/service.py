@@ -519,9 +519,7 @@ class FakeBluez:
             }
             for lk in self.links.values()
         ]
-        adverts = {
-            a.index: sum(1 for ad in a.adverts.values() if ad.active) for a in self.adapters
-        }
+        adverts = {a.index: sum(1 for ad in a.adverts.values() if ad.active) for a in self.adapters}
         return json.dumps({"stats": dict(self.stats), "links": links, "advertising": adverts})
 
     # ---------------------------------------------------------------- discovery
@@ -585,9 +583,7 @@ class FakeBluez:
             if path not in self.tree:
                 self._add_device(a, b, uuids, sdata, mdata, rssi, adv.props.get("LocalName"))
             else:
-                self.set_props(
-                    path, I.DEVICE, {"UUIDs": uuids, "ServiceData": sdata, "RSSI": rssi}
-                )
+                self.set_props(path, I.DEVICE, {"UUIDs": uuids, "ServiceData": sdata, "RSSI": rssi})
 
     def _add_device(
         self,
@@ -682,8 +678,7 @@ class FakeBluez:
             services.append((spath, svc["UUID"].value, bool(primary and primary.value), chars))
         a.apps[key] = App(sender, app_path, services)
         await self._add_match(
-            f"type='signal',sender='{sender}',interface='{I.PROPERTIES}',"
-            "member='PropertiesChanged'"
+            f"type='signal',sender='{sender}',interface='{I.PROPERTIES}',member='PropertiesChanged'"
         )
         self.reply(msg)
         self.stats["apps_registered"] += 1
@@ -1215,7 +1210,7 @@ class FakeBluez:
         entry = self.mirror_descs.get(msg.path or "")
         if entry is None or not entry[0].alive:
             raise BluezError("Failed", "Not connected")
-        link, _server, sender, dpath = entry
+        _link, _server, sender, dpath = entry
         fwd = Message(
             destination=sender,
             path=dpath,

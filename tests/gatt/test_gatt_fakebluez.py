@@ -9,11 +9,11 @@ import time
 import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakDBusError
+from gatt_harness import address, peer, run, until
 
 from gatt.fakebluez import FakeBluezConfig, FakeBluezProcess, FakeControl, LinkModel
 from gatt.peripheral import MeshPeripheral, address_of
 from gatt.profile import GattProfile
-from gatt_harness import address, peer, run, until
 
 pytestmark = pytest.mark.dbus
 PROFILE = GattProfile()
@@ -91,7 +91,9 @@ def test_centrals_coming_and_leaving_are_noticed(fake_bluez: FakeBluezProcess) -
         await srv.p.start()
         dev, _, _ = await discover()
         async with BleakClient(dev, bluez={"adapter": "hci1"}):  # type: ignore[arg-type]
-            assert await until(lambda: (f"/org/bluez/hci0/dev_{address(1).replace(':', '_')}", True) in srv.devices)
+            assert await until(
+                lambda: (f"/org/bluez/hci0/dev_{address(1).replace(':', '_')}", True) in srv.devices
+            )
             assert srv.p.connected_devices
         assert await until(lambda: srv.devices[-1][1] is False)
         assert not srv.p.connected_devices
