@@ -7,6 +7,7 @@ Used by ``run_all.py`` under atheris and by ``test_fuzz_targets.py`` without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -62,10 +63,8 @@ def announce(data: bytes) -> None:
 
 def fragment(data: bytes) -> None:
     """Fragment payload decoder plus a long-lived reassembler that must stay within limits."""
-    try:
+    with contextlib.suppress(WireError):
         FragmentPayload.decode(data)
-    except WireError:
-        pass
     if not data:
         return
     _clock[0] += (data[0] & 0x0F) * 0.5
@@ -81,10 +80,8 @@ def fragment(data: bytes) -> None:
     assert 0 <= r.buffered_bytes <= _REASSEMBLY.max_total_bytes
     if frame is not None:
         assert len(frame) <= _REASSEMBLY.max_set_bytes
-        try:
+        with contextlib.suppress(WireError):
             decode(frame, _LIMITS)
-        except WireError:
-            pass
 
 
 def envelope(data: bytes) -> None:
