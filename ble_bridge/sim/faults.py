@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .topology import RandomWaypoint
+from .topology import RandomWaypoint, Topology
 
 if TYPE_CHECKING:
     from .network import Network
@@ -20,10 +20,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    """From ``at`` the groups cannot hear each other (nodes in no group form one more)."""
+    """From ``at`` the groups cannot hear each other (nodes in no group form one more).
+
+    No groups: a wall through the middle, splitting west and east halves by position.
+    """
 
     at: float
-    groups: tuple[tuple[int, ...], ...]
+    groups: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +98,27 @@ class FaultPlan:
     def __add__(self, other: FaultPlan) -> FaultPlan:
         return FaultPlan(self.faults + other.faults)
 
+    def validate(self, nodes: int) -> None:
+        """Raise ``ValueError`` when a fault names a node outside ``0..nodes-1``."""
+        for f in self.faults:
+            named: list[int] = []
+            if isinstance(f, Crash | ClockSkew) or (isinstance(f, LinkDrop) and f.node is not None):
+                named.append(f.node)  # type: ignore[arg-type]
+            if isinstance(f, Partition):
+                named.extend(i for g in f.groups for i in g)
+            if isinstance(f, Loss | Movement) and f.nodes is not None:
+                named.extend(f.nodes)
+            bad = [i for i in named if not 0 <= i < nodes]
+            if bad:
+                raise ValueError(f"fault {f} names node {bad[0]}, but nodes are 0..{nodes - 1}")
+
     def skews(self) -> dict[int, float]:
         return {f.node: f.offset for f in self.faults if isinstance(f, ClockSkew)}
 
 
-def halves(network: Network) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def halves(topology: Topology) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Split nodes into a west and an east half by position (a wall through the room)."""
-    pos = network.air.topology.positions
+    pos = topology.positions
     order = sorted(range(len(pos)), key=lambda i: (pos[i][0], pos[i][1], i))
     mid = len(order) // 2
     return tuple(sorted(order[:mid])), tuple(sorted(order[mid:]))
@@ -114,7 +131,7 @@ def schedule(network: Network, plan: FaultPlan, rng: random.Random) -> None:
     air = network.air
     for f in plan.faults:
         if isinstance(f, Partition):
-            loop.call_at(t0 + f.at, air.partition, f.groups)
+            loop.call_at(t0 + f.at, air.partition, f.groups or halves(air.topology))
         elif isinstance(f, Heal):
             loop.call_at(t0 + f.at, air.heal)
         elif isinstance(f, LinkDrop):
@@ -162,3 +179,69 @@ def _move(network: Network, walker: RandomWaypoint, tick: float) -> None:
     network.air.check_range()
     loop: asyncio.AbstractEventLoop = network.loop
     loop.call_later(tick, _move, network, walker, tick)
+
+
+class FaultSpecError(ValueError):
+    """A ``--faults`` item that does not parse; the message shows the accepted forms."""
+
+
+FAULT_FORMS = (
+    "partition@START:HEAL",
+    "crash:NODE@T[+RESTART_AFTER]",
+    "drop[:NODE]@T",
+    "loss:P@START:END",
+    "delay:SECONDS@START:END",
+    "skew:NODE=SECONDS",
+    "move",
+)
+
+
+def parse_faults(text: str) -> FaultPlan:
+    """Parse comma-separated fault items (see :data:`FAULT_FORMS`); partitions cut in halves."""
+    faults: list[Fault] = []
+    for raw in (t.strip() for t in text.split(",")):
+        if not raw:
+            continue
+        try:
+            faults.extend(_parse_one(raw))
+        except (ValueError, IndexError) as exc:
+            raise FaultSpecError(
+                f"bad fault {raw!r} ({exc}); forms: {', '.join(FAULT_FORMS)}"
+            ) from None
+    return FaultPlan(tuple(faults))
+
+
+def _window(s: str) -> tuple[float, float]:
+    a, b = s.split(":")
+    start, end = float(a), float(b)
+    if end <= start:
+        raise ValueError("the end must come after the start")
+    return start, end
+
+
+def _parse_one(raw: str) -> list[Fault]:
+    if raw == "move":
+        return [Movement()]
+    head, _, when = raw.partition("@")
+    name, _, arg = head.partition(":")
+    if name == "partition":
+        start, heal = _window(when)
+        return [Partition(start), Heal(heal)]
+    if name == "crash":
+        at, _, after = when.partition("+")
+        return [Crash(float(at), int(arg), float(after) if after else None)]
+    if name == "drop":
+        return [LinkDrop(float(when), int(arg) if arg else None)]
+    if name == "loss":
+        start, end = _window(when)
+        p = float(arg)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError("loss probability must be within 0..1")
+        return [Loss(start, end, p)]
+    if name == "delay":
+        start, end = _window(when)
+        return [Delay(start, end, float(arg))]
+    if name == "skew":
+        node, _, offset = arg.partition("=")
+        return [ClockSkew(int(node), float(offset))]
+    raise ValueError(f"unknown fault {name!r}")
