@@ -78,9 +78,10 @@ class EngineConfig:
     timeout_min: float = 0.05
     timeout_max: float = 30.0
     timeout_growth: float = 1.5  # each round multiplies the timeouts by this
-    latency_alpha: float = 0.25  # EWMA weight of a new commit latency sample
-    latency_factor: float = 2.0  # propose timeout = factor x EWMA commit latency
-    rebroadcast_factor: float = 2.0  # re-send own votes after this x the step's timeout
+    latency_alpha: float = 0.25  # EWMA weight of a commit latency sample (reported only)
+    latency_factor: float = 2.0  # timeouts = factor x the expected time of the step
+    latency_window: int = 32  # vote-delay samples kept; their median drives the timeouts
+    rebroadcast_factor: float = 1.5  # re-send own round messages after this x propose timeout
     max_block_ops: int = 1024
     max_block_bytes: int = 256 * 1024
     max_block_evidence: int = 8
@@ -233,8 +234,9 @@ class _Height:
     prevote_timer_set: set[int] = field(default_factory=set)
     precommit_timer_set: set[int] = field(default_factory=set)
     locked_on_quorum: set[int] = field(default_factory=set)
-    own: list[Message] = field(default_factory=list)  # what we signed this round
-    started_at: float | None = None
+    own: list[Message] = field(default_factory=list)  # what we sent this and the last round
+    round_started: dict[int, float] = field(default_factory=dict)
+    vote_sent: dict[tuple[int, Step], float] = field(default_factory=dict)
 
 
 class ConsensusEngine(Generic[S]):
@@ -290,7 +292,8 @@ class ConsensusEngine(Generic[S]):
         self._signed_floor: tuple[int, int, int] | None = None
         self._signed_last: bytes = b""
         # latency adaptation and catch-up
-        self.latency: float | None = None
+        self.commit_latency: float | None = None  # EWMA, round start -> commit
+        self._vote_delays: deque[float] = deque(maxlen=self.config.latency_window)
         self._ahead: dict[bytes, int] = {}  # validator -> highest height seen from it
         self._hint_height = 0
         self._last_request = -1e18
@@ -333,6 +336,14 @@ class ConsensusEngine(Generic[S]):
     @property
     def last_certificate(self) -> CommitCertificate | None:
         return self._last_cert
+
+    @property
+    def vote_delay(self) -> float | None:
+        """Median time from our vote to q votes of its step: about one message delay."""
+        if len(self._vote_delays) < 8:
+            return None
+        ordered = sorted(self._vote_delays)
+        return ordered[len(ordered) // 2]
 
     @property
     def banned(self) -> frozenset[bytes]:
@@ -515,6 +526,9 @@ class ConsensusEngine(Generic[S]):
         result, ev = vs.add(vote)
         if result is AddResult.ADDED:
             self.stats["votes_counted"] += 1
+            sent = self._hs.vote_sent.get((vote.round, vote.step))
+            if sent is not None and vs.total == vs.threshold:
+                self._vote_delays.append(now - sent)
             self._wake(now)
         else:
             self.stats[f"drop_{result.value}"] += 1
@@ -759,9 +773,9 @@ class ConsensusEngine(Generic[S]):
         hs = self._hs
         hs.round = round
         hs.phase = Phase.PROPOSE
-        hs.own = []
-        if hs.started_at is None:
-            hs.started_at = now
+        # Keep the previous round's messages: a node still in it may have lost them.
+        hs.own = [m for m in hs.own if _round_of(m) >= round - 1]
+        hs.round_started.setdefault(round, now)
         h = self._committed + 1
         self._timers.pop("prevote", None)
         self._timers.pop("precommit", None)
@@ -771,17 +785,22 @@ class ConsensusEngine(Generic[S]):
             else:
                 block, pol = self._build_block(), -1
             self._propose(block, round, pol)
+            if pol >= 0:  # re-gossip the proof of lock so every node can accept the block
+                pol_votes = self._vote_set(pol, Step.PREVOTE).votes_for(block.hash)
+                self._outbox.extend(pol_votes)
+                hs.own.extend(pol_votes)
         self._set_timer(now, "propose", self._timeout("propose", round), round)
         self._set_timer(now, "rebroadcast", self._timeout("rebroadcast", round), round)
 
     def _timeout(self, kind: str, round: int) -> float:
         """Round timeouts: adapted to the measured commit latency, growing per round."""
         cfg = self.config
-        if self.latency is None:
+        delay = self.vote_delay
+        if delay is None:
             propose, vote = cfg.timeout_propose, cfg.timeout_vote
-        else:
-            propose = min(cfg.timeout_propose * 4, cfg.latency_factor * self.latency)
-            vote = min(cfg.timeout_vote * 4, cfg.latency_factor * self.latency / 2)
+        else:  # a round is three message delays: proposal, prevotes, precommits
+            propose = min(cfg.timeout_propose * 4, cfg.latency_factor * 3 * delay)
+            vote = min(cfg.timeout_vote * 4, cfg.latency_factor * delay)
         base = {"propose": propose, "rebroadcast": cfg.rebroadcast_factor * propose}.get(kind, vote)
         t = max(cfg.timeout_min, base) * cfg.timeout_growth**round
         return float(min(cfg.timeout_max, t))
@@ -795,14 +814,18 @@ class ConsensusEngine(Generic[S]):
             return
         self.stats[f"timeout_{name}"] += 1
         if name == "propose" and hs.phase is Phase.PROPOSE:
-            self._prevote(NIL)
+            self._prevote(now, NIL)
         elif name == "prevote" and hs.phase is Phase.PREVOTE:
-            self._precommit(NIL)
+            self._precommit(now, NIL)
         elif name == "precommit":
             self._start_round(now, round + 1)
         elif name == "rebroadcast":
-            for msg in hs.own:
-                self._outbox.append(msg)
+            self._outbox.extend(hs.own)
+            if hs.valid_block is not None and hs.valid_round >= 0:
+                pol = self._vote_set(hs.valid_round, Step.PREVOTE)
+                self._outbox.extend(
+                    v for v in pol.votes_for(hs.valid_block.hash) if v not in hs.own
+                )
             self.stats["rebroadcasts"] += 1
             if self._hint_height > self._committed + 1:
                 self._request_catch_up(now)
@@ -837,7 +860,7 @@ class ConsensusEngine(Generic[S]):
             block = prop.block
             if prop.pol_round == -1:
                 ok = self._valid(block) and (hs.locked_round == -1 or hs.locked_hash == block.hash)
-                self._prevote(block.hash if ok else NIL)
+                self._prevote(now, block.hash if ok else NIL)
                 return True
             if prop.pol_round < rnd:
                 pol_votes = self._vote_set(prop.pol_round, Step.PREVOTE)
@@ -845,7 +868,7 @@ class ConsensusEngine(Generic[S]):
                     ok = self._valid(block) and (
                         hs.locked_round <= prop.pol_round or hs.locked_hash == block.hash
                     )
-                    self._prevote(block.hash if ok else NIL)
+                    self._prevote(now, block.hash if ok else NIL)
                     return True
         if (
             hs.phase is Phase.PREVOTE
@@ -865,10 +888,13 @@ class ConsensusEngine(Generic[S]):
             hs.valid_block, hs.valid_round = prop.block, rnd
             if hs.phase is Phase.PREVOTE:
                 hs.locked_hash, hs.locked_round = prop.block.hash, rnd
-                self._precommit(prop.block.hash)
+                self._precommit(now, prop.block.hash)
             return True
         if hs.phase is Phase.PREVOTE and prevotes.has_quorum_nil():
-            self._precommit(NIL)
+            self._precommit(now, NIL)
+            return True
+        if precommits.has_quorum_nil():  # nothing can be decided in this round: move on
+            self._start_round(now, rnd + 1)
             return True
         if precommits.has_quorum_any() and rnd not in hs.precommit_timer_set:
             hs.precommit_timer_set.add(rnd)
@@ -936,7 +962,7 @@ class ConsensusEngine(Generic[S]):
         self._outbox.append(proposal)
         self.stats["proposed"] += 1
 
-    def _vote(self, step: Step, block_hash: bytes) -> None:
+    def _vote(self, now: float, step: Step, block_hash: bytes) -> None:
         hs = self._hs
         vote = Vote.create(
             self.signer.sign,
@@ -950,17 +976,20 @@ class ConsensusEngine(Generic[S]):
         if not self._may_sign(hs.round, step, vote.encode()):
             return
         self._remember(self.key, vote.signature, vote.signing_bytes(self.session_id))
-        self._vote_set(hs.round, step).add(vote)
+        vs = self._vote_set(hs.round, step)
+        vs.add(vote)
+        if vs.total < vs.threshold:
+            hs.vote_sent.setdefault((hs.round, step), now)
         hs.own.append(vote)
         self._outbox.append(vote)
 
-    def _prevote(self, block_hash: bytes) -> None:
+    def _prevote(self, now: float, block_hash: bytes) -> None:
         self._hs.phase = Phase.PREVOTE
-        self._vote(Step.PREVOTE, block_hash)
+        self._vote(now, Step.PREVOTE, block_hash)
 
-    def _precommit(self, block_hash: bytes) -> None:
+    def _precommit(self, now: float, block_hash: bytes) -> None:
         self._hs.phase = Phase.PRECOMMIT
-        self._vote(Step.PRECOMMIT, block_hash)
+        self._vote(now, Step.PRECOMMIT, block_hash)
 
     def _remember(self, key: bytes, signature: bytes, message: bytes) -> None:
         """Seed the verification cache with a signature we made ourselves."""
@@ -1122,11 +1151,13 @@ class ConsensusEngine(Generic[S]):
         h = block.height
         if self.store is not None:  # durable before anyone acts on it
             self.store.save_block(self.session_id, h, block.encode(), cert.encode())
-        started = self._hs.started_at
-        if started is not None and round is not None:
+        # Latency of a successful round (failed rounds would feed back into the timeouts).
+        started = None if round is None else self._hs.round_started.get(round)
+        if started is not None:
             sample = max(0.0, now - started)
             a = self.config.latency_alpha
-            self.latency = sample if self.latency is None else (1 - a) * self.latency + a * sample
+            prev = self.commit_latency
+            self.commit_latency = sample if prev is None else (1 - a) * prev + a * sample
         self._adopt(
             block.header,
             cert,
@@ -1249,6 +1280,12 @@ class ConsensusEngine(Generic[S]):
             self._signed_floor = (rec.height, rec.round, rec.step)
             self._signed_last = rec.message
         self._next_nonce = self.committed_nonce(self.key) + 1
+
+
+def _round_of(msg: Message) -> int:
+    if isinstance(msg, Vote | Proposal):
+        return msg.round
+    return -1
 
 
 def _height_of(msg: Message) -> int:

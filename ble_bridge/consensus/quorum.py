@@ -78,7 +78,16 @@ class AddResult(enum.Enum):
 
 
 class VoteSet:
-    """The votes of one (height, round, step): each validator counted once, signature checked."""
+    """The votes of one (height, round, step): each validator counted once per block.
+
+    A validator's first vote counts towards "q votes of any kind". A conflicting vote is
+    evidence, and it is also counted for its own block (up to ``max_blocks_per_validator``
+    blocks), so a proof-of-lock a proposer re-gossips still adds up for a node that first
+    heard the equivocator's other vote. That cannot hurt safety: two quorums for different
+    blocks would still need an honest validator to vote twice.
+    """
+
+    max_blocks_per_validator = 3
 
     def __init__(
         self,
@@ -97,39 +106,46 @@ class VoteSet:
         self.step = step
         self.cache = cache if cache is not None else SignatureCache()
         self.threshold = quorum(len(self.validators))
-        self.votes: dict[bytes, Vote] = {}
-        self.by_block: dict[bytes, list[bytes]] = {}
+        self.votes: dict[bytes, Vote] = {}  # first vote of each validator
+        self.by_block: dict[bytes, dict[bytes, Vote]] = {}
+        self._blocks_of: dict[bytes, int] = {}
         self.evidence: dict[bytes, Evidence] = {}
 
     def add(self, vote: Vote) -> tuple[AddResult, Evidence | None]:
         """Count ``vote`` if it is new, from a validator and validly signed."""
         if (vote.height, vote.round, vote.step) != (self.height, self.round, self.step):
             return AddResult.WRONG_SET, None
-        if vote.validator not in self._index:
+        v = vote.validator
+        if v not in self._index:
             return AddResult.NOT_VALIDATOR, None
-        prior = self.votes.get(vote.validator)
+        prior = self.votes.get(v)
         if prior is not None:
-            if prior.block_hash == vote.block_hash:
+            if v in self.by_block.get(vote.block_hash, {}):
                 return AddResult.DUPLICATE, None
-            if vote.validator in self.evidence:
+            if self._blocks_of[v] >= self.max_blocks_per_validator:
                 return AddResult.CONFLICT_KNOWN, None
-        if not self.cache.verify(
-            vote.validator, vote.signature, vote.signing_bytes(self.session_id)
-        ):
+        if not self.cache.verify(v, vote.signature, vote.signing_bytes(self.session_id)):
             return AddResult.BAD_SIGNATURE, None
-        if prior is not None:
-            ev = Evidence.of(prior, vote)
-            self.evidence[vote.validator] = ev
-            return AddResult.CONFLICT, ev
-        self.votes[vote.validator] = vote
-        self.by_block.setdefault(vote.block_hash, []).append(vote.validator)
-        return AddResult.ADDED, None
+        self.by_block.setdefault(vote.block_hash, {})[v] = vote
+        self._blocks_of[v] = self._blocks_of.get(v, 0) + 1
+        if prior is None:
+            self.votes[v] = vote
+            return AddResult.ADDED, None
+        if v in self.evidence:
+            return AddResult.CONFLICT_KNOWN, None
+        ev = Evidence.of(prior, vote)
+        self.evidence[v] = ev
+        return AddResult.CONFLICT, ev
 
     def count(self, block_hash: bytes) -> int:
         return len(self.by_block.get(block_hash, ()))
 
+    def votes_for(self, block_hash: bytes) -> list[Vote]:
+        return list(self.by_block.get(block_hash, {}).values())
+
     @property
     def total(self) -> int:
+        """Distinct validators heard from."""
         return len(self.votes)
 
     def has_quorum_any(self) -> bool:
@@ -137,7 +153,7 @@ class VoteSet:
         return len(self.votes) >= self.threshold
 
     def quorum_block(self) -> bytes | None:
-        """The non-nil block hash with q votes, if any (at most one unless q is broken)."""
+        """A non-nil block hash with q votes, if any."""
         for block, voters in self.by_block.items():
             if block != NIL and len(voters) >= self.threshold:
                 return block
@@ -150,7 +166,7 @@ class VoteSet:
         """A commit certificate from these precommits for ``block_hash``, if q of them agree."""
         if self.step != Step.PRECOMMIT or block_hash == NIL:
             return None
-        voters = self.by_block.get(block_hash, [])
+        voters = self.by_block.get(block_hash, {})
         if len(voters) < self.threshold:
             return None
         idx = sorted(self._index[v] for v in voters)[: self.threshold]
@@ -160,5 +176,5 @@ class VoteSet:
             block_hash,
             len(self.validators),
             tuple(idx),
-            tuple(self.votes[self.validators[i]].signature for i in idx),
+            tuple(voters[self.validators[i]].signature for i in idx),
         )

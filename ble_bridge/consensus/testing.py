@@ -355,16 +355,18 @@ class SimNetwork:
                 self._send(i, payload, dst)
 
     def _record_signature(self, i: int, msg: Message) -> None:
-        """Every (height, round, step) a node signs must map to one message, ever."""
+        """Every (signer, height, round, step) of an honest node must map to one message."""
         if isinstance(msg, Vote):
-            key = (i, msg.height, msg.round, int(msg.step))
+            signer = self.validators.index(msg.validator)
+            key = (signer, msg.height, msg.round, int(msg.step))
             enc = msg.encode()
         elif isinstance(msg, Proposal):
+            signer = i
             key = (i, msg.height, msg.round, int(Step.PROPOSAL))
             enc = msg.signing_bytes(self.session_id)
         else:
             return
-        if self.nodes[i].behaviour is not Behaviour.HONEST:
+        if self.nodes[signer].behaviour is not Behaviour.HONEST:
             return
         prev = self.signed.setdefault(key, enc)
         if prev != enc:
@@ -404,7 +406,7 @@ class SimNetwork:
         """The (destination or None for all, payload) pairs node sends for ``msg``."""
         sid = self.session_id
         b = node.behaviour
-        honest = [(None, encode_message(sid, msg))]
+        honest: list[tuple[int | None, bytes]] = [(None, encode_message(sid, msg))]
         if b is Behaviour.HONEST:
             return honest
         if b is Behaviour.WITHHOLD:

@@ -76,7 +76,9 @@ def test_conflicting_votes_become_evidence_once() -> None:
     assert result is AddResult.CONFLICT and ev is not None
     assert ev.offender == KEYS[3] and ev.verify(SESSION, KEYS)
     assert vs.add(vote(3, b"\x07" * 32))[0] is AddResult.CONFLICT_KNOWN
-    assert vs.count(BLOCK) == 1  # the first vote still counts once
+    assert vs.add(vote(3, b"\x08" * 32))[0] is AddResult.CONFLICT_KNOWN  # beyond the cap
+    assert vs.count(BLOCK) == 1 and vs.count(NIL) == 1 and vs.count(b"\x08" * 32) == 0
+    assert vs.total == 1  # one validator heard from
 
 
 def test_signature_cache_verifies_each_triple_once() -> None:
