@@ -294,6 +294,8 @@ class MeshCentral:
             await session.abandon()
             return
         session.start()
+        if cfg.hello_write:
+            session.enqueue(b"")
 
     def _frame(self, session: CentralSession, data: Any) -> None:
         if session.active:

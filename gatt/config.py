@@ -39,5 +39,8 @@ class BleConfig:
     pause_advertising_on_connect: bool = True
     """Pi 4/5 controllers cannot advertise and initiate at once."""
     max_central_mtu: int = 517
+    hello_write: bool = True
+    """After subscribing, write one empty frame so the peripheral learns our device and MTU
+    at once (BlueZ tells a GATT server both only with a write); receivers ignore it."""
     seed: int | None = None
     """Seed for backoff jitter (tests); None uses system randomness."""

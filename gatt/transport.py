@@ -10,7 +10,8 @@ notify for GATT servers); identical frames queued for several peripheral links a
 (``notify_coalesced``). A central that receives a frame meant for a sibling link sees a
 duplicate packet (dropped by the mesh's seen cache) or, if the sibling's MTU is larger, a
 truncated frame (rejected by the decoder, counted there). Duplicate links between two nodes
-are resolved by peer id (:mod:`gatt.policy`).
+are resolved by peer id (:mod:`gatt.policy`). A central writes one empty frame right after
+subscribing (``BleConfig.hello_write``) so that the peripheral link comes up at once.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ class BleTransport(Transport):
 
     def _deliver(self, link_id: int, data: bytes) -> None:
         if not data:
-            self.stats["empty_frames"] += 1
+            self.stats["hello_writes"] += 1
             return
         self.stats["frames_in"] += 1
         if self._handler is not None:

@@ -1,0 +1,178 @@
+"""BleTransport nodes (bless + bleak, production code paths) linked through the fake."""
+
+from __future__ import annotations
+
+import pytest
+from gatt_harness import Node, address, run, until
+
+from ble_bridge.transport import LinkRole, SendResult
+from gatt.fakebluez import FakeBluezConfig, FakeBluezProcess, FakeControl, LinkModel
+
+pytestmark = pytest.mark.dbus
+
+
+@pytest.fixture
+def fake_bluez_config(request: pytest.FixtureRequest) -> FakeBluezConfig:
+    return getattr(request, "param", FakeBluezConfig(adapters=2, link=LinkModel(mtu=247)))
+
+
+async def linked_pair(a: Node, b: Node) -> None:
+    await a.start()
+    await b.start()
+    assert await until(lambda: bool(a.links()) and bool(b.links()), timeout=15)
+
+
+def test_two_nodes_link_once_and_exchange_frames_both_ways(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        a, b = Node(0), Node(1)
+        await linked_pair(a, b)
+        # the smaller peer id (node 0) is the central; node 1 sees a peripheral link
+        assert await until(lambda: len(a.links()) == 1 and len(b.links()) == 1)
+        (la,) = a.links()
+        (lb,) = b.links()
+        assert la.role is LinkRole.CENTRAL and la.peer_address == address(1)
+        assert lb.role is LinkRole.PERIPHERAL and lb.peer_address == address(0)
+        assert la.mtu == lb.mtu == 247 and la.max_frame == 244
+        assert a.transport.send(la.link_id, b"a->b") is SendResult.QUEUED
+        assert await until(lambda: b"a->b" in b.frames_on(lb.link_id))
+        assert b.transport.send(lb.link_id, b"b->a") is SendResult.QUEUED
+        assert await until(lambda: b"b->a" in a.frames_on(la.link_id))
+        assert a.transport.send(la.link_id, bytes(245)) is SendResult.TOO_LARGE
+        assert a.transport.send(999, b"x") is SendResult.NO_SUCH_LINK
+        await a.stop()
+        assert await until(lambda: bool(b.rec.downs))
+        await b.stop()
+
+    run(scenario())
+
+
+def test_send_queue_is_bounded(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        a, b = Node(0, send_queue_limit=4), Node(1, notify_queue_limit=4)
+        await linked_pair(a, b)
+        (la,) = a.links()
+        results = [a.transport.send(la.link_id, b"%d" % i) for i in range(10)]
+        assert results.count(SendResult.QUEUE_FULL) >= 5
+        assert a.transport.queue_depth(la.link_id) <= 4
+        assert await until(lambda: len(b.rec.frames) == results.count(SendResult.QUEUED))
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "fake_bluez_config", [FakeBluezConfig(adapters=4, link=LinkModel(mtu=185))], indirect=True
+)
+def test_link_budget_is_respected(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        nodes = [Node(0, link_budget=2)] + [Node(i, link_budget=5) for i in range(1, 4)]
+        for n in nodes:
+            await n.start()
+        # everyone else wants node 0, which stops at 2 links and stops advertising
+        assert await until(lambda: len(nodes[0].links()) == 2, timeout=15)
+        assert await until(lambda: all(len(n.links()) >= 1 for n in nodes[1:]), timeout=15)
+        for _ in range(20):
+            assert len(nodes[0].links()) <= 2
+            await __import__("asyncio").sleep(0.1)
+        assert not nodes[0].transport.peripheral.advertising
+        for n in nodes:
+            await n.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "fake_bluez_config",
+    [FakeBluezConfig(adapters=2, connect_fails_while_advertising=True)],
+    indirect=True,
+)
+def test_connect_while_advertising_fails_backs_off_then_pausing_advertising_works(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        a = Node(0, pause_advertising_on_connect=False)
+        b = Node(1, pause_advertising_on_connect=False, tie_break_grace_s=1000)
+        await a.start()
+        await b.start()
+        pol = a.transport.policy
+        assert await until(
+            lambda: address(1) in pol.candidates and pol.candidates[address(1)].failures >= 3,
+            timeout=15,
+        )
+        assert a.transport.central.stats["connect_failed_advertising_conflict"] >= 3
+        assert not a.links()
+        # attempts are spaced by a growing backoff, never a tight loop
+        attempts = pol.counters["connect_attempts"]
+        assert attempts <= 1 + pol.candidates[address(1)].failures
+        s = await ctl.stats()
+        assert s["stats"]["connect_fail_advertising"] >= 3
+        await a.stop()
+        # the same controller rule, but the node pauses advertising around its connects
+        a2 = Node(0, pause_advertising_on_connect=True)
+        await a2.start()
+        assert await until(lambda: bool(a2.links()), timeout=15)
+        ctl.close()
+        await a2.stop()
+        await b.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "fake_bluez_config",
+    [FakeBluezConfig(adapters=2, inprogress_rate=0.5, abort_rate=0.5, seed=7)],
+    indirect=True,
+)
+def test_inprogress_and_abort_by_local_are_retried(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        a, b = Node(0), Node(1, tie_break_grace_s=1000)
+        await linked_pair(a, b)
+        s = await ctl.stats()
+        assert s["stats"].get("connect_inprogress", 0) + s["stats"].get("connect_abort", 0) >= 1
+        ctl.close()
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
+
+
+def test_reconnect_after_forced_disconnect(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        a, b = Node(0), Node(1)
+        await linked_pair(a, b)
+        (first,) = a.links()
+        await ctl.drop_link(0, 1, "supervision_timeout")
+        assert await until(lambda: any(lid == first.link_id for lid, _ in a.rec.downs))
+        assert await until(lambda: bool(b.rec.downs))
+        assert await until(lambda: bool(a.links()) and bool(b.links()), timeout=15)
+        (second,) = a.links()
+        assert second.link_id != first.link_id
+        assert a.transport.send(second.link_id, b"again") is SendResult.QUEUED
+        assert await until(lambda: any(d == b"again" for _, d in b.rec.frames))
+        ctl.close()
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
+
+
+def test_reconnect_after_bluetoothd_restart(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        import asyncio
+
+        a, b = Node(0), Node(1)
+        await linked_pair(a, b)
+        await asyncio.get_running_loop().run_in_executor(None, fake_bluez.restart)
+        assert await until(lambda: bool(a.rec.downs) and bool(b.rec.downs))
+        assert await until(lambda: bool(a.links()) and bool(b.links()), timeout=20)
+        (la,) = a.links()
+        assert a.transport.send(la.link_id, b"after-restart") is SendResult.QUEUED
+        assert await until(lambda: any(d == b"after-restart" for _, d in b.rec.frames))
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
