@@ -106,6 +106,14 @@ class ScenarioResult:
     links_up: int
     handler_errors: int
     task_errors: int
+    final_degrees: list[int] = field(default_factory=list)
+    """Links per node at the end of the run (before the nodes stop)."""
+
+    @property
+    def naive_flood_tx(self) -> float:
+        """Frames per delivery if every node re-sent each new broadcast on all links but one."""
+        n = len(self.final_degrees)
+        return (sum(self.final_degrees) - (n - 1)) / (n - 1) if n > 1 else float("nan")
 
     @property
     def delivery_ratio(self) -> float:
@@ -320,6 +328,7 @@ async def run_scenario(
             if isinstance(node, MeshNode):
                 router_stats.update(node.router.stats)
         router_stats.update(retired)
+        degrees = [network.air.degree(i) for i in range(len(network))]
         if progress is not None:
             progress(_progress(network, wl, config, loop.time() - t0))
     finally:
@@ -351,6 +360,7 @@ async def run_scenario(
         links_up=air.stats["links_up"],
         handler_errors=handler_errors,
         task_errors=network.task_errors,
+        final_degrees=degrees,
     )
 
 
