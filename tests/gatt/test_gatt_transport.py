@@ -176,3 +176,78 @@ def test_reconnect_after_bluetoothd_restart(fake_bluez: FakeBluezProcess) -> Non
         await b.stop()
 
     run(scenario())
+
+
+def test_duplicate_links_are_resolved_by_peer_id(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        # both sides initiate at once: each ends with one link, node 0 (smaller id) central
+        a, b = Node(0, tie_break_grace_s=0.0), Node(1, tie_break_grace_s=0.0)
+        await linked_pair(a, b)
+        assert await until(
+            lambda: (
+                [i.role for i in a.links()] == [LinkRole.CENTRAL]
+                and [i.role for i in b.links()] == [LinkRole.PERIPHERAL]
+            ),
+            timeout=10,
+        )
+        (la,) = a.links()
+        (lb,) = b.links()
+        assert a.transport.send(la.link_id, b"one-way") is SendResult.QUEUED
+        assert b.transport.send(lb.link_id, b"other-way") is SendResult.QUEUED
+        assert await until(lambda: b.frames_on(lb.link_id) == [b"one-way"])
+        assert await until(lambda: a.frames_on(la.link_id) == [b"other-way"])
+        # force the duplicate: node 1 opens a client session over the existing connection
+        await b.transport.central._attempt(address(0))
+        assert b.transport.stats["duplicate_kept_peripheral"] >= 1
+        assert [i.link_id for i in b.links()] == [lb.link_id]
+        assert b.transport.send(lb.link_id, b"still-one-link") is SendResult.QUEUED
+        assert await until(lambda: a.frames_on(la.link_id)[-1] == b"still-one-link")
+        assert len(a.frames_on(la.link_id)) == 2  # the abandoned session did not subscribe twice
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
+
+
+def test_adapter_power_loss_drops_links_and_they_come_back(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        a, b = Node(0), Node(1)
+        await linked_pair(a, b)
+        await ctl.set_powered(1, False)
+        assert await until(lambda: not a.links() and not b.links())
+        assert a.rec.downs and b.rec.downs
+        await ctl.set_powered(1, True)
+        assert await until(lambda: bool(a.links()) and bool(b.links()), timeout=15)
+        ctl.close()
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
+
+
+def test_central_that_never_subscribes_or_writes_does_not_wedge_the_node(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    from bleak import BleakClient, BleakScanner
+
+    async def scenario() -> None:
+        b = Node(1)
+        await b.start()
+        dev = await BleakScanner.find_device_by_address(
+            address(1), timeout=5, bluez={"adapter": "hci0"}
+        )
+        assert dev is not None
+        async with BleakClient(dev, bluez={"adapter": "hci0"}) as silent:
+            char = silent.services.get_characteristic(
+                b.transport.config.profile.characteristic_uuid
+            )
+            assert char is not None
+            assert not b.links()  # connected, never wrote: no mesh link
+            await silent.write_gatt_char(char, b"garbage\xff\x00", response=False)
+            assert await until(lambda: len(b.links()) == 1)
+            assert b.rec.frames[-1][1] == b"garbage\xff\x00"  # the mesh decoder judges it
+        assert await until(lambda: not b.links())
+        await b.stop()
+
+    run(scenario())
