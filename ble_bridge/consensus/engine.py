@@ -284,6 +284,7 @@ class ConsensusEngine(Generic[S]):
         self._commit_times: dict[int, float] = {}
         # round state
         self._hs = _Height()
+        self._prev_votes: dict[tuple[int, Step], VoteSet] = {}
         self._future: deque[Message] = deque()
         self._timers: dict[str, tuple[float, int, int]] = {}
         self._pending_evidence: OrderedDict[tuple[bytes, int, int, int], Evidence] = OrderedDict()
@@ -698,6 +699,8 @@ class ConsensusEngine(Generic[S]):
         h = self._committed + 1
         if height < h:
             self.stats["drop_stale_height"] += 1
+            if isinstance(msg, Vote) and height == self._committed:
+                self._late_conflict(msg)
             # A validator still voting on a height we committed is behind: help it.
             # (Late votes right after our commit are normal; only later ones mean a laggard.)
             committed_at = self._commit_times.get(height)
@@ -713,6 +716,15 @@ class ConsensusEngine(Generic[S]):
         else:
             self.stats["drop_future_height"] += 1
         self._note_height(now, height, validator)
+
+    def _late_conflict(self, vote: Vote) -> None:
+        """A late vote for the height just committed still reveals an equivocation."""
+        vs = self._prev_votes.get((vote.round, vote.step))
+        prior = None if vs is None else vs.votes.get(vote.validator)
+        if vs is not None and prior is not None and prior.block_hash != vote.block_hash:
+            _, ev = vs.add(vote)
+            if ev is not None:
+                self._found_evidence(ev)
 
     def _note_height(self, now: float, height: int, validator: bytes | None) -> None:
         """Someone works on ``height``; if f+1 validators are ahead of us, catch up."""
@@ -759,6 +771,7 @@ class ConsensusEngine(Generic[S]):
             self._start_round(now, 0)
 
     def _enter_height(self, now: float) -> None:
+        self._prev_votes = self._hs.votes
         self._hs = _Height()
         self._timers.clear()
         if self._signed_floor is not None and self._signed_floor[0] == self._committed + 1:

@@ -127,7 +127,7 @@ class Behaviour(enum.Enum):
     """How a simulated node behaves on the way out."""
 
     HONEST = "honest"
-    EQUIVOCATE = "equivocate"  # every vote also sent with a conflicting twin to half the nodes
+    EQUIVOCATE = "equivocate"  # each vote goes to half the nodes, a conflicting twin to the rest
     FORGE = "forge"  # adds votes and commits with forged signatures in others' names
     REPLAY = "replay"  # re-sends old messages it has received
     WITHHOLD = "withhold"  # sends nothing at all
@@ -422,7 +422,11 @@ class SimNetwork:
             out: list[tuple[int | None, bytes]] = [
                 (j, encode_message(sid, msg)) for j in others[:half]
             ]
-            out += [(j, encode_message(sid, twin)) for j in others[half:]]
+            twin_payload = encode_message(sid, twin)
+            out += [(j, twin_payload) for j in others[half:]]
+            # A flooding mesh relays both votes everywhere eventually: evidence surfaces.
+            src = node.index
+            self._schedule(self.now + 0.3, lambda: self._send(src, twin_payload))
             return out
         if b is Behaviour.FORGE:
             out = list(honest)
