@@ -44,7 +44,7 @@ def test_every_frame_on_the_air_is_in_the_capture(tmp_path: Path) -> None:
     assert sum(events.values()) == result.air_stats["frames_sent"]
     times = [r.time for r in records]
     assert times == sorted(times) and 0 < times[0] < times[-1] <= 30.0
-    types = Counter()
+    types: Counter[int] = Counter()
     for r in records:
         assert abs(r.src - r.dst) == 1  # a line: only neighbours talk
         packet = decode(r.frame)

@@ -26,8 +26,12 @@ def test_timers_fire_in_time_order_at_their_virtual_time() -> None:
     async def main() -> list[tuple[str, float]]:
         loop = asyncio.get_running_loop()
         fired: list[tuple[str, float]] = []
+
+        def fire(name: str) -> None:
+            fired.append((name, loop.time()))
+
         for name, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0)):
-            loop.call_later(delay, lambda n=name: fired.append((n, loop.time())))
+            loop.call_later(delay, fire, name)
         await asyncio.sleep(5.0)
         return fired
 
