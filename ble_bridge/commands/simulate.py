@@ -1,13 +1,17 @@
 """``ble-bridge simulate``: a whole network on the loopback air, with live progress and a summary.
 
-``--mode mesh`` floods broadcasts between mesh-only nodes. Modes are entries of
-:data:`MODES`; a consensus mode registers there with its own options.
+``--mode mesh`` floods broadcasts between mesh-only nodes. Other modes plug in without
+touching this file's logic: a module listed in :data:`MODE_MODULES` calls
+:func:`register_mode` at import (runner, extra options such as ``--byzantine``,
+``--behaviour``, ``--plot``, and whether it is the default). Every mode shares the options
+below and can turn them into a :class:`ScenarioConfig` with :func:`scenario_from_args`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import random
@@ -23,17 +27,41 @@ from ..sim.scenario import Progress, ScenarioConfig, ScenarioResult, simulate
 from ..sim.topology import TOPOLOGIES
 
 ModeRunner = Callable[[argparse.Namespace], int]
+OptionAdder = Callable[[argparse.ArgumentParser], None]
 MODES: dict[str, ModeRunner] = {}
+MODE_OPTIONS: list[OptionAdder] = []
+MODE_MODULES: tuple[str, ...] = ()
+"""Modules that register extra simulate modes when imported (e.g. the consensus mode)."""
+_default_mode = "mesh"
+
+
+def register_mode(
+    name: str, runner: ModeRunner, options: OptionAdder | None = None, *, default: bool = False
+) -> None:
+    """Add a ``--mode`` choice; ``options`` adds its own arguments to the parser."""
+    global _default_mode
+    MODES[name] = runner
+    if options is not None:
+        MODE_OPTIONS.append(options)
+    if default:
+        _default_mode = name
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for module in MODE_MODULES:
+        importlib.import_module(module)
     p = sub.add_parser(
         "simulate",
         help="run a simulated network on the loopback air (virtual time, deterministic by seed)",
         description="Run N nodes on the loopback air with a BLE link profile, faults and a "
         "workload; virtual time, so minutes take seconds. Same seed, same run.",
     )
-    p.add_argument("--mode", choices=sorted(MODES), default="mesh", help="what the nodes run")
+    p.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default=_default_mode,
+        help=f"what the nodes run (default {_default_mode})",
+    )
     p.add_argument("--nodes", type=int, default=8, help="number of nodes (default 8)")
     p.add_argument("--topology", choices=TOPOLOGIES, default="full", help="layout (default full)")
     p.add_argument("--radio-range", type=float, help="range for --topology random (unit square)")
@@ -71,6 +99,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--link-drops", type=int, default=0, metavar="N", help="break N random links")
     p.add_argument("--capture", type=Path, metavar="FILE.pcap", help="write every frame to a pcap")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    for add_options in MODE_OPTIONS:
+        add_options(p)
     p.set_defaults(func=run_simulate)
 
 
@@ -134,7 +164,7 @@ def run_mesh(args: argparse.Namespace) -> int:
     return 0 if result.task_errors == 0 and result.handler_errors == 0 else 1
 
 
-MODES["mesh"] = run_mesh
+register_mode("mesh", run_mesh)
 
 
 @contextmanager

@@ -81,6 +81,7 @@ class _Radio:
     index: int
     address: str
     transport: SimTransport | None = None
+    mtu: int = 517
     links: dict[int, _Link] = field(default_factory=dict)
     initiating: bool = False
     adv_resume_at: float = 0.0
@@ -188,6 +189,8 @@ class Air:
         if radio.up:
             raise RuntimeError(f"node {node} is already on the air")
         radio.transport = transport
+        p = self.profile
+        radio.mtu = self._rng.choice(p.mtu_choices) if p.mtu_choices else p.att_mtu
         radio.initiating = False
         radio.adv_resume_at = self.now
         radio.attempted.clear()
@@ -468,7 +471,7 @@ class Air:
             link_id=self._next_link_id,
             central=central.index,
             peripheral=peripheral.index,
-            mtu=p.att_mtu,
+            mtu=min(central.mtu, peripheral.mtu),
             interval=interval,
             anchor=self.now + self._rng.uniform(0.0, interval),
             supervision=self._rng.uniform(*p.supervision_timeout),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..transport import MAX_ATT_MTU, MIN_ATT_MTU
+
 L2CAP_ATT_HEADER = 7
 """L2CAP (4) + ATT (3) bytes in front of every write/notification payload."""
 LL_PDU_OVERHEAD = 14
@@ -48,9 +50,17 @@ class LinkProfile:
     """Delay before re-advertising after a central connected; ``None``: not until it drops."""
     mean_link_lifetime: float | None
     """Mean time between spontaneous link drops (interference); ``None``: never."""
+    mtu_choices: tuple[int, ...] = ()
+    """If set, each node's ATT MTU is drawn from these at power-on (phones: 185, 517, 23);
+    a link gets the smaller of its two ends'. Empty: every link uses ``att_mtu``."""
     queue_limit: int = 64
     """Frames a link may hold waiting to go out, per direction."""
     connect_backoff: tuple[float, float] = (1.0, 30.0)
+
+    def __post_init__(self) -> None:
+        for mtu in (self.att_mtu, *self.mtu_choices):
+            if not MIN_ATT_MTU <= mtu <= MAX_ATT_MTU:
+                raise ValueError(f"ATT MTU {mtu} outside {MIN_ATT_MTU}..{MAX_ATT_MTU}")
 
     def airtime_bytes(self, frame_len: int) -> float:
         """Bytes of airtime a frame costs: headers plus per-PDU overhead."""

@@ -33,6 +33,15 @@ from .topology import build
 BROADCAST_FRAME_TYPES = (PacketType.MESSAGE, PacketType.FRAGMENT)
 
 
+def mesh_of(node: object) -> MeshNode | None:
+    """The MeshNode of a simulated node: the node itself, or its ``mesh`` attribute
+    (how a consensus node wrapping a MeshNode exposes it to workloads and metrics)."""
+    if isinstance(node, MeshNode):
+        return node
+    inner = getattr(node, "mesh", None)
+    return inner if isinstance(inner, MeshNode) else None
+
+
 def mesh_node_factory(config: MeshConfig | None = None, *, share_keys: bool = True) -> NodeFactory:
     """Factory of mesh-only nodes; ``share_keys`` pins every identity's signing key up front."""
 
@@ -143,6 +152,10 @@ class ScenarioResult:
             ("broadcasts sent", str(self.sent)),
             ("duplicates delivered", str(self.duplicates_delivered)),
             ("duplicates suppressed", str(self.duplicates_suppressed)),
+            (
+                "relays pruned / suppressed",
+                f"{self.router_stats['relay_pruned']} / {self.router_stats['relay_suppressed']}",
+            ),
             ("tx per delivered broadcast", f"{self.tx_per_delivery:.3f}"),
             (
                 "latency p50 / p95",
@@ -205,8 +218,9 @@ class BroadcastWorkload:
         network.on_node_start.append(self._subscribe)
 
     def _subscribe(self, index: int, node: SimNode) -> None:
-        if isinstance(node, MeshNode):
-            node.subscribe(PacketType.MESSAGE, lambda ev: self._delivered(index, ev))
+        mesh = mesh_of(node)
+        if mesh is not None:
+            mesh.subscribe(PacketType.MESSAGE, lambda ev: self._delivered(index, ev))
 
     def _delivered(self, index: int, event: Delivered) -> None:
         b = self.broadcasts.get(event.packet.packet_id)
@@ -227,8 +241,8 @@ class BroadcastWorkload:
     def send_from(self, index: int, payload: bytes) -> bytes | None:
         """Originate one broadcast at node ``index`` now; returns its packet id."""
         net = self.network
-        node = net.nodes[index] if net is not None else None
-        if net is None or not isinstance(node, MeshNode):
+        node = mesh_of(net.nodes[index]) if net is not None else None
+        if net is None or node is None:
             return None
         packet = node.send(PacketType.MESSAGE, payload)
         pid = packet.packet_id
@@ -301,8 +315,9 @@ async def run_scenario(
     retired: Counter[str] = Counter()
 
     def retire(index: int, node: SimNode) -> None:
-        if isinstance(node, MeshNode):
-            retired.update(node.router.stats)
+        mesh = mesh_of(node)
+        if mesh is not None:
+            retired.update(mesh.router.stats)
 
     network.on_node_stop.append(retire)
     ticker: asyncio.TimerHandle | None = None
@@ -325,8 +340,9 @@ async def run_scenario(
         bframes = sum(frames_after[t] - frames_before[t] for t in BROADCAST_FRAME_TYPES)
         router_stats: Counter[str] = Counter()
         for node in network.nodes:
-            if isinstance(node, MeshNode):
-                router_stats.update(node.router.stats)
+            mesh = mesh_of(node)
+            if mesh is not None:
+                router_stats.update(mesh.router.stats)
         router_stats.update(retired)
         degrees = [network.air.degree(i) for i in range(len(network))]
         if progress is not None:

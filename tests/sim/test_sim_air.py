@@ -224,3 +224,49 @@ def test_first_connects_fail_at_about_the_profile_rate() -> None:
 
     failed, ok = run_virtual(main(), seed=12)
     assert 0.05 < failed / (failed + ok) < 0.3
+
+
+def test_link_mtu_is_the_smaller_of_its_two_ends() -> None:
+    profile = dataclasses.replace(IDEAL, mtu_choices=(23, 185, 517))
+
+    async def main() -> None:
+        air, ts, recs = await _air(full(12), profile, seed=13)
+        await asyncio.sleep(3.0)
+        mtus = {i: air._radios[i].mtu for i in range(12)}
+        seen = set()
+        for r in recs:
+            for _, info in r.ups:
+                link = air._links[info.link_id]
+                assert info.mtu == min(mtus[link.central], mtus[link.peripheral])
+                seen.add(info.mtu)
+        assert len(seen) >= 2 and seen <= {23, 185, 517}
+        small = next(i for _, i in recs[0].ups if i.mtu == 23) if mtus[0] == 23 else None
+        if small is not None:
+            assert ts[0].send(small.link_id, b"x" * 21) is SendResult.TOO_LARGE
+            assert ts[0].send(small.link_id, b"x" * 20) is SendResult.QUEUED
+
+    run_virtual(main(), seed=13)
+    with pytest.raises(ValueError):
+        dataclasses.replace(IDEAL, mtu_choices=(22,))
+
+
+def test_a_raising_handler_is_counted_and_the_air_goes_on() -> None:
+    class Faulty(Recorder):
+        def frame_received(self, link_id: int, data: bytes) -> None:
+            super().frame_received(link_id, data)
+            raise RuntimeError("node bug")
+
+    async def main() -> None:
+        air, ts, _ = await _air(full(2), IDEAL)
+        bad = Faulty(asyncio.get_running_loop())
+        ts[1].attach(bad)
+        while not ts[0].links():
+            await asyncio.sleep(0.1)
+        lid = ts[0].links()[0].link_id
+        for _ in range(3):
+            ts[0].send(lid, b"frame")
+        await asyncio.sleep(1.0)
+        assert len(bad.frames) == 3
+        assert air.stats["handler_error"] == 3 and ts[1].handler_errors == 3
+
+    run_virtual(main(), seed=14)
