@@ -168,6 +168,15 @@ class Air:
         links = self._links if node is None else self._radios[node].links
         return sorted(lid for lid, lk in links.items() if not lk.broken)
 
+    def link_ends(self, link_id: int) -> tuple[int, int] | None:
+        """(central, peripheral) of a link not yet down."""
+        lk = self._links.get(link_id)
+        return None if lk is None else (lk.central, lk.peripheral)
+
+    def node_mtu(self, node: int) -> int:
+        """The ATT MTU a node offers (drawn at power-on when the profile has choices)."""
+        return self._radios[node].mtu
+
     def degree(self, node: int) -> int:
         return len(self._radios[node].links)
 

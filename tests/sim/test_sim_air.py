@@ -236,12 +236,13 @@ def test_link_mtu_is_the_smaller_of_its_two_ends() -> None:
     async def main() -> None:
         air, ts, recs = await _air(full(12), profile, seed=13)
         await asyncio.sleep(3.0)
-        mtus = {i: air._radios[i].mtu for i in range(12)}
+        mtus = {i: air.node_mtu(i) for i in range(12)}
         seen = set()
         for r in recs:
             for _, info in r.ups:
-                link = air._links[info.link_id]
-                assert info.mtu == min(mtus[link.central], mtus[link.peripheral])
+                ends = air.link_ends(info.link_id)
+                assert ends is not None
+                assert info.mtu == min(mtus[ends[0]], mtus[ends[1]])
                 seen.add(info.mtu)
         assert len(seen) >= 2 and seen <= {23, 185, 517}
         small = next(i for _, i in recs[0].ups if i.mtu == 23) if mtus[0] == 23 else None
