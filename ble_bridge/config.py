@@ -22,45 +22,55 @@ class ConfigError(ValueError):
     """The configuration file is unreadable or has an unknown key or a bad value."""
 
 
-def _accepts(tp: Any, value: Any) -> bool:
+_BAD = object()
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    """``value`` converted to type ``tp`` (TOML gives lists and numbers), or ``_BAD``."""
     origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
     if tp is Any:
-        return True
+        return value
     if origin in (typing.Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in typing.get_args(tp))
+        for arg in args:
+            out = _coerce(arg, value)
+            if out is not _BAD:
+                return out
+        return _BAD
     if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return None if value is None else _BAD
+    if tp is bool:
+        return value if isinstance(value, bool) else _BAD
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return value if isinstance(value, int) and not isinstance(value, bool) else _BAD
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else _BAD
+    if tp is str:
+        return value if isinstance(value, str) else _BAD
     if tp is Path:
-        return isinstance(value, str)
-    if origin in (tuple, list):
-        args = typing.get_args(tp)
+        return Path(value) if isinstance(value, str) else _BAD
+    if origin is typing.Literal:
+        return value if value in args else _BAD
+    if origin in (tuple, list, frozenset, set):
         if not isinstance(value, list | tuple):
-            return False
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            return all(_accepts(args[0], v) for v in value)
-        if origin is list and args:
-            return all(_accepts(args[0], v) for v in value)
-        return True
-    if typing.get_origin(tp) is typing.Literal:
-        return value in typing.get_args(tp)
+            return _BAD
+        if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
+            if len(args) != len(value):
+                return _BAD
+            items = [_coerce(a, v) for a, v in zip(args, value, strict=True)]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_coerce(item_tp, v) for v in value]
+        if any(i is _BAD for i in items):
+            return _BAD
+        return origin(items)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, dict):
+            return apply_table(tp(), value, tp.__name__)
+        return _BAD
     if isinstance(tp, type):
-        return isinstance(value, tp)
-    return True
-
-
-def _convert(tp: Any, value: Any) -> Any:
-    if tp is float and isinstance(value, int):
-        return float(value)
-    if tp is Path or (
-        typing.get_origin(tp) in (typing.Union, types.UnionType) and Path in typing.get_args(tp)
-    ):
-        return Path(value) if isinstance(value, str) else value
-    if typing.get_origin(tp) is tuple and isinstance(value, list):
-        return tuple(value)
+        return value if isinstance(value, tp) else _BAD
     return value
 
 
@@ -76,9 +86,13 @@ def apply_table(base: T, table: Mapping[str, Any], section: str) -> T:
             known = ", ".join(sorted(names))
             raise ConfigError(f"[{section}] has no setting {key!r}; known: {known}")
         tp = hints[key]
-        if not _accepts(tp, value):
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            changes[key] = apply_table(getattr(base, key), value, f"{section}.{key}")
+            continue
+        coerced = _coerce(tp, value)
+        if coerced is _BAD:
             raise ConfigError(f"[{section}] {key} = {value!r} is not a valid {tp}")
-        changes[key] = _convert(tp, value)
+        changes[key] = coerced
     try:
         return dataclasses.replace(base, **changes)
     except (TypeError, ValueError) as exc:

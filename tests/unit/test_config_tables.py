@@ -39,3 +39,26 @@ def test_read_toml_reports_syntax_errors(tmp_path: Path) -> None:
         read_toml(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         read_toml(tmp_path / "missing.toml")
+
+
+@dataclass(frozen=True)
+class Inner:
+    limit: int = 10
+
+
+@dataclass(frozen=True)
+class Outer:
+    inner: Inner = Inner()
+    kinds: frozenset[int] = frozenset({1})
+    bands: tuple[tuple[int, float], ...] = ((1, 0.5),)
+
+
+def test_nested_tables_sets_and_nested_tuples() -> None:
+    o = apply_table(
+        Outer(), {"inner": {"limit": 3}, "kinds": [2, 3], "bands": [[4, 1], [5, 2.5]]}, "mesh"
+    )
+    assert o == Outer(Inner(3), frozenset({2, 3}), ((4, 1.0), (5, 2.5)))
+    with pytest.raises(ConfigError, match=r"\[mesh\.inner\] has no setting 'limt'"):
+        apply_table(Outer(), {"inner": {"limt": 3}}, "mesh")
+    with pytest.raises(ConfigError, match="bands"):
+        apply_table(Outer(), {"bands": [[4, 1, 2]]}, "mesh")
