@@ -42,7 +42,8 @@ class MeshConfig:
     # relaying
     relay_jitter: tuple[tuple[int, float, float], ...] = DEFAULT_RELAY_JITTER
     suppression_threshold: int = 4
-    neighbor_pruning: bool = True
+    neighbor_pruning: bool = True  # skip links whose peer is known to hold the packet
+    relay_deferral: bool = True  # leave a peer to its better-ranked neighbour that holds it
     neighbor_info_ttl: float = 90.0
     max_pending_relays: int = 1024
     max_outbound_frames: int = 4096

@@ -5,22 +5,26 @@ reassembly of type-0x20 fragments → own/duplicate check → signature (keys le
 announces, trust on first use, or pinned out of band) → freshness against the mesh-time
 estimate → seen cache → deliver (broadcast or addressed to us) → schedule a relay.
 
-Relays wait a degree-dependent jitter, then go only to links whose peer is not known to hold
-the packet already: not the links it was heard on, not the sender, not a peer that is a
-direct neighbour (per its latest announce) of any node it was heard from or of the sender
-(those transmitted to all their uncovered neighbours). A relay with no such link left, or
-that heard ``suppression_threshold`` copies, is cancelled. Every frame ends in exactly one
-outcome counter: a reason in :data:`DROP_REASONS`, ``fragment_buffered`` or ``accepted``.
+BLE links are unicast, so a broadcast costs one transmission per link it crosses; the ideal
+is a spanning tree (one per receiving node). Relays wait a degree-dependent jitter, then
+send only to peers not known to hold the packet (see :meth:`Router._relay_targets`): peers
+it came from, neighbours of the origin, neighbours of a relay that cannot have deferred
+them, and peers left to a better-ranked neighbour holding a copy with at least our ttl
+(ranks hash the packet id with the node id, so every node agrees on them). Neighbour lists
+come from announces. A relay with nothing left to send to, or that heard more than
+``suppression_threshold`` copies, is cancelled. Every frame ends in exactly one outcome
+counter: a reason in :data:`DROP_REASONS`, ``fragment_buffered`` or ``accepted``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
 import random
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..transport import LinkInfo, SendResult
 from ..wire.fragment import split
@@ -89,7 +93,7 @@ class _PendingRelay:
     packet: Packet
     due: float
     heard_links: set[int]
-    heard_peers: set[bytes] = field(default_factory=set)
+    heard_peers: dict[bytes, int] = field(default_factory=dict)  # peer -> best ttl it sent us
 
 
 class Router:
@@ -333,7 +337,7 @@ class Router:
         due = now + self.rng.uniform(lo, hi)
         pending = _PendingRelay(packet, due, {link.info.link_id})
         if link.peer_id is not None:
-            pending.heard_peers.add(link.peer_id)
+            pending.heard_peers[link.peer_id] = packet.ttl
         self._pending[pid] = pending
         heap = self._relay_heap
         if len(heap) >= 2 * self.config.max_pending_relays:  # shed cancelled entries
@@ -350,38 +354,96 @@ class Router:
         pending = self._pending.get(pid)
         if pending is None or packet.signature != pending.packet.signature:
             return  # only an exact copy of the verified packet counts
+        if packet.ttl > pending.packet.ttl:  # a shorter path: relay with the better ttl
+            pending.packet = replace(pending.packet, ttl=packet.ttl)
         pending.heard_links.add(link.info.link_id)
         if link.peer_id is not None:
-            pending.heard_peers.add(link.peer_id)
+            best = pending.heard_peers.get(link.peer_id, 0)
+            pending.heard_peers[link.peer_id] = max(best, packet.ttl)
         if len(pending.heard_links) > self.config.suppression_threshold:
             del self._pending[pid]
             self.stats["relay_suppressed"] += 1
 
-    def _covered(self, now: float, peer_id: bytes | None, pending: _PendingRelay) -> bool:
-        """True when ``peer_id`` must already hold the packet."""
-        if peer_id is None:
-            return False
-        sender = pending.packet.sender
-        if peer_id == sender or peer_id in pending.heard_peers:
-            return True
-        if not self.config.neighbor_pruning:
-            return False
-        for hop in itertools.chain(pending.heard_peers, (sender,)):
-            rec = self.peers.get(hop)
-            if (
-                rec is not None
-                and now - rec.neighbors_at <= self.config.neighbor_info_ttl
-                and peer_id in rec.neighbors
-            ):
-                return True
-        return False
+    def _fresh_neighbors(self, now: float, peer_id: bytes) -> frozenset[bytes] | None:
+        rec = self.peers.get(peer_id)
+        if rec is None or now - rec.neighbors_at > self.config.neighbor_info_ttl:
+            return None
+        return rec.neighbors
 
-    def _relay(self, now: float, pending: _PendingRelay) -> None:
-        targets = [
+    def _relay_targets(self, now: float, pending: _PendingRelay) -> list[LinkState]:
+        """Links to peers not known to hold the packet and not left to a better-ranked relay.
+
+        Rules (a peer is "uncovered" unless one applies): it sent us a copy or is the
+        origin; it neighbours the origin (origins send on every link); it neighbours a relay
+        we heard that cannot have deferred it (no node of its neighbourhood ranks before
+        that relay); or, with ``relay_deferral``, one of its neighbours that surely holds
+        the packet ranks before us for this packet and will send it instead.
+        """
+        packet = pending.packet
+        sender = packet.sender
+        pid = packet.packet_id
+        links = [
             link
             for link_id, link in sorted(self.peers.links.items())
-            if link_id not in pending.heard_links and not self._covered(now, link.peer_id, pending)
+            if link_id not in pending.heard_links
         ]
+        if not self.config.neighbor_pruning:
+            return [
+                link
+                for link in links
+                if link.peer_id is None
+                or (link.peer_id != sender and link.peer_id not in pending.heard_peers)
+            ]
+        ranks: dict[bytes, bytes] = {}
+
+        def rank(node: bytes) -> bytes:
+            r = ranks.get(node)
+            if r is None:
+                r = ranks[node] = hashlib.sha256(pid + node).digest()[:8]
+            return r
+
+        # who transmitted, with the ttl of their copies (an origin not heard sent at least ours+1)
+        sent_ttl = dict(pending.heard_peers)
+        sent_ttl.setdefault(sender, max(self.config.ttl, packet.ttl + 1))
+        transmitters = set(sent_ttl)
+        neighbors = {t: self._fresh_neighbors(now, t) or frozenset() for t in transmitters}
+        holder_ttl: dict[bytes, int] = {}  # sure holders -> ttl of their copy (lower bound)
+        for t, ttl in sent_ttl.items():
+            for w in (t, *neighbors[t]):
+                holder_ttl[w] = max(holder_ttl.get(w, 0), ttl)
+        me = self.peer_id
+        targets = []
+        for link in links:
+            z = link.peer_id
+            if z is None:
+                targets.append(link)
+                continue
+            if z in transmitters or z in neighbors[sender]:
+                continue
+            nz = self._fresh_neighbors(now, z)
+            if nz is not None and any(
+                z in neighbors[t] and not any(rank(w) < rank(t) for w in nz if w not in (t, z))
+                for t in pending.heard_peers
+            ):
+                continue  # a heard relay that had nobody to defer to sent it z
+            if (
+                self.config.relay_deferral
+                and nz is not None
+                and any(
+                    holder_ttl.get(w, 0) >= packet.ttl  # it holds a copy that goes as far as ours
+                    and rank(w) < rank(me)
+                    and z in (self._fresh_neighbors(now, w) or ())
+                    for w in nz
+                    if w not in (me, z)
+                )
+            ):
+                self.stats["relay_deferred"] += 1
+                continue
+            targets.append(link)
+        return targets
+
+    def _relay(self, now: float, pending: _PendingRelay) -> None:
+        targets = self._relay_targets(now, pending)
         if not targets:
             self.stats["relay_pruned"] += 1
             return

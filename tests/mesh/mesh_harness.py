@@ -167,3 +167,78 @@ def grid_edges(w: int, h: int) -> list[tuple[int, int]]:
             if y + 1 < h:
                 edges.append((i, i + w))
     return edges
+
+
+def geometric_edges(
+    n: int, radius: float, seed: int, max_degree: int | None = None
+) -> list[tuple[int, int]]:
+    """Random geometric graph in the unit square (closest pairs first when degree-capped)."""
+    rng = random.Random(seed)
+    pos = [(rng.random(), rng.random()) for _ in range(n)]
+    pairs = sorted(
+        ((pos[a][0] - pos[b][0]) ** 2 + (pos[a][1] - pos[b][1]) ** 2, a, b)
+        for a in range(n)
+        for b in range(a + 1, n)
+    )
+    degree = [0] * n
+    edges = []
+    for d2, a, b in pairs:
+        if d2 > radius * radius:
+            break
+        if max_degree is not None and (degree[a] >= max_degree or degree[b] >= max_degree):
+            continue
+        degree[a] += 1
+        degree[b] += 1
+        edges.append((a, b))
+    return edges
+
+
+def connected(n: int, edges: list[tuple[int, int]]) -> bool:
+    adj: dict[int, set[int]] = {i: set() for i in range(n)}
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    seen, todo = {0}, [0]
+    while todo:
+        for nb in adj[todo.pop()] - seen:
+            seen.add(nb)
+            todo.append(nb)
+    return len(seen) == n
+
+
+def measure(
+    n: int, edges: list[tuple[int, int]], broadcasts: int = 20, config: MeshConfig | None = None
+) -> tuple[float, float]:
+    """(transmissions per delivered broadcast, delivery ratio) for message broadcasts."""
+    net = Net(n, config=config or MeshConfig())
+    net.connect_edges(edges)
+    net.run(40.0)  # keys and neighbour lists settle
+    net.tx.clear()
+    pids = []
+    for k in range(broadcasts):
+        pids.append(net.broadcast(k * 7919 % n, b"broadcast %d" % k))
+        net.run(1.0)
+    deliveries = sum(len(net.receivers(p)) for p in pids)
+    return net.tx[PacketType.MESSAGE] / max(deliveries, 1), deliveries / (broadcasts * (n - 1))
+
+
+def main() -> None:
+    cases = [
+        ("full-8", 8, full_edges(8)),
+        ("line-8", 8, line_edges(8)),
+        ("grid-4x4", 16, grid_edges(4, 4)),
+        ("grid-7x7", 49, grid_edges(7, 7)),
+        ("geometric-50", 50, geometric_edges(50, 0.25, seed=5)),
+        ("geometric-50-deg4", 50, geometric_edges(50, 0.3, seed=5, max_degree=4)),
+    ]
+    for name, n, edges in cases:
+        tx, ratio = measure(n, edges)
+        flood = (2 * len(edges) - (n - 1)) / (n - 1)
+        print(
+            f"{name:20s} links={len(edges):3d} connected={connected(n, edges)!s:5s} "
+            f"tx_per_delivery={tx:.3f} naive_flood={flood:.2f} delivery_ratio={ratio:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from mesh_harness import Net, full_edges, grid_edges, line_edges
+import pytest
+from mesh_harness import Net, connected, full_edges, geometric_edges, grid_edges, line_edges
+
+from ble_bridge.mesh.config import MeshConfig
+from ble_bridge.wire.packet import PacketType
 
 
 def test_three_node_line_delivers_broadcast_once_everywhere() -> None:
@@ -107,3 +111,33 @@ def _trace(seed: int) -> list[tuple[int, float, bytes]]:
 def test_same_seed_gives_the_same_trace_and_another_seed_does_not() -> None:
     assert _trace(3) == _trace(3)
     assert _trace(3) != _trace(4)
+
+
+def test_diamond_peer_is_served_by_exactly_one_relay() -> None:
+    # 0 reaches 1 and 2; both neighbour 3; 3 must get one copy, not two
+    net = Net(4)
+    net.connect_edges([(0, 1), (0, 2), (1, 3), (2, 3)])
+    net.run(3.0)
+    net.tx.clear()
+    pid = net.broadcast(0, b"diamond")
+    net.run(1.0)
+    assert sorted(net.receivers(pid)) == [1, 2, 3]
+    assert net.tx[PacketType.MESSAGE] == 3
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_pruned_relaying_reaches_every_node_of_a_random_network(seed: int) -> None:
+    n = 30
+    edges = geometric_edges(n, 0.3, seed=seed)
+    if not connected(n, edges):
+        pytest.skip("disconnected draw")
+    net = Net(n, config=MeshConfig(ttl=40), seed=seed)
+    net.connect_edges(edges)
+    net.run(4.0)
+    net.tx.clear()
+    pids = [net.broadcast(k, b"r%d" % k) for k in range(0, n, 6)]
+    net.run(2.0)
+    for k, pid in zip(range(0, n, 6), pids, strict=True):
+        assert sorted(net.receivers(pid)) == [i for i in range(n) if i != k]
+    naive = len(pids) * (2 * len(edges) - (n - 1))
+    assert net.tx[PacketType.MESSAGE] < naive * 0.6

@@ -340,3 +340,14 @@ def test_relayed_announce_does_not_bind_the_link() -> None:
     rec = r.peers.get(STRANGER.peer_id)
     assert rec is not None and rec.signing_key == STRANGER.signing_public
     assert rec.links == set()
+
+
+def test_pending_relay_takes_the_better_ttl_of_a_later_copy() -> None:
+    r = make_router(MeshConfig(neighbor_pruning=False))
+    r.link_up(1.0, LinkInfo(4, "p4", 247, LinkRole.PERIPHERAL))
+    p = message(A, 1.0)
+    r.receive(1.0, 1, encode(replace(p, ttl=3)))  # a long path first
+    r.receive(1.001, 2, encode(replace(p, ttl=6)))
+    sent = settle(r, 2.0)
+    assert sorted(link for link, _ in sent) == [3, 4]
+    assert {q.ttl for _, q in sent} == {5}
