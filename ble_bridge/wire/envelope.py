@@ -64,34 +64,48 @@ def compress_game_state(data: bytes, *, min_size: int = 32) -> CompressedState:
 
 def decompress_game_state(state: CompressedState, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     """Inverse of :func:`compress_game_state`; refuses sizes over ``max_size`` before allocating."""
-    if state.original_size > max_size:
-        raise EnvelopeError(f"declared size {state.original_size} exceeds cap {max_size}")
-    if state.method == METHOD_STORED:
-        out = state.body
-    elif state.method == METHOD_LZ4:
-        if len(state.body) < 4:
+    return _decompress(state.method, state.original_size, state.crc32, state.body, max_size)
+
+
+def _decompress(method: int, original_size: int, crc: int, body: bytes, max_size: int) -> bytes:
+    if original_size > max_size:
+        raise EnvelopeError(f"declared size {original_size} exceeds cap {max_size}")
+    if method == METHOD_STORED:
+        out = body
+    elif method == METHOD_LZ4:
+        if len(body) < 4:
             raise EnvelopeError("LZ4 body truncated")
-        (prefix,) = struct.unpack_from("<I", state.body)
-        if prefix != state.original_size:
-            raise EnvelopeError(f"LZ4 size prefix {prefix} != declared size {state.original_size}")
+        (prefix,) = struct.unpack_from("<I", body)
+        if prefix != original_size:
+            raise EnvelopeError(f"LZ4 size prefix {prefix} != declared size {original_size}")
         try:
-            out = lz4.block.decompress(state.body)
+            out = lz4.block.decompress(body)
         except (lz4.block.LZ4BlockError, ValueError) as exc:
             raise EnvelopeError(f"LZ4 data corrupt: {exc}") from exc
     else:
-        raise EnvelopeError(f"unknown compression method {state.method}")
-    if len(out) != state.original_size:
-        raise EnvelopeError(f"decompressed {len(out)} bytes, declared {state.original_size}")
-    if zlib.crc32(out) != state.crc32:
+        raise EnvelopeError(f"unknown compression method {method}")
+    if len(out) != original_size:
+        raise EnvelopeError(f"decompressed {len(out)} bytes, declared {original_size}")
+    if zlib.crc32(out) != crc:
         raise EnvelopeError("crc32 mismatch")
     return out
 
 
 def pack(data: bytes, *, min_size: int = 32) -> bytes:
-    """Compress and serialise in one step."""
-    return compress_game_state(data, min_size=min_size).to_bytes()
+    """Compress and serialise in one step (same bytes as ``compress_game_state().to_bytes()``)."""
+    crc = zlib.crc32(data)
+    if len(data) >= min_size:
+        body: bytes = lz4.block.compress(data, store_size=True)
+        if len(body) < len(data):
+            return _HEADER.pack(METHOD_LZ4, len(data), crc) + body
+    return _HEADER.pack(METHOD_STORED, len(data), crc) + data
 
 
 def unpack(blob: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     """Parse and decompress in one step, with the size cap."""
-    return decompress_game_state(CompressedState.from_bytes(blob), max_size=max_size)
+    if len(blob) < HEADER_LEN:
+        raise EnvelopeError(f"envelope truncated: {len(blob)} < {HEADER_LEN} bytes")
+    method, size, crc = _HEADER.unpack_from(blob)
+    if method not in (METHOD_STORED, METHOD_LZ4):
+        raise EnvelopeError(f"unknown compression method {method}")
+    return _decompress(method, size, crc, bytes(blob[HEADER_LEN:]), max_size)

@@ -22,13 +22,13 @@ from .packet import (
     Packet,
     PacketType,
     TruncatedError,
-    encode,
 )
 
 FRAGMENT_HEADER = struct.Struct(">8sHHB")
 FRAGMENT_HEADER_LEN = FRAGMENT_HEADER.size  # 13
 MAX_FRAGMENTS = 256
 _FRAGMENT_TYPE = int(PacketType.FRAGMENT)
+_FIXED_HEADER = struct.Struct(">BBBQB")  # version, type, ttl, timestamp, flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,27 +77,35 @@ def split(frame: bytes, original: Packet, max_frame: int, fragment_id: bytes) ->
         raise OversizeError(
             f"frame of {len(frame)} bytes needs {total} > {MAX_FRAGMENTS} fragments"
         )
-    # Encoded directly (same bytes as encode(Packet(type=FRAGMENT, ...))): this is a hot path.
-    probe = Packet(
-        type=PacketType.FRAGMENT,
-        sender=original.sender,
-        payload=b"",
-        timestamp=original.timestamp,
-        ttl=original.ttl,
-        version=original.version,
-        recipient=original.recipient,
+    # Encoded directly, byte for byte what encode(Packet(type=FRAGMENT, ...)) gives, because
+    # this runs for every frame a node sends.
+    v2 = original.version == 2
+    if original.version not in (1, 2):
+        raise BadPayloadError(f"version {original.version} is not 1 or 2")
+    recipient = original.recipient
+    if len(original.sender) != 8 or (recipient is not None and len(recipient) != 8):
+        raise BadPayloadError("sender and recipient ids must be 8 bytes")
+    flags = 0 if recipient is None else 0x01
+    try:
+        prefix = _FIXED_HEADER.pack(
+            original.version, _FRAGMENT_TYPE, original.ttl, original.timestamp, flags
+        )
+    except struct.error as exc:
+        raise BadPayloadError(f"header field out of range: {exc}") from exc
+    ids = original.sender if recipient is None else original.sender + recipient
+    length_len = 4 if v2 else 2
+    pack_header = FRAGMENT_HEADER.pack
+    otype = original.type
+    full = prefix + (FRAGMENT_HEADER_LEN + chunk).to_bytes(length_len, "big") + ids
+    out = [
+        full + pack_header(fragment_id, i, total, otype) + frame[i * chunk : (i + 1) * chunk]
+        for i in range(total - 1)
+    ]
+    last = frame[(total - 1) * chunk :]
+    plen = (FRAGMENT_HEADER_LEN + len(last)).to_bytes(length_len, "big")
+    out.append(
+        b"".join((prefix, plen, ids, pack_header(fragment_id, total - 1, total, otype), last))
     )
-    empty = encode(probe)  # validates the header fields once
-    length_at = 12
-    length_len = 4 if original.version == 2 else 2
-    prefix = empty[:length_at]
-    ids = empty[length_at + length_len :]
-    out = []
-    for index in range(total):
-        piece = frame[index * chunk : (index + 1) * chunk]
-        header = FRAGMENT_HEADER.pack(fragment_id, index, total, original.type)
-        plen = (FRAGMENT_HEADER_LEN + len(piece)).to_bytes(length_len, "big")
-        out.append(b"".join((prefix, plen, ids, header, piece)))
     return out
 
 
@@ -144,19 +152,21 @@ class Reassembler:
         if packet.type != _FRAGMENT_TYPE:
             self.drops["fragment_wrong_type"] += 1
             return None
-        try:
-            frag = FragmentPayload.decode(packet.payload)
-        except TruncatedError:
+        payload = packet.payload
+        if len(payload) < FRAGMENT_HEADER_LEN:
             self.drops["fragment_malformed"] += 1
             return None
+        # Same fields as FragmentPayload.decode, without building the object (hot path).
+        fragment_id, index, total, original_type = FRAGMENT_HEADER.unpack_from(payload)
+        chunk = payload[FRAGMENT_HEADER_LEN:]
         lim = self.limits
-        if frag.total == 0 or frag.total > lim.max_fragments:
+        if total == 0 or total > lim.max_fragments:
             self.drops["fragment_too_many"] += 1
             return None
-        if frag.index >= frag.total:
+        if index >= total:
             self.drops["fragment_bad_index"] += 1
             return None
-        key = (bytes(packet.sender), frag.fragment_id)
+        key = (bytes(packet.sender), fragment_id)
         asm = self._sets.get(key)
         if asm is None:
             if key in self._completed:
@@ -166,29 +176,29 @@ class Reassembler:
                 self._evict_oldest(sender=key[0])
             while len(self._sets) >= lim.max_sets:
                 self._evict_oldest()
-            asm = _Assembly(frag.total, frag.original_type, now)
+            asm = _Assembly(total, original_type, now)
             self._sets[key] = asm
             self._per_sender[key[0]] += 1
-        elif asm.total != frag.total or asm.original_type != frag.original_type:
+        elif asm.total != total or asm.original_type != original_type:
             self.drops["fragment_inconsistent"] += 1
             return None
-        if frag.index in asm.chunks:
+        if index in asm.chunks:
             self.drops["fragment_duplicate"] += 1
             return None
-        if asm.size + len(frag.chunk) > lim.max_set_bytes:
+        if asm.size + len(chunk) > lim.max_set_bytes:
             self.drops["fragment_set_too_large"] += 1
             self._remove(key)
             return None
-        while self.buffered_bytes + len(frag.chunk) > lim.max_total_bytes and self._sets:
+        while self.buffered_bytes + len(chunk) > lim.max_total_bytes and self._sets:
             oldest = next(iter(self._sets))
             if oldest == key:
                 self.drops["fragment_buffer_full"] += 1
                 self._remove(key)
                 return None
             self._evict_oldest()
-        asm.chunks[frag.index] = frag.chunk
-        asm.size += len(frag.chunk)
-        self.buffered_bytes += len(frag.chunk)
+        asm.chunks[index] = chunk
+        asm.size += len(chunk)
+        self.buffered_bytes += len(chunk)
         if len(asm.chunks) < asm.total:
             return None
         self._remove(key)

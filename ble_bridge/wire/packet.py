@@ -121,13 +121,21 @@ DEFAULT_LIMITS = DecodeLimits()
 
 def pad(frame: bytes) -> bytes:
     """PKCS#7-style padding to the smallest bucket ≥ len+16; unpadded if the pad exceeds 255."""
-    target = next((b for b in PAD_BUCKETS if b >= len(frame) + 16), None)
-    if target is None:
+    need = len(frame) + 16
+    if need <= 256:
+        target = 256
+    elif need <= 512:
+        target = 512
+    elif need <= 1024:
+        target = 1024
+    elif need <= 2048:
+        target = 2048
+    else:
         return frame
     n = target - len(frame)
     if n > 255:
         return frame
-    return frame + bytes([n]) * n
+    return frame + bytes((n,)) * n
 
 
 def unpad(data: bytes) -> bytes:
@@ -270,8 +278,13 @@ class Packet:
 
     def signed(self, identity: Identity) -> Packet:
         """A copy carrying ``identity``'s Ed25519 signature over :meth:`signing_bytes`."""
-        unsigned = self if self.signature is None else replace(self, signature=None)
-        pre = unsigned.signing_bytes()
+        if not 0 <= self.ttl <= 0xFF:
+            raise BadPayloadError(f"ttl {self.ttl} out of range")
+        flags = (self.flags | _HAS_SIGNATURE) & ~_IS_RSR
+        # Encode the preimage (ttl 0, no signature, 0x10 clear) and the frame directly, and
+        # keep both on the copy: this runs for every packet a node signs.
+        body = _encode(self, 0, flags & ~_HAS_SIGNATURE)
+        pre = pad(body)
         sig = identity.sign(pre)
         out = Packet(
             self.type,
@@ -286,9 +299,9 @@ class Packet:
             self.wire_payload,
             self.rsr,
         )
-        body = encode(unsigned)
-        out._memo["pre"] = pre
-        out._memo["frame"] = body[:11] + bytes((body[11] | _HAS_SIGNATURE,)) + body[12:] + sig
+        memo = out._memo
+        memo["pre"] = pre
+        memo["frame"] = _encode(out, self.ttl, flags | _IS_RSR if self.rsr else flags)
         return out
 
     def verify(self, signing_public: bytes) -> bool:
@@ -329,7 +342,8 @@ def _encode(p: Packet, ttl: int, flags: int) -> bytes:
         head, size_len, max_len = _HEAD_V2, 4, 0xFFFFFFFF
     else:
         raise BadVersionError(f"version {version} is not 1 or 2")
-    if len(p.sender) != PEER_ID_LEN:
+    sender = p.sender
+    if len(sender) != PEER_ID_LEN:
         raise BadPayloadError("sender id must be 8 bytes")
     wire = p.wire_payload
     if wire is None:
@@ -343,9 +357,17 @@ def _encode(p: Packet, ttl: int, flags: int) -> bytes:
     if plen > max_len:
         raise OversizeError(f"payload of {plen} bytes does not fit a v{version} frame")
     try:
-        parts = [head.pack(version, p.type, ttl, p.timestamp, flags, plen), p.sender]
+        header = head.pack(version, p.type, ttl, p.timestamp, flags, plen)
     except struct.error as exc:
         raise BadPayloadError(f"header field out of range: {exc}") from exc
+    signature = p.signature if flags & _HAS_SIGNATURE else None
+    if signature is not None and len(signature) != SIGNATURE_LEN:
+        raise BadPayloadError("signature must be 64 bytes")
+    if not flags & (_HAS_RECIPIENT | _COMPRESSED | _HAS_ROUTE):  # the common case
+        if signature is None:
+            return b"".join((header, sender, body))
+        return b"".join((header, sender, body, signature))
+    parts = [header, sender]
     if p.recipient is not None:
         if len(p.recipient) != PEER_ID_LEN:
             raise BadPayloadError("recipient id must be 8 bytes")
@@ -358,10 +380,8 @@ def _encode(p: Packet, ttl: int, flags: int) -> bytes:
     if wire is not None:
         parts.append(len(p.payload).to_bytes(size_len, "big"))
     parts.append(body)
-    if flags & _HAS_SIGNATURE and p.signature is not None:
-        if len(p.signature) != SIGNATURE_LEN:
-            raise BadPayloadError("signature must be 64 bytes")
-        parts.append(p.signature)
+    if signature is not None:
+        parts.append(signature)
     return b"".join(parts)
 
 
