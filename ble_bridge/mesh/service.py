@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from ..transport import LinkInfo, Transport
+from ..transport import LinkInfo, SendResult, Transport
 from ..wire.identity import Identity
 from ..wire.packet import Packet
 from .config import MeshConfig
@@ -130,7 +130,13 @@ class MeshNode:
         router = self.router
         now = self._now()
         for link_id, frame in router.frames_to_send():
-            router.send_result(now, link_id, self.transport.send(link_id, frame))
+            try:
+                result = self.transport.send(link_id, frame)
+            except Exception:  # a transport bug must not stop the node; count it as a failure
+                log.exception("transport.send failed on link %d", link_id)
+                self.counters["transport_send_error"] += 1
+                result = SendResult.QUEUE_FULL
+            router.send_result(now, link_id, result)
         for event in router.events():
             self._dispatch(event)
         self._arm()
@@ -162,5 +168,9 @@ class MeshNode:
         self._timer_at = None
         if not self._running:
             return
-        self.router.handle_timer(self._now())
+        try:
+            self.router.handle_timer(self._now())
+        except Exception:  # a bug must not leave the node without its timer
+            log.exception("mesh router timer failed")
+            self.counters["timer_error"] += 1
         self._pump()

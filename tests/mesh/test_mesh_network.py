@@ -125,7 +125,7 @@ def test_diamond_peer_is_served_by_exactly_one_relay() -> None:
     assert net.tx[PacketType.MESSAGE] == 3
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [2, 5, 6, 7])
 def test_pruned_relaying_reaches_every_node_of_a_random_network(seed: int) -> None:
     n = 30
     edges = geometric_edges(n, 0.3, seed=seed)
