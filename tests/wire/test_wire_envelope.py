@@ -11,6 +11,7 @@ import lz4.block
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire_strategies import WIRE
 
 from ble_bridge.wire.envelope import (
     HEADER_LEN,
@@ -25,11 +26,13 @@ from ble_bridge.wire.envelope import (
 )
 
 
+@WIRE
 @given(st.binary(max_size=3000) | st.text(max_size=500).map(str.encode))
 def test_pack_then_unpack_returns_the_bytes(data: bytes) -> None:
     assert unpack(pack(data)) == data
 
 
+@WIRE
 @given(st.binary(max_size=500))
 def test_packing_is_deterministic(data: bytes) -> None:
     assert pack(data) == pack(bytes(data))
@@ -102,6 +105,7 @@ def test_truncated_envelope_unknown_method_and_stored_size_mismatch_are_errors()
         unpack(struct.pack(">BII", METHOD_STORED, 5, zlib.crc32(b"abcd")) + b"abcd")
 
 
+@WIRE
 @given(st.binary(max_size=200))
 def test_random_envelopes_raise_only_envelope_errors(data: bytes) -> None:
     with contextlib.suppress(EnvelopeError):

@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from wire_strategies import packets
+from wire_strategies import WIRE, packets
 
 from ble_bridge.wire.fragment import (
     MAX_FRAGMENTS,
@@ -38,6 +38,7 @@ def fragment_packet(
     return Packet(type=PacketType.FRAGMENT, sender=sender, payload=payload, timestamp=1)
 
 
+@WIRE
 @given(packets(), st.integers(60, 300), st.data())
 def test_split_then_reassemble_in_any_order_with_duplicates(
     p: Packet, link: int, data: st.DataObject

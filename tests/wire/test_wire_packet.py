@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from wire_strategies import packets
+from wire_strategies import WIRE, packets
 
 from ble_bridge.wire.packet import (
     MAX_DEFLATE_RATIO,
@@ -47,17 +47,20 @@ def frame(
     return bytes([version, 2, 7]) + (1).to_bytes(8, "big") + bytes([flags]) + length + ids + payload
 
 
+@WIRE
 @given(packets())
 def test_encode_then_decode_returns_the_same_packet(p: Packet) -> None:
     assert decode(encode(p)) == p
 
 
+@WIRE
 @given(packets())
 def test_decoded_packet_reencodes_to_the_same_bytes_from_its_fields(p: Packet) -> None:
     data = encode(p)
     assert encode(replace(decode(data))) == data
 
 
+@WIRE
 @given(st.binary(max_size=400))
 def test_random_bytes_raise_only_wire_errors(data: bytes) -> None:
     try:
@@ -66,6 +69,7 @@ def test_random_bytes_raise_only_wire_errors(data: bytes) -> None:
         assert exc.reason
 
 
+@WIRE
 @given(st.sampled_from([1, 2]), st.integers(0, 255), st.binary(max_size=300))
 def test_random_bodies_behind_a_valid_header_raise_only_wire_errors(
     version: int, flags: int, body: bytes
@@ -75,6 +79,7 @@ def test_random_bodies_behind_a_valid_header_raise_only_wire_errors(
         decode(data)
 
 
+@WIRE
 @given(packets())
 def test_every_truncation_of_a_valid_frame_is_rejected(p: Packet) -> None:
     data = encode(p)
@@ -83,16 +88,19 @@ def test_every_truncation_of_a_valid_frame_is_rejected(p: Packet) -> None:
             decode(data[:cut])
 
 
+@WIRE
 @given(packets(), st.binary(max_size=40))
 def test_trailing_bytes_after_a_frame_are_tolerated(p: Packet, extra: bytes) -> None:
     assert decode(encode(p) + extra) == p
 
 
+@WIRE
 @given(st.binary(max_size=2100))
 def test_pad_then_unpad_is_identity(data: bytes) -> None:
     assert unpad(pad(data)) == data
 
 
+@WIRE
 @given(st.binary(max_size=2100))
 def test_pad_reaches_the_smallest_bucket_or_leaves_the_frame_alone(data: bytes) -> None:
     padded = pad(data)
@@ -111,6 +119,7 @@ def test_unpad_leaves_data_without_valid_padding_unchanged() -> None:
     assert unpad(b"\x05\x05") == b"\x05\x05"
 
 
+@WIRE
 @given(packets())
 def test_padded_frames_decode(p: Packet) -> None:
     assert decode(pad(encode(p))) == p
@@ -273,12 +282,14 @@ def test_replace_does_not_reuse_cached_bytes() -> None:
     assert q.packet_id != p.packet_id and q.signing_bytes() != p.signing_bytes()
 
 
+@WIRE
 @given(packets())
 def test_packet_id_ignores_ttl_and_the_rsr_flag(p: Packet) -> None:
     assert replace(p, ttl=(p.ttl + 1) % 256, rsr=not p.rsr).packet_id == p.packet_id
     assert decode(encode(p)).packet_id == p.packet_id
 
 
+@WIRE
 @given(packets(), st.integers(0, 300))
 def test_packet_id_changes_with_the_timestamp_or_payload(p: Packet, delta: int) -> None:
     moved = replace(p, timestamp=(p.timestamp + 1) % (1 << 64))

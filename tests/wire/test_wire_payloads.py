@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire_strategies import WIRE
 
 from ble_bridge.wire.packet import BadPayloadError, TruncatedError, WireError
 from ble_bridge.wire.payloads import (
@@ -28,11 +29,13 @@ announces = st.builds(
 )
 
 
+@WIRE
 @given(announces)
 def test_announce_round_trips(a: Announce) -> None:
     assert Announce.decode(a.encode()) == a
 
 
+@WIRE
 @given(st.binary(max_size=300))
 def test_random_announce_payloads_raise_only_wire_errors(data: bytes) -> None:
     with contextlib.suppress(WireError):

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
-from wire_strategies import packets
+from wire_strategies import WIRE, packets
 
 from ble_bridge.wire.identity import Identity
 from ble_bridge.wire.packet import Packet, WireError, decode, encode, pad
@@ -23,16 +23,19 @@ def signed_frame(p: Packet) -> bytes:
     return encode(replace(p, signature=None).signed(ALICE))
 
 
+@WIRE
 @given(packets())
 def test_signature_verifies_after_decode(p: Packet) -> None:
     assert decode(signed_frame(p)).verify(ALICE.signing_public)
 
 
+@WIRE
 @given(packets())
 def test_signature_fails_with_another_key(p: Packet) -> None:
     assert not decode(signed_frame(p)).verify(BOB.signing_public)
 
 
+@WIRE
 @given(packets(), st.integers(0, 255))
 def test_signature_stays_valid_when_a_relay_changes_the_ttl(p: Packet, ttl: int) -> None:
     frame = bytearray(signed_frame(p))
@@ -40,12 +43,14 @@ def test_signature_stays_valid_when_a_relay_changes_the_ttl(p: Packet, ttl: int)
     assert decode(bytes(frame)).verify(ALICE.signing_public)
 
 
+@WIRE
 @given(packets())
 def test_signature_stays_valid_through_relayed(p: Packet) -> None:
     received = decode(signed_frame(replace(p, ttl=max(p.ttl, 1))))
     assert decode(encode(received.relayed())).verify(ALICE.signing_public)
 
 
+@WIRE
 @given(packets())
 def test_signature_stays_valid_when_the_rsr_flag_toggles(p: Packet) -> None:
     frame = bytearray(signed_frame(p))
@@ -55,6 +60,7 @@ def test_signature_stays_valid_when_the_rsr_flag_toggles(p: Packet) -> None:
     assert p2.verify(ALICE.signing_public)
 
 
+@WIRE
 @given(packets(), st.data())
 def test_signature_breaks_when_any_other_byte_changes(p: Packet, data: st.DataObject) -> None:
     frame = signed_frame(p)
@@ -77,6 +83,7 @@ def test_signature_breaks_when_any_other_byte_changes(p: Packet, data: st.DataOb
     assert not got.verify(ALICE.signing_public)
 
 
+@WIRE
 @given(packets())
 def test_preimage_is_padded_with_ttl_zero_no_signature_and_rsr_clear(p: Packet) -> None:
     signed = replace(p, signature=None).signed(ALICE)
@@ -84,6 +91,7 @@ def test_preimage_is_padded_with_ttl_zero_no_signature_and_rsr_clear(p: Packet) 
     assert signed.signing_bytes() == pad(encode(plain))
 
 
+@WIRE
 @given(packets())
 def test_preimage_from_received_bytes_equals_preimage_from_fields(p: Packet) -> None:
     received = decode(signed_frame(p))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from ble_bridge.wire.packet import Packet, deflate_raw
@@ -49,3 +50,12 @@ def packets(draw: st.DrawFn, compression: bool = True) -> Packet:
             p.rsr,
         )
     return p
+
+
+# Applied per test (not as a global profile, which would change other suites' settings):
+# no deadlines on a shared, busy machine.
+WIRE = settings(
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
