@@ -43,6 +43,7 @@ class MeshConfig:
     relay_jitter: tuple[tuple[int, float, float], ...] = DEFAULT_RELAY_JITTER
     suppression_threshold: int = 4
     neighbor_pruning: bool = True  # skip links whose peer is known to hold the packet
+    direct_to_neighbor: bool = True  # a unicast to a direct neighbour goes on its link only
     relay_deferral: bool = True  # leave a peer to its better-ranked neighbour that holds it
     neighbor_info_ttl: float = 90.0
     max_pending_relays: int = 1024

@@ -227,6 +227,7 @@ class Router:
         if peer is not None:
             peer.frames_in += 1
             peer.bytes_in += len(frame)
+            peer.last_heard = now
         if not link.bucket.allow(now):
             return self._drop("rate_limited")
         packet = self._decode(frame)
@@ -407,6 +408,10 @@ class Router:
         packet = pending.packet
         sender = packet.sender
         pid = packet.packet_id
+        direct = self._direct_links(packet, pending.heard_links)
+        if direct is not None:
+            self.stats["relay_direct"] += 1
+            return direct
         links = [
             link
             for link_id, link in sorted(self.peers.links.items())
@@ -481,10 +486,23 @@ class Router:
     # -- sending ------------------------------------------------------------------------
 
     def send(
-        self, now: float, ptype: int, payload: bytes, recipient: bytes | None = None
+        self,
+        now: float,
+        ptype: int,
+        payload: bytes,
+        recipient: bytes | None = None,
+        *,
+        ttl: int | None = None,
     ) -> Packet:
-        """Originate a signed packet to every link; returns it (its ``packet_id`` is the key)."""
+        """Originate a signed packet; returns it (its ``packet_id`` is the dedup key).
+
+        It goes on every link, or only to the recipient's links when it is a neighbour.
+        ``ttl`` defaults to ``config.ttl``. Raises ``ValueError`` above the payload limit.
+        """
         self._start(now)
+        ttl = self.config.ttl if ttl is None else ttl
+        if not 0 <= ttl <= 255:
+            raise ValueError(f"ttl {ttl} is not a byte")
         limits = self.config.decode_limits
         if len(payload) > limits.max_payload:
             raise ValueError(f"payload of {len(payload)} bytes > limit {limits.max_payload}")
@@ -495,7 +513,7 @@ class Router:
             sender=self.peer_id,
             payload=payload,
             timestamp=timestamp,
-            ttl=self.config.ttl,
+            ttl=ttl,
             recipient=recipient,
         ).compress()
         wire_len = len(packet.wire_payload if packet.wire_payload is not None else payload)
@@ -505,7 +523,7 @@ class Router:
                 sender=self.peer_id,
                 payload=packet.payload,
                 timestamp=timestamp,
-                ttl=self.config.ttl,
+                ttl=ttl,
                 version=2,
                 recipient=recipient,
                 wire_payload=packet.wire_payload,
@@ -513,10 +531,24 @@ class Router:
         packet = packet.signed(self.identity)
         self.seen.add(now, packet.packet_id)
         frame = encode(packet)
-        for _, link in sorted(self.peers.links.items()):
+        links = self._direct_links(packet, set()) or [
+            link for _, link in sorted(self.peers.links.items())
+        ]
+        for link in links:
             self._queue(now, link, packet, frame)
         self.stats["originated"] += 1
         return packet
+
+    def _direct_links(self, packet: Packet, skip: set[int]) -> list[LinkState] | None:
+        """The recipient's own links when a unicast packet's recipient is our neighbour."""
+        recipient = packet.recipient
+        if recipient is None or recipient == BROADCAST or not self.config.direct_to_neighbor:
+            return None
+        rec = self.peers.get(recipient)
+        if rec is None or not rec.links:
+            return None
+        links = [self.peers.links[i] for i in sorted(rec.links - skip) if i in self.peers.links]
+        return links or None
 
     def _queue(self, now: float, link: LinkState, packet: Packet, frame: bytes) -> None:
         try:

@@ -77,9 +77,11 @@ class MeshNode:
 
     # -- API ----------------------------------------------------------------------------
 
-    def send(self, ptype: int, payload: bytes, recipient: bytes | None = None) -> Packet:
+    def send(
+        self, ptype: int, payload: bytes, recipient: bytes | None = None, *, ttl: int | None = None
+    ) -> Packet:
         """Originate a signed packet now; frames leave before this returns."""
-        packet = self.router.send(self._now(), ptype, payload, recipient)
+        packet = self.router.send(self._now(), ptype, payload, recipient, ttl=ttl)
         self._pump()
         return packet
 

@@ -351,3 +351,20 @@ def test_pending_relay_takes_the_better_ttl_of_a_later_copy() -> None:
     sent = settle(r, 2.0)
     assert sorted(link for link, _ in sent) == [3, 4]
     assert {q.ttl for _, q in sent} == {5}
+
+
+def test_unicast_to_a_neighbour_goes_on_its_link_only() -> None:
+    r = make_router()
+    r.send(1.0, PacketType.MESSAGE, b"just for B", recipient=B.peer_id)
+    assert [link for link, _ in r.frames_to_send()] == [2]
+    r.receive(1.0, 1, encode(message(A, 1.0, recipient=C.peer_id)))
+    assert [link for link, _ in settle(r, 2.0)] == [3]
+
+
+def test_send_with_a_custom_ttl() -> None:
+    r = make_router()
+    p = r.send(1.0, PacketType.CONSENSUS, b"vote", ttl=12)
+    assert p.ttl == 12
+    assert {decode(f).ttl for _, f in r.frames_to_send()} == {12}
+    with pytest.raises(ValueError):
+        r.send(1.0, PacketType.MESSAGE, b"x" * (r.config.decode_limits.max_payload + 1))
