@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import random
 import selectors
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -76,8 +76,12 @@ class _VirtualSelector(selectors.BaseSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._real.select(0)
-        if ready or self.loop is None:
+        if ready or self.loop is None or timeout == 0:
             return ready
+        if self.loop.executor_jobs > 0:
+            # a worker thread will wake us through the self-pipe: executor work takes
+            # no virtual time, so the run stays deterministic
+            return self._real.select(None)
         if timeout is None:
             raise IdleForeverError("virtual loop is idle with no timer scheduled")
         if timeout > 0:
@@ -100,6 +104,19 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         selector.loop = self
         self._now = start
         self.seeds = Seeds(seed)
+        self.executor_jobs = 0
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
+        """As usual, but virtual time stands still until the job is done."""
+        fut = super().run_in_executor(executor, func, *args)
+        self.executor_jobs += 1
+        fut.add_done_callback(self._job_done)
+        return fut
+
+    def _job_done(self, _: asyncio.Future[Any]) -> None:
+        self.executor_jobs -= 1
 
     def time(self) -> float:
         return self._now

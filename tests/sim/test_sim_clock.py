@@ -76,3 +76,16 @@ def test_seeds_split_by_name_independent_of_request_order() -> None:
     assert s.rng("node", 1).random() != s.rng("node", 2).random()
     assert s.bytes(32, "identity", 0) == Seeds(42).bytes(32, "identity", 0)
     assert len(s.bytes(100, "x")) == 100
+
+
+def test_executor_work_takes_no_virtual_time_and_keeps_order() -> None:
+    async def main() -> list[tuple[str, float]]:
+        loop = asyncio.get_running_loop()
+        events: list[tuple[str, float]] = []
+        loop.call_later(0.001, lambda: events.append(("timer", loop.time())))
+        await asyncio.to_thread(time.sleep, 0.05)
+        events.append(("thread", loop.time()))
+        await asyncio.sleep(1.0)
+        return events
+
+    assert run_virtual(main()) == [("thread", 0.0), ("timer", 0.001)]
