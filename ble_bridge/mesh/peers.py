@@ -211,6 +211,29 @@ class PeerTable:
                 rec.links.discard(link_id)
         return link
 
+    def rows(self, now: float) -> list[dict[str, object]]:
+        """One readable row per known peer (neighbours first), for ``ble-bridge peers``."""
+        out: list[dict[str, object]] = []
+        for rec in sorted(self._peers.values(), key=lambda r: (not r.links, -r.last_heard)):
+            out.append(
+                {
+                    "peer_id": rec.peer_id.hex(),
+                    "nickname": rec.nickname or "",
+                    "links": sorted(rec.links),
+                    "last_heard_s": None
+                    if rec.last_heard == float("-inf")
+                    else now - rec.last_heard,
+                    "frames_in": rec.frames_in,
+                    "bytes_in": rec.bytes_in,
+                    "frames_out": rec.frames_out,
+                    "bytes_out": rec.bytes_out,
+                    "loss": round(rec.loss, 3),
+                    "pinned": rec.pinned,
+                    "neighbors": len(rec.neighbors),
+                }
+            )
+        return out
+
     def neighbor_ids(self) -> list[bytes]:
         """Ids of peers with a live link, most recently heard first."""
         recs = [r for r in self._peers.values() if r.links]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from ble_bridge.mesh.clock import MeshClock
 from ble_bridge.mesh.peers import BreakerState, CircuitBreaker, PeerTable, TokenBucket
 
 
@@ -120,3 +121,21 @@ def test_peer_table_is_bounded_but_keeps_pinned_and_linked_peers() -> None:
     assert len(table) == 4
     assert b"pinned!!" in table
     assert table.evicted == 17
+
+
+def test_mesh_clock_follows_the_median_peer_not_an_outlier() -> None:
+    clock = MeshClock(max_samples=8, sample_ttl=600.0)
+    assert clock.offset_ms(0.0) == 0  # alone: own clock
+    for i, offset in enumerate([5_000, 5_100, 4_900, 86_400_000]):
+        clock.observe(1.0, bytes([i]) * 8, 1_000_000 + offset, 1_000_000)
+    assert 4_900 <= clock.offset_ms(1.0) <= 5_100  # one wild peer of four moves nothing
+    clock.observe(1.0, b"\x09" * 8, 1_005_000, 1_000_000)
+    assert 4_900 <= clock.offset_ms(1.0) <= 5_100
+
+
+def test_mesh_clock_keeps_the_least_delayed_sample_and_forgets_old_ones() -> None:
+    clock = MeshClock(max_samples=8, sample_ttl=100.0)
+    clock.observe(0.0, b"a" * 8, 10_000, 0)
+    clock.observe(1.0, b"a" * 8, 9_000, 0)  # a slower copy: transit delay, not a clock jump
+    assert clock.offset_ms(1.0) == 10_000
+    assert clock.offset_ms(200.0) == 0 and len(clock) == 0

@@ -6,6 +6,8 @@ import random
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ble_bridge.mesh.config import MeshConfig
 from ble_bridge.mesh.peers import BreakerState, CircuitBreaker
@@ -368,3 +370,32 @@ def test_send_with_a_custom_ttl() -> None:
     assert {decode(f).ttl for _, f in r.frames_to_send()} == {12}
     with pytest.raises(ValueError):
         r.send(1.0, PacketType.MESSAGE, b"x" * (r.config.decode_limits.max_payload + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=30))
+def test_arbitrary_frames_never_raise_and_are_all_accounted_for(frames: list[bytes]) -> None:
+    r = make_router()
+    for i, frame in enumerate(frames):
+        r.receive(1.0 + i * 0.01, 1 + i % 3, frame)
+    settle(r, 5.0)
+    assert frames_explained(r)
+    assert r.stats["internal_error"] == 0
+
+
+def test_announces_every_15_to_30_s_when_linked_and_none_when_alone() -> None:
+    alone = Router(ME, MeshConfig(), random.Random(1), WALL)
+    settle(alone, 300.0)
+    assert alone.stats["announces_sent"] == 0
+    r = make_router()
+    settle(r, 301.0)
+    assert 10 <= r.stats["announces_sent"] <= 20
+
+
+def test_peer_rows_are_readable() -> None:
+    r = make_router()
+    r.receive(1.0, 1, encode(message(A, 1.0)))
+    rows = r.peers.rows(3.0)
+    assert {row["peer_id"] for row in rows} == {p.peer_id.hex() for p in (A, B, C)}
+    first = next(row for row in rows if row["peer_id"] == A.peer_id.hex())
+    assert first["links"] == [1] and first["last_heard_s"] == 2.0 and first["nickname"] == "x"
