@@ -25,7 +25,11 @@ CREATE TABLE IF NOT EXISTS evidence (
 CREATE TABLE IF NOT EXISTS signer (
     session BLOB PRIMARY KEY, height INTEGER NOT NULL, round INTEGER NOT NULL,
     step INTEGER NOT NULL, message BLOB NOT NULL,
-    lock_round INTEGER NOT NULL, lock_hash BLOB NOT NULL);
+    lock_round INTEGER NOT NULL, lock_hash BLOB NOT NULL, lock_proof BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS signed (
+    session BLOB NOT NULL, height INTEGER NOT NULL, round INTEGER NOT NULL,
+    step INTEGER NOT NULL, message BLOB NOT NULL,
+    PRIMARY KEY (session, height, round, step));
 """
 
 
@@ -43,16 +47,19 @@ class SignerRecord:
     message: bytes
     lock_round: int = -1
     lock_hash: bytes = b""
+    lock_proof: bytes = b""  # opaque to the store: what the engine needs to keep its lock
 
 
 class Store:
     """One SQLite file per node; safe to reopen after a crash (WAL recovery)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
+        """Open (or create) the file. ``durable=False`` skips fsync: only for simulations,
+        where a "crash" kills the process but never the machine's page cache."""
         self.path = Path(path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -69,11 +76,16 @@ class Store:
         message: bytes,
         lock_round: int = -1,
         lock_hash: bytes = b"",
+        lock_proof: bytes | None = None,
     ) -> None:
-        """Durably record a signature about to be sent; refuses to go backwards."""
+        """Durably record a signature about to be sent; refuses to go backwards.
+
+        ``lock_proof`` None keeps the stored proof when the lock is unchanged."""
         with self._db:
             row = self._db.execute(
-                "SELECT height, round, step, message FROM signer WHERE session=?", (session,)
+                "SELECT height, round, step, message, lock_round, lock_hash, lock_proof"
+                " FROM signer WHERE session=?",
+                (session,),
             ).fetchone()
             if row is not None:
                 prev = (row[0], row[1], row[2])
@@ -81,20 +93,43 @@ class Store:
                     (height, round, step) == prev and bytes(row[3]) != message
                 ):
                     raise StoreError(f"signer would go back from {prev} to {(height, round, step)}")
+            if lock_proof is None:
+                same_lock = row is not None and (row[0], row[4], bytes(row[5])) == (
+                    height,
+                    lock_round,
+                    lock_hash,
+                )
+                lock_proof = bytes(row[6]) if same_lock and row is not None else b""
             self._db.execute(
-                "INSERT OR REPLACE INTO signer VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (session, height, round, step, message, lock_round, lock_hash),
+                "INSERT OR REPLACE INTO signer VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session, height, round, step, message, lock_round, lock_hash, lock_proof),
             )
+            self._db.execute(
+                "INSERT OR REPLACE INTO signed VALUES (?, ?, ?, ?, ?)",
+                (session, height, round, step, message),
+            )
+            self._db.execute("DELETE FROM signed WHERE session=? AND height<?", (session, height))
 
     def last_signature(self, session: bytes) -> SignerRecord | None:
         row = self._db.execute(
-            "SELECT height, round, step, message, lock_round, lock_hash FROM signer"
-            " WHERE session=?",
+            "SELECT height, round, step, message, lock_round, lock_hash, lock_proof"
+            " FROM signer WHERE session=?",
             (session,),
         ).fetchone()
         if row is None:
             return None
-        return SignerRecord(row[0], row[1], row[2], bytes(row[3]), row[4], bytes(row[5]))
+        return SignerRecord(
+            row[0], row[1], row[2], bytes(row[3]), row[4], bytes(row[5]), bytes(row[6])
+        )
+
+    def signed_messages(self, session: bytes, height: int) -> list[tuple[int, int, bytes]]:
+        """(round, step, message) of everything signed at ``height``, in signing order."""
+        rows = self._db.execute(
+            "SELECT round, step, message FROM signed WHERE session=? AND height=?"
+            " ORDER BY round, step",
+            (session, height),
+        ).fetchall()
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
 
     # -- blocks ------------------------------------------------------------------------
 

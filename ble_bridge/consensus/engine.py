@@ -31,6 +31,7 @@ from ..wire.messages import (
     DEFAULT_LIMITS,
     NIL,
     SESSION_ID_LEN,
+    VOTE_LEN,
     Block,
     BlockHeader,
     Commit,
@@ -356,6 +357,18 @@ class ConsensusEngine(Generic[S]):
 
     def committed_nonce(self, submitter: bytes) -> int:
         return self._nonces.get(submitter, 0)
+
+    def votes_for(self, block_hash: bytes, step: Step = Step.PRECOMMIT) -> int:
+        """Verified ``step`` votes for ``block_hash`` at the height being decided (best round)."""
+        return max(
+            (vs.count(block_hash) for (_, s), vs in self._hs.votes.items() if s == step),
+            default=0,
+        )
+
+    def operation_nonce(self, op_id: bytes) -> int | None:
+        """Nonce of a mempool operation (None once it left the mempool)."""
+        op = self.mempool.ops.get(op_id)
+        return None if op is None else op.nonce
 
     # -- sans-IO interface -------------------------------------------------------------
 
@@ -775,8 +788,8 @@ class ConsensusEngine(Generic[S]):
         self._hs = _Height()
         self._timers.clear()
         if self._signed_floor is not None and self._signed_floor[0] == self._committed + 1:
-            self._restore_lock()
-        if self.mempool or self._pending_evidence or self.config.create_empty_blocks:
+            self._resume(now)
+        elif self.mempool or self._pending_evidence or self.config.create_empty_blocks:
             self._start_round(now, 0)
         future, self._future = self._future, deque()
         for msg in future:
@@ -901,7 +914,10 @@ class ConsensusEngine(Generic[S]):
             hs.valid_block, hs.valid_round = prop.block, rnd
             if hs.phase is Phase.PREVOTE:
                 hs.locked_hash, hs.locked_round = prop.block.hash, rnd
-                self._precommit(now, prop.block.hash)
+                # The proposal and its proof of lock go to disk with the precommit, so a
+                # restarted node can still re-propose and justify what it is locked on.
+                proof = _encode_lock_proof(prop, prevotes.votes_for(prop.block.hash))
+                self._precommit(now, prop.block.hash, proof)
             return True
         if hs.phase is Phase.PREVOTE and prevotes.has_quorum_nil():
             self._precommit(now, NIL)
@@ -944,7 +960,9 @@ class ConsensusEngine(Generic[S]):
 
     # -- signing -----------------------------------------------------------------------
 
-    def _may_sign(self, round: int, step: Step, encoded: bytes) -> bool:
+    def _may_sign(
+        self, round: int, step: Step, encoded: bytes, lock_proof: bytes | None = None
+    ) -> bool:
         """The double-sign guard: strictly after the last signature, or identical to it."""
         if not self.is_validator:
             return False
@@ -957,7 +975,14 @@ class ConsensusEngine(Generic[S]):
         if self.store is not None and key != self._signed_floor:
             hs = self._hs
             self.store.record_signature(
-                self.session_id, key[0], key[1], key[2], encoded, hs.locked_round, hs.locked_hash
+                self.session_id,
+                key[0],
+                key[1],
+                key[2],
+                encoded,
+                hs.locked_round,
+                hs.locked_hash,
+                lock_proof,
             )
         self._signed_floor, self._signed_last = key, encoded
         return True
@@ -975,7 +1000,9 @@ class ConsensusEngine(Generic[S]):
         self._outbox.append(proposal)
         self.stats["proposed"] += 1
 
-    def _vote(self, now: float, step: Step, block_hash: bytes) -> None:
+    def _vote(
+        self, now: float, step: Step, block_hash: bytes, lock_proof: bytes | None = None
+    ) -> None:
         hs = self._hs
         vote = Vote.create(
             self.signer.sign,
@@ -986,7 +1013,7 @@ class ConsensusEngine(Generic[S]):
             hs.round,
             block_hash,
         )
-        if not self._may_sign(hs.round, step, vote.encode()):
+        if not self._may_sign(hs.round, step, vote.encode(), lock_proof):
             return
         self._remember(self.key, vote.signature, vote.signing_bytes(self.session_id))
         vs = self._vote_set(hs.round, step)
@@ -1000,9 +1027,9 @@ class ConsensusEngine(Generic[S]):
         self._hs.phase = Phase.PREVOTE
         self._vote(now, Step.PREVOTE, block_hash)
 
-    def _precommit(self, now: float, block_hash: bytes) -> None:
+    def _precommit(self, now: float, block_hash: bytes, lock_proof: bytes | None = None) -> None:
         self._hs.phase = Phase.PRECOMMIT
-        self._vote(now, Step.PRECOMMIT, block_hash)
+        self._vote(now, Step.PRECOMMIT, block_hash, lock_proof)
 
     def _remember(self, key: bytes, signature: bytes, message: bytes) -> None:
         """Seed the verification cache with a signature we made ourselves."""
@@ -1013,13 +1040,49 @@ class ConsensusEngine(Generic[S]):
             vote.validator, vote.signature, vote.signing_bytes(self.session_id)
         )
 
-    def _restore_lock(self) -> None:
-        """After a restart mid-height, keep the lock we had when we last signed."""
-        if self.store is None:
+    def _resume(self, now: float) -> None:
+        """After a restart mid-height: back to the round, step and lock we last signed in,
+        and send this height's signed messages again (they may never have left)."""
+        store = self.store
+        rec = None if store is None else store.last_signature(self.session_id)
+        if store is None or rec is None or rec.height != self._committed + 1:
             return
-        rec = self.store.last_signature(self.session_id)
-        if rec is not None and rec.height == self._committed + 1 and rec.lock_round >= 0:
-            self._hs.locked_round, self._hs.locked_hash = rec.lock_round, rec.lock_hash
+        hs = self._hs
+        if rec.lock_round >= 0:
+            hs.locked_round, hs.locked_hash = rec.lock_round, rec.lock_hash
+            try:
+                proposal, pol = _decode_lock_proof(rec.lock_proof, self.config.limits)
+            except MessageError:
+                self.stats["resume_no_lock_proof"] += 1
+            else:
+                if proposal.block.hash == rec.lock_hash and proposal.round == rec.lock_round:
+                    hs.proposals[proposal.round] = proposal
+                    hs.blocks[proposal.block.hash] = proposal.block
+                    hs.valid_block, hs.valid_round = proposal.block, proposal.round
+                    for vote in pol:
+                        self._vote_set(proposal.round, Step.PREVOTE).add(vote)
+        self._start_round(now, rec.round)
+        for rnd, step, raw in store.signed_messages(self.session_id, rec.height):
+            msg: Message
+            try:
+                if step == Step.PROPOSAL:
+                    msg = Proposal.decode(raw, self.config.limits)
+                    hs.proposals.setdefault(rnd, msg)
+                    hs.blocks[msg.block.hash] = msg.block
+                else:
+                    msg = Vote.decode(raw)
+                    self._vote_set(rnd, msg.step).add(msg)
+            except MessageError:
+                self.stats["resume_bad_record"] += 1
+                continue
+            if rnd >= rec.round - 1 and msg not in hs.own:
+                hs.own.append(msg)
+                self._outbox.append(msg)
+        if rec.step == Step.PREVOTE:
+            hs.phase = Phase.PREVOTE
+        elif rec.step == Step.PRECOMMIT:
+            hs.phase = Phase.PRECOMMIT
+        self.stats["resumed"] += 1
 
     # -- execution ---------------------------------------------------------------------
 
@@ -1293,6 +1356,28 @@ class ConsensusEngine(Generic[S]):
             self._signed_floor = (rec.height, rec.round, rec.step)
             self._signed_last = rec.message
         self._next_nonce = self.committed_nonce(self.key) + 1
+
+
+def _encode_lock_proof(proposal: Proposal, prevotes: Sequence[Vote]) -> bytes:
+    """A proposal and the prevotes that locked it: lp(4) proposal, count(2), votes."""
+    enc = proposal.encode()
+    parts = [len(enc).to_bytes(4, "big"), enc, len(prevotes).to_bytes(2, "big")]
+    parts.extend(v.encode() for v in prevotes)
+    return b"".join(parts)
+
+
+def _decode_lock_proof(data: bytes, limits: MessageLimits) -> tuple[Proposal, list[Vote]]:
+    if len(data) < 6:
+        raise MessageError("no lock proof")
+    n = int.from_bytes(data[:4], "big")
+    proposal = Proposal.decode(data[4 : 4 + n], limits)
+    pos = 4 + n
+    count = int.from_bytes(data[pos : pos + 2], "big")
+    pos += 2
+    votes = [Vote.decode(data[pos + i * VOTE_LEN : pos + (i + 1) * VOTE_LEN]) for i in range(count)]
+    if pos + count * VOTE_LEN != len(data):
+        raise MessageError("lock proof length")
+    return proposal, votes
 
 
 def _round_of(msg: Message) -> int:

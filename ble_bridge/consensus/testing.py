@@ -10,6 +10,7 @@ restart from their SQLite file, or join late and catch up by snapshot.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import heapq
 import random
@@ -217,7 +218,8 @@ class SimNetwork:
 
     def _boot(self, i: int) -> None:
         node = self.nodes[i]
-        store = Store(node.store_path) if node.store_path is not None else None
+        # No fsync: a simulated crash kills the process, never the OS page cache.
+        store = Store(node.store_path, durable=False) if node.store_path is not None else None
         node.engine = ConsensusEngine(
             self.session_id, node.identity, self.validators, LedgerApp(), self.config, store
         )
@@ -505,3 +507,74 @@ class SimNetwork:
                 if op.body == POISON or op.submitter not in self.validators:
                     return False
         return True
+
+
+# -- random fault schedules (for seed sweeps) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    """Outcome of :func:`run_random_scenario`: safety must hold always, liveness after heal."""
+
+    seed: int
+    n: int
+    byzantine: dict[int, Behaviour]
+    heights: tuple[int, ...]
+    agreement: bool
+    valid: bool
+    double_signs: int
+    live: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.agreement and self.valid and self.double_signs == 0 and self.live
+
+
+def run_random_scenario(seed: int, store_dir: Path | None = None) -> ScenarioResult:
+    """A seeded random session: 4-8 validators, up to f Byzantine, loss, a partition, crashes.
+
+    Faults stop at t=8 s; every honest node must then reach the best height + 2 by t=60 s.
+    Crashes need ``store_dir`` (a fresh directory per call).
+    """
+    rng = random.Random(seed)
+    n = rng.randint(4, 8)
+    f = (n - 1) // 3
+    kinds = [b for b in Behaviour if b is not Behaviour.HONEST]
+    byz: dict[int, Behaviour] = {i: rng.choice(kinds) for i in rng.sample(range(n), rng.randint(0, f))}
+    net = SimNetwork(
+        n,
+        seed=seed,
+        link=LinkModel(delay=0.01, jitter=rng.uniform(0.0, 0.05), drop=rng.uniform(0.0, 0.08)),
+        byzantine=byz,
+        store_dir=store_dir,
+    )
+    net.start()
+    net.load(rate=rng.uniform(1.0, 10.0), until=1e9)
+    honest = net.honest()
+    if rng.random() < 0.5:
+        cut = set(rng.sample(range(n), rng.randint(1, n // 2)))
+        start = rng.uniform(1.0, 4.0)
+        net.at(start, lambda: net.split([cut, set(range(n)) - cut]))
+        net.at(start + rng.uniform(0.5, 4.0), net.heal)
+    if store_dir is not None:
+        for _ in range(rng.randint(0, 4)):
+            victim = rng.choice(honest)
+            down = rng.uniform(0.5, 6.0)
+            lose = rng.random() < 0.5
+            net.at(down, functools.partial(net.crash, victim, lose_outbox=lose))
+            net.at(down + rng.uniform(0.05, 2.0), functools.partial(net.restart, victim))
+    net.run(8.0)
+    for i in honest:  # anything still down comes back
+        net.restart(i)
+    target = max(net.height_of(i) for i in honest) + 2
+    live = net.run_until_height(target, max_time=60.0)
+    return ScenarioResult(
+        seed,
+        n,
+        byz,
+        tuple(net.height_of(i) for i in range(n)),
+        net.agreement(),
+        net.valid(),
+        net.double_signs,
+        live,
+    )
