@@ -1,0 +1,683 @@
+"""NetworkConsensusBridge: consensus engines of several sessions joined to one mesh node.
+
+The bridge is the thin asyncio service between :class:`~ble_bridge.mesh.service.MeshNode`
+and :class:`~ble_bridge.consensus.engine.ConsensusEngine`: it turns local operations into
+signed proposals (``submit_operation``), 0x1C packets into consensus messages through a
+bounded per-session inbox (dedup'd by payload hash, refused with a reason when full), and
+engine output back into broadcast packets. It announces state only when it changed, at an
+interval that shrinks when busy and grows when idle; expires stale pending operations as
+failed; tracks contact with each session's validators (lost contact with a quorum =
+"partitioned"); and reports health and statistics. Catch-up (commits by block when a few
+heights behind, certified compressed snapshots when far behind) is the engine's protocol;
+the bridge carries it, caps its sizes and triggers it on healing.
+
+Durability: every engine gets the node's :class:`~ble_bridge.store.Store`, which records the
+signer state *inside* the engine before a vote reaches its outbox, so the bridge can only
+ever broadcast votes that are already on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import math
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NewType
+
+from .consensus.app import Application
+from .consensus.engine import (
+    Committed,
+    ConsensusEngine,
+    EngineConfig,
+    EvidenceFound,
+    OperationRejected,
+    SnapshotInstalled,
+)
+from .consensus.quorum import max_faulty, quorum
+from .mesh.router import Delivered
+from .mesh.seen import SeenCache
+from .mesh.service import MeshNode
+from .store import Store
+from .wire.identity import Identity
+from .wire.messages import (
+    SESSION_ID_LEN,
+    Commit,
+    Message,
+    MessageError,
+    Proposal,
+    SnapshotResponse,
+    StateAnnounce,
+    decode_message,
+    encode_message,
+    peek_session,
+)
+from .wire.packet import PacketType
+
+log = logging.getLogger(__name__)
+
+ProposalId = NewType("ProposalId", bytes)
+"""The id of a submitted operation (the engine's op id: hash of the signed operation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    """Every bound and interval of the bridge (the engine's own are in ``engine``)."""
+
+    engine: EngineConfig = field(
+        default_factory=lambda: EngineConfig(timeout_propose=2.0, timeout_vote=1.0)
+    )  # BLE: a message delay is hundreds of ms
+    max_sessions: int = 16
+    inbox_capacity: int = 512  # queued inbound messages per session; more are refused
+    drain_batch: int = 32  # messages of one session handled before the next session's turn
+    max_payload: int = 256 * 1024  # a 0x1C payload above this is dropped unread
+    max_snapshot_bytes: int = 1 << 20  # compressed snapshot blob cap
+    max_block_bytes: int = 256 * 1024  # encoded block cap in proposals and commits
+    dedup_capacity: int = 8192
+    dedup_ttl: float = 30.0
+    pending_capacity: int = 1024  # local operations awaiting commit, per session
+    finished_capacity: int = 4096  # committed/failed operations remembered for lookups
+    operation_timeout: float = 30.0  # a pending operation older than this has failed
+    tick_interval: float = 0.25  # housekeeping: announce, cleanup, contact checks
+    announce_min_interval: float = 1.0  # when the state keeps changing
+    announce_max_interval: float = 16.0  # when idle
+    heartbeat_interval: float = 4.0  # announce anyway if we sent nothing for this long (0: off)
+    contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
+    latency_samples: int = 4096
+
+
+class OperationStatus(enum.Enum):
+    PENDING = "pending"
+    COMMITTED = "committed"
+    FAILED = "failed"
+
+
+class SessionHealth(enum.Enum):
+    ACTIVE = "active"
+    CATCHING_UP = "catching_up"  # f+1 validators announced heights ahead of ours
+    PARTITIONED = "partitioned"  # out of contact with a quorum of validators
+
+
+class BridgeError(Exception):
+    """A local request the bridge refuses; ``reason`` is a counter name."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class PendingOperation:
+    """A local operation from submission to commit (or failure)."""
+
+    proposal_id: ProposalId
+    session_id: bytes
+    submitted_at: float
+    required_votes: int
+    votes_received: int = 0
+    status: OperationStatus = OperationStatus.PENDING
+    nonce: int | None = None
+    block_hash: bytes | None = None
+    height: int | None = None
+    finished_at: float | None = None
+    reason: str = ""
+
+    @property
+    def latency(self) -> float | None:
+        if self.status is not OperationStatus.COMMITTED or self.finished_at is None:
+            return None
+        return self.finished_at - self.submitted_at
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    session_id: bytes
+    health: SessionHealth
+    height: int
+    round: int
+    validators: int
+    active_participants: int
+    pending_operations: int
+    inbox_depth: int
+    announce_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeStats:
+    """What :meth:`NetworkConsensusBridge.stats` reports; latencies in seconds (NaN: none)."""
+
+    messages_processed: int
+    rounds_completed: int
+    committed_operations: int
+    failed_operations: int
+    pending_operations: int
+    active_participants: int
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    messages_sent: int
+    bytes_sent: int
+    drops: dict[str, int]
+    sessions: dict[bytes, SessionStats]
+
+
+CommitHook = Callable[[bytes, Committed], None]
+
+
+@dataclass(slots=True)
+class _Inbound:
+    payload: bytes
+    sender: bytes | None  # signing key of the mesh sender, when known
+    at: float
+
+
+class _Session:
+    """One session's engine, inbox, announce and contact state."""
+
+    def __init__(self, engine: ConsensusEngine[Any], now: float, config: BridgeConfig) -> None:
+        self.id = engine.session_id
+        self.engine = engine
+        self.validators = frozenset(engine.validators)
+        self.inbox: deque[_Inbound] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.pending: OrderedDict[bytes, PendingOperation] = OrderedDict()
+        self.contact: dict[bytes, float] = {v: now for v in self.validators}
+        self.announced: dict[bytes, int] = {}  # validator -> height it announced
+        self.health = SessionHealth.ACTIVE
+        self.last_announced: tuple[int, bytes] | None = None
+        self.announce_interval = config.announce_min_interval
+        self.next_announce = now + config.announce_min_interval
+        self.last_sent = now
+        self.stats: Counter[str] = Counter()
+
+
+class NetworkConsensusBridge:
+    """Several consensus sessions over one :class:`MeshNode`; see the module docstring."""
+
+    def __init__(
+        self,
+        mesh: MeshNode,
+        identity: Identity,
+        *,
+        store: Store | None = None,
+        config: BridgeConfig | None = None,
+    ) -> None:
+        self.mesh = mesh
+        self.identity = identity
+        self.store = store
+        self.config = config or BridgeConfig()
+        self.sessions: dict[bytes, _Session] = {}
+        self.counters: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()
+        self.commit_hooks: list[CommitHook] = []
+        self._seen = SeenCache(self.config.dedup_capacity, self.config.dedup_ttl)
+        self._finished: OrderedDict[bytes, PendingOperation] = OrderedDict()
+        self._latencies: deque[float] = deque(maxlen=self.config.latency_samples)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_handle: asyncio.Handle | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._running = False
+        self._retired: Counter[str] = Counter()  # engine stats of closed sessions
+        mesh.subscribe(PacketType.CONSENSUS, self._on_packet)
+
+    # -- life -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every open engine and the housekeeping tick (the mesh is started by its owner)."""
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        now = self._now()
+        for s in self.sessions.values():
+            s.engine.start(now)
+            self._after(s)
+        self._tick_handle = self._loop.call_later(self.config.tick_interval, self._tick)
+
+    async def stop(self) -> None:
+        """Cancel timers; engines and their stored state stay as they are."""
+        self._running = False
+        for s in self.sessions.values():
+            if s.timer is not None:
+                s.timer.cancel()
+                s.timer = None
+        for h in (self._drain_handle, self._tick_handle):
+            if h is not None:
+                h.cancel()
+        self._drain_handle = self._tick_handle = None
+
+    def open_session(
+        self,
+        session_id: bytes,
+        validators: Sequence[bytes],
+        app: Application[Any],
+        engine_config: EngineConfig | None = None,
+    ) -> ConsensusEngine[Any]:
+        """Join a session (resuming from the store if it knows it); returns its engine."""
+        if len(session_id) != SESSION_ID_LEN:
+            raise BridgeError("bad_session_id", f"session id must be {SESSION_ID_LEN} bytes")
+        if session_id in self.sessions:
+            raise BridgeError("session_exists")
+        if len(self.sessions) >= self.config.max_sessions:
+            raise BridgeError("too_many_sessions")
+        engine: ConsensusEngine[Any] = ConsensusEngine(
+            session_id,
+            self.identity,
+            validators,
+            app,
+            engine_config or self.config.engine,
+            self.store,
+        )
+        s = _Session(engine, self._now(), self.config)
+        self.sessions[engine.session_id] = s
+        if self._running:
+            engine.start(self._now())
+            self._after(s)
+        return engine
+
+    def close_session(self, session_id: bytes) -> None:
+        s = self.sessions.pop(session_id, None)
+        if s is None:
+            return
+        if s.timer is not None:
+            s.timer.cancel()
+        self._retired.update(s.engine.stats)
+        for op in s.pending.values():
+            self._finish(op, OperationStatus.FAILED, self._now(), "session_closed")
+
+    def engine(self, session_id: bytes) -> ConsensusEngine[Any]:
+        return self._session(session_id).engine
+
+    # -- local operations -------------------------------------------------------------
+
+    def submit_operation(self, session_id: bytes, op: bytes) -> ProposalId:
+        """Sign ``op``, gossip it for the next block and track it until commit or failure."""
+        s = self._session(session_id)
+        if len(s.pending) >= self.config.pending_capacity:
+            self.drops["submit_pending_full"] += 1
+            raise BridgeError("pending_full", f"{len(s.pending)} operations pending")
+        if not s.engine.is_validator:
+            raise BridgeError("not_validator")
+        now = self._now()
+        op_id = s.engine.submit(now, op)
+        pending = PendingOperation(
+            ProposalId(op_id),
+            s.id,
+            now,
+            required_votes=s.engine.quorum,
+            nonce=s.engine.operation_nonce(op_id),
+        )
+        s.pending[op_id] = pending
+        self.counters["operations_submitted"] += 1
+        self._after(s)
+        return ProposalId(op_id)
+
+    def operation(self, proposal_id: bytes) -> PendingOperation | None:
+        """The tracked state of a submitted operation (pending or recently finished)."""
+        for s in self.sessions.values():
+            op = s.pending.get(proposal_id)
+            if op is not None:
+                return op
+        return self._finished.get(proposal_id)
+
+    def pending_operations(self, session_id: bytes | None = None) -> list[PendingOperation]:
+        chosen = self.sessions.values() if session_id is None else [self._session(session_id)]
+        return [op for s in chosen for op in s.pending.values()]
+
+    # -- health and stats -------------------------------------------------------------
+
+    def health(self, session_id: bytes) -> SessionHealth:
+        return self._session(session_id).health
+
+    def is_healthy(self) -> bool:
+        """Running, every session in contact with a quorum and not stuck behind or saturated."""
+        if not self._running:
+            return False
+        for s in self.sessions.values():
+            if s.health is not SessionHealth.ACTIVE:
+                return False
+            if len(s.inbox) >= self.config.inbox_capacity:
+                return False
+        return True
+
+    def active_participants(self, session_id: bytes) -> int:
+        s = self._session(session_id)
+        return self._in_contact(s, self._now())
+
+    def stats(self) -> BridgeStats:
+        now = self._now()
+        drops = Counter(self.drops)
+        engine_stats: Counter[str] = Counter(self._retired)
+        sessions: dict[bytes, SessionStats] = {}
+        for s in self.sessions.values():
+            engine_stats.update(s.engine.stats)
+            sessions[s.id] = SessionStats(
+                s.id,
+                s.health,
+                s.engine.height,
+                s.engine.round,
+                len(s.validators),
+                self._in_contact(s, now),
+                len(s.pending),
+                len(s.inbox),
+                s.announce_interval,
+            )
+        for k, v in engine_stats.items():
+            if k.startswith(("drop_", "snapshot_")) and k != "snapshots_installed":
+                drops[f"engine_{k}"] += v
+        xs = sorted(self._latencies)
+        return BridgeStats(
+            messages_processed=self.counters["messages_processed"],
+            rounds_completed=self.counters["rounds_completed"],
+            committed_operations=self.counters["operations_committed"],
+            failed_operations=self.counters["operations_failed"],
+            pending_operations=sum(len(s.pending) for s in self.sessions.values()),
+            active_participants=sum(x.active_participants for x in sessions.values()),
+            latency_p50=_quantile(xs, 0.50),
+            latency_p95=_quantile(xs, 0.95),
+            latency_p99=_quantile(xs, 0.99),
+            messages_sent=self.counters["messages_sent"],
+            bytes_sent=self.counters["bytes_sent"],
+            drops={k: v for k, v in sorted(drops.items()) if v},
+            sessions=sessions,
+        )
+
+    # -- inbound ----------------------------------------------------------------------
+
+    def _on_packet(self, event: Delivered) -> None:
+        sender = self.mesh.router.peers.signing_key(event.packet.sender)
+        self.receive_payload(event.packet.payload, sender)
+
+    def receive_payload(self, payload: bytes, sender: bytes | None = None) -> bool:
+        """Queue one 0x1C payload for its session; False (and a counted reason) if refused."""
+        if len(payload) > self.config.max_payload:
+            return self._drop("oversized_payload")
+        try:
+            sid = peek_session(payload)
+        except MessageError as exc:
+            return self._drop(exc.reason)
+        s = self.sessions.get(sid)
+        if s is None:
+            return self._drop("unknown_session")
+        now = self._now()
+        key = hashlib.blake2b(payload, digest_size=16).digest()
+        if self._seen.seen(now, key):
+            return self._drop("duplicate")
+        if sender is not None and sender in s.validators:
+            s.contact[sender] = now
+        if len(s.inbox) >= self.config.inbox_capacity:
+            s.stats["inbox_full"] += 1
+            return self._drop("inbox_full")
+        self._seen.add(now, key)
+        s.inbox.append(_Inbound(bytes(payload), sender, now))
+        self._schedule_drain()
+        return True
+
+    def _schedule_drain(self) -> None:
+        if self._drain_handle is None and self._running and self._loop is not None:
+            self._drain_handle = self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Round-robin over sessions, a batch each, so one busy session cannot stall another."""
+        self._drain_handle = None
+        if not self._running:
+            return
+        more = False
+        for s in list(self.sessions.values()):
+            for _ in range(min(self.config.drain_batch, len(s.inbox))):
+                self._process(s, s.inbox.popleft())
+            if s.inbox:
+                more = True
+        if more:
+            self._schedule_drain()
+
+    def _process(self, s: _Session, item: _Inbound) -> None:
+        try:
+            sid, msg = decode_message(item.payload, self.config.engine.limits)
+        except MessageError as exc:
+            self._drop(exc.reason)
+            return
+        if sid != s.id:  # pragma: no cover - peek_session routed it here
+            self._drop("unknown_session")
+            return
+        reason = self._check_sizes(msg)
+        if reason is not None:
+            self._drop(reason)
+            return
+        now = self._now()
+        if isinstance(msg, StateAnnounce) and item.sender in s.validators:
+            s.announced[item.sender] = msg.height
+        elif isinstance(msg, Proposal):
+            self._note_block(s, msg)
+        self.counters["messages_processed"] += 1
+        try:
+            s.engine.receive(now, msg)
+        except Exception:  # never let one message kill the bridge
+            self._drop("engine_error")
+            log.exception("engine failed on a %s", type(msg).__name__)
+        self._after(s)
+
+    def _check_sizes(self, msg: Message) -> str | None:
+        cfg = self.config
+        if isinstance(msg, SnapshotResponse) and len(msg.snapshot) > cfg.max_snapshot_bytes:
+            return "oversized_snapshot"
+        if isinstance(msg, Proposal | Commit) and len(msg.block.encode()) > cfg.max_block_bytes:
+            return "oversized_block"
+        return None
+
+    def _note_block(self, s: _Session, p: Proposal) -> None:
+        if not s.pending:
+            return
+        for op in p.block.ops:
+            pending = s.pending.get(op.op_id)
+            if pending is not None:
+                pending.block_hash = p.block.hash
+
+    # -- outbound and engine plumbing -------------------------------------------------
+
+    def _after(self, s: _Session) -> None:
+        """After touching an engine: handle its events, broadcast its outbox, re-arm its timer."""
+        now = self._now()
+        for ev in s.engine.events():
+            self._on_event(s, ev, now)
+        out = s.engine.outbox()
+        for msg in out:
+            if isinstance(msg, Proposal):
+                self._note_block(s, msg)
+            self.transmit(s.id, msg)
+        if out:
+            s.last_sent = now
+        for op in s.pending.values():
+            if op.block_hash is not None:
+                op.votes_received = max(op.votes_received, s.engine.votes_for(op.block_hash))
+        self._arm(s)
+
+    def transmit(self, session_id: bytes, msg: Message) -> None:
+        """Broadcast one engine message as a 0x1C packet (Byzantine test nodes override this)."""
+        self.send_payload(encode_message(session_id, msg))
+
+    def send_payload(self, payload: bytes) -> None:
+        """Broadcast raw 0x1C bytes; remembered so a relayed echo is not processed again."""
+        if not self._running:
+            return
+        self._seen.add(self._now(), hashlib.blake2b(payload, digest_size=16).digest())
+        try:
+            self.mesh.send(PacketType.CONSENSUS, payload)
+        except ValueError:
+            self._drop("send_oversized")
+            return
+        self.counters["messages_sent"] += 1
+        self.counters["bytes_sent"] += len(payload)
+
+    def _on_event(self, s: _Session, ev: object, now: float) -> None:
+        if isinstance(ev, Committed):
+            self.counters["rounds_completed"] += 1
+            self.counters["ops_in_blocks"] += len(ev.ops)
+            signers = len(ev.certificate.signers)
+            for op in ev.ops:
+                pending = s.pending.get(op.op_id)
+                if pending is not None:
+                    pending.votes_received = max(pending.votes_received, signers)
+                    pending.block_hash, pending.height = ev.block.hash, ev.height
+                    self._finish(pending, OperationStatus.COMMITTED, now)
+                    continue
+                late = self._finished.get(op.op_id)
+                if late is not None and late.status is OperationStatus.FAILED:
+                    self.counters["committed_after_failure"] += 1
+            for hook in self.commit_hooks:
+                try:
+                    hook(s.id, ev)
+                except Exception:
+                    self.counters["hook_error"] += 1
+                    log.exception("commit hook failed")
+        elif isinstance(ev, OperationRejected):
+            pending = s.pending.get(ev.op_id)
+            if pending is not None:
+                self._finish(pending, OperationStatus.FAILED, now, ev.reason)
+        elif isinstance(ev, SnapshotInstalled):
+            self.counters["snapshots_installed"] += 1
+            mine = s.engine.committed_nonce(self.identity.signing_public)
+            for pending in list(s.pending.values()):
+                if pending.nonce is not None and pending.nonce <= mine:
+                    pending.height = ev.height
+                    self._finish(pending, OperationStatus.COMMITTED, now)
+        elif isinstance(ev, EvidenceFound):
+            self.counters["evidence_found"] += 1
+
+    def _finish(
+        self, op: PendingOperation, status: OperationStatus, now: float, reason: str = ""
+    ) -> None:
+        s = self.sessions.get(op.session_id)
+        if s is not None:
+            s.pending.pop(op.proposal_id, None)
+        op.status, op.finished_at, op.reason = status, now, reason
+        if status is OperationStatus.COMMITTED:
+            self.counters["operations_committed"] += 1
+            self._latencies.append(now - op.submitted_at)
+        else:
+            self.counters["operations_failed"] += 1
+            self.counters[f"failed_{reason or 'unknown'}"] += 1
+        self._finished[op.proposal_id] = op
+        while len(self._finished) > self.config.finished_capacity:
+            self._finished.popitem(last=False)
+
+    def _arm(self, s: _Session) -> None:
+        if not self._running or self._loop is None:
+            return
+        at = s.engine.next_timer()
+        if at == s.timer_at and s.timer is not None:
+            return
+        if s.timer is not None:
+            s.timer.cancel()
+            s.timer = None
+        s.timer_at = at
+        if at is not None:
+            s.timer = self._loop.call_at(at, self._on_timer, s)
+
+    def _on_timer(self, s: _Session) -> None:
+        s.timer = None
+        s.timer_at = None
+        if not self._running or self.sessions.get(s.id) is not s:
+            return
+        s.engine.handle_timer(self._now())
+        self._after(s)
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._tick_handle = None
+        if not self._running or self._loop is None:
+            return
+        now = self._now()
+        for s in list(self.sessions.values()):
+            self._expire(s, now)
+            self._check_contact(s, now)
+            self._maybe_announce(s, now)
+        self._tick_handle = self._loop.call_later(self.config.tick_interval, self._tick)
+
+    def _expire(self, s: _Session, now: float) -> None:
+        """Timeout cleanup: operations pending too long have failed."""
+        limit = self.config.operation_timeout
+        for op in [o for o in s.pending.values() if now - o.submitted_at > limit]:
+            self._finish(op, OperationStatus.FAILED, now, "timeout")
+
+    def _in_contact(self, s: _Session, now: float) -> int:
+        me = self.identity.signing_public
+        timeout = self.config.contact_timeout
+        return sum(1 for v, t in s.contact.items() if v == me or now - t <= timeout)
+
+    def _check_contact(self, s: _Session, now: float) -> None:
+        """Partition detection and healing; catching up while f+1 validators are ahead."""
+        n = len(s.validators)
+        in_contact = self._in_contact(s, now)
+        before = s.health
+        if in_contact < quorum(n):
+            s.health = SessionHealth.PARTITIONED
+        else:
+            ahead = sorted((h for h in s.announced.values()), reverse=True)
+            f = max_faulty(n)
+            behind = len(ahead) > f and ahead[f] > s.engine.height + 1
+            s.health = SessionHealth.CATCHING_UP if behind else SessionHealth.ACTIVE
+        if s.health is before:
+            return
+        self.counters[f"health_{s.health.value}"] += 1
+        log.info("session %s: %s -> %s", s.id.hex()[:8], before.value, s.health.value)
+        if before is SessionHealth.PARTITIONED:
+            # Healing: tell the others where we are now; their answers drive catch-up.
+            s.announce_interval = self.config.announce_min_interval
+            self._announce(s, now)
+
+    def _maybe_announce(self, s: _Session, now: float) -> None:
+        """Announce when the state changed (interval halves) or as a rare heartbeat."""
+        cfg = self.config
+        if now < s.next_announce:
+            return
+        ann = s.engine.state_announcement()
+        changed = (ann.height, ann.state_hash) != s.last_announced
+        if changed:
+            s.announce_interval = max(cfg.announce_min_interval, s.announce_interval / 2)
+            self._announce(s, now)
+        else:
+            s.announce_interval = min(cfg.announce_max_interval, s.announce_interval * 2)
+            quiet = now - s.last_sent
+            if cfg.heartbeat_interval > 0 and quiet >= cfg.heartbeat_interval:
+                self.counters["heartbeats"] += 1
+                self._announce(s, now)
+        s.next_announce = now + s.announce_interval
+
+    def _announce(self, s: _Session, now: float) -> None:
+        ann = s.engine.state_announcement()
+        s.last_announced = (ann.height, ann.state_hash)
+        s.last_sent = now
+        self.counters["announcements"] += 1
+        self.transmit(s.id, ann)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _session(self, session_id: bytes) -> _Session:
+        s = self.sessions.get(session_id)
+        if s is None:
+            raise BridgeError("unknown_session", session_id.hex())
+        return s
+
+    def _drop(self, reason: str) -> bool:
+        self.drops[reason] += 1
+        return False
+
+    def _now(self) -> float:
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return 0.0
+        return loop.time()
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile of sorted ``xs``; NaN when empty."""
+    if not xs:
+        return math.nan
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]

@@ -1,0 +1,482 @@
+"""The craps-table consensus scenario: handhelds play rounds over the loopback air.
+
+Each simulated node is a :class:`TableNode`: the real :class:`MeshNode` plus a
+:class:`NetworkConsensusBridge` running one craps session (optionally on a SQLite file that
+survives crashes, optionally Byzantine). :class:`TableWorkload` makes every node a
+:class:`~ble_bridge.consensus.craps.TablePlayer` (join, bet, commit, reveal) and records
+every commit. :func:`simulate_table` runs it through :func:`~.scenario.run_scenario`, the
+same network, faults and metrics as the mesh scenario, and checks safety at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bridge import BridgeConfig, BridgeError, NetworkConsensusBridge
+from ..consensus.craps import CrapsApp, CrapsState, TablePlayer, check_invariants, decode_op
+from ..consensus.engine import Committed, ConsensusEngine
+from ..mesh.config import MeshConfig
+from ..mesh.service import MeshNode
+from ..store import Store
+from .byzantine import Behaviour, ByzantineBridge
+from .clock import Seeds, run_virtual
+from .faults import FaultPlan, Heal, Partition
+from .network import Network, NodeFactory, NodeSpec, SimNode
+from .scenario import ProgressCallback, ScenarioConfig, ScenarioResult, run_scenario
+
+
+def table_session_id(seed: int) -> bytes:
+    return hashlib.sha256(b"ble-bridge/sim/craps-table/%d" % seed).digest()[:16]
+
+
+class TableNode:
+    """A handheld at the table: mesh node, bridge, craps session, optional SQLite store."""
+
+    def __init__(
+        self,
+        spec: NodeSpec,
+        session_id: bytes,
+        *,
+        mesh_config: MeshConfig | None = None,
+        bridge_config: BridgeConfig | None = None,
+        store_path: Path | None = None,
+        behaviour: Behaviour | None = None,
+    ) -> None:
+        self.index = spec.index
+        self.session_id = session_id
+        self.mesh = MeshNode(
+            spec.identity, spec.transport, mesh_config, rng=spec.rng, wall_offset=spec.wall_offset
+        )
+        for other in spec.network.identities:
+            if other.peer_id != spec.identity.peer_id:
+                self.mesh.add_peer_key(other.peer_id, other.signing_public)
+        self.store = Store(store_path) if store_path is not None else None
+        self.behaviour = behaviour
+        if behaviour is None:
+            self.bridge = NetworkConsensusBridge(
+                self.mesh, spec.identity, store=self.store, config=bridge_config
+            )
+        else:
+            self.bridge = ByzantineBridge(
+                self.mesh,
+                spec.identity,
+                behaviour,
+                spec.network.seeds.rng("byzantine", spec.index, spec.generation),
+                store=self.store,
+                config=bridge_config,
+            )
+        validators = [i.signing_public for i in spec.network.identities]
+        self.engine: ConsensusEngine[CrapsState] = self.bridge.open_session(
+            session_id, validators, CrapsApp()
+        )
+
+    @property
+    def honest(self) -> bool:
+        return self.behaviour is None
+
+    async def start(self) -> None:
+        await self.mesh.start()
+        await self.bridge.start()
+
+    async def stop(self) -> None:
+        await self.bridge.stop()
+        await self.mesh.stop()
+        if self.store is not None:
+            self.store.close()
+
+
+def table_node_factory(
+    session_id: bytes,
+    *,
+    mesh_config: MeshConfig | None = None,
+    bridge_config: BridgeConfig | None = None,
+    store_dir: Path | None = None,
+    byzantine: dict[int, Behaviour] | None = None,
+) -> NodeFactory:
+    """Factory of :class:`TableNode`; with ``store_dir`` node i keeps ``node{i}.sqlite``."""
+
+    def make(spec: NodeSpec) -> SimNode:
+        path = store_dir / f"node{spec.index}.sqlite" if store_dir is not None else None
+        return TableNode(
+            spec,
+            session_id,
+            mesh_config=mesh_config,
+            bridge_config=bridge_config,
+            store_path=path,
+            behaviour=(byzantine or {}).get(spec.index),
+        )
+
+    return make
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """What one node index committed over all its lives."""
+
+    chain: dict[int, bytes] = field(default_factory=dict)
+    ops_at: dict[int, int] = field(default_factory=dict)
+    bad_ops: int = 0
+    invariant_errors: list[str] = field(default_factory=list)
+    final_height: int = 0
+    snapshots: int = 0
+
+
+class TableWorkload:
+    """Every node plays craps with a :class:`TablePlayer` every ``interval`` seconds."""
+
+    def __init__(self, session_id: bytes, interval: float = 0.25) -> None:
+        self.session_id = session_id
+        self.interval = interval
+        self.network: Network | None = None
+        self.players: dict[int, TablePlayer] = {}
+        self.records: dict[int, NodeRecord] = {}
+        self.submitted: dict[bytes, tuple[int, float]] = {}
+        self.commit_samples: list[tuple[float, float]] = []  # (commit time, latency)
+        self.refused: Counter[str] = Counter()
+        self.bridge_drops: Counter[str] = Counter()
+        self.bridge_counters: Counter[str] = Counter()
+        self.delivered = 0
+        self.duplicates = 0
+        self.latencies: list[float] = []
+        self._sent = 0
+
+    # -- Workload protocol --------------------------------------------------------------
+
+    def attach(self, network: Network) -> None:
+        self.network = network
+        network.on_node_start.append(self._node_started)
+        network.on_node_stop.append(self._node_stopped)
+
+    async def run(self, network: Network, start: float, stop: float) -> None:
+        loop = network.loop
+        await asyncio.sleep(max(0.0, start - loop.time()))
+        while loop.time() < stop:
+            for i in network.up():
+                self._play(network, i)
+            await asyncio.sleep(self.interval)
+
+    @property
+    def sent(self) -> int:
+        return self._sent
+
+    @property
+    def expected(self) -> int:
+        return self._sent
+
+    # -- hooks --------------------------------------------------------------------------
+
+    def _node_started(self, index: int, node: SimNode) -> None:
+        if not isinstance(node, TableNode):
+            return
+        rec = self.records.setdefault(index, NodeRecord())
+        if index not in self.players:
+            seeds = self.network.seeds if self.network is not None else Seeds(0)
+            self.players[index] = TablePlayer(
+                node.mesh.identity.signing_public, seeds.rng("player", index)
+            )
+        node.bridge.commit_hooks.append(self._commit_hook(index, rec))
+
+    def _commit_hook(self, index: int, rec: NodeRecord) -> Callable[[bytes, Committed], None]:
+        def hook(session_id: bytes, ev: Committed) -> None:
+            now = self.network.now if self.network is not None else 0.0
+            rec.chain[ev.height] = ev.block.hash
+            rec.ops_at[ev.height] = len(ev.ops)
+            for op in ev.ops:
+                try:
+                    decode_op(op.body)
+                except ValueError:
+                    rec.bad_ops += 1
+                sub = self.submitted.get(op.op_id)
+                if sub is not None and sub[0] == index:
+                    del self.submitted[op.op_id]
+                    self.delivered += 1
+                    self.latencies.append(now - sub[1])
+                    self.commit_samples.append((now, now - sub[1]))
+
+        return hook
+
+    def _node_stopped(self, index: int, node: SimNode) -> None:
+        if not isinstance(node, TableNode):
+            return
+        rec = self.records.setdefault(index, NodeRecord())
+        rec.final_height = node.engine.height
+        rec.snapshots += node.engine.stats["snapshots_installed"]
+        if node.honest:
+            try:
+                check_invariants(node.engine.state)
+            except Exception as exc:  # any failure is a safety violation
+                rec.invariant_errors.append(f"{type(exc).__name__}: {exc}")
+        st = node.bridge.stats()
+        self.bridge_drops.update(st.drops)
+        self.bridge_counters.update(node.bridge.counters)
+
+    def _play(self, network: Network, index: int) -> None:
+        node = network.nodes[index]
+        if not isinstance(node, TableNode):
+            return
+        player = self.players.get(index)
+        if player is None:
+            return
+        for body in player.next_ops(node.engine.state):
+            try:
+                op_id = node.bridge.submit_operation(self.session_id, body)
+            except BridgeError as exc:
+                self.refused[exc.reason] += 1
+                continue
+            self._sent += 1
+            if len(self.submitted) < 100_000:
+                self.submitted[op_id] = (index, network.now)
+
+
+@dataclass(frozen=True, slots=True)
+class TableConfig:
+    """The table on top of a :class:`ScenarioConfig`."""
+
+    scenario: ScenarioConfig = field(
+        default_factory=lambda: ScenarioConfig(duration=60.0, warmup=3.0, drain=5.0, trace=False)
+    )
+    byzantine: int = 0
+    behaviour: Behaviour = Behaviour.EQUIVOCATE
+    partition: tuple[float, float] | None = None
+    """(start, heal): a minority of f validators is cut off from the majority."""
+    store: bool = False
+    """Keep each node's SQLite file (always on when the fault plan crashes nodes)."""
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    play_interval: float = 0.25
+
+
+@dataclass(slots=True)
+class TableResult:
+    """Consensus metrics of one run and its safety verdict."""
+
+    config: TableConfig
+    scenario: ScenarioResult
+    byzantine: dict[int, Behaviour]
+    heights: int
+    ops: int
+    latencies: list[float]
+    commit_samples: list[tuple[float, float]]
+    agreement: bool
+    valid: bool
+    invariants: bool
+    final_heights: dict[int, int]
+    bridge_drops: Counter[str]
+    bridge_counters: Counter[str]
+    refused: Counter[str]
+    partition_groups: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def safe(self) -> bool:
+        return self.agreement and self.valid and self.invariants
+
+    @property
+    def bytes_on_air(self) -> int:
+        return self.scenario.air_stats["bytes_sent"]
+
+    @property
+    def play_time(self) -> float:
+        c = self.config.scenario
+        return max(1e-9, c.duration - c.warmup)
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.play_time
+
+    def latency(self, q: float) -> float:
+        if not self.latencies:
+            return math.nan
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+    def last_line(self) -> str:
+        p50, p95 = self.latency(0.5) * 1000, self.latency(0.95) * 1000
+        return (
+            f"simulate heights={self.heights} ops={self.ops} p50_ms={p50:.1f} "
+            f"p95_ms={p95:.1f} safety={'ok' if self.safe else 'violated'}"
+        )
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        r = self.scenario
+        byz = ", ".join(f"{i}:{b.value}" for i, b in sorted(self.byzantine.items())) or "none"
+        rows = [
+            ("heights committed", str(self.heights)),
+            ("operations committed", str(self.ops)),
+            ("ops/s (simulated)", f"{self.ops_per_s:.1f}"),
+            (
+                "commit latency p50 / p95",
+                f"{self.latency(0.5) * 1000:.1f} / {self.latency(0.95) * 1000:.1f} ms",
+            ),
+            ("operations submitted", str(r.sent)),
+            ("bytes on air", f"{self.bytes_on_air:,}"),
+            ("frames on air", f"{r.frames_total:,}"),
+            ("byzantine", byz),
+            ("final heights", " ".join(str(h) for _, h in sorted(self.final_heights.items()))),
+            (
+                "agreement / validity / invariants",
+                f"{self.agreement} / {self.valid} / {self.invariants}",
+            ),
+            ("snapshots installed", str(self.bridge_counters["snapshots_installed"])),
+            ("evidence found", str(self.bridge_counters["evidence_found"])),
+            ("failed operations", str(self.bridge_counters["operations_failed"])),
+            (
+                "sim speed",
+                f"{r.sim_speed:.1f}x ({r.sim_time:.0f} s in {r.wall_time:.2f} s)",
+            ),
+        ]
+        drops = Counter(r.drops)
+        drops.update({f"bridge_{k}": v for k, v in self.bridge_drops.items()})
+        drops.update({f"submit_{k}": v for k, v in self.refused.items()})
+        rows += [(f"drop: {k}", str(v)) for k, v in sorted(drops.items()) if v]
+        return rows
+
+
+def _choose_byzantine(config: TableConfig) -> dict[int, Behaviour]:
+    n = config.scenario.nodes
+    k = max(0, min(config.byzantine, n))
+    rng = Seeds(config.scenario.seed).rng("byzantine-choice")
+    return {i: config.behaviour for i in sorted(rng.sample(range(n), k))}
+
+
+def minority_groups(n: int, seed: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A minority of max(1, f) nodes and the majority (which keeps a quorum)."""
+    rng = Seeds(seed).rng("partition-minority")
+    k = max(1, (n - 1) // 3)
+    minority = tuple(sorted(rng.sample(range(n), k)))
+    return minority, tuple(i for i in range(n) if i not in minority)
+
+
+async def run_table(
+    config: TableConfig,
+    *,
+    store_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> TableResult:
+    """Run the table on the running (virtual) loop."""
+    sc = config.scenario
+    session_id = table_session_id(sc.seed)
+    byz = _choose_byzantine(config)
+    plan = sc.faults
+    groups: tuple[tuple[int, ...], ...] = ()
+    if config.partition is not None:
+        start, heal = config.partition
+        groups = minority_groups(sc.nodes, sc.seed)
+        plan = plan + FaultPlan((Partition(start, groups), Heal(heal)))
+    from .faults import Crash
+
+    crashes = any(isinstance(f, Crash) for f in plan.faults)
+    scenario = ScenarioConfig(
+        nodes=sc.nodes,
+        topology=sc.topology,
+        radio_range=sc.radio_range,
+        profile=sc.profile,
+        duration=sc.duration,
+        warmup=sc.warmup,
+        drain=sc.drain,
+        seed=sc.seed,
+        faults=plan,
+        mesh=sc.mesh,
+        capture=sc.capture,
+        trace=sc.trace,
+        progress_interval=sc.progress_interval,
+    )
+    factory = table_node_factory(
+        session_id,
+        mesh_config=sc.mesh,
+        bridge_config=config.bridge,
+        store_dir=store_dir if (crashes or config.store) else None,
+        byzantine=byz,
+    )
+    wl = TableWorkload(session_id, config.play_interval)
+    result = await run_scenario(scenario, factory=factory, workload=wl, progress=progress)
+    return _verdict(config, result, wl, byz, groups)
+
+
+def _verdict(
+    config: TableConfig,
+    result: ScenarioResult,
+    wl: TableWorkload,
+    byz: dict[int, Behaviour],
+    groups: tuple[tuple[int, ...], ...],
+) -> TableResult:
+    honest = [i for i in wl.records if i not in byz]
+    by_height: dict[int, bytes] = {}
+    agreement = True
+    for i in honest:
+        for h, bh in wl.records[i].chain.items():
+            if by_height.setdefault(h, bh) != bh:
+                agreement = False
+    ops_at: dict[int, int] = {}
+    for i in honest:
+        ops_at.update(wl.records[i].ops_at)
+    heights = max((wl.records[i].final_height for i in honest), default=0)
+    heights = max(heights, max(by_height, default=0))
+    return TableResult(
+        config=config,
+        scenario=result,
+        byzantine=byz,
+        heights=heights,
+        ops=sum(ops_at.values()),
+        latencies=wl.latencies,
+        commit_samples=wl.commit_samples,
+        agreement=agreement,
+        valid=all(wl.records[i].bad_ops == 0 for i in honest),
+        invariants=all(not wl.records[i].invariant_errors for i in honest),
+        final_heights={i: r.final_height for i, r in sorted(wl.records.items())},
+        bridge_drops=wl.bridge_drops,
+        bridge_counters=wl.bridge_counters,
+        refused=wl.refused,
+        partition_groups=groups,
+    )
+
+
+def simulate_table(
+    config: TableConfig,
+    *,
+    store_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> TableResult:
+    """Run the table on a fresh virtual loop; a temporary directory holds SQLite files."""
+    if store_dir is not None:
+        return run_virtual(
+            run_table(config, store_dir=store_dir, progress=progress), seed=config.scenario.seed
+        )
+    with tempfile.TemporaryDirectory(prefix="ble-bridge-table-") as tmp:
+        return run_virtual(
+            run_table(config, store_dir=Path(tmp), progress=progress), seed=config.scenario.seed
+        )
+
+
+def plot_latency(result: TableResult, path: Path) -> None:
+    """PNG of commit latency over simulated time (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    if result.commit_samples:
+        xs = [t for t, _ in result.commit_samples]
+        ys = [lat * 1000 for _, lat in result.commit_samples]
+        ax.scatter(xs, ys, s=6, alpha=0.5, label="op commit latency")
+    p = result.config.partition
+    if p is not None:
+        ax.axvspan(p[0], p[1], color="orange", alpha=0.15, label="partition")
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("commit latency (ms)")
+    c = result.config.scenario
+    ax.set_title(
+        f"{c.nodes} nodes, {c.topology}, {c.profile}, seed {c.seed}: "
+        f"p50 {result.latency(0.5) * 1000:.0f} ms, p95 {result.latency(0.95) * 1000:.0f} ms"
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
