@@ -74,6 +74,11 @@ class MeshNode:
             self._timer = None
             self._timer_at = None
         await self.transport.stop()
+        if self._loop is not None:
+            now = self._loop.time()
+            for link_id in list(self.router.peers.links):
+                self.router.link_down(now, link_id, "node stopped")
+        self.router.frames_to_send()  # nothing can leave any more
 
     # -- API ----------------------------------------------------------------------------
 

@@ -140,3 +140,27 @@ def test_three_nodes_exchange_broadcasts_over_a_transport() -> None:
 
 def test_subscriber_exception_is_counted_and_node_keeps_running() -> None:
     asyncio.run(_subscriber_exception())
+
+
+async def _restart() -> None:
+    nodes, transports = make_nodes(2)
+    for node in nodes:
+        await node.start()
+    connect(transports[0], transports[1])
+    await asyncio.sleep(0.4)
+    await nodes[1].stop()
+    assert nodes[1].stats()["links"] == 0
+    await nodes[1].start()
+    connect(transports[0], transports[1])
+    got: list[bytes] = []
+    nodes[1].subscribe(PacketType.MESSAGE, lambda e: got.append(e.packet.payload))
+    await asyncio.sleep(0.2)
+    nodes[0].send(PacketType.MESSAGE, b"after restart")
+    await asyncio.sleep(0.1)
+    assert got == [b"after restart"]
+    for node in nodes:
+        await node.stop()
+
+
+def test_node_restarts_cleanly_on_the_same_transport() -> None:
+    asyncio.run(_restart())
