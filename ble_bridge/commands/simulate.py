@@ -99,6 +99,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--link-drops", type=int, default=0, metavar="N", help="break N random links")
     p.add_argument("--capture", type=Path, metavar="FILE.pcap", help="write every frame to a pcap")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="write the event trace, one JSON list a line",
+    )
     for add_options in MODE_OPTIONS:
         add_options(p)
     p.set_defaults(func=run_simulate)
@@ -145,7 +151,7 @@ def scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
         payload_size=args.payload_size,
         mesh=mesh,
         capture=args.capture,
-        trace=False,
+        trace=getattr(args, "trace", None) is not None,
     )
 
 
@@ -157,6 +163,8 @@ def run_mesh(args: argparse.Namespace) -> int:
         return 2
     with live_progress(config.duration, enabled=sys.stdout.isatty() and not args.json) as update:
         result = simulate(config, progress=update)
+    if args.trace is not None:
+        write_trace(args.trace, result)
     if args.json:
         print(json.dumps(result_json(result), indent=2))
     else:
@@ -210,6 +218,13 @@ def print_summary(result: ScenarioResult) -> None:
     for name, value in result.summary_rows():
         table.add_row(name, value)
     Console().print(table)
+
+
+def write_trace(path: Path, result: ScenarioResult) -> None:
+    """The event trace as JSON lines: ``[time, kind, details...]``."""
+    with path.open("w", encoding="utf-8") as f:
+        for event in result.trace:
+            f.write(json.dumps(list(event), default=str) + "\n")
 
 
 def _finite(x: float) -> float | None:

@@ -135,33 +135,17 @@ def test_simulate_command_prints_json_and_writes_a_capture(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pcap = tmp_path / "air.pcap"
-    code = cli_main(
-        [
-            "simulate",
-            "--nodes",
-            "5",
-            "--topology",
-            "ring",
-            "--duration",
-            "25",
-            "--seed",
-            "7",
-            "--rate",
-            "0.5",
-            "--crash",
-            "1",
-            "--partition",
-            "12:18",
-            "--capture",
-            str(pcap),
-            "--json",
-        ]
-    )
+    args = "simulate --nodes 5 --topology ring --duration 25 --seed 7 --rate 0.5 --crash 1"
+    args += " --partition 12:18 --json"
+    code = cli_main([*args.split(), "--capture", str(pcap), "--trace", str(tmp_path / "t.jsonl")])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sent"] > 0 and out["delivered"] > 0 and out["duplicates_delivered"] == 0
     assert {f["at"] for f in out["config"]["faults"] if "groups" in f} == {12.0}
     assert len(list(read_pcap(pcap))) == out["frames"]
+    events = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    kinds = {e[1] for e in events}
+    assert {"frame", "crash", "partition", "heal", "deliver"} <= kinds
 
 
 def test_simulate_command_table_and_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
