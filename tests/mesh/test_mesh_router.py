@@ -13,8 +13,9 @@ from ble_bridge.mesh.config import MeshConfig
 from ble_bridge.mesh.peers import BreakerState, CircuitBreaker
 from ble_bridge.mesh.router import DROP_REASONS, Router
 from ble_bridge.transport import LinkInfo, LinkRole, SendResult
+from ble_bridge.wire.fragment import split
 from ble_bridge.wire.identity import Identity
-from ble_bridge.wire.packet import BROADCAST, Packet, PacketType, decode, encode
+from ble_bridge.wire.packet import BROADCAST, DecodeLimits, Packet, PacketType, decode, encode
 from ble_bridge.wire.payloads import Announce
 
 
@@ -399,3 +400,20 @@ def test_peer_rows_are_readable() -> None:
     assert {row["peer_id"] for row in rows} == {p.peer_id.hex() for p in (A, B, C)}
     first = next(row for row in rows if row["peer_id"] == A.peer_id.hex())
     assert first["links"] == [1] and first["last_heard_s"] == 2.0 and first["nickname"] == "x"
+
+
+def test_incomplete_fragment_set_times_out_and_is_counted() -> None:
+    r = make_router(mtu=64)
+    big = encode(message(A, 1.0, random.Random(1).randbytes(400)))
+    first = split(big, decode(big), 61, b"fragid01")[0]
+    r.receive(1.0, 1, first)
+    assert r.stats["fragment_buffered"] == 1 and len(r.peers.links[1].reassembler) == 1
+    settle(r, 40.0)
+    assert r.stats["fragment_timeout"] == 1
+    assert len(r.peers.links[1].reassembler) == 0
+
+
+def test_oversize_frame_is_dropped_as_too_large() -> None:
+    r = make_router(MeshConfig(decode_limits=DecodeLimits(max_frame=512, max_payload=400)))
+    r.receive(1.0, 1, encode(message(A, 1.0, b"x" * 600)))
+    assert r.stats["too_large"] == 1 and r.events() == []
