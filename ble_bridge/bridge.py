@@ -186,7 +186,7 @@ class _Session:
         self.timer_at: float | None = None
         self.pending: OrderedDict[bytes, PendingOperation] = OrderedDict()
         self.contact: dict[bytes, float] = {v: now for v in self.validators}
-        self.announced: dict[bytes, int] = {}  # validator -> height it announced
+        self.announced: dict[bytes, StateAnnounce] = {}  # validator -> its last announcement
         self.health = SessionHealth.ACTIVE
         self.last_announced: tuple[int, bytes] | None = None
         self.announce_interval = config.announce_min_interval
@@ -402,11 +402,11 @@ class NetworkConsensusBridge:
         if s is None:
             return self._drop("unknown_session")
         now = self._now()
-        key = hashlib.blake2b(payload, digest_size=16).digest()
+        key = _dedup_key(payload, sender)
+        if sender is not None and sender in s.validators:
+            s.contact[sender] = now  # the mesh authenticated the sender, even of a repeat
         if self._seen.seen(now, key):
             return self._drop("duplicate")
-        if sender is not None and sender in s.validators:
-            s.contact[sender] = now
         if len(s.inbox) >= self.config.inbox_capacity:
             s.stats["inbox_full"] += 1
             return self._drop("inbox_full")
@@ -448,7 +448,7 @@ class NetworkConsensusBridge:
             return
         now = self._now()
         if isinstance(msg, StateAnnounce) and item.sender in s.validators:
-            s.announced[item.sender] = msg.height
+            s.announced[item.sender] = msg
         elif isinstance(msg, Proposal):
             self._note_block(s, msg)
         self.counters["messages_processed"] += 1
@@ -502,7 +502,7 @@ class NetworkConsensusBridge:
         """Broadcast raw 0x1C bytes; remembered so a relayed echo is not processed again."""
         if not self._running:
             return
-        self._seen.add(self._now(), hashlib.blake2b(payload, digest_size=16).digest())
+        self._seen.add(self._now(), _dedup_key(payload, self.identity.signing_public))
         try:
             self.mesh.send(PacketType.CONSENSUS, payload)
         except ValueError:
@@ -616,10 +616,15 @@ class NetworkConsensusBridge:
         if in_contact < quorum(n):
             s.health = SessionHealth.PARTITIONED
         else:
-            ahead = sorted((h for h in s.announced.values()), reverse=True)
+            ahead = sorted(s.announced.values(), key=lambda a: a.height, reverse=True)
             f = max_faulty(n)
-            behind = len(ahead) > f and ahead[f] > s.engine.height + 1
+            behind = len(ahead) > f and ahead[f].height > s.engine.height
             s.health = SessionHealth.CATCHING_UP if behind else SessionHealth.ACTIVE
+            if behind:
+                # f+1 validators (so at least one honest) are ahead: keep the engine asking
+                # (it rate-limits its requests; repeated announcements were dedup'd away).
+                s.engine.receive(now, ahead[f])
+                self._after(s)
         if s.health is before:
             return
         self.counters[f"health_{s.health.value}"] += 1
@@ -632,19 +637,17 @@ class NetworkConsensusBridge:
     def _maybe_announce(self, s: _Session, now: float) -> None:
         """Announce when the state changed (interval halves) or as a rare heartbeat."""
         cfg = self.config
+        if cfg.heartbeat_interval > 0 and now - s.last_sent >= cfg.heartbeat_interval:
+            self.counters["heartbeats"] += 1  # keeps contact (partition detection) when idle
+            self._announce(s, now)
         if now < s.next_announce:
             return
         ann = s.engine.state_announcement()
-        changed = (ann.height, ann.state_hash) != s.last_announced
-        if changed:
+        if (ann.height, ann.state_hash) != s.last_announced:
             s.announce_interval = max(cfg.announce_min_interval, s.announce_interval / 2)
             self._announce(s, now)
         else:
             s.announce_interval = min(cfg.announce_max_interval, s.announce_interval * 2)
-            quiet = now - s.last_sent
-            if cfg.heartbeat_interval > 0 and quiet >= cfg.heartbeat_interval:
-                self.counters["heartbeats"] += 1
-                self._announce(s, now)
         s.next_announce = now + s.announce_interval
 
     def _announce(self, s: _Session, now: float) -> None:
@@ -674,6 +677,12 @@ class NetworkConsensusBridge:
             except RuntimeError:
                 return 0.0
         return loop.time()
+
+
+def _dedup_key(payload: bytes, sender: bytes | None) -> bytes:
+    """Payload hash keyed by the authenticated sender: two nodes announcing the same state
+    are two announcements, one node repeating itself is one."""
+    return hashlib.blake2b(payload, digest_size=16, key=sender or b"").digest()
 
 
 def _quantile(xs: Sequence[float], q: float) -> float:

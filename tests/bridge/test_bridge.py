@@ -1,0 +1,348 @@
+"""NetworkConsensusBridge: pending operations, backpressure, dedup, announcements, cleanup,
+partition health, stats, several sessions, and bad input, over real MeshNodes on the air."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+
+from bridge_harness import SESSION, BridgeNet, run, session_id
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ble_bridge.bridge import (
+    BridgeConfig,
+    BridgeError,
+    OperationStatus,
+    SessionHealth,
+)
+from ble_bridge.consensus.testing import add_op
+from ble_bridge.wire.identity import Identity
+from ble_bridge.wire.messages import (
+    Block,
+    BlockHeader,
+    Operation,
+    Proposal,
+    SnapshotResponse,
+    StateAnnounce,
+    Step,
+    Vote,
+    body_hash,
+    encode_message,
+    proposal_signing_bytes,
+)
+
+
+def test_submitted_operation_commits_with_a_quorum_of_votes() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start()
+        b = net.bridge(0)
+        pid = b.submit_operation(SESSION, add_op(7))
+        op = b.operation(pid)
+        assert op is not None and op.status is OperationStatus.PENDING
+        assert op.required_votes == 3 and op.votes_received == 0
+        assert [p.proposal_id for p in b.pending_operations()] == [pid]
+        assert await net.until(lambda: op.status is OperationStatus.COMMITTED, 10)
+        assert op.votes_received >= op.required_votes
+        assert op.latency is not None and op.latency > 0
+        stats = b.stats()
+        assert stats.committed_operations == 1
+        assert stats.pending_operations == 0
+        assert stats.rounds_completed >= 1
+        assert stats.messages_processed > 0
+        assert math.isfinite(stats.latency_p50) and stats.latency_p95 >= stats.latency_p50
+        assert await net.until(lambda: all(net.height(i) >= 1 for i in range(4)), 5)
+        await net.stop()
+
+    run(body)
+
+
+def test_unknown_session_submit_is_refused() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start()
+        try:
+            net.bridge(0).submit_operation(session_id("nope"), add_op(1))
+        except BridgeError as exc:
+            assert exc.reason == "unknown_session"
+        else:
+            raise AssertionError("submit to an unknown session must be refused")
+        await net.stop()
+
+    run(body)
+
+
+def _announce(sid: bytes, height: int) -> bytes:
+    return encode_message(sid, StateAnnounce(height, bytes([height % 256]) * 32, bytes(32)))
+
+
+def test_full_inbox_refuses_with_a_reason_and_never_grows() -> None:
+    async def body() -> None:
+        net = BridgeNet(4, config=BridgeConfig(inbox_capacity=4))
+        await net.start()
+        b = net.bridge(0)
+        accepted = [b.receive_payload(_announce(SESSION, h)) for h in range(1, 11)]
+        assert accepted.count(True) == 4
+        assert b.drops["inbox_full"] == 6
+        assert b.stats().sessions[SESSION].inbox_depth == 4
+        await asyncio.sleep(0.01)  # the drain runs
+        assert b.stats().sessions[SESSION].inbox_depth == 0
+        assert b.receive_payload(_announce(SESSION, 5))  # refused ones may come again
+        await net.stop()
+
+    run(body)
+
+
+def test_duplicates_are_dropped_until_their_ttl_expires() -> None:
+    async def body() -> None:
+        net = BridgeNet(4, config=BridgeConfig(dedup_ttl=2.0, dedup_capacity=16))
+        await net.start()
+        b = net.bridge(0)
+        payload = _announce(SESSION, 3)
+        assert b.receive_payload(payload)
+        assert not b.receive_payload(payload)
+        assert b.drops["duplicate"] == 1
+        await asyncio.sleep(2.5)
+        assert b.receive_payload(payload)
+        for h in range(100, 200):
+            b.receive_payload(_announce(SESSION, h))
+        assert len(b._seen) <= 16  # bounded LRU
+        await net.stop()
+
+    run(body)
+
+
+def test_state_is_announced_only_when_it_changed_and_idle_slows_the_interval() -> None:
+    async def body() -> None:
+        cfg = BridgeConfig(heartbeat_interval=0.0, announce_min_interval=1.0)
+        net = BridgeNet(4, config=cfg)
+        await net.start()
+        b = net.bridge(0)
+        await asyncio.sleep(60)
+        idle_announces = b.counters["announcements"]
+        assert idle_announces == 1  # genesis state once, then nothing while unchanged
+        assert b.stats().sessions[SESSION].announce_interval == cfg.announce_max_interval
+        b.submit_operation(SESSION, add_op(1))
+        assert await net.until(lambda: net.height(0) >= 1, 10)
+        await asyncio.sleep(cfg.announce_max_interval + 1)
+        assert b.counters["announcements"] == idle_announces + 1
+        for k in range(2, 6):  # busy: state changes every second
+            b.submit_operation(SESSION, add_op(k))
+            await asyncio.sleep(1.0)
+        assert b.stats().sessions[SESSION].announce_interval < cfg.announce_max_interval
+        await net.stop()
+
+    run(body)
+
+
+def test_heartbeat_announces_when_nothing_else_was_sent() -> None:
+    async def body() -> None:
+        net = BridgeNet(4, config=BridgeConfig(heartbeat_interval=4.0))
+        await net.start()
+        await asyncio.sleep(30)
+        assert net.bridge(0).counters["heartbeats"] >= 3
+        assert net.bridge(0).health(SESSION) is SessionHealth.ACTIVE
+        await net.stop()
+
+    run(body)
+
+
+def test_stale_pending_operations_expire_as_failed() -> None:
+    async def body() -> None:
+        net = BridgeNet(4, config=BridgeConfig(operation_timeout=5.0))
+        await net.start([0])  # alone: no quorum, nothing can commit
+        b = net.bridge(0)
+        pid = b.submit_operation(SESSION, add_op(3))
+        await asyncio.sleep(4.0)
+        assert b.stats().failed_operations == 0
+        await asyncio.sleep(2.0)
+        op = b.operation(pid)
+        assert op is not None and op.status is OperationStatus.FAILED
+        assert op.reason == "timeout"
+        stats = b.stats()
+        assert stats.failed_operations == 1 and stats.pending_operations == 0
+        await net.stop()
+
+    run(body)
+
+
+def test_pending_capacity_refuses_submissions() -> None:
+    async def body() -> None:
+        net = BridgeNet(4, config=BridgeConfig(pending_capacity=3))
+        await net.start([0])
+        b = net.bridge(0)
+        for k in range(3):
+            b.submit_operation(SESSION, add_op(k + 1))
+        try:
+            b.submit_operation(SESSION, add_op(9))
+        except BridgeError as exc:
+            assert exc.reason == "pending_full"
+        else:
+            raise AssertionError("a fourth pending operation must be refused")
+        assert b.drops["submit_pending_full"] == 1
+        await net.stop()
+
+    run(body)
+
+
+def test_lost_quorum_is_partitioned_and_healing_catches_up() -> None:
+    async def body() -> None:
+        cfg = BridgeConfig(contact_timeout=5.0, heartbeat_interval=1.0)
+        net = BridgeNet(4, config=cfg)
+        await net.start()
+        await asyncio.sleep(2)
+        b0 = net.bridge(0)
+        assert b0.is_healthy() and b0.active_participants(SESSION) == 4
+        net.network.air.partition([[0], [1, 2, 3]])
+        for k in range(5):
+            net.bridge(1).submit_operation(SESSION, add_op(k + 1))
+            await asyncio.sleep(1.0)
+        assert await net.until(lambda: b0.health(SESSION) is SessionHealth.PARTITIONED, 10)
+        assert not b0.is_healthy()
+        assert b0.stats().sessions[SESSION].active_participants == 1
+        assert net.height(1) >= 1 and net.height(0) == 0
+        assert net.bridge(1).health(SESSION) is SessionHealth.ACTIVE  # majority keeps quorum
+        net.network.air.heal()
+        assert await net.until(lambda: b0.health(SESSION) is SessionHealth.ACTIVE, 20)
+        assert await net.until(lambda: net.height(0) >= net.height(1), 20)
+        assert b0.counters["health_partitioned"] == 1
+        await net.stop()
+
+    run(body)
+
+
+def test_a_flooded_session_does_not_stall_another() -> None:
+    busy, quiet = session_id("busy"), session_id("quiet")
+
+    async def body() -> None:
+        net = BridgeNet(4, sessions=(busy, quiet), config=BridgeConfig(inbox_capacity=64))
+        await net.start()
+        b = net.bridge(0)
+        rng = random.Random(1)
+        junk = [
+            encode_message(busy, StateAnnounce(h, rng.randbytes(32), bytes(32)))
+            for h in range(5000)
+        ]
+
+        async def flood() -> None:
+            for k in range(0, len(junk), 100):
+                for payload in junk[k : k + 100]:
+                    b.receive_payload(payload)
+                await asyncio.sleep(0.01)
+
+        task = asyncio.get_running_loop().create_task(flood())
+        pid = b.submit_operation(quiet, add_op(5))
+        op = b.operation(pid)
+        assert op is not None
+        assert await net.until(lambda: op.status is OperationStatus.COMMITTED, 5)
+        await task
+        assert b.drops["inbox_full"] > 0
+        assert b.stats().sessions[busy].inbox_depth <= 64
+        await net.stop()
+
+    run(body)
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def _vote(ident: Identity, height: int, *, forge: bool = False) -> Vote:
+    v = Vote.create(
+        ident.sign, ident.signing_public, SESSION, Step.PREVOTE, height, 0, b"\x11" * 32
+    )
+    if forge:
+        return Vote(v.step, v.height, v.round, v.block_hash, v.validator, bytes(64))
+    return v
+
+
+def test_bad_input_is_counted_dropped_and_never_applied() -> None:
+    async def body() -> None:
+        cfg = BridgeConfig(max_block_bytes=2048, max_snapshot_bytes=4096, max_payload=64 * 1024)
+        net = BridgeNet(4, config=cfg)
+        await net.start()
+        b = net.bridge(0)
+        engine = b.engine(SESSION)
+        other = net.network.identities[1]
+        assert not b.receive_payload(encode_message(session_id("elsewhere"), _vote(other, 1)))
+        assert b.drops["unknown_session"] == 1
+        assert not b.receive_payload(b"\x07garbage")
+        assert not b.receive_payload(bytes(200_000))
+        assert b.drops["oversized_payload"] == 1
+        b.receive_payload(encode_message(SESSION, _vote(other, 1, forge=True)))
+        b.receive_payload(encode_message(SESSION, _vote(other, 99)))  # wrong height
+        ops = tuple(
+            Operation.create(other.sign, other.signing_public, SESSION, k + 1, add_op(1))
+            for k in range(40)
+        )
+        header = BlockHeader(1, other.signing_public, bytes(32), bytes(32), body_hash(ops, ()))
+        block = Block(header, ops)
+        sig = other.sign(proposal_signing_bytes(SESSION, 1, 0, -1, block.hash))
+        b.receive_payload(encode_message(SESSION, Proposal(1, 0, -1, block, sig)))
+        await asyncio.sleep(0.1)
+        drops = b.stats().drops
+        assert drops["oversized_block"] == 1
+        assert drops["engine_drop_bad_signature"] >= 1
+        assert (
+            drops.get("engine_drop_future_height", 0) + drops.get("engine_drop_round_too_far", 0)
+            >= 1
+        )
+        assert engine.height == 0 and b.is_healthy()
+        await net.stop()
+
+    run(body)
+
+
+def test_snapshot_not_matching_its_certificate_is_never_installed() -> None:
+    async def body() -> None:
+        cfg = BridgeConfig(max_snapshot_bytes=64 * 1024)
+        net = BridgeNet(4, config=cfg)
+        await net.start([0, 1, 2])
+        for k in range(3):
+            net.bridge(1).submit_operation(SESSION, add_op(k + 1))
+            target = k + 1
+            assert await net.until(lambda: net.height(1) >= target, 10)
+        src = net.bridge(1).engine(SESSION)
+        first = src.make_snapshot()
+        assert first is not None
+        blob, cert = first
+        net.bridge(1).submit_operation(SESSION, add_op(9))
+        assert await net.until(lambda: net.height(1) >= 4, 10)
+        later = src.make_snapshot()
+        assert later is not None
+        await net.start([3])
+        b3 = net.bridge(3)
+        e3 = b3.engine(SESSION)
+        # a snapshot with the certificate of another height, and a tampered snapshot
+        b3.receive_payload(encode_message(SESSION, SnapshotResponse(later[1], blob)))
+        tampered = bytearray(later[0])
+        tampered[-5] ^= 0xFF
+        b3.receive_payload(encode_message(SESSION, SnapshotResponse(later[1], bytes(tampered))))
+        b3.receive_payload(encode_message(SESSION, SnapshotResponse(cert, bytes(70_000))))
+        await asyncio.sleep(0.01)
+        stats = e3.stats
+        assert stats["snapshots_installed"] == 0
+        assert stats["snapshot_certificate_mismatch"] + stats["snapshot_bad_snapshot"] >= 2
+        assert b3.stats().drops["oversized_snapshot"] == 1
+        await net.stop()
+
+    run(body)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=400), max_size=20))
+def test_random_bytes_never_crash_the_bridge(payloads: list[bytes]) -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start([0])
+        b = net.bridge(0)
+        for p in payloads:
+            b.receive_payload(p)
+            b.receive_payload(bytes([1]) + SESSION + p)
+        await asyncio.sleep(0.1)
+        assert b.engine(SESSION).height == 0
+        assert sum(b.stats().drops.values()) + b.stats().messages_processed >= len(payloads)
+        await net.stop()
+
+    run(body)
