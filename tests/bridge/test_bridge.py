@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections.abc import Callable
 
 from bridge_harness import SESSION, BridgeNet, run, session_id
 from hypothesis import given, settings
@@ -294,6 +295,10 @@ def test_bad_input_is_counted_dropped_and_never_applied() -> None:
     run(body)
 
 
+def _reached(net: BridgeNet, i: int, height: int) -> Callable[[], bool]:
+    return lambda: net.height(i) >= height
+
+
 def test_snapshot_not_matching_its_certificate_is_never_installed() -> None:
     async def body() -> None:
         cfg = BridgeConfig(max_snapshot_bytes=64 * 1024)
@@ -301,8 +306,7 @@ def test_snapshot_not_matching_its_certificate_is_never_installed() -> None:
         await net.start([0, 1, 2])
         for k in range(3):
             net.bridge(1).submit_operation(SESSION, add_op(k + 1))
-            target = k + 1
-            assert await net.until(lambda: net.height(1) >= target, 10)
+            assert await net.until(_reached(net, 1, k + 1), 10)
         src = net.bridge(1).engine(SESSION)
         first = src.make_snapshot()
         assert first is not None
