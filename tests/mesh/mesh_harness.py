@@ -206,20 +206,42 @@ def connected(n: int, edges: list[tuple[int, int]]) -> bool:
     return len(seen) == n
 
 
+def hops_from(n: int, edges: list[tuple[int, int]], source: int) -> dict[int, int]:
+    """Hop distance from ``source`` to every reachable node."""
+    adj: dict[int, set[int]] = {i: set() for i in range(n)}
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    dist, order = {source: 0}, [source]
+    for x in order:
+        for y in sorted(adj[x]):
+            if y not in dist:
+                dist[y] = dist[x] + 1
+                order.append(y)
+    return dist
+
+
 def measure(
     n: int, edges: list[tuple[int, int]], broadcasts: int = 20, config: MeshConfig | None = None
-) -> tuple[float, float]:
-    """(transmissions per delivered broadcast, delivery ratio) for message broadcasts."""
-    net = Net(n, config=config or MeshConfig())
+) -> tuple[float, float, float]:
+    """(transmissions per delivered broadcast, delivery ratio, ratio within ttl hops)."""
+    cfg = config or MeshConfig()
+    net = Net(n, config=cfg)
     net.connect_edges(edges)
     net.run(40.0)  # keys and neighbour lists settle
     net.tx.clear()
-    pids = []
+    deliveries = reachable = reached = 0
     for k in range(broadcasts):
-        pids.append(net.broadcast(k * 7919 % n, b"broadcast %d" % k))
+        source = k * 7919 % n
+        pid = net.broadcast(source, b"broadcast %d" % k)
         net.run(1.0)
-    deliveries = sum(len(net.receivers(p)) for p in pids)
-    return net.tx[PacketType.MESSAGE] / max(deliveries, 1), deliveries / (broadcasts * (n - 1))
+        got = net.receivers(pid)
+        deliveries += len(got)
+        want = {i for i, h in hops_from(n, edges, source).items() if 0 < h <= cfg.ttl}
+        reachable += len(want)
+        reached += len(want & set(got))
+    tx = net.tx[PacketType.MESSAGE] / max(deliveries, 1)
+    return tx, deliveries / (broadcasts * (n - 1)), reached / max(reachable, 1)
 
 
 def main() -> None:
@@ -232,11 +254,11 @@ def main() -> None:
         ("geometric-50-deg4", 50, geometric_edges(50, 0.3, seed=5, max_degree=4)),
     ]
     for name, n, edges in cases:
-        tx, ratio = measure(n, edges)
+        tx, ratio, within = measure(n, edges)
         flood = (2 * len(edges) - (n - 1)) / (n - 1)
         print(
-            f"{name:20s} links={len(edges):3d} connected={connected(n, edges)!s:5s} "
-            f"tx_per_delivery={tx:.3f} naive_flood={flood:.2f} delivery_ratio={ratio:.3f}"
+            f"{name:18s} links={len(edges):3d} tx_per_delivery={tx:.3f} "
+            f"naive_flood={flood:.2f} delivered={ratio:.3f} within_ttl={within:.3f}"
         )
 
 
