@@ -30,9 +30,10 @@ ModeRunner = Callable[[argparse.Namespace], int]
 OptionAdder = Callable[[argparse.ArgumentParser], None]
 MODES: dict[str, ModeRunner] = {}
 MODE_OPTIONS: list[OptionAdder] = []
-MODE_MODULES: tuple[str, ...] = ()
+MODE_MODULES: tuple[str, ...] = ("ble_bridge.commands.simulate_table",)
 """Modules that register extra simulate modes when imported (e.g. the consensus mode)."""
 _default_mode = "mesh"
+MESH_WARMUP = 10.0
 
 
 def register_mode(
@@ -69,7 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="BLE link model"
     )
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds (default 60)")
-    p.add_argument("--warmup", type=float, default=10.0, help="seconds before traffic starts")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds before traffic starts (default: mesh 10, consensus 3)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed; same seed, identical run")
     p.add_argument("--rate", type=float, default=0.2, help="broadcasts per node per second")
     p.add_argument("--payload-size", type=int, default=64, help="bytes per broadcast")
@@ -128,7 +134,8 @@ def scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
     for window in args.partition:
         plan = plan + parse_faults(f"partition@{window}")
     rng = random.Random(f"cli-faults/{args.seed}")
-    lo, hi = args.warmup, max(args.warmup, args.duration * 0.8)
+    warmup = MESH_WARMUP if args.warmup is None else args.warmup
+    lo, hi = warmup, max(warmup, args.duration * 0.8)
     extra: list[Crash | LinkDrop | Partition | Heal] = []
     for node in sorted(rng.sample(range(args.nodes), min(args.crash, args.nodes))):
         restart = args.restart_after if args.restart_after > 0 else None
@@ -144,7 +151,7 @@ def scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
         radio_range=args.radio_range,
         profile=args.profile,
         duration=args.duration,
-        warmup=min(args.warmup, args.duration),
+        warmup=min(warmup, args.duration),
         seed=args.seed,
         faults=plan,
         rate=args.rate,

@@ -135,7 +135,9 @@ def test_simulate_command_prints_json_and_writes_a_capture(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pcap = tmp_path / "air.pcap"
-    args = "simulate --nodes 5 --topology ring --duration 25 --seed 7 --rate 0.5 --crash 1"
+    args = (
+        "simulate --mode mesh --nodes 5 --topology ring --duration 25 --seed 7 --rate 0.5 --crash 1"
+    )
     args += " --partition 12:18 --json"
     code = cli_main([*args.split(), "--capture", str(pcap), "--trace", str(tmp_path / "t.jsonl")])
     assert code == 0
@@ -149,7 +151,12 @@ def test_simulate_command_prints_json_and_writes_a_capture(
 
 
 def test_simulate_command_table_and_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["simulate", "--nodes", "4", "--duration", "20", "--profile", "ideal"]) == 0
+    assert (
+        cli_main(
+            ["simulate", "--mode", "mesh", "--nodes", "4", "--duration", "20", "--profile", "ideal"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "tx per delivered broadcast" in out and "latency p50 / p95" in out
     assert cli_main(["simulate", "--faults", "crash:9@5"]) == 2

@@ -1,0 +1,135 @@
+"""``ble-bridge simulate --mode consensus`` (the default): handhelds play craps over BFT.
+
+Registers itself with :mod:`ble_bridge.commands.simulate`; the shared options (nodes,
+topology, profile, duration, seed, faults, ``--crash``, ``--capture``) build the network,
+``--partition START:HEAL`` cuts a minority of f validators off the majority, and
+``--byzantine N --behaviour B`` makes N nodes lie. The last line is machine-readable::
+
+    simulate heights=<int> ops=<int> p50_ms=<float> p95_ms=<float> safety=<ok|violated>
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+from ..sim.byzantine import BEHAVIOURS, Behaviour
+from ..sim.faults import FaultSpecError
+from ..sim.table import TableConfig, TableResult, plot_latency, simulate_table
+from .simulate import live_progress, register_mode, scenario_from_args
+
+CONSENSUS_WARMUP = 3.0
+"""Seconds before the players sit down (links of the default profile form within ~2 s)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("consensus mode")
+    g.add_argument("--byzantine", type=int, default=0, metavar="N", help="N Byzantine validators")
+    g.add_argument(
+        "--behaviour",
+        choices=BEHAVIOURS,
+        default=Behaviour.EQUIVOCATE.value,
+        help="what the Byzantine validators do (default equivocate)",
+    )
+    g.add_argument("--plot", type=Path, metavar="FILE.png", help="plot commit latency over time")
+    g.add_argument(
+        "--store-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep each node's SQLite file here (default: a temporary directory)",
+    )
+
+
+def table_config(args: argparse.Namespace) -> TableConfig:
+    windows = list(args.partition)
+    ns = argparse.Namespace(**vars(args))
+    ns.partition = []  # consensus partitions split minority/majority, not halves
+    if ns.warmup is None:
+        ns.warmup = CONSENSUS_WARMUP
+    scenario = scenario_from_args(ns)
+    partition = None
+    if windows:
+        start, _, heal = windows[0].partition(":")
+        partition = (float(start), float(heal))
+        if partition[1] <= partition[0]:
+            raise ValueError("--partition: HEAL must come after START")
+    if not 0 <= args.byzantine <= args.nodes:
+        raise ValueError("--byzantine must be within 0..--nodes")
+    return TableConfig(
+        scenario=dataclasses.replace(scenario, drain=min(5.0, scenario.duration / 4)),
+        byzantine=args.byzantine,
+        behaviour=Behaviour(args.behaviour),
+        partition=partition,
+    )
+
+
+def run_consensus(args: argparse.Namespace) -> int:
+    try:
+        config = table_config(args)
+    except (ValueError, FaultSpecError) as exc:
+        print(f"ble-bridge simulate: {exc}", file=sys.stderr)
+        return 2
+    live = sys.stdout.isatty() and not args.json
+    with live_progress(config.scenario.duration, enabled=live) as update:
+        result = simulate_table(config, store_dir=args.store_dir, progress=update)
+    if args.plot is not None:
+        plot_latency(result, args.plot)
+    if args.json:  # the machine-readable line is the JSON's "last_line" field
+        print(json.dumps(result_json(result), indent=2))
+    else:
+        print_summary(result)
+        print(result.last_line())
+    r = result.scenario
+    return 0 if result.safe and r.task_errors == 0 and r.handler_errors == 0 else 1
+
+
+def print_summary(result: TableResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = result.config.scenario
+    table = Table(
+        title=f"craps table: {c.nodes} nodes, {c.topology}, {c.profile}, "
+        f"{c.duration:.0f} s, seed {c.seed}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.summary_rows():
+        table.add_row(name, value)
+    Console().print(table)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def result_json(result: TableResult) -> dict[str, object]:
+    c = result.config
+    return {
+        "nodes": c.scenario.nodes,
+        "seed": c.scenario.seed,
+        "duration": c.scenario.duration,
+        "byzantine": {str(i): b.value for i, b in result.byzantine.items()},
+        "partition": c.partition,
+        "heights": result.heights,
+        "ops": result.ops,
+        "ops_per_s": result.ops_per_s,
+        "latency_p50": _finite(result.latency(0.5)),
+        "latency_p95": _finite(result.latency(0.95)),
+        "bytes_on_air": result.bytes_on_air,
+        "agreement": result.agreement,
+        "valid": result.valid,
+        "invariants": result.invariants,
+        "final_heights": result.final_heights,
+        "drops": dict(sorted(result.scenario.drops.items())),
+        "bridge_drops": dict(sorted(result.bridge_drops.items())),
+        "wall_time": result.scenario.wall_time,
+        "last_line": result.last_line(),
+    }
+
+
+register_mode("consensus", run_consensus, add_options, default=True)
