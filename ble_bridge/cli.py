@@ -12,6 +12,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "ble_bridge.commands.keys",
     "ble_bridge.commands.wire",
+    "ble_bridge.commands.node",
     "ble_bridge.commands.simulate",
 )
 

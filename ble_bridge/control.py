@@ -1,0 +1,136 @@
+"""Local control API: newline-delimited JSON over a unix socket (mode 0660).
+
+Requests are one JSON object per line, at most ``MAX_REQUEST`` bytes: ``{"cmd": "status"}``,
+``{"cmd": "peers"}``, ``{"cmd": "submit", "session": NAME, "op": HEX}``,
+``{"cmd": "operation", "id": HEX}``. Each gets one JSON line back: ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``. A malformed or oversized request is answered with an
+error and the connection closed; it never disturbs the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .bridge import BridgeError, ProposalId
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 64 * 1024
+MAX_CLIENTS = 16
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlServer:
+    """Serves a :class:`Node`'s control API on a unix socket."""
+
+    def __init__(self, node: Node, path: Path) -> None:
+        self.node = node
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._clients = 0
+        self.errors = 0
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=MAX_REQUEST
+        )
+        os.chmod(self.path, 0o660)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._clients >= MAX_CLIENTS:
+            writer.close()
+            return
+        self._clients += 1
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._reply(writer, {"ok": False, "error": "request too large"})
+                    break
+                if not line:
+                    break
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("request must be a JSON object")
+                    reply = await self.handle(request)
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.errors += 1
+                    reply = {"ok": False, "error": str(exc)}
+                await self._reply(writer, reply)
+        except ConnectionError:
+            pass
+        finally:
+            self._clients -= 1
+            writer.close()
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        node = self.node
+        if cmd == "status":
+            return {"ok": True, **node.status()}
+        if cmd == "peers":
+            return {"ok": True, "peers": node.peers()}
+        if cmd == "submit":
+            sid = node.session_by_name(str(request["session"]))
+            op = bytes.fromhex(str(request["op"]))
+            try:
+                pid = node.bridge.submit_operation(sid, op)
+            except BridgeError as exc:
+                return {"ok": False, "error": str(exc), "reason": exc.reason}
+            return {"ok": True, "id": pid.hex()}
+        if cmd == "operation":
+            found = node.bridge.operation(ProposalId(bytes.fromhex(str(request["id"]))))
+            if found is None:
+                return {"ok": False, "error": "unknown operation"}
+            return {
+                "ok": True,
+                "status": found.status.value,
+                "votes_received": found.votes_received,
+                "required_votes": found.required_votes,
+                "height": found.height,
+                "reason": found.reason,
+            }
+        return {"ok": False, "error": f"unknown cmd {cmd!r}"}
+
+
+async def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """Send one request to a node's control socket and return the reply."""
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+    try:
+        writer.write(json.dumps(message).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    if not line:
+        raise ConnectionError("node closed the control connection")
+    reply: dict[str, Any] = json.loads(line)
+    return reply

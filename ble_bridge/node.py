@@ -1,0 +1,329 @@
+"""A node assembled from configuration: identity, store, transport, mesh, bridge, sessions.
+
+``Node`` is the service behind ``ble-bridge run``: it owns the SQLite store (WAL) in the data
+directory, the BlueZ transport (or one handed in, e.g. the loopback air's), the mesh node,
+the consensus bridge with the configured sessions, the status LED, and the local control
+socket. The same classes run in the simulator; only the transport and the clock differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hardware import NodeHealth, StatusLed, board_by_name
+
+from .bridge import BridgeConfig, NetworkConsensusBridge, SessionHealth
+from .config import ConfigError, apply_table, read_toml
+from .consensus.app import Application
+from .consensus.craps import CrapsApp, CrapsState, TablePlayer
+from .control import ControlServer
+from .mesh.config import MeshConfig
+from .mesh.service import MeshNode
+from .store import Store
+from .transport import Transport
+from .wire.identity import Identity, KeyFileError
+from .wire.messages import SESSION_ID_LEN
+
+log = logging.getLogger(__name__)
+
+APPS = ("craps",)
+
+
+def session_id_from_name(name: str) -> bytes:
+    """A session's 16-byte id from its configured name (every member derives the same)."""
+    return hashlib.sha256(b"ble-bridge/session/" + name.encode("utf-8")).digest()[:SESSION_ID_LEN]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    nickname: str | None = None
+    data_dir: Path = Path("/var/lib/ble-bridge")
+    key_file: Path | None = None  # default: <data_dir>/identity.key
+    board: str = "auto"
+    control_socket: Path = Path("/run/ble-bridge/control.sock")
+    status_interval: float = 2.0  # seconds between status LED / health updates
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file or self.data_dir / "identity.key"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "state.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSection:
+    name: str = ""
+    validators: tuple[str, ...] = ()  # Ed25519 public keys, hex
+    app: str = "craps"
+    autoplay: bool = False  # play the table automatically (demo handhelds)
+
+    @property
+    def session_id(self) -> bytes:
+        return session_id_from_name(self.name)
+
+    def validator_keys(self) -> list[bytes]:
+        keys = []
+        for v in self.validators:
+            try:
+                key = bytes.fromhex(v)
+            except ValueError:
+                raise ConfigError(f"[[session]] {self.name}: {v!r} is not hex") from None
+            if len(key) != 32:
+                raise ConfigError(f"[[session]] {self.name}: validator keys are 32 bytes")
+            keys.append(key)
+        return keys
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The whole configuration file."""
+
+    node: NodeSection = field(default_factory=NodeSection)
+    ble: dict[str, Any] = field(default_factory=dict)  # gatt.config.BleConfig fields
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    sessions: tuple[SessionSection, ...] = ()
+
+
+def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
+    """Validate a parsed TOML document into a :class:`NodeConfig`."""
+    known = {"node", "ble", "mesh", "bridge", "session"}
+    unknown = set(doc) - known
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
+    node = apply_table(NodeSection(), doc.get("node", {}), "node")
+    mesh = apply_table(MeshConfig(), doc.get("mesh", {}), "mesh")
+    if node.nickname and mesh.nickname is None:
+        mesh = apply_table(mesh, {"nickname": node.nickname}, "mesh")
+    bridge = apply_table(BridgeConfig(), doc.get("bridge", {}), "bridge")
+    sessions = []
+    for i, table in enumerate(doc.get("session", [])):
+        s = apply_table(SessionSection(), table, f"session.{i}")
+        if not s.name:
+            raise ConfigError(f"[[session]] number {i + 1} needs a name")
+        if s.app not in APPS:
+            raise ConfigError(f"[[session]] {s.name}: unknown app {s.app!r}; known: {APPS}")
+        s.validator_keys()
+        sessions.append(s)
+    names = [s.name for s in sessions]
+    if len(set(names)) != len(names):
+        raise ConfigError("[[session]] names must be unique")
+    ble = doc.get("ble", {})
+    if not isinstance(ble, dict):
+        raise ConfigError("[ble] must be a table")
+    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions))
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    return parse_node_config(read_toml(path))
+
+
+def make_app(name: str) -> Application[Any]:
+    if name == "craps":
+        return CrapsApp()
+    raise ConfigError(f"unknown app {name!r}")
+
+
+def build_ble_transport(config: NodeConfig, identity: Identity) -> Transport:
+    """The BlueZ transport for this node (imports bleak/bless only when asked)."""
+    from gatt.config import BleConfig
+    from gatt.transport import BleTransport
+
+    board = board_by_name(config.node.board)
+    base = BleConfig(link_budget=board.link_budget)
+    base.pause_advertising_on_connect = not board.advertise_while_connecting
+    return BleTransport(apply_table(base, config.ble, "ble"), identity.peer_id)
+
+
+class Node:
+    """One running ble-bridge node."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        identity: Identity | None = None,
+        transport: Transport | None = None,
+        rng: random.Random | None = None,
+        wall_offset: float | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity or Identity.load(config.node.key_path)
+        config.node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.node.store_path)
+        self.transport = transport or build_ble_transport(config, self.identity)
+        self.mesh = MeshNode(
+            self.identity, self.transport, config.mesh, rng=rng, wall_offset=wall_offset
+        )
+        self.bridge = NetworkConsensusBridge(
+            self.mesh, self.identity, store=self.store, config=config.bridge
+        )
+        self.sessions: dict[bytes, SessionSection] = {}
+        self.players: dict[bytes, TablePlayer] = {}
+        for s in config.sessions:
+            validators = s.validator_keys()
+            self.bridge.open_session(s.session_id, validators, make_app(s.app))
+            self.sessions[s.session_id] = s
+            if s.autoplay and self.identity.signing_public in validators:
+                # secrets for commit-reveal must be unpredictable: system randomness
+                self.players[s.session_id] = TablePlayer(
+                    self.identity.signing_public, random.SystemRandom()
+                )
+        board = board_by_name(config.node.board)
+        self.led = StatusLed(board.status_led)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.control: ControlServer | None = None
+
+    async def start(self) -> None:
+        await self.mesh.start()
+        await self.bridge.start()
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
+        if self.config.node.control_socket != Path():
+            self.control = ControlServer(self, self.config.node.control_socket)
+            await self.control.start()
+        log.info(
+            "node %s up: %d session(s), store %s",
+            self.identity.peer_id.hex(),
+            len(self.sessions),
+            self.config.node.store_path,
+        )
+
+    async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        await self.bridge.stop()
+        await self.mesh.stop()
+        self.led.show(NodeHealth.STOPPED)
+        self.store.close()
+
+    def health(self) -> NodeHealth:
+        if not self.transport.links():
+            return NodeHealth.ISOLATED
+        if any(
+            self.bridge.health(sid) is SessionHealth.PARTITIONED for sid in self.bridge.sessions
+        ):
+            return NodeHealth.PARTITIONED
+        return NodeHealth.HEALTHY
+
+    async def _housekeeping(self) -> None:
+        while True:
+            self.led.show(self.health())
+            self.autoplay()
+            await asyncio.sleep(self.config.node.status_interval)
+
+    def autoplay(self) -> int:
+        """Submit what the autoplaying table players want now; returns how many ops."""
+        n = 0
+        for sid, player in self.players.items():
+            state = self.bridge.engine(sid).state
+            if not isinstance(state, CrapsState):
+                continue
+            for op in player.next_ops(state):
+                try:
+                    self.bridge.submit_operation(sid, op)
+                    n += 1
+                except Exception as exc:  # pending full etc.: try again next tick
+                    log.debug("autoplay op refused: %s", exc)
+        return n
+
+    # -- what the control socket reports ------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        stats = self.bridge.stats()
+        sessions = []
+        for sid, s in self.sessions.items():
+            engine = self.bridge.engine(sid)
+            sessions.append(
+                {
+                    "name": s.name,
+                    "id": sid.hex(),
+                    "app": s.app,
+                    "height": engine.height,
+                    "round": engine.round,
+                    "state_hash": engine.state_hash.hex(),
+                    "health": self.bridge.health(sid).value,
+                    "validators": len(s.validators),
+                    "active_participants": self.bridge.active_participants(sid),
+                    "pending_operations": len(self.bridge.pending_operations(sid)),
+                }
+            )
+        return {
+            "peer_id": self.identity.peer_id.hex(),
+            "signing_public": self.identity.signing_public.hex(),
+            "nickname": self.config.mesh.nickname,
+            "health": self.health().value,
+            "healthy": self.bridge.is_healthy(),
+            "links": [
+                {
+                    "link_id": li.link_id,
+                    "peer": li.peer_address,
+                    "mtu": li.mtu,
+                    "role": li.role.value,
+                }
+                for li in self.transport.links()
+            ],
+            "sessions": sessions,
+            "bridge": _jsonable(stats),
+            "mesh": self.mesh.stats(),
+        }
+
+    def peers(self) -> list[dict[str, object]]:
+        loop = asyncio.get_running_loop()
+        return [
+            {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row.items()}
+            for row in self.mesh.router.peers.rows(loop.time())
+        ]
+
+    def session_by_name(self, name: str) -> bytes:
+        for sid, s in self.sessions.items():
+            if s.name == name or sid.hex() == name:
+                return sid
+        raise KeyError(name)
+
+
+def _jsonable(obj: object) -> object:
+    """Dataclasses, enums, bytes and counters as JSON-friendly values."""
+    import dataclasses
+    import enum
+    import math
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(_jsonable(k)): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, float) and math.isnan(obj):
+        return None  # JSON has no NaN
+    return obj
+
+
+__all__ = [
+    "ConfigError",
+    "KeyFileError",
+    "Node",
+    "NodeConfig",
+    "load_node_config",
+    "parse_node_config",
+    "session_id_from_name",
+]
