@@ -46,6 +46,7 @@ from .wire.identity import Identity
 from .wire.messages import (
     SESSION_ID_LEN,
     Commit,
+    Kind,
     Message,
     MessageError,
     Proposal,
@@ -679,10 +680,17 @@ class NetworkConsensusBridge:
         return loop.time()
 
 
+_UNSIGNED_KINDS = frozenset({Kind.STATE_ANNOUNCE, Kind.SNAPSHOT_REQUEST, Kind.COMMIT_REQUEST})
+_KIND_AT = 1 + SESSION_ID_LEN
+
+
 def _dedup_key(payload: bytes, sender: bytes | None) -> bytes:
-    """Payload hash keyed by the authenticated sender: two nodes announcing the same state
-    are two announcements, one node repeating itself is one."""
-    return hashlib.blake2b(payload, digest_size=16, key=sender or b"").digest()
+    """Payload hash; for unsigned kinds keyed by the authenticated sender too (two nodes
+    announcing the same state are two announcements). Signed messages are the same message
+    whoever relays or replays them."""
+    kind = payload[_KIND_AT] & 0x7F if len(payload) > _KIND_AT else 0
+    key = (sender or b"") if kind in _UNSIGNED_KINDS else b""
+    return hashlib.blake2b(payload, digest_size=16, key=key).digest()
 
 
 def _quantile(xs: Sequence[float], q: float) -> float:
