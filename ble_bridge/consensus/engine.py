@@ -91,6 +91,7 @@ class EngineConfig:
     mempool_ttl_heights: int = 64  # an op not committed within this many heights expires
     max_op_failures: int = 3  # block builds an op may fail before it is rejected
     max_pending_evidence: int = 64
+    evidence_heights: int = 8  # committed heights whose votes still yield evidence
     max_round_skip: int = 16  # ignore messages for rounds further ahead than this
     max_future_messages: int = 2048  # buffered messages for the next height
     recent_blocks: int = 64  # committed blocks kept in memory to answer catch-up
@@ -285,7 +286,8 @@ class ConsensusEngine(Generic[S]):
         self._commit_times: dict[int, float] = {}
         # round state
         self._hs = _Height()
-        self._prev_votes: dict[tuple[int, Step], VoteSet] = {}
+        # vote sets of recent committed heights, where late conflicting votes still surface
+        self._past_votes: OrderedDict[int, dict[tuple[int, Step], VoteSet]] = OrderedDict()
         self._future: deque[Message] = deque()
         self._timers: dict[str, tuple[float, int, int]] = {}
         self._pending_evidence: OrderedDict[tuple[bytes, int, int, int], Evidence] = OrderedDict()
@@ -712,7 +714,7 @@ class ConsensusEngine(Generic[S]):
         h = self._committed + 1
         if height < h:
             self.stats["drop_stale_height"] += 1
-            if isinstance(msg, Vote) and height == self._committed:
+            if isinstance(msg, Vote):
                 self._late_conflict(msg)
             # A validator still voting on a height we committed is behind: help it.
             # (Late votes right after our commit are normal; only later ones mean a laggard.)
@@ -731,8 +733,8 @@ class ConsensusEngine(Generic[S]):
         self._note_height(now, height, validator)
 
     def _late_conflict(self, vote: Vote) -> None:
-        """A late vote for the height just committed still reveals an equivocation."""
-        vs = self._prev_votes.get((vote.round, vote.step))
+        """A late vote for a recently committed height still reveals an equivocation."""
+        vs = self._past_votes.get(vote.height, {}).get((vote.round, vote.step))
         prior = None if vs is None else vs.votes.get(vote.validator)
         if vs is not None and prior is not None and prior.block_hash != vote.block_hash:
             _, ev = vs.add(vote)
@@ -784,7 +786,10 @@ class ConsensusEngine(Generic[S]):
             self._start_round(now, 0)
 
     def _enter_height(self, now: float) -> None:
-        self._prev_votes = self._hs.votes
+        if self._hs.votes:
+            self._past_votes[self._committed] = self._hs.votes
+            while len(self._past_votes) > self.config.evidence_heights:
+                self._past_votes.popitem(last=False)
         self._hs = _Height()
         self._timers.clear()
         if self._signed_floor is not None and self._signed_floor[0] == self._committed + 1:
