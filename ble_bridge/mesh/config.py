@@ -63,6 +63,7 @@ class MeshConfig:
     announce_interval_linked: tuple[float, float] = (15.0, 30.0)
     announce_on_link_up: tuple[float, float] = (0.05, 0.25)
     min_announce_spacing: float = 1.0
+    sync_announces: int = 32  # recent announces of other peers replayed to a new neighbour
     # housekeeping (reassembly expiry, idle timers)
     housekeeping_interval: float = 5.0
 

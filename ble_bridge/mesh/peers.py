@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..transport import LinkInfo
 from ..wire.fragment import Reassembler, ReassemblyLimits
+from ..wire.packet import Packet
 
 LOSS_EWMA = 0.1
 
@@ -117,6 +118,8 @@ class PeerRecord:
     frames_out: int = 0
     bytes_out: int = 0
     loss: float = 0.0
+    announce: Packet | None = None  # its latest verified announce, replayed to new neighbours
+    announce_at: float = float("-inf")
 
     @property
     def is_neighbor(self) -> bool:

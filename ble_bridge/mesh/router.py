@@ -338,13 +338,41 @@ class Router:
         if rec.signing_key is None:
             rec.signing_key = ann.signing_key
             self.stats["keys_learned"] += 1
-        rec.noise_key = ann.noise_key
-        rec.nickname = ann.nickname
-        rec.neighbors = frozenset(ann.neighbors)
-        rec.neighbors_at = now
+        if rec.announce is None or packet.timestamp > rec.announce.timestamp:
+            # only a newer announce describes the peer now (late or replayed copies do not)
+            age = max(0.0, (self.mesh_time_ms(now) - packet.timestamp) / 1000)
+            rec.noise_key = ann.noise_key
+            rec.nickname = ann.nickname
+            rec.neighbors = frozenset(ann.neighbors)
+            rec.neighbors_at = now - age
+            rec.announce = packet
+            rec.announce_at = now - age
         # not relayed: the sender is on this very link; a new neighbour is worth announcing
         if packet.ttl >= self.config.ttl and self.peers.bind(link.info.link_id, packet.sender):
             self._announce_soon(now)
+            self._sync_announces(now, link)
+
+    def _sync_announces(self, now: float, link: LinkState) -> None:
+        """Relay the recent announces we hold to a new neighbour, as a late relay would.
+
+        Without this, nodes on the far side of a new link learn our side's keys only at
+        the next periodic announces (up to 30 s) and drop their packets as
+        ``unknown_sender`` until then. Within one connected mesh these copies are mere
+        duplicates for the neighbour; across a link that joins two meshes they flood on.
+        """
+        horizon = self.config.freshness_window / 2
+        copies = [
+            (r.announce_at, r.peer_id, r.announce)
+            for r in self.peers
+            if r.announce is not None
+            and r.peer_id != link.peer_id
+            and now - r.announce_at <= horizon
+        ]
+        copies.sort(key=lambda c: (-c[0], c[1]))
+        for _, _, packet in copies[: self.config.sync_announces]:
+            copy = replace(packet, ttl=max(packet.ttl - 1, 1))
+            self._queue(now, link, copy, encode(copy))
+            self.stats["announces_synced"] += 1
 
     def _deliver(self, event: Delivered) -> None:
         if len(self._events) >= self.config.max_events:
