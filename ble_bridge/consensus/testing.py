@@ -540,7 +540,9 @@ def run_random_scenario(seed: int, store_dir: Path | None = None) -> ScenarioRes
     n = rng.randint(4, 8)
     f = (n - 1) // 3
     kinds = [b for b in Behaviour if b is not Behaviour.HONEST]
-    byz: dict[int, Behaviour] = {i: rng.choice(kinds) for i in rng.sample(range(n), rng.randint(0, f))}
+    byz: dict[int, Behaviour] = {
+        i: rng.choice(kinds) for i in rng.sample(range(n), rng.randint(0, f))
+    }
     net = SimNetwork(
         n,
         seed=seed,
@@ -578,3 +580,47 @@ def run_random_scenario(seed: int, store_dir: Path | None = None) -> ScenarioRes
         net.double_signs,
         live,
     )
+
+
+# -- a lossless lock-step group, for unit tests ----------------------------------------
+
+UNIT_SESSION = b"\x5e" * 16
+
+
+def unit_identities(n: int) -> list[Identity]:
+    return [Identity.from_seed(b"unit-%d" % i) for i in range(n)]
+
+
+def unit_engines(
+    n: int, config: EngineConfig | None = None, stores: Sequence[Store | None] | None = None
+) -> list[ConsensusEngine[LedgerState]]:
+    """``n`` engines of :data:`UNIT_SESSION` over :class:`LedgerApp` (not yet started)."""
+    ids = unit_identities(n)
+    keys = [i.signing_public for i in ids]
+    return [
+        ConsensusEngine(
+            UNIT_SESSION, ident, keys, LedgerApp(), config, None if stores is None else stores[k]
+        )
+        for k, ident in enumerate(ids)
+    ]
+
+
+def exchange(group: Sequence[ConsensusEngine[LedgerState]], now: float, steps: int = 200) -> float:
+    """Deliver every outbox to every other engine (no loss) and fire timers until quiet."""
+    for _ in range(steps):
+        moved = False
+        for eng in group:
+            for msg in eng.outbox():
+                moved = True
+                for other in group:
+                    if other is not eng:
+                        other.receive(now, msg)
+        if not moved:
+            timers = [t for t in (e.next_timer() for e in group) if t is not None]
+            if not timers:
+                return now
+            now = max(now, min(timers))
+            for eng in group:
+                eng.handle_timer(now)
+        now += 0.001
+    return now
