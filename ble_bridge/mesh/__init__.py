@@ -11,6 +11,11 @@ Policy choices (see ``router.py`` for the rules):
 - Freshness: timestamps are compared with an estimate of mesh time (median offset of peers'
   verified timestamps), not with the local clock; packets we originate carry mesh time.
 - Our own packets are not delivered back to us.
+- A link is bound to a peer when that peer's own announce (ttl still at ``config.ttl``)
+  arrives on it. ttl is not signed, so a neighbour could fake this; the binding only steers
+  relay pruning and the neighbour list, never what is accepted.
+- Breaker failures are ``SendResult.QUEUE_FULL``/``TOO_LARGE`` answers; the Transport
+  interface has no write-timeout event, so a stalled BLE link shows up as a full queue.
 """
 
 from .config import MeshConfig

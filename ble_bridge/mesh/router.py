@@ -11,8 +11,9 @@ send only to peers not known to hold the packet (see :meth:`Router._relay_target
 it came from, neighbours of the origin, neighbours of a relay that cannot have deferred
 them, and peers left to a better-ranked neighbour holding a copy with at least our ttl
 (ranks hash the packet id with the node id, so every node agrees on them). Neighbour lists
-come from announces. A relay with nothing left to send to, or that heard more than
-``suppression_threshold`` copies, is cancelled. Every frame ends in exactly one outcome
+come from announces; only a newer announce updates a peer, and a new neighbour gets the
+recent announces we hold so keys cross a freshly joined link at once. A relay with nothing
+left to send to, or that heard more than ``suppression_threshold`` copies, is cancelled. Every frame ends in exactly one outcome
 counter: a reason in :data:`DROP_REASONS`, ``fragment_buffered`` or ``accepted``.
 """
 
