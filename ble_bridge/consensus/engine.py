@@ -88,6 +88,7 @@ class EngineConfig:
     max_block_evidence: int = 8
     mempool_max_ops: int = 8192
     mempool_max_bytes: int = 4 << 20
+    mempool_per_submitter: int = 1024
     mempool_ttl_heights: int = 64  # an op not committed within this many heights expires
     max_op_failures: int = 3  # block builds an op may fail before it is rejected
     max_pending_evidence: int = 64
@@ -99,6 +100,7 @@ class EngineConfig:
     snapshot_gap: int = 8  # behind by more than this many heights: ask for a snapshot
     request_interval: float = 0.5  # minimum time between two catch-up requests
     response_delay: float = 0.1  # max jitter before answering a request (suppression)
+    max_pending_responses: int = 8
     create_empty_blocks: bool = False  # propose with an empty mempool (keep-alive chains)
     signature_cache: int = 16384
     limits: MessageLimits = DEFAULT_LIMITS
@@ -156,9 +158,11 @@ Event = Committed | OperationRejected | EvidenceFound | SnapshotInstalled
 class Mempool:
     """Pending signed operations, bounded by count and bytes, in arrival order."""
 
-    def __init__(self, max_ops: int, max_bytes: int) -> None:
+    def __init__(self, max_ops: int, max_bytes: int, per_submitter: int | None = None) -> None:
         self.max_ops = max_ops
         self.max_bytes = max_bytes
+        self.per_submitter = per_submitter or max_ops
+        self.count_of: Counter[bytes] = Counter()
         self.ops: OrderedDict[bytes, Operation] = OrderedDict()
         self.by_key: dict[tuple[bytes, int], bytes] = {}
         self.added_at: dict[bytes, int] = {}
@@ -180,6 +184,9 @@ class Mempool:
         size = len(op.encode())
         if len(self.ops) >= self.max_ops or self.bytes + size > self.max_bytes:
             return "mempool_full"
+        if self.count_of[op.submitter] >= self.per_submitter:
+            return "mempool_submitter_full"
+        self.count_of[op.submitter] += 1
         self.ops[op_id] = op
         self.by_key[(op.submitter, op.nonce)] = op_id
         self.added_at[op_id] = height
@@ -189,6 +196,9 @@ class Mempool:
     def remove(self, op_id: bytes) -> Operation | None:
         op = self.ops.pop(op_id, None)
         if op is not None:
+            self.count_of[op.submitter] -= 1
+            if self.count_of[op.submitter] <= 0:
+                del self.count_of[op.submitter]
             self.by_key.pop((op.submitter, op.nonce), None)
             self.added_at.pop(op_id, None)
             self.failures.pop(op_id, None)
@@ -272,7 +282,11 @@ class ConsensusEngine(Generic[S]):
         self.stats: Counter[str] = Counter()
         self._outbox: list[Message] = []
         self._events: list[Event] = []
-        self.mempool = Mempool(self.config.mempool_max_ops, self.config.mempool_max_bytes)
+        self.mempool = Mempool(
+            self.config.mempool_max_ops,
+            self.config.mempool_max_bytes,
+            self.config.mempool_per_submitter,
+        )
         # committed state
         self._committed = 0
         self._app_state: S = app.initial_state(self.validators)
@@ -509,9 +523,8 @@ class ConsensusEngine(Generic[S]):
             app_state = self.app.restore(snap.app_state)
             nonces = dict(snap.nonces)
             state_hash = self._hash_state(app_state, nonces, snap.banned)
-        except (ValueError, InvalidOperation) as exc:
+        except Exception:  # app code parsing bytes from the air must not crash us
             self.stats["snapshot_bad_state"] += 1
-            del exc
             return False
         if state_hash != snap.header.state_hash:
             self.stats["snapshot_hash_mismatch"] += 1
@@ -679,6 +692,9 @@ class ConsensusEngine(Generic[S]):
     def _schedule_response(self, now: float, key: tuple[str, int]) -> None:
         """Answer after a per-node jitter; cancelled when someone else answers first."""
         if key in self._responses:
+            return
+        if len(self._responses) >= self.config.max_pending_responses:
+            self.stats["drop_responses_full"] += 1
             return
         digest = hashlib.sha256(self.key + key[0].encode() + key[1].to_bytes(8, "big")).digest()
         jitter = int.from_bytes(digest[:4], "big") / 2**32 * self.config.response_delay
@@ -1159,7 +1175,7 @@ class ConsensusEngine(Generic[S]):
             state = self.app.end_block(state, ctx)
         except InvalidOperation:
             return None, "op_rejected"
-        except (ValueError, TypeError, KeyError, IndexError):
+        except Exception:  # app code fed bytes from the air must not crash us
             return None, "app_error"
         frozen = frozenset(banned)
         state_hash = self._hash_state(state, nonces, frozen)

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from ble_bridge.consensus.quorum import max_faulty
-from ble_bridge.consensus.testing import Behaviour, LedgerState, LinkModel, SimNetwork
+from ble_bridge.consensus.testing import (
+    Behaviour,
+    LedgerState,
+    LinkModel,
+    SimNetwork,
+    run_random_scenario,
+)
 from ble_bridge.store import Store
 from ble_bridge.wire.messages import Block
 
@@ -143,3 +149,11 @@ def test_late_joiner_catches_up_by_snapshot() -> None:
     net.run_until_height(net.height_of(0) + 2, max_time=net.now + 30)
     assert net.agreement()
     _ledger_consistent(net, [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("seed", [3, 43, 70, 86, 101, 144])
+def test_random_fault_schedule_keeps_safety_and_recovers(seed: int, tmp_path: Path) -> None:
+    """A few seeds of the sweep harness (the full ≥200-seed sweep runs from the CLI)."""
+    result = run_random_scenario(seed, tmp_path)
+    assert result.agreement and result.valid and result.double_signs == 0, result
+    assert result.live, result
