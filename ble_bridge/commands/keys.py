@@ -15,7 +15,9 @@ DEFAULT_KEY_PATH = Path("/var/lib/ble-bridge/identity.key")
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keygen", help="create a node identity (X25519 + Ed25519) and print its ids")
     p.add_argument("--out", type=Path, help="key file to write (mode 0600); omit to print only")
-    p.add_argument("--show", type=Path, metavar="PATH", help="print the ids of an existing key file")
+    p.add_argument(
+        "--show", type=Path, metavar="PATH", help="print the ids of an existing key file"
+    )
     p.set_defaults(func=run_keygen)
 
 
