@@ -79,6 +79,7 @@ class BridgeConfig:
     max_block_bytes: int = 256 * 1024  # encoded block cap in proposals and commits
     dedup_capacity: int = 8192
     dedup_ttl: float = 30.0
+    unsigned_repeat_interval: float = 1.0  # an unsigned message repeated later is new
     pending_capacity: int = 1024  # local operations awaiting commit, per session
     finished_capacity: int = 4096  # committed/failed operations remembered for lookups
     operation_timeout: float = 30.0  # a pending operation older than this has failed
@@ -403,8 +404,11 @@ class NetworkConsensusBridge:
         if s is None:
             return self._drop("unknown_session")
         now = self._now()
-        key = _dedup_key(payload, sender)
+        key = _dedup_key(payload, sender, self._epoch(now))
         if sender is not None and sender in s.validators:
+            if now - s.contact.get(sender, now) > self.config.contact_timeout:
+                s.next_announce = now  # back in contact: tell it where we are at once
+                s.last_announced = None
             s.contact[sender] = now  # the mesh authenticated the sender, even of a repeat
         if self._seen.seen(now, key):
             return self._drop("duplicate")
@@ -503,7 +507,8 @@ class NetworkConsensusBridge:
         """Broadcast raw 0x1C bytes; remembered so a relayed echo is not processed again."""
         if not self._running:
             return
-        self._seen.add(self._now(), _dedup_key(payload, self.identity.signing_public))
+        now = self._now()
+        self._seen.add(now, _dedup_key(payload, self.identity.signing_public, self._epoch(now)))
         try:
             self.mesh.send(PacketType.CONSENSUS, payload)
         except ValueError:
@@ -666,6 +671,9 @@ class NetworkConsensusBridge:
             raise BridgeError("unknown_session", session_id.hex())
         return s
 
+    def _epoch(self, now: float) -> int:
+        return math.floor(now / self.config.unsigned_repeat_interval)
+
     def _drop(self, reason: str) -> bool:
         self.drops[reason] += 1
         return False
@@ -684,12 +692,15 @@ _UNSIGNED_KINDS = frozenset({Kind.STATE_ANNOUNCE, Kind.SNAPSHOT_REQUEST, Kind.CO
 _KIND_AT = 1 + SESSION_ID_LEN
 
 
-def _dedup_key(payload: bytes, sender: bytes | None) -> bytes:
-    """Payload hash; for unsigned kinds keyed by the authenticated sender too (two nodes
-    announcing the same state are two announcements). Signed messages are the same message
-    whoever relays or replays them."""
+def _dedup_key(payload: bytes, sender: bytes | None, epoch: int) -> bytes:
+    """Payload hash. Signed messages are the same message whoever relays or replays them.
+    Unsigned kinds (announcements, catch-up requests) are keyed by the authenticated sender
+    and a time ``epoch`` too: two nodes announcing one state are two announcements, and a
+    request repeated after its answer was lost is a new request."""
     kind = payload[_KIND_AT] & 0x7F if len(payload) > _KIND_AT else 0
-    key = (sender or b"") if kind in _UNSIGNED_KINDS else b""
+    if kind not in _UNSIGNED_KINDS:
+        return hashlib.blake2b(payload, digest_size=16).digest()
+    key = (sender or b"") + epoch.to_bytes(8, "big", signed=True)
     return hashlib.blake2b(payload, digest_size=16, key=key).digest()
 
 

@@ -23,8 +23,12 @@ from ..bridge import BridgeConfig, BridgeError, NetworkConsensusBridge
 from ..consensus.craps import CrapsApp, CrapsState, TablePlayer, check_invariants, decode_op
 from ..consensus.engine import Committed, ConsensusEngine
 from ..mesh.config import MeshConfig
+from ..mesh.router import Delivered
 from ..mesh.service import MeshNode
 from ..store import Store
+from ..wire.identity import verify_signature
+from ..wire.messages import MessageError, Vote, decode_message
+from ..wire.packet import PacketType
 from .byzantine import Behaviour, ByzantineBridge
 from .clock import Seeds, run_virtual
 from .faults import FaultPlan, Heal, Partition
@@ -126,14 +130,23 @@ class NodeRecord:
     invariant_errors: list[str] = field(default_factory=list)
     final_height: int = 0
     snapshots: int = 0
+    last_commit_at: float = -1.0
+    lost_blocks: int = 0  # a restart came back below the height committed before the crash
 
 
 class TableWorkload:
     """Every node plays craps with a :class:`TablePlayer` every ``interval`` seconds."""
 
-    def __init__(self, session_id: bytes, interval: float = 0.25) -> None:
+    def __init__(
+        self, session_id: bytes, interval: float = 0.25, *, watch_votes: bool = False
+    ) -> None:
         self.session_id = session_id
         self.interval = interval
+        self.watch_votes = watch_votes
+        self.signed: dict[tuple[bytes, int, int, int], Vote] = {}
+        self.double_signs: list[tuple[bytes, int, int, int]] = []
+        self._watched: set[bytes] = set()
+        self.marks: dict[str, dict[int, int]] = {}
         self.network: Network | None = None
         self.players: dict[int, TablePlayer] = {}
         self.records: dict[int, NodeRecord] = {}
@@ -176,6 +189,10 @@ class TableWorkload:
         if not isinstance(node, TableNode):
             return
         rec = self.records.setdefault(index, NodeRecord())
+        if node.engine.height < rec.final_height:
+            rec.lost_blocks += rec.final_height - node.engine.height
+        if self.watch_votes:
+            node.mesh.subscribe(PacketType.CONSENSUS, self._watch)
         if index not in self.players:
             seeds = self.network.seeds if self.network is not None else Seeds(0)
             self.players[index] = TablePlayer(
@@ -188,6 +205,7 @@ class TableWorkload:
             now = self.network.now if self.network is not None else 0.0
             rec.chain[ev.height] = ev.block.hash
             rec.ops_at[ev.height] = len(ev.ops)
+            rec.last_commit_at = now
             for op in ev.ops:
                 try:
                     decode_op(op.body)
@@ -216,6 +234,42 @@ class TableWorkload:
         st = node.bridge.stats()
         self.bridge_drops.update(st.drops)
         self.bridge_counters.update(node.bridge.counters)
+
+    def mark(self, label: str) -> None:
+        """Record every running node's committed height under ``label``."""
+        net = self.network
+        if net is None:
+            return
+        self.marks[label] = {
+            i: n.engine.height for i, n in enumerate(net.nodes) if isinstance(n, TableNode)
+        }
+
+    def _watch(self, event: Delivered) -> None:
+        """Every distinct vote on the air: two different ones for one (signer, h, r, step)
+        from the same signer are a double sign."""
+        payload = event.packet.payload
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        if digest in self._watched:
+            return
+        if len(self._watched) < 1_000_000:
+            self._watched.add(digest)
+        try:
+            _, msg = decode_message(payload)
+        except MessageError:
+            return
+        if not isinstance(msg, Vote):
+            return
+        key = (msg.validator, msg.height, msg.round, int(msg.step))
+        prev = self.signed.setdefault(key, msg)
+        if prev.block_hash == msg.block_hash or key in self.double_signs:
+            return
+        sid = self.session_id
+        ok_prev = verify_signature(prev.validator, prev.signature, prev.signing_bytes(sid))
+        ok_new = verify_signature(msg.validator, msg.signature, msg.signing_bytes(sid))
+        if ok_prev and ok_new:
+            self.double_signs.append(key)
+        elif ok_new:  # the first one was a forgery in this validator's name
+            self.signed[key] = msg
 
     def _play(self, network: Network, index: int) -> None:
         node = network.nodes[index]
@@ -250,6 +304,8 @@ class TableConfig:
     """Keep each node's SQLite file (always on when the fault plan crashes nodes)."""
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     play_interval: float = 0.25
+    watch_votes: bool = False
+    """Decode every distinct vote on the air to catch double signs (costs some speed)."""
 
 
 @dataclass(slots=True)
@@ -271,10 +327,25 @@ class TableResult:
     bridge_counters: Counter[str]
     refused: Counter[str]
     partition_groups: tuple[tuple[int, ...], ...] = ()
+    double_signs: int = 0
+    lost_blocks: int = 0
+    marks: dict[str, dict[int, int]] = field(default_factory=dict)
+    last_commit_at: dict[int, float] = field(default_factory=dict)
+    snapshots: dict[int, int] = field(default_factory=dict)
 
     @property
     def safe(self) -> bool:
-        return self.agreement and self.valid and self.invariants
+        return (
+            self.agreement
+            and self.valid
+            and self.invariants
+            and self.double_signs == 0
+            and self.lost_blocks == 0
+        )
+
+    @property
+    def honest(self) -> list[int]:
+        return [i for i in self.final_heights if i not in self.byzantine]
 
     @property
     def bytes_on_air(self) -> int:
@@ -393,7 +464,12 @@ async def run_table(
         store_dir=store_dir if (crashes or config.store) else None,
         byzantine=byz,
     )
-    wl = TableWorkload(session_id, config.play_interval)
+    wl = TableWorkload(session_id, config.play_interval, watch_votes=config.watch_votes)
+    if config.partition is not None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        loop.call_at(t0 + config.partition[0], wl.mark, "split")
+        loop.call_at(t0 + config.partition[1], wl.mark, "heal")
     result = await run_scenario(scenario, factory=factory, workload=wl, progress=progress)
     return _verdict(config, result, wl, byz, groups)
 
@@ -415,6 +491,8 @@ def _verdict(
     ops_at: dict[int, int] = {}
     for i in honest:
         ops_at.update(wl.records[i].ops_at)
+    honest_keys = {wl.players[i].key for i in honest if i in wl.players}
+    double = sum(1 for key in wl.double_signs if key[0] in honest_keys)
     heights = max((wl.records[i].final_height for i in honest), default=0)
     heights = max(heights, max(by_height, default=0))
     return TableResult(
@@ -433,6 +511,11 @@ def _verdict(
         bridge_counters=wl.bridge_counters,
         refused=wl.refused,
         partition_groups=groups,
+        double_signs=double,
+        lost_blocks=sum(wl.records[i].lost_blocks for i in honest),
+        marks=wl.marks,
+        last_commit_at={i: r.last_commit_at for i, r in sorted(wl.records.items())},
+        snapshots={i: r.snapshots for i, r in sorted(wl.records.items())},
     )
 
 

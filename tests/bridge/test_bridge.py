@@ -98,15 +98,26 @@ def test_full_inbox_refuses_with_a_reason_and_never_grows() -> None:
 
 def test_duplicates_are_dropped_until_their_ttl_expires() -> None:
     async def body() -> None:
-        net = BridgeNet(4, config=BridgeConfig(dedup_ttl=2.0, dedup_capacity=16))
+        cfg = BridgeConfig(dedup_ttl=5.0, dedup_capacity=16, unsigned_repeat_interval=1.0)
+        net = BridgeNet(4, config=cfg)
         await net.start()
         b = net.bridge(0)
-        payload = _announce(SESSION, 3)
-        assert b.receive_payload(payload)
-        assert not b.receive_payload(payload)
-        assert b.drops["duplicate"] == 1
-        await asyncio.sleep(2.5)
-        assert b.receive_payload(payload)
+        other = net.network.identities[1]
+        vote = encode_message(SESSION, _vote(other, 3))
+        assert b.receive_payload(vote)
+        await asyncio.sleep(2.0)
+        assert not b.receive_payload(vote)  # signed: the same message for the whole TTL
+        assert not b.receive_payload(vote, other.signing_public)  # whoever relays it
+        assert b.drops["duplicate"] == 2
+        await asyncio.sleep(5.5)
+        assert b.receive_payload(vote)
+        announce = _announce(SESSION, 3)
+        assert b.receive_payload(announce, other.signing_public)
+        assert not b.receive_payload(announce, other.signing_public)
+        # the same unsigned state from another validator is another announcement
+        assert b.receive_payload(announce, net.network.identities[2].signing_public)
+        await asyncio.sleep(1.0)  # a repeat after the repeat interval is news again
+        assert b.receive_payload(announce, other.signing_public)
         for h in range(100, 200):
             b.receive_payload(_announce(SESSION, h))
         assert len(b._seen) <= 16  # bounded LRU
