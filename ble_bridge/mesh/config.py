@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from ..wire.fragment import ReassemblyLimits
 from ..wire.packet import DEFAULT_LIMITS, DEFAULT_TTL, DecodeLimits, PacketType
 
+CAP_RELAY_DEFERRAL = 1 << 15
+"""Announce capability bit: this node follows ble-bridge's ranked relay deferral, so others
+may leave a peer to it. BitChat apps do not set it and are never relied on that way."""
+
 # (highest degree of the band, min jitter s, max jitter s); PROTOCOL.md's 10–40 ms for
 # 0–2 links up to 100–220 ms for 10+, with two bands in between.
 DEFAULT_RELAY_JITTER: tuple[tuple[int, float, float], ...] = (

@@ -108,6 +108,7 @@ class PeerRecord:
     signing_key: bytes | None = None
     noise_key: bytes | None = None
     nickname: str | None = None
+    capabilities: int = 0
     pinned: bool = False
     links: set[int] = field(default_factory=set)
     neighbors: frozenset[bytes] = frozenset()

@@ -10,7 +10,8 @@ is a spanning tree (one per receiving node). Relays wait a degree-dependent jitt
 send only to peers not known to hold the packet (see :meth:`Router._relay_targets`): peers
 it came from, neighbours of the origin, neighbours of a relay that cannot have deferred
 them, and peers left to a better-ranked neighbour holding a copy with at least our ttl
-(ranks hash the packet id with the node id, so every node agrees on them). Neighbour lists
+(ranks hash the packet id with the node id, so every node agrees on them; only nodes
+announcing ``CAP_RELAY_DEFERRAL`` are relied on, never BitChat apps). Neighbour lists
 come from announces; only a newer announce updates a peer, and a new neighbour gets the
 recent announces we hold so keys cross a freshly joined link at once. A relay with nothing
 left to send to, or that heard more than ``suppression_threshold`` copies, is cancelled. Every frame ends in exactly one outcome
@@ -41,7 +42,7 @@ from ..wire.packet import (
 )
 from ..wire.payloads import MAX_NEIGHBORS, Announce
 from .clock import MeshClock
-from .config import MeshConfig
+from .config import CAP_RELAY_DEFERRAL, MeshConfig
 from .peers import LinkState, PeerTable, new_link
 from .seen import SeenCache
 
@@ -344,6 +345,7 @@ class Router:
             age = max(0.0, (self.mesh_time_ms(now) - packet.timestamp) / 1000)
             rec.noise_key = ann.noise_key
             rec.nickname = ann.nickname
+            rec.capabilities = ann.capabilities or 0
             rec.neighbors = frozenset(ann.neighbors)
             rec.neighbors_at = now - age
             rec.announce = packet
@@ -491,6 +493,7 @@ class Router:
                 and any(
                     holder_ttl.get(w, 0) >= packet.ttl  # it holds a copy that goes as far as ours
                     and rank(w) < rank(me)
+                    and self._defers_like_us(w)
                     and z in (self._fresh_neighbors(now, w) or ())
                     for w in nz
                     if w not in (me, z)
@@ -500,6 +503,10 @@ class Router:
                 continue
             targets.append(link)
         return targets
+
+    def _defers_like_us(self, peer_id: bytes) -> bool:
+        rec = self.peers.get(peer_id)
+        return rec is not None and bool(rec.capabilities & CAP_RELAY_DEFERRAL)
 
     def _relay(self, now: float, pending: _PendingRelay) -> None:
         targets = self._relay_targets(now, pending)
@@ -686,12 +693,15 @@ class Router:
 
     def announce_payload(self) -> bytes:
         ident = self.identity
+        caps = self.config.capabilities
+        if self.config.relay_deferral:
+            caps = (caps or 0) | CAP_RELAY_DEFERRAL
         return Announce(
             nickname=self.config.nickname,
             noise_key=ident.noise_public,
             signing_key=ident.signing_public,
             neighbors=tuple(self.peers.neighbor_ids()[:MAX_NEIGHBORS]),
-            capabilities=self.config.capabilities,
+            capabilities=caps,
         ).encode()
 
     def _announce(self, now: float) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
-from mesh_harness import Net, connected, full_edges, geometric_edges, grid_edges, line_edges
+from mesh_harness import WALL, Net, connected, full_edges, geometric_edges, grid_edges, line_edges
 
 from ble_bridge.mesh.config import MeshConfig
+from ble_bridge.mesh.router import Router
 from ble_bridge.wire.packet import PacketType
 
 
@@ -141,3 +144,19 @@ def test_pruned_relaying_reaches_every_node_of_a_random_network(seed: int) -> No
         assert sorted(net.receivers(pid)) == [i for i in range(n) if i != k]
     naive = len(pids) * (2 * len(edges) - (n - 1))
     assert net.tx[PacketType.MESSAGE] < naive * 0.6
+
+
+def test_nodes_without_the_deferral_capability_are_never_relied_on() -> None:
+    net = Net(4)
+    legacy = MeshConfig(relay_deferral=False)  # announces no CAP_RELAY_DEFERRAL, like an app
+    net.routers[2] = Router(net.identities[2], legacy, random.Random(2), WALL)
+    net.routers[2].handle_timer(net.now)
+    net.connect_edges([(0, 1), (0, 2), (1, 3), (2, 3)])
+    net.run(3.0)
+    net.tx.clear()
+    deferred_before = net.routers[1].stats["relay_deferred"]
+    pid = net.broadcast(0, b"diamond with an app")
+    net.run(1.0)
+    assert sorted(net.receivers(pid)) == [1, 2, 3]
+    assert net.routers[1].stats["relay_deferred"] == deferred_before
+    assert net.tx[PacketType.MESSAGE] == 4  # node 1 sends to 3 itself; the app floods too
