@@ -351,9 +351,11 @@ class Router:
             rec.announce = packet
             rec.announce_at = now - age
         # not relayed: the sender is on this very link; a new neighbour is worth announcing
+        first = link.peer_id is None
         if packet.ttl >= self.config.ttl and self.peers.bind(link.info.link_id, packet.sender):
             self._announce_soon(now)
-            self._sync_announces(now, link)
+            if first:  # once per link: a peer re-binding its link cannot make us amplify
+                self._sync_announces(now, link)
 
     def _sync_announces(self, now: float, link: LinkState) -> None:
         """Relay the recent announces we hold to a new neighbour, as a late relay would.

@@ -417,3 +417,14 @@ def test_oversize_frame_is_dropped_as_too_large() -> None:
     r = make_router(MeshConfig(decode_limits=DecodeLimits(max_frame=512, max_payload=400)))
     r.receive(1.0, 1, encode(message(A, 1.0, b"x" * 600)))
     assert r.stats["too_large"] == 1 and r.events() == []
+
+
+def test_announce_sync_goes_once_per_link_so_rebinding_cannot_amplify() -> None:
+    r = make_router()
+    r.link_up(1.0, LinkInfo(9, "newcomer", 247, LinkRole.PERIPHERAL))
+    r.receive(1.0, 9, announce(STRANGER, 1.0))
+    synced = r.stats["announces_synced"]
+    assert synced == 3  # A, B and C's announces go to the newcomer
+    for i in range(20):
+        r.receive(1.0 + i, 9, announce(Identity.from_seed(b"sybil%d" % i), 1.0 + i))
+    assert r.stats["announces_synced"] == synced
