@@ -58,7 +58,12 @@ from .snapshot import Snapshot, chain_state_hash
 
 S = TypeVar("S")
 
-GENESIS_HASH = hashlib.sha256(b"ble-bridge/genesis/v1").digest()
+GENESIS_DOMAIN = b"ble-bridge/genesis/v1"
+
+
+def genesis_hash(session_id: bytes, validators: Sequence[bytes]) -> bytes:
+    """The ``prev_hash`` of block 1: binds a chain to its session and validator set."""
+    return hashlib.sha256(GENESIS_DOMAIN + session_id + b"".join(sorted(validators))).digest()
 
 
 class Signer(Protocol):
@@ -293,7 +298,7 @@ class ConsensusEngine(Generic[S]):
         self._nonces: dict[bytes, int] = {}
         self._banned: frozenset[bytes] = frozenset()
         self._state_hash = self._hash_state(self._app_state, self._nonces, self._banned)
-        self._last_hash = GENESIS_HASH
+        self._last_hash = genesis_hash(self.session_id, self.validators)
         self._last_header: BlockHeader | None = None
         self._last_cert: CommitCertificate | None = None
         self._recent: OrderedDict[int, tuple[Block, CommitCertificate]] = OrderedDict()
