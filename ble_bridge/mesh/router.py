@@ -353,8 +353,9 @@ class Router:
         # not relayed: the sender is on this very link; a new neighbour is worth announcing
         first = link.peer_id is None
         if packet.ttl >= self.config.ttl and self.peers.bind(link.info.link_id, packet.sender):
-            self._announce_soon(now)
+            self.stats["links_bound" if first else "links_rebound"] += 1
             if first:  # once per link: a peer re-binding its link cannot make us amplify
+                self._announce_soon(now)
                 self._sync_announces(now, link)
 
     def _sync_announces(self, now: float, link: LinkState) -> None:
