@@ -102,6 +102,7 @@ class EngineConfig:
     max_future_messages: int = 2048  # buffered messages for the next height
     recent_blocks: int = 64  # committed blocks kept in memory to answer catch-up
     snapshot_interval: int = 16  # heights between stored snapshots (0 = never)
+    keep_blocks: int = 1024  # stored blocks kept behind the newest snapshot
     snapshot_gap: int = 8  # behind by more than this many heights: ask for a snapshot
     request_interval: float = 0.5  # minimum time between two catch-up requests
     response_delay: float = 0.1  # max jitter before answering a request (suppression)
@@ -1327,6 +1328,8 @@ class ConsensusEngine(Generic[S]):
         snap = self.make_snapshot()
         if snap is not None:
             self.store.save_snapshot(self.session_id, self._committed, snap[0], snap[1].encode())
+            # blocks far behind a snapshot are only kept to help laggards catch up
+            self.store.prune_blocks(self.session_id, self._committed - self.config.keep_blocks)
 
     # -- recovery ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ble_bridge.consensus.engine import EngineConfig
 from ble_bridge.consensus.quorum import max_faulty
 from ble_bridge.consensus.testing import (
     Behaviour,
@@ -157,3 +158,25 @@ def test_random_fault_schedule_keeps_safety_and_recovers(seed: int, tmp_path: Pa
     result = run_random_scenario(seed, tmp_path)
     assert result.agreement and result.valid and result.double_signs == 0, result
     assert result.live, result
+
+
+def test_store_keeps_bounded_blocks_and_restart_resumes_from_snapshot(tmp_path: Path) -> None:
+    config = EngineConfig(snapshot_interval=4, keep_blocks=3)
+    net = SimNetwork(4, seed=9, store_dir=tmp_path, config=config)
+    net.start()
+    net.load(rate=10.0, until=1e9)
+    assert net.run_until_height(14, max_time=60)
+    store = Store(tmp_path / "node2.sqlite")
+    snap = store.latest_snapshot(net.session_id)
+    assert snap is not None and snap[0] >= 12
+    assert store.block(net.session_id, 1) is None  # pruned
+    assert store.block(net.session_id, snap[0] - 3) is not None
+    store.close()
+    before = net.nodes[2].engine
+    assert before is not None
+    height, state_hash = before.height, before.state_hash
+    net.crash(2)
+    net.restart(2)
+    after = net.nodes[2].engine
+    assert after is not None and after.height == height and after.state_hash == state_hash
+    assert after.stats["recovered_blocks"] == height - snap[0]
