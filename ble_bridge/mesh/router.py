@@ -5,17 +5,13 @@ reassembly of type-0x20 fragments → own/duplicate check → signature (keys le
 announces, trust on first use, or pinned out of band) → freshness against the mesh-time
 estimate → seen cache → deliver (broadcast or addressed to us) → schedule a relay.
 
-BLE links are unicast, so a broadcast costs one transmission per link it crosses; the ideal
-is a spanning tree (one per receiving node). Relays wait a degree-dependent jitter, then
-send only to peers not known to hold the packet (see :meth:`Router._relay_targets`): peers
-it came from, neighbours of the origin, neighbours of a relay that cannot have deferred
-them, and peers left to a better-ranked neighbour holding a copy with at least our ttl
-(ranks hash the packet id with the node id, so every node agrees on them; only nodes
-announcing ``CAP_RELAY_DEFERRAL`` are relied on, never BitChat apps). Neighbour lists
-come from announces; only a newer announce updates a peer, and a new neighbour gets the
-recent announces we hold so keys cross a freshly joined link at once. A relay with nothing
-left to send to, or that heard more than ``suppression_threshold`` copies, is cancelled. Every frame ends in exactly one outcome
-counter: a reason in :data:`DROP_REASONS`, ``fragment_buffered`` or ``accepted``.
+A relay waits a degree-dependent jitter (hearing more copies meanwhile), then goes only to
+the links :func:`.relay.relay_targets` picks; one with nothing left to send to, or that heard
+more than ``suppression_threshold`` copies, is cancelled. A unicast to a direct neighbour
+goes on that neighbour's link only. Neighbour lists come from announces; only a newer
+announce updates a peer, and a new neighbour gets the recent announces we hold, so keys
+cross a freshly joined link at once. Every frame ends in exactly one outcome counter: a
+reason in :data:`DROP_REASONS`, ``fragment_buffered`` or ``accepted``.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import itertools
 import logging
 import random
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ..transport import LinkInfo, SendResult
 from ..wire.fragment import split
@@ -44,6 +40,7 @@ from ..wire.payloads import MAX_NEIGHBORS, Announce
 from .clock import MeshClock
 from .config import CAP_RELAY_DEFERRAL, MeshConfig
 from .peers import LinkState, PeerTable, new_link
+from .relay import PendingRelay, relay_targets
 from .seen import SeenCache
 
 log = logging.getLogger(__name__)
@@ -115,14 +112,6 @@ class Delivered:
     received_at: float
 
 
-@dataclass(slots=True)
-class _PendingRelay:
-    packet: Packet
-    due: float
-    heard_links: set[int]
-    heard_peers: dict[bytes, int] = field(default_factory=dict)  # peer -> best ttl it sent us
-
-
 class Router:
     """One node's routing state; feed it link events, frames and timers, read frames back."""
 
@@ -138,7 +127,7 @@ class Router:
         self.peers = PeerTable(config.max_peers)
         self.seen = SeenCache(config.seen_capacity, config.seen_ttl)
         self.clock = MeshClock(config.clock_samples, config.clock_sample_ttl)
-        self._pending: dict[bytes, _PendingRelay] = {}
+        self._pending: dict[bytes, PendingRelay] = {}
         self._relay_heap: list[tuple[float, int, bytes]] = []
         self._seq = itertools.count()
         self._outbound: deque[tuple[int, bytes]] = deque()
@@ -395,7 +384,7 @@ class Router:
             return
         lo, hi = self.config.jitter_range(len(self.peers.links))
         due = now + self.rng.uniform(lo, hi)
-        pending = _PendingRelay(packet, due, {link.info.link_id})
+        pending = PendingRelay(packet, due, {link.info.link_id})
         if link.peer_id is not None:
             pending.heard_peers[link.peer_id] = packet.ttl
         self._pending[pid] = pending
@@ -424,95 +413,13 @@ class Router:
             del self._pending[pid]
             self.stats["relay_suppressed"] += 1
 
-    def _fresh_neighbors(self, now: float, peer_id: bytes) -> frozenset[bytes] | None:
-        rec = self.peers.get(peer_id)
-        if rec is None or now - rec.neighbors_at > self.config.neighbor_info_ttl:
-            return None
-        return rec.neighbors
-
-    def _relay_targets(self, now: float, pending: _PendingRelay) -> list[LinkState]:
-        """Links to peers not known to hold the packet and not left to a better-ranked relay.
-
-        Rules (a peer is "uncovered" unless one applies): it sent us a copy or is the
-        origin; it neighbours the origin (origins send on every link); it neighbours a relay
-        we heard that cannot have deferred it (no node of its neighbourhood ranks before
-        that relay); or, with ``relay_deferral``, one of its neighbours that surely holds
-        the packet ranks before us for this packet and will send it instead.
-        """
-        packet = pending.packet
-        sender = packet.sender
-        pid = packet.packet_id
-        direct = self._direct_links(packet, pending.heard_links)
+    def _relay(self, now: float, pending: PendingRelay) -> None:
+        direct = self._direct_links(pending.packet, pending.heard_links)
         if direct is not None:
             self.stats["relay_direct"] += 1
-            return direct
-        links = [
-            link
-            for link_id, link in sorted(self.peers.links.items())
-            if link_id not in pending.heard_links
-        ]
-        if not self.config.neighbor_pruning:
-            return [
-                link
-                for link in links
-                if link.peer_id is None
-                or (link.peer_id != sender and link.peer_id not in pending.heard_peers)
-            ]
-        ranks: dict[bytes, bytes] = {}
-
-        def rank(node: bytes) -> bytes:
-            r = ranks.get(node)
-            if r is None:
-                r = ranks[node] = hashlib.sha256(pid + node).digest()[:8]
-            return r
-
-        # who transmitted, with the ttl of their copies (an origin not heard sent at least ours+1)
-        sent_ttl = dict(pending.heard_peers)
-        sent_ttl.setdefault(sender, max(self.config.ttl, packet.ttl + 1))
-        transmitters = set(sent_ttl)
-        neighbors = {t: self._fresh_neighbors(now, t) or frozenset() for t in transmitters}
-        holder_ttl: dict[bytes, int] = {}  # sure holders -> ttl of their copy (lower bound)
-        for t, ttl in sent_ttl.items():
-            for w in (t, *neighbors[t]):
-                holder_ttl[w] = max(holder_ttl.get(w, 0), ttl)
-        me = self.peer_id
-        targets = []
-        for link in links:
-            z = link.peer_id
-            if z is None:
-                targets.append(link)
-                continue
-            if z in transmitters or z in neighbors[sender]:
-                continue
-            nz = self._fresh_neighbors(now, z)
-            if nz is not None and any(
-                z in neighbors[t] and not any(rank(w) < rank(t) for w in nz if w not in (t, z))
-                for t in pending.heard_peers
-            ):
-                continue  # a heard relay that had nobody to defer to sent it z
-            if (
-                self.config.relay_deferral
-                and nz is not None
-                and any(
-                    holder_ttl.get(w, 0) >= packet.ttl  # it holds a copy that goes as far as ours
-                    and rank(w) < rank(me)
-                    and self._defers_like_us(w)
-                    and z in (self._fresh_neighbors(now, w) or ())
-                    for w in nz
-                    if w not in (me, z)
-                )
-            ):
-                self.stats["relay_deferred"] += 1
-                continue
-            targets.append(link)
-        return targets
-
-    def _defers_like_us(self, peer_id: bytes) -> bool:
-        rec = self.peers.get(peer_id)
-        return rec is not None and bool(rec.capabilities & CAP_RELAY_DEFERRAL)
-
-    def _relay(self, now: float, pending: _PendingRelay) -> None:
-        targets = self._relay_targets(now, pending)
+            targets = direct
+        else:
+            targets = relay_targets(now, pending, self.peers, self.peer_id, self.config, self.stats)
         if not targets:
             self.stats["relay_pruned"] += 1
             return
