@@ -52,6 +52,7 @@ from .wire.messages import (
     Proposal,
     SnapshotResponse,
     StateAnnounce,
+    Vote,
     decode_message,
     encode_message,
     peek_session,
@@ -89,6 +90,7 @@ class BridgeConfig:
     heartbeat_interval: float = 4.0  # announce anyway if we sent nothing for this long (0: off)
     contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
     latency_samples: int = 4096
+    resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
 
 
 class OperationStatus(enum.Enum):
@@ -195,6 +197,8 @@ class _Session:
         self.next_announce = now + config.announce_min_interval
         self.last_sent = now
         self.stats: Counter[str] = Counter()
+        self.recent_out: deque[bytes] = deque(maxlen=config.resend_window)
+        self.recent_height = 0
 
 
 class NetworkConsensusBridge:
@@ -223,6 +227,7 @@ class NetworkConsensusBridge:
         self._drain_handle: asyncio.Handle | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._running = False
+        self._links = 0
         self._retired: Counter[str] = Counter()  # engine stats of closed sessions
         mesh.subscribe(PacketType.CONSENSUS, self._on_packet)
 
@@ -501,7 +506,14 @@ class NetworkConsensusBridge:
 
     def transmit(self, session_id: bytes, msg: Message) -> None:
         """Broadcast one engine message as a 0x1C packet (Byzantine test nodes override this)."""
-        self.send_payload(encode_message(session_id, msg))
+        payload = encode_message(session_id, msg)
+        s = self.sessions.get(session_id)
+        if s is not None and isinstance(msg, Vote | Proposal):
+            if msg.height != s.recent_height:
+                s.recent_out.clear()
+                s.recent_height = msg.height
+            s.recent_out.append(payload)
+        self.send_payload(payload)
 
     def send_payload(self, payload: bytes) -> None:
         """Broadcast raw 0x1C bytes; remembered so a relayed echo is not processed again."""
@@ -597,6 +609,15 @@ class NetworkConsensusBridge:
         if not self._running or self._loop is None:
             return
         now = self._now()
+        links = len(self.mesh.router.peers.links)
+        if links > self._links:
+            # A new neighbour may join a part of the mesh that missed our messages (the
+            # mesh does not store and forward): re-send this height's votes and proposal.
+            for s in self.sessions.values():
+                for payload in list(s.recent_out):
+                    self.counters["resent_on_link_up"] += 1
+                    self.send_payload(payload)
+        self._links = links
         for s in list(self.sessions.values()):
             self._expire(s, now)
             self._check_contact(s, now)
