@@ -196,3 +196,8 @@ def test_shipped_example_config_is_valid() -> None:
 
     config = load_node_config(Path(__file__).parents[2] / "deploy" / "config.example.toml")
     assert config.node.board == "auto" and config.ble["adapter"] == "hci0"
+
+
+def test_bench_command_refuses_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "nope"]) == 2
+    assert "known: wire, mesh, consensus, gatt" in capsys.readouterr().err
