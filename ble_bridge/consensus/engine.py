@@ -99,6 +99,7 @@ class EngineConfig:
     max_pending_evidence: int = 64
     evidence_heights: int = 8  # committed heights whose votes still yield evidence
     max_round_skip: int = 16  # ignore messages for rounds further ahead than this
+    keep_rounds: int = 8  # vote sets kept behind the current round (plus lock/valid rounds)
     max_future_messages: int = 2048  # buffered messages for the next height
     recent_blocks: int = 64  # committed blocks kept in memory to answer catch-up
     snapshot_interval: int = 16  # heights between stored snapshots (0 = never)
@@ -829,6 +830,7 @@ class ConsensusEngine(Generic[S]):
         # Keep the previous round's messages: a node still in it may have lost them.
         hs.own = [m for m in hs.own if _round_of(m) >= round - 1]
         hs.round_started.setdefault(round, now)
+        self._forget_old_rounds(round)
         h = self._committed + 1
         self._timers.pop("prevote", None)
         self._timers.pop("precommit", None)
@@ -844,6 +846,23 @@ class ConsensusEngine(Generic[S]):
                 hs.own.extend(pol_votes)
         self._set_timer(now, "propose", self._timeout("propose", round), round)
         self._set_timer(now, "rebroadcast", self._timeout("rebroadcast", round), round)
+
+    def _forget_old_rounds(self, round: int) -> None:
+        """Bound per-height memory in long partitions: drop rounds no rule can still use."""
+        hs = self._hs
+        keep = {hs.valid_round, hs.locked_round}
+        horizon = round - self.config.keep_rounds
+        for key in [k for k in hs.votes if k[0] < horizon and k[0] not in keep]:
+            del hs.votes[key]
+        for r in [r for r in hs.proposals if r < horizon and r not in keep]:
+            del hs.proposals[r]
+        live = {p.block.hash for p in hs.proposals.values()}
+        if hs.valid_block is not None:
+            live.add(hs.valid_block.hash)
+        for bh in [bh for bh in hs.blocks if bh not in live]:
+            del hs.blocks[bh]
+        for r in [r for r in hs.round_started if r < horizon]:
+            del hs.round_started[r]
 
     def _timeout(self, kind: str, round: int) -> float:
         """Round timeouts: adapted to the measured commit latency, growing per round."""

@@ -301,3 +301,29 @@ def test_certificate_of_commit_verifies_alone() -> None:
     assert isinstance(cert, CommitCertificate)
     assert cert.verify([e.key for e in group], SESSION)
     assert cert.block_hash == group[3].last_block_hash
+
+
+def test_a_partitioned_node_waits_in_its_round_and_old_rounds_are_forgotten() -> None:
+    config = EngineConfig(keep_rounds=3)
+    eng = engines(4, config)[0]
+    eng.start(0.0)
+    eng.submit(0.0, add_op(1))
+    now = 0.0
+    for _ in range(5):  # alone: no quorum, so no round change however long it waits
+        now = eng.next_timer() or now
+        eng.handle_timer(now)
+    assert eng.round == 0
+    others = [i for i in identities(4) if i.signing_public != eng.key]
+    for r in range(30):  # the others vote nil round after round
+        for ident in others:
+            for step in (Step.PREVOTE, Step.PRECOMMIT):
+                eng.receive(
+                    now, Vote.create(ident.sign, ident.signing_public, SESSION, step, 1, r, NIL)
+                )
+        now = eng.next_timer() or now
+        eng.handle_timer(now)
+    assert eng.round >= 29
+    assert (
+        max(r for r, _ in eng._hs.votes) - min(r for r, _ in eng._hs.votes)
+        <= config.keep_rounds + 1
+    )
