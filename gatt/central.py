@@ -209,24 +209,19 @@ class MeshCentral:
                 await scanner.stop()
 
     async def _connect_round(self) -> None:
-        while self._running:
+        for _ in range(self.config.connects_per_round):
+            if not self._running:
+                return
             now = self._loop_time()
             linked = self.host.linked_addresses() | set(self.sessions)
             picks = self.policy.next_candidates(now, self.host.link_count(), linked)
             if not picks:
                 wait = self.config.connect_interval_s - (now - self.policy.last_attempt)
-                if 0 < wait <= self.config.connect_interval_s and self._pending(linked):
-                    await asyncio.sleep(wait)
-                    continue
-                return
+                if not 0 < wait <= self.config.connect_interval_s:
+                    return
+                await asyncio.sleep(wait)  # rate limit: try again once the interval passed
+                continue
             await self._attempt(picks[0])
-
-    def _pending(self, linked: set[str]) -> bool:
-        now = self._loop_time()
-        return any(
-            c.address not in linked and c.connected_at is None and now >= c.retry_at
-            for c in self.policy.candidates.values()
-        )
 
     async def _attempt(self, address: str) -> None:
         cfg = self.config

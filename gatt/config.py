@@ -27,6 +27,10 @@ class BleConfig:
     """Scan duty cycle."""
     rssi_min: int = -90
     """Devices heard weaker than this are not connected to."""
+    candidate_fresh_s: float = 5.0
+    """Only connect to nodes heard advertising this recently (others fail with a timeout)."""
+    connects_per_round: int = 2
+    """Connect attempts between two scan windows."""
     connect_interval_s: float = 0.5
     """At most one outgoing connect attempt per interval (connect rate limit)."""
     connect_timeout_s: float = 10.0

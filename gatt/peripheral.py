@@ -82,6 +82,7 @@ class MeshPeripheral:
         self._connected: set[str] = set()
         self._registered = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._adv_lock = asyncio.Lock()
         self.want_advertising: Callable[[], bool] = lambda: True
         self.subscribers = 0
         self.writes = 0
@@ -107,7 +108,8 @@ class MeshPeripheral:
             "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
             "arg0='org.bluez'",
             "type='signal',interface='org.freedesktop.DBus.Properties',"
-            f"member='PropertiesChanged',path_namespace='{self.adapter_path}'",
+            f"member='PropertiesChanged',path_namespace='{self.adapter_path}',"
+            "arg0='org.bluez.Device1'",  # not the GATT notifications under our adapter
         ):
             await self._call_bus("AddMatch", "s", [rule])
         name = f"mesh{self.adapter}"
@@ -154,6 +156,10 @@ class MeshPeripheral:
 
     async def advertise(self) -> None:
         """Register a connectable advertisement (service UUID + peer id service data)."""
+        async with self._adv_lock:
+            await self._advertise()
+
+    async def _advertise(self) -> None:
         if self._adv is not None or self._adapter_obj is None:
             return
         self._adv_index += 1
@@ -171,6 +177,10 @@ class MeshPeripheral:
 
     async def stop_advertising(self) -> None:
         """Withdraw our advertisement (around outgoing connects, at exit)."""
+        async with self._adv_lock:
+            await self._stop_advertising()
+
+    async def _stop_advertising(self) -> None:
         adv, self._adv = self._adv, None
         if adv is None:
             return
@@ -182,15 +192,16 @@ class MeshPeripheral:
 
     async def ensure_advertising(self) -> None:
         """Advertise again if BlueZ stopped our advertisement (a central connected)."""
-        if not self._registered:
-            return
-        if self._adv is not None:
-            props = self._adapter_obj.get_interface("org.freedesktop.DBus.Properties")
-            active = await props.call_get(ADV_MANAGER_IFACE, "ActiveInstances")
-            if active.value > 0:
+        async with self._adv_lock:
+            if not self._registered:
                 return
-            await self.stop_advertising()
-        await self.advertise()
+            if self._adv is not None:
+                props = self._adapter_obj.get_interface("org.freedesktop.DBus.Properties")
+                active = await props.call_get(ADV_MANAGER_IFACE, "ActiveInstances")
+                if active.value > 0:
+                    return
+                await self._stop_advertising()
+            await self._advertise()
 
     @property
     def connected_devices(self) -> frozenset[str]:
@@ -200,6 +211,14 @@ class MeshPeripheral:
     @property
     def advertising(self) -> bool:
         return self._adv is not None
+
+    async def disconnect(self, device: str) -> None:
+        """End the connection of a central (used when it would exceed the link budget)."""
+        await self.bus.call(
+            Message(
+                destination="org.bluez", path=device, interface=DEVICE_IFACE, member="Disconnect"
+            )
+        )
 
     # ------------------------------------------------------------ notifications
 

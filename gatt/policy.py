@@ -4,7 +4,8 @@ The central's asyncio loop feeds advertisements, connect outcomes and link event
 :meth:`LinkPolicy.next_candidates` which addresses to try. Rules:
 
 * link budget: never more links (in + out) than the budget;
-* RSSI gate: ignore devices heard weaker than ``rssi_min``;
+* RSSI gate: ignore devices heard weaker than ``rssi_min``; freshness: only devices heard
+  within ``candidate_fresh_s`` (a node that stopped advertising would only time out);
 * connect rate limit: at most one attempt per ``connect_interval_s``;
 * backoff: after ``n`` consecutive failures wait ``min(max, base * 2**(n-1))`` times a jitter
   factor in ``[1-j, 1+j]``; a link that lived ``stable_s`` resets the count;
@@ -88,6 +89,8 @@ class LinkPolicy:
         for c in self.candidates.values():
             if c.address in linked or c.connected_at is not None or now < c.retry_at:
                 continue
+            if now - c.last_seen > cfg.candidate_fresh_s:
+                continue  # not heard lately: not advertising, the connect would time out
             if c.rssi < cfg.rssi_min:
                 self._count("skipped_rssi")
                 continue

@@ -40,7 +40,7 @@ from gatt.policy import LinkPolicy
 
 log = logging.getLogger(__name__)
 
-NOTIFY_BACKLOG_PAUSE = 64
+NOTIFY_BACKLOG_PAUSE = 512
 """D-Bus writer backlog (messages) above which the notify pump waits."""
 
 
@@ -75,8 +75,8 @@ class BleTransport(Transport):
         self._central_by_addr: dict[str, int] = {}
         self._periph_by_addr: dict[str, int] = {}
         self._ids = itertools.count(1)
-        self._notify_q: deque[bytes] = deque()
-        self._notify_for: dict[bytes, set[int]] = {}
+        self._notify_q: deque[tuple[bytes, set[int]]] = deque()
+        self._notify_latest: dict[bytes, tuple[bytes, set[int]]] = {}
         self._notify_wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -122,16 +122,17 @@ class BleTransport(Transport):
                 return SendResult.QUEUE_FULL
             return SendResult.QUEUED
         frame = bytes(frame)
-        members = self._notify_for.get(frame)
-        if members is not None:
-            members.add(link_id)
+        latest = self._notify_latest.get(frame)
+        if latest is not None and link_id not in latest[1]:
+            latest[1].add(link_id)  # one notification reaches every subscribed central
             self.stats["notify_coalesced"] += 1
             return SendResult.QUEUED
         if len(self._notify_q) >= self.config.notify_queue_limit:
             self.stats["send_queue_full"] += 1
             return SendResult.QUEUE_FULL
-        self._notify_q.append(frame)
-        self._notify_for[frame] = {link_id}
+        entry = (frame, {link_id})
+        self._notify_q.append(entry)
+        self._notify_latest[frame] = entry
         self._notify_wake.set()
         return SendResult.QUEUED
 
@@ -144,7 +145,7 @@ class BleTransport(Transport):
             return 0
         if link.session is not None:
             return len(link.session.queue)
-        return sum(1 for members in self._notify_for.values() if link_id in members)
+        return sum(1 for _, members in self._notify_q if link_id in members)
 
     # ------------------------------------------------------------ link table
 
@@ -168,7 +169,7 @@ class BleTransport(Transport):
         by_addr = self._central_by_addr if link.session is not None else self._periph_by_addr
         if by_addr.get(link.address) == link_id:
             del by_addr[link.address]
-        for members in self._notify_for.values():
+        for _, members in self._notify_q:
             members.discard(link_id)
         self.stats[f"link_down_{reason}"] += 1
         if self._handler is not None:
@@ -251,6 +252,11 @@ class BleTransport(Transport):
                     return
                 self.stats["duplicate_kept_peripheral"] += 1
                 self._spawn(self.central.abandon(addr))
+            elif len(self._links) >= self.config.link_budget:
+                # connected while our advertisement was being withdrawn: refuse politely
+                self.stats["inbound_over_budget"] += 1
+                self._spawn(self.peripheral.disconnect(device))
+                return
             lid = self._link_up(addr, min(mtu, 517), LinkRole.PERIPHERAL, None)
         self._deliver(lid, data)
 
@@ -301,8 +307,10 @@ class BleTransport(Transport):
                 continue
             while self.peripheral.backlog() > NOTIFY_BACKLOG_PAUSE:
                 await asyncio.sleep(0.001)
-            frame = self._notify_q.popleft()
-            members = self._notify_for.pop(frame, set())
+            entry = self._notify_q.popleft()
+            frame, members = entry
+            if self._notify_latest.get(frame) is entry:
+                del self._notify_latest[frame]
             if not members:
                 continue
             with contextlib.suppress(Exception):

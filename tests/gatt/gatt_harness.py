@@ -63,6 +63,7 @@ def fast_config(adapter: int, **overrides: Any) -> BleConfig:
         backoff_base_s=0.1,
         backoff_max_s=1.0,
         tie_break_grace_s=0.5,
+        candidate_fresh_s=1.0,
         seed=adapter,
     )
     base.update(overrides)

@@ -61,6 +61,7 @@ def test_failures_push_retry_later_and_a_stable_link_resets_them() -> None:
     p.heard("x", HIGH, -50, 0.0)
     delays = [p.failed("x", 0.0) for _ in range(4)]
     assert delays == [1.0, 2.0, 4.0, 8.0]
+    p.heard("x", HIGH, -50, 7.5)
     assert p.next_candidates(7.9, links=0, linked=set()) == []
     assert p.next_candidates(8.0, links=0, linked=set()) == ["x"]
     p.connected("x", 10.0)
@@ -74,3 +75,11 @@ def test_tie_break_keeps_exactly_one_direction(ours: bytes, theirs: bytes) -> No
     mine = LinkPolicy(BleConfig(), ours)
     other = LinkPolicy(BleConfig(), theirs)
     assert mine.keep_central(theirs) != other.keep_central(ours)
+
+
+def test_nodes_not_heard_lately_are_not_tried() -> None:
+    p = policy(candidate_fresh_s=2.0)
+    p.heard("x", HIGH, -50, 0.0)
+    assert p.next_candidates(2.5, links=0, linked=set()) == []
+    p.heard("x", HIGH, -50, 2.6)
+    assert p.next_candidates(2.7, links=0, linked=set()) == ["x"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from gatt_harness import Node, address, run, until
 
@@ -70,11 +72,12 @@ def test_link_budget_is_respected(fake_bluez: FakeBluezProcess) -> None:
         for n in nodes:
             await n.start()
         # everyone else wants node 0, which stops at 2 links and stops advertising
-        assert await until(lambda: len(nodes[0].links()) == 2, timeout=15)
-        assert await until(lambda: all(len(n.links()) >= 1 for n in nodes[1:]), timeout=15)
+        counts = lambda: [len(n.links()) for n in nodes]  # noqa: E731
+        assert await until(lambda: len(nodes[0].links()) == 2, timeout=20), counts()
+        assert await until(lambda: all(c >= 1 for c in counts()[1:]), timeout=15), counts()
         for _ in range(20):
-            assert len(nodes[0].links()) <= 2
-            await __import__("asyncio").sleep(0.1)
+            assert len(nodes[0].links()) <= 2, counts()
+            await asyncio.sleep(0.1)
         assert not nodes[0].transport.peripheral.advertising
         for n in nodes:
             await n.stop()
