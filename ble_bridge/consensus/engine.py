@@ -256,6 +256,7 @@ class _Height:
     own: list[Message] = field(default_factory=list)  # what we sent this and the last round
     round_started: dict[int, float] = field(default_factory=dict)
     vote_sent: dict[tuple[int, Step], float] = field(default_factory=dict)
+    rebroadcasts: int = 0
 
 
 class ConsensusEngine(Generic[S]):
@@ -829,6 +830,7 @@ class ConsensusEngine(Generic[S]):
         hs.phase = Phase.PROPOSE
         # Keep the previous round's messages: a node still in it may have lost them.
         hs.own = [m for m in hs.own if _round_of(m) >= round - 1]
+        hs.rebroadcasts = 0
         hs.round_started.setdefault(round, now)
         self._forget_old_rounds(round)
         h = self._committed + 1
@@ -901,7 +903,9 @@ class ConsensusEngine(Generic[S]):
             self.stats["rebroadcasts"] += 1
             if self._hint_height > self._committed + 1:
                 self._request_catch_up(now)
-            self._set_timer(now, "rebroadcast", self._timeout("rebroadcast", round + 1), round)
+            hs.rebroadcasts += 1  # back off exponentially while nobody answers
+            delay = self._timeout("rebroadcast", round + hs.rebroadcasts)
+            self._set_timer(now, "rebroadcast", delay, round)
 
     def _progress(self, now: float) -> None:
         """Apply the algorithm's upon-rules until nothing changes."""
