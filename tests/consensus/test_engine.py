@@ -41,8 +41,12 @@ from ble_bridge.wire.messages import (
     BlockHeader,
     Commit,
     CommitCertificate,
+    CommitRequest,
+    Evidence,
     Operation,
     Proposal,
+    SnapshotRequest,
+    SnapshotResponse,
     Step,
     Vote,
     body_hash,
@@ -327,3 +331,68 @@ def test_a_partitioned_node_waits_in_its_round_and_old_rounds_are_forgotten() ->
         max(r for r, _ in eng._hs.votes) - min(r for r, _ in eng._hs.votes)
         <= config.keep_rounds + 1
     )
+
+
+_KEYS = [i.signing_public for i in identities(4)]
+_hashes = st.binary(min_size=32, max_size=32)
+_keys = st.sampled_from(_KEYS) | _hashes
+_sigs = st.binary(min_size=64, max_size=64)
+_small = st.integers(0, 5) | st.integers(0, 2**32 - 1)
+_votes = st.builds(
+    Vote,
+    st.sampled_from([Step.PREVOTE, Step.PRECOMMIT]),
+    _small,
+    _small,
+    _hashes | st.just(NIL),
+    _keys,
+    _sigs,
+)
+_ops = st.builds(Operation, _keys, _small, st.binary(max_size=8), _sigs)
+
+
+@st.composite
+def _blocks(draw: st.DrawFn) -> Block:
+    ops = tuple(draw(st.lists(_ops, max_size=3)))
+    header = BlockHeader(
+        draw(_small), draw(_keys), draw(_hashes), draw(_hashes), body_hash(ops, ())
+    )
+    return Block(header, ops)
+
+
+@st.composite
+def _certs(draw: st.DrawFn) -> CommitCertificate:
+    n = draw(st.integers(0, 6))
+    signers = tuple(sorted(draw(st.sets(st.integers(0, max(0, n - 1)), max_size=n))))
+    return CommitCertificate(
+        draw(_small), draw(_small), draw(_hashes), n, signers, tuple(draw(_sigs) for _ in signers)
+    )
+
+
+_structured = st.one_of(
+    _votes,
+    _ops,
+    st.builds(lambda h, r, b, s: Proposal(h, r, -1, b, s), _small, _small, _blocks(), _sigs),
+    st.builds(lambda a, b: Evidence(a, b), _votes, _votes),
+    st.builds(Commit, _blocks(), _certs()),
+    st.builds(
+        lambda c, b: SnapshotResponse(c, b),
+        _certs(),
+        st.binary(max_size=64),
+    ),
+    st.builds(lambda h: CommitRequest(h), _small),
+    st.builds(lambda h: SnapshotRequest(h), _small),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_structured, max_size=25), st.floats(0, 100))
+def test_well_formed_hostile_messages_never_raise_or_commit(msgs: list[object], dt: float) -> None:
+    group = engines(4)
+    eng = group[0]
+    eng.start(0.0)
+    eng.submit(0.0, add_op(2))
+    for msg in msgs:
+        eng.receive(0.0, msg)  # type: ignore[arg-type]
+    eng.handle_timer(dt)
+    eng.handle_timer(dt * 2 + 10)
+    assert eng.height == 0  # nothing signed by a quorum was ever shown to it
