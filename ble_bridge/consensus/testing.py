@@ -624,3 +624,42 @@ def exchange(group: Sequence[ConsensusEngine[LedgerState]], now: float, steps: i
                 eng.handle_timer(now)
         now += 0.001
     return now
+
+
+def sweep(first: int, count: int, *, stores: bool = True) -> list[ScenarioResult]:
+    """Run :func:`run_random_scenario` for seeds ``first .. first+count-1``."""
+    import tempfile
+
+    results = []
+    for seed in range(first, first + count):
+        if stores:
+            with tempfile.TemporaryDirectory(prefix="ble-bridge-sweep-") as d:
+                results.append(run_random_scenario(seed, Path(d)))
+        else:
+            results.append(run_random_scenario(seed))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ble_bridge.consensus.testing --seeds 10000``: the fault sweep as a soak."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--first", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    failed = 0
+    for seed in range(args.first, args.first + args.seeds):
+        (result,) = sweep(seed, 1)
+        if not result.ok:
+            failed += 1
+            print(f"FAIL {result}", flush=True)
+    elapsed = time.perf_counter() - started
+    print(f"consensus-sweep seeds={args.seeds} failed={failed} seconds={elapsed:.1f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
