@@ -3,20 +3,29 @@
 The engine never touches a socket or a clock. Feed it messages and time, read back what to
 broadcast and what happened::
 
+    engine = ConsensusEngine(session_id, identity, validator_keys, app, config, store)
     engine.start(now)
     engine.receive(now, msg)            # or receive_payload(now, bytes_of_a_0x1C_packet)
     engine.submit(now, op_body) -> op_id
     engine.handle_timer(now)            # call when now >= engine.next_timer()
-    engine.outbox() -> list[Message]    # broadcast each (encode_message(session_id, m))
+    engine.outbox() -> list[Message]    # broadcast each: encode_message(session_id, m)
     engine.events() -> list[Event]      # Committed, OperationRejected, EvidenceFound, ...
+    engine.state_announcement()         # StateAnnounce to gossip when the height changed
+
+Read-only views: ``height`` (last committed), ``round``, ``phase``, ``state``,
+``state_hash``, ``last_block_hash``, ``last_certificate``, ``banned``, ``vote_delay``,
+``commit_latency``, ``stats`` (a Counter of every drop by reason), ``quorum``,
+``validators`` (sorted), ``is_validator``, ``mempool``. Snapshots: ``make_snapshot()`` and
+``install_snapshot(now, blob, certificate)``.
 
 Algorithm: Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (2018), with
 blocks executed before they are voted on (the header commits to the state hash *after* the
 block, so a certificate proves a snapshot), idle heights that wait for work instead of
 proposing empty blocks, and periodic re-broadcast of the node's own votes so lossy links
-cannot stall a round. Every dropped input is counted by reason in :attr:`stats`.
+cannot stall a round. With a ``store`` every signature is durable before it is emitted,
+every committed block before it is reported, and a restarted engine resumes the round it
+last signed in.
 """
-
 from __future__ import annotations
 
 import enum
