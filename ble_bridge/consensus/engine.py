@@ -26,6 +26,7 @@ cannot stall a round. With a ``store`` every signature is durable before it is e
 every committed block before it is reported, and a restarted engine resumes the round it
 last signed in.
 """
+
 from __future__ import annotations
 
 import enum
