@@ -84,6 +84,8 @@ class MeshPeripheral:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._adv_lock = asyncio.Lock()
         self.want_advertising: Callable[[], bool] = lambda: True
+        self.paused = False
+        """Advertising withdrawn around an outgoing connect."""
         self.subscribers = 0
         self.writes = 0
         self.notifies = 0
@@ -133,7 +135,7 @@ class MeshPeripheral:
         await self.app.register(self._adapter_obj)
         self._registered = True
         self._adv = None
-        await self.advertise()
+        await self.sync_advertising()
         await self._scan_existing_devices()
 
     async def stop(self) -> None:
@@ -190,17 +192,20 @@ class MeshPeripheral:
         finally:
             self.bus.unexport(adv.path)
 
-    async def ensure_advertising(self) -> None:
-        """Advertise again if BlueZ stopped our advertisement (a central connected)."""
+    async def sync_advertising(self) -> None:
+        """Advertise iff wanted (not paused, budget left); re-register if BlueZ stopped it."""
         async with self._adv_lock:
             if not self._registered:
+                return
+            if self.paused or not self.want_advertising():
+                await self._stop_advertising()
                 return
             if self._adv is not None:
                 props = self._adapter_obj.get_interface("org.freedesktop.DBus.Properties")
                 active = await props.call_get(ADV_MANAGER_IFACE, "ActiveInstances")
                 if active.value > 0:
                     return
-                await self._stop_advertising()
+                await self._stop_advertising()  # a central connected: BlueZ stopped it
             await self._advertise()
 
     @property
@@ -268,8 +273,7 @@ class MeshPeripheral:
             return
         if connected:
             self._connected.add(path)
-            if self.want_advertising():
-                self._spawn(self.ensure_advertising())
+            self._spawn(self.sync_advertising())
         else:
             self._connected.discard(path)
         self.on_device(path, connected)

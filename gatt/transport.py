@@ -188,10 +188,7 @@ class BleTransport(Transport):
     def _adjust_advertising(self) -> None:
         if not self._started:
             return
-        if len(self._links) < self.config.link_budget:
-            self._spawn(self.peripheral.ensure_advertising())
-        elif self.peripheral.advertising:
-            self._spawn(self.peripheral.stop_advertising())
+        self._spawn(self.peripheral.sync_advertising())
 
     def _spawn(self, coro: Any) -> None:
         async def guarded() -> None:
@@ -229,12 +226,13 @@ class BleTransport(Transport):
     async def pause_advertising(self) -> bool:
         if not self.peripheral.advertising:
             return False
-        await self.peripheral.stop_advertising()
+        self.peripheral.paused = True
+        await self.peripheral.sync_advertising()
         return True
 
     async def resume_advertising(self) -> None:
-        if len(self._links) < self.config.link_budget:
-            await self.peripheral.advertise()
+        self.peripheral.paused = False
+        await self.peripheral.sync_advertising()
 
     def _peer_of(self, address: str) -> bytes | None:
         c = self.policy.candidates.get(address)
