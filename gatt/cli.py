@@ -1,0 +1,103 @@
+"""``ble-bridge fake-bluez`` and ``ble-bridge doctor`` (wired into ``ble_bridge.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from gatt.fakebluez.config import FakeBluezConfig, LinkModel
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fake-bluez",
+        help="run a fake bluetoothd with N linked adapters on a private D-Bus",
+        description="Starts a private dbus-daemon and the fake bluetoothd, prints the bus "
+        "address, and runs until Ctrl-C. Point bleak/bless (or `ble-bridge run`) at it with "
+        "DBUS_SYSTEM_BUS_ADDRESS=<address> and --adapter hciN.",
+    )
+    p.add_argument("--adapters", type=int, default=2, help="number of adapters (hci0..)")
+    p.add_argument("--mtu", type=int, default=247, help="ATT MTU of every link")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="one-way link latency")
+    p.add_argument("--loss", type=float, default=0.0, help="frame loss probability")
+    p.add_argument("--link-limit", type=int, default=7, help="connections per adapter")
+    p.add_argument(
+        "--pi-controller",
+        action="store_true",
+        help="outgoing connects fail while advertising (BCM4345C0 rule)",
+    )
+    p.add_argument("--config", default="", help="full FakeBluezConfig as JSON (overrides)")
+    p.set_defaults(func=run_fake_bluez)
+
+    d = sub.add_parser("doctor", help="check BlueZ, the adapter and known-bad settings")
+    d.add_argument("--adapter", default="hci0")
+    d.set_defaults(func=lambda args: _doctor(args.adapter))
+
+
+def _doctor(adapter: str) -> int:
+    from gatt.doctor import run_doctor
+
+    return run_doctor(adapter)
+
+
+def config_from_args(args: argparse.Namespace) -> FakeBluezConfig:
+    if args.config:
+        cfg = FakeBluezConfig.from_json(args.config)
+    else:
+        cfg = FakeBluezConfig(
+            adapters=args.adapters,
+            link=LinkModel(latency_s=args.latency_ms / 1000.0, loss=args.loss, mtu=args.mtu),
+            link_limit=args.link_limit,
+            connect_fails_while_advertising=args.pi_controller,
+        )
+    cfg.adapters = args.adapters
+    return cfg
+
+
+def run_fake_bluez(args: argparse.Namespace) -> int:
+    from gatt.fakebluez.bus import PrivateBus, dbus_daemon_path
+    from gatt.fakebluez.service import FakeBluez
+
+    if dbus_daemon_path() is None:
+        print("ble-bridge fake-bluez: dbus-daemon not found (apt install dbus)", file=sys.stderr)
+        return 1
+    config = config_from_args(args)
+    bus = PrivateBus()
+    address = bus.start()
+
+    async def serve() -> None:
+        fake = FakeBluez(config)
+        await fake.start(address)
+        print(address, flush=True)
+        print(
+            f"export DBUS_SYSTEM_BUS_ADDRESS='{address}'  # adapters hci0..hci{config.adapters - 1}",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await fake.stop()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        bus.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m gatt.cli``) until ``ble_bridge.cli`` registers us."""
+    parser = argparse.ArgumentParser(prog="ble-bridge")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
