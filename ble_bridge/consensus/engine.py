@@ -98,6 +98,7 @@ class EngineConfig:
     latency_factor: float = 2.0  # timeouts = factor x the expected time of the step
     latency_window: int = 32  # vote-delay samples kept; their median drives the timeouts
     rebroadcast_factor: float = 1.5  # re-send own round messages after this x propose timeout
+    rebroadcast_backoff: int = 3  # at most this many x timeout_growth while nobody answers
     max_block_ops: int = 1024
     max_block_bytes: int = 256 * 1024
     max_block_evidence: int = 8
@@ -267,6 +268,7 @@ class _Height:
     round_started: dict[int, float] = field(default_factory=dict)
     vote_sent: dict[tuple[int, Step], float] = field(default_factory=dict)
     rebroadcasts: int = 0
+    delay_samples: dict[int, list[float]] = field(default_factory=dict)
 
 
 class ConsensusEngine(Generic[S]):
@@ -375,7 +377,8 @@ class ConsensusEngine(Generic[S]):
 
     @property
     def vote_delay(self) -> float | None:
-        """Median time from our vote to q votes of its step: about one message delay."""
+        """Median time from our vote to q votes of its step (in rounds that decided): about
+        one message delay. None until enough samples."""
         if len(self._vote_delays) < 8:
             return None
         ordered = sorted(self._vote_delays)
@@ -575,7 +578,7 @@ class ConsensusEngine(Generic[S]):
             self.stats["votes_counted"] += 1
             sent = self._hs.vote_sent.get((vote.round, vote.step))
             if sent is not None and vs.total == vs.threshold:
-                self._vote_delays.append(now - sent)
+                self._hs.delay_samples.setdefault(vote.round, []).append(now - sent)
             self._wake(now)
         else:
             self.stats[f"drop_{result.value}"] += 1
@@ -840,6 +843,10 @@ class ConsensusEngine(Generic[S]):
         hs.phase = Phase.PROPOSE
         # Keep the previous round's messages: a node still in it may have lost them.
         hs.own = [m for m in hs.own if _round_of(m) >= round - 1]
+        if round > 0:
+            # Leaving a failed round: repeat what we signed in it at once, so nodes that
+            # lost those votes follow us into the new round instead of timing out alone.
+            self._outbox.extend(m for m in hs.own if _round_of(m) == round - 1)
         hs.rebroadcasts = 0
         hs.round_started.setdefault(round, now)
         self._forget_old_rounds(round)
@@ -913,8 +920,8 @@ class ConsensusEngine(Generic[S]):
             self.stats["rebroadcasts"] += 1
             if self._hint_height > self._committed + 1:
                 self._request_catch_up(now)
-            hs.rebroadcasts += 1  # back off exponentially while nobody answers
-            delay = self._timeout("rebroadcast", round + hs.rebroadcasts)
+            hs.rebroadcasts = min(hs.rebroadcasts + 1, self.config.rebroadcast_backoff)
+            delay = self._timeout("rebroadcast", round + hs.rebroadcasts)  # backs off, capped
             self._set_timer(now, "rebroadcast", delay, round)
 
     def _progress(self, now: float) -> None:
@@ -1287,7 +1294,10 @@ class ConsensusEngine(Generic[S]):
         h = block.height
         if self.store is not None:  # durable before anyone acts on it
             self.store.save_block(self.session_id, h, block.encode(), cert.encode())
-        # Latency of a successful round (failed rounds would feed back into the timeouts).
+        # Only the deciding round's delays adapt the timeouts: a failed round's are inflated
+        # by the timeouts themselves and would feed back into ever longer rounds.
+        if round is not None:
+            self._vote_delays.extend(self._hs.delay_samples.get(round, ()))
         started = None if round is None else self._hs.round_started.get(round)
         if started is not None:
             sample = max(0.0, now - started)
