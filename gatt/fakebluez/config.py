@@ -47,6 +47,20 @@ class FakeBluezConfig:
     link_buffer: int = 65536
     """Frames queued per link direction before further ones are dropped and counted."""
     seed: int = 1
+    reach: dict[str, list[int]] | None = None
+    """Radio range: adapter index (as a string) -> adapters it can hear and connect to
+    (symmetric by convention). None: everyone hears everyone."""
+
+    def in_range(self, a: int, b: int) -> bool:
+        if self.reach is None:
+            return True
+        return b in self.reach.get(str(a), []) or a in self.reach.get(str(b), [])
+
+    @classmethod
+    def line(cls, adapters: int, **kw: Any) -> FakeBluezConfig:
+        """Adapters in a row: each hears only its neighbours (forces multi-hop)."""
+        reach = {str(i): [j for j in (i - 1, i + 1) if 0 <= j < adapters] for i in range(adapters)}
+        return cls(adapters=adapters, reach=reach, **kw)
 
     def link_model(self) -> LinkModel:
         return self.link if self.link is not None else LinkModel()

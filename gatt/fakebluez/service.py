@@ -569,7 +569,7 @@ class FakeBluez:
     def _scan(self, a: Adapter, now: float) -> None:
         """What scanning adapter ``a`` hears in one advertising interval."""
         for b in self.adapters:
-            if b is a or not b.advertising():
+            if b is a or not b.advertising() or not self.config.in_range(a.index, b.index):
                 continue
             adv = next(ad for ad in b.adverts.values() if ad.active)
             uuids = [str(u).lower() for u in adv.props.get("ServiceUUIDs", [])]
@@ -763,7 +763,8 @@ class FakeBluez:
             self.stats["connect_fail_advertising"] += 1
             self.error(msg, ERR + "Failed", "Advertising Timeout (0x3c)")
             return
-        if not b.advertising() or not b.powered:
+        reachable = cfg.in_range(a.index, b.index)
+        if not b.advertising() or not b.powered or not reachable:
             await asyncio.sleep(cfg.connect_timeout_s)
             self.stats["connect_fail_timeout"] += 1
             self.error(msg, ERR + "Failed", "Page Timeout")
