@@ -65,6 +65,7 @@ class MeshPeripheral:
         on_write: WriteHandler,
         on_device: DeviceHandler,
         on_bluez: BluezHandler | None = None,
+        flags: tuple[str, ...] = CHARACTERISTIC_FLAGS,
     ) -> None:
         self.adapter = adapter
         self.adapter_path = f"/org/bluez/{adapter}"
@@ -73,6 +74,7 @@ class MeshPeripheral:
         self.on_write = on_write
         self.on_device = on_device
         self.on_bluez = on_bluez
+        self.flags = flags
         self.bus: Any = None
         self.app: Any = None
         self.char: Any = None
@@ -121,7 +123,7 @@ class MeshPeripheral:
         # /org/bluez) see them: each notification would wake every bleak process.
         self.app.base_path = f"/ble_bridge/{name}"
         service = await self.app.add_service(self.profile.service_uuid)
-        flags = [Flags(f) for f in CHARACTERISTIC_FLAGS]
+        flags = [Flags(f) for f in self.flags]
         char = MeshCharacteristic(self.profile.characteristic_uuid, flags, 1, service)
         char.sink = self
         service.characteristics.append(char)

@@ -946,7 +946,7 @@ class FakeBluez:
             raise BluezError("NotPermitted", "Write not permitted")
         if ENCRYPT_FLAGS & set(mc.flags) and not mc.link.paired:
             self.stats["refused_unpaired"] += 1
-            raise BluezError("NotAuthorized", "Insufficient Encryption")
+            raise BluezError("NotPermitted", "Not paired")  # BlueZ's create_gatt_dbus_error
         limit = mc.link.model.mtu - 3 if kind == "command" else 512
         if len(value) > limit:
             self.stats["refused_oversize"] += 1
@@ -1023,7 +1023,7 @@ class FakeBluez:
         if "read" not in mc.flags:
             raise BluezError("NotPermitted", "Read not permitted")
         if {"encrypt-read", "encrypt-authenticated-read"} & set(mc.flags) and not mc.link.paired:
-            raise BluezError("NotAuthorized", "Insufficient Encryption")
+            raise BluezError("NotPermitted", "Not paired")
         options = self._options(mc, "request")
         del options["type"]
         fwd = Message(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from bleak import BleakClient, BleakScanner
-from bleak.exc import BleakDBusError
+from bleak.exc import BleakDBusError, BleakGATTProtocolError
 from gatt_harness import address, peer, run, until
 
 from gatt.fakebluez import FakeBluezConfig, FakeBluezProcess, FakeControl, LinkModel
@@ -179,5 +179,36 @@ def test_acquire_write_and_acquire_notify(fake_bluez: FakeBluezProcess) -> None:
             srv.p.notify(b"via-fd")
             assert await until(lambda: notes == [b"via-fd"])
         await srv.p.stop()
+
+    run(scenario())
+
+
+def test_encrypted_characteristic_is_refused_until_the_link_is_paired(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    async def scenario() -> None:
+        writes: list[bytes] = []
+        p = MeshPeripheral(
+            "hci0",
+            PROFILE,
+            peer(0),
+            on_write=lambda _d, _m, b: writes.append(b),
+            on_device=lambda _d, _c: None,
+            flags=("read", "write", "encrypt-write", "notify"),
+        )
+        await p.start()
+        dev, _, _ = await discover()
+        async with BleakClient(dev, bluez={"adapter": "hci1"}) as client:  # type: ignore[arg-type]
+            char = client.services.get_characteristic(CHR)
+            assert char is not None
+            with pytest.raises(BleakDBusError, match="Not paired"):
+                await client.write_gatt_char(char, b"secret", response=True)
+            with pytest.raises(BleakGATTProtocolError, match="Write Not Permitted"):
+                await client.write_gatt_char(char, b"no-wwr", response=False)
+            assert writes == []
+            await client.pair()
+            await client.write_gatt_char(char, b"secret", response=True)
+            assert writes == [b"secret"]
+        await p.stop()
 
     run(scenario())
