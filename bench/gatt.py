@@ -164,6 +164,23 @@ class MeshPair:
             await asyncio.sleep(0.002)
         return count / (time.perf_counter() - t0)
 
+    async def round_trip_ms(self, count: int) -> float:
+        """Median ping-pong time: central write -> peripheral frame -> notify back."""
+        import statistics
+
+        times = []
+        for _ in range(count):
+            base0, base1 = self.sinks[0].frames, self.sinks[1].frames
+            t0 = time.perf_counter()
+            self.nodes[0].send(self.central.link_id, b"ping")
+            while self.sinks[1].frames == base1:
+                await asyncio.sleep(0)
+            self.nodes[1].send(self.periph.link_id, b"pong")
+            while self.sinks[0].frames == base0:
+                await asyncio.sleep(0)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+
     async def close(self) -> None:
         for t in self.nodes:
             await t.stop()
@@ -185,6 +202,7 @@ async def measure(frames: int, rounds: int) -> dict[str, float]:
             rate = await fn(frames)
             best[name] = max(best.get(name, 0.0), rate)
             print(f"round {r} {name} {rate:.0f}/s", file=sys.stderr, flush=True)
+    best["rtt_ms"] = await mesh.round_trip_ms(200)
     await mesh.close()
     await raw.close()
     return best
@@ -206,6 +224,7 @@ def main() -> int:
     mesh_n, mesh_w = best["mesh_notify"], best["mesh_write"]
     print(f"raw    notify {raw_n:8.0f} frames/s   write {raw_w:8.0f} frames/s")
     print(f"mesh   notify {mesh_n:8.0f} frames/s   write {mesh_w:8.0f} frames/s")
+    print(f"mesh   round trip (write -> notify back) p50 {best['rtt_ms']:.2f} ms")
     print(f"gatt notify_ratio={mesh_n / raw_n:.3f} write_ratio={mesh_w / raw_w:.3f}")
     return 0
 
