@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from dbus_fast import Message, MessageType
@@ -15,6 +16,13 @@ from dbus_fast.aio import MessageBus
 from gatt.fakebluez import interfaces as I
 from gatt.fakebluez.bus import PrivateBus
 from gatt.fakebluez.config import FakeBluezConfig
+
+
+def _source_root() -> str:
+    """The directory holding the ``gatt`` package, first on the fake's PYTHONPATH."""
+    root = str(Path(__file__).resolve().parents[2])
+    rest = os.environ.get("PYTHONPATH")
+    return f"{root}{os.pathsep}{rest}" if rest else root
 
 
 class FakeBluezProcess:
@@ -41,6 +49,7 @@ class FakeBluezProcess:
                 self.config.to_json(),
             ],
             stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": _source_root()},
         )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != b"ready":

@@ -254,3 +254,39 @@ def test_central_that_never_subscribes_or_writes_does_not_wedge_the_node(
         await b.stop()
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    "fake_bluez_config", [FakeBluezConfig(adapters=3, link=LinkModel(mtu=185))], indirect=True
+)
+def test_peripheral_vanishing_mid_write_does_not_wedge_the_central(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        a, b = Node(0), Node(1)
+        await linked_pair(a, b)
+        (la,) = a.links()
+        results = []
+        for i in range(300):
+            results.append(a.transport.send(la.link_id, b"%05d" % i))
+            if i == 100:  # b's process dies: its bus connection goes, then the link times out
+                b.transport.peripheral.bus.disconnect()
+            await asyncio.sleep(0)
+        assert SendResult.QUEUED in results
+        await ctl.drop_link(0, 1, "supervision_timeout")
+        assert await until(lambda: not a.links())
+        assert await until(lambda: a.transport.central.sessions == {})
+        # still a working node: it links to a newcomer and moves frames
+        c = Node(2)
+        await c.start()
+        assert await until(lambda: any(i.peer_address == address(2) for i in a.links()), 15)
+        lc = next(i for i in a.links() if i.peer_address == address(2))
+        assert a.transport.send(lc.link_id, b"alive") is SendResult.QUEUED
+        assert await until(lambda: any(d == b"alive" for _, d in c.rec.frames))
+        ctl.close()
+        for n in (a, c):
+            await n.stop()
+        await b.transport.central.stop()
+
+    run(scenario())
