@@ -43,6 +43,7 @@ def _set_result(fut: Any) -> None:
 def _set_exception(fut: Any, exc: Exception) -> None:
     if fut is not None and not fut.done():
         fut.set_exception(exc)
+        fut.exception()  # the bus reports its own death; no "never retrieved" noise for sends
 
 
 def _next_message_next(writer: Any) -> bool:
