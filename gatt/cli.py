@@ -31,9 +31,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", default="", help="full FakeBluezConfig as JSON (overrides)")
     p.set_defaults(func=run_fake_bluez)
 
+    lab = sub.add_parser(
+        "lab",
+        help="N real node processes on fake adapters play the default craps session",
+    )
+    lab.add_argument("--nodes", type=int, default=4)
+    lab.add_argument("--duration", type=float, default=30.0, help="seconds to watch")
+    lab.add_argument("--latency-ms", type=float, default=0.0, help="one-way link latency")
+    lab.add_argument("--line", action="store_true", help="adapters in a row (multi-hop)")
+    lab.add_argument("--quiet", action="store_true", help="no progress lines")
+    lab.set_defaults(func=run_lab_command)
+
     d = sub.add_parser("doctor", help="check BlueZ, the adapter and known-bad settings")
     d.add_argument("--adapter", default="hci0")
     d.set_defaults(func=lambda args: _doctor(args.adapter))
+
+
+def run_lab_command(args: argparse.Namespace) -> int:
+    from gatt.lab import run_lab
+
+    link = LinkModel(latency_s=args.latency_ms / 1000.0)
+    if args.line:
+        cfg = FakeBluezConfig.line(args.nodes, link=link)
+    else:
+        cfg = FakeBluezConfig(adapters=args.nodes, link=link)
+    result = run_lab(args.nodes, args.duration, cfg, progress=not args.quiet)
+    print(result.last_line())
+    return 0 if result.safe else 1
 
 
 def _doctor(adapter: str) -> int:
