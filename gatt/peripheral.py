@@ -25,7 +25,6 @@ from typing import Any
 from bless.backends.bluezdbus.dbus.advertisement import Type as AdvType
 from bless.backends.bluezdbus.dbus.application import BlueZGattApplication
 from bless.backends.bluezdbus.dbus.characteristic import Flags
-from bless.backends.bluezdbus.dbus.utils import get_adapter
 from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType, MessageType
 from dbus_next.message import Message
@@ -46,6 +45,10 @@ DeviceHandler = Callable[[str, bool], None]
 """(device object path, connected)"""
 BluezHandler = Callable[[bool], None]
 """bluetoothd appeared (True) or vanished (False)"""
+
+
+class AdapterNotFound(RuntimeError):
+    """The configured adapter is not (or no longer) offered by bluetoothd."""
 
 
 def address_of(device_path: str) -> str:
@@ -133,7 +136,11 @@ class MeshPeripheral:
         await self._register()
 
     async def _register(self) -> None:
-        self._adapter_obj = await get_adapter(self.bus, self.adapter)
+        # not bless's get_adapter(): it matches by substring ("hci1" also finds "hci10")
+        node = await self.bus.introspect("org.bluez", self.adapter_path)
+        if not any(i.name == "org.bluez.GattManager1" for i in node.interfaces):
+            raise AdapterNotFound(f"no BlueZ adapter at {self.adapter_path}")
+        self._adapter_obj = self.bus.get_proxy_object("org.bluez", self.adapter_path, node)
         await self.app.register(self._adapter_obj)
         self._registered = True
         self._adv = None

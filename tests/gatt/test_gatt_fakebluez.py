@@ -212,3 +212,15 @@ def test_encrypted_characteristic_is_refused_until_the_link_is_paired(
         await p.stop()
 
     run(scenario())
+
+
+def test_missing_adapter_is_a_clear_error(fake_bluez: FakeBluezProcess) -> None:
+    from gatt.peripheral import AdapterNotFound
+
+    async def scenario() -> None:
+        p = MeshPeripheral("hci7", PROFILE, peer(0), lambda *_: None, lambda *_: None)
+        with pytest.raises(AdapterNotFound, match="hci7"):
+            await p.start()
+        await p.stop()
+
+    run(scenario())
