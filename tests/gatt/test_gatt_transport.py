@@ -290,3 +290,35 @@ def test_peripheral_vanishing_mid_write_does_not_wedge_the_central(
         await b.transport.central.stop()
 
     run(scenario())
+
+
+def test_link_latency_and_loss_from_the_link_model(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ctl = FakeControl(fake_bluez.address)
+        a, b = Node(0), Node(1)
+        await linked_pair(a, b)
+        (la,) = a.links()
+        (lb,) = b.links()
+        await ctl.set_link(0, 1, latency_s=0.05)
+        t0 = loop.time()
+        a.transport.send(la.link_id, b"ping")
+        assert await until(lambda: b"ping" in b.frames_on(lb.link_id))
+        b.transport.send(lb.link_id, b"pong")
+        assert await until(lambda: b"pong" in a.frames_on(la.link_id))
+        assert loop.time() - t0 >= 0.1  # two one-way delays of 50 ms
+        await ctl.set_link(0, 1, latency_s=0.0, loss=0.5)
+        for i in range(200):
+            while b.transport.send(lb.link_id, b"n%03d" % i) is SendResult.QUEUE_FULL:
+                await asyncio.sleep(0.005)
+        await asyncio.sleep(1.0)
+        got = [d for d in a.frames_on(la.link_id) if d.startswith(b"n")]
+        stats = (await ctl.stats())["stats"]
+        assert 40 < len(got) < 160, len(got)
+        assert stats["notifies_lost"] == 200 - len(got)
+        assert got == sorted(got)  # what survives stays in order
+        ctl.close()
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
