@@ -520,7 +520,17 @@ class FakeBluez:
             for lk in self.links.values()
         ]
         adverts = {a.index: sum(1 for ad in a.adverts.values() if ad.active) for a in self.adapters}
-        return json.dumps({"stats": dict(self.stats), "links": links, "advertising": adverts})
+        registered = {
+            a.index: {"apps": len(a.apps), "adverts": len(a.adverts)} for a in self.adapters
+        }
+        return json.dumps(
+            {
+                "stats": dict(self.stats),
+                "links": links,
+                "advertising": adverts,
+                "registered": registered,
+            }
+        )
 
     # ---------------------------------------------------------------- discovery
 

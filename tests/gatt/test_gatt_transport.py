@@ -44,6 +44,13 @@ def test_two_nodes_link_once_and_exchange_frames_both_ways(fake_bluez: FakeBluez
         await a.stop()
         assert await until(lambda: bool(b.rec.downs))
         await b.stop()
+        # clean exit: no connection, advertisement or application left behind in bluetoothd
+        ctl = FakeControl(fake_bluez.address)
+        s = await ctl.stats()
+        ctl.close()
+        assert s["links"] == []
+        assert s["advertising"] == {"0": 0, "1": 0}
+        assert s["registered"] == {str(i): {"apps": 0, "adverts": 0} for i in (0, 1)}
 
     run(scenario())
 
