@@ -112,11 +112,13 @@ class EngineConfig:
     max_round_skip: int = 16  # ignore messages for rounds further ahead than this
     keep_rounds: int = 8  # vote sets kept behind the current round (plus lock/valid rounds)
     max_future_messages: int = 2048  # buffered messages for the next height
+    max_future_commits: int = 32  # certified blocks kept for heights beyond the next
     recent_blocks: int = 64  # committed blocks kept in memory to answer catch-up
     snapshot_interval: int = 16  # heights between stored snapshots (0 = never)
     keep_blocks: int = 1024  # stored blocks kept behind the newest snapshot
     snapshot_gap: int = 8  # behind by more than this many heights: ask for a snapshot
     request_interval: float = 0.5  # minimum time between two catch-up requests
+    catch_up_batch: int = 4  # heights requested at once when behind by a few
     response_delay: float = 0.1  # max jitter before answering a request (suppression)
     max_pending_responses: int = 8
     create_empty_blocks: bool = False  # propose with an empty mempool (keep-alive chains)
@@ -323,6 +325,7 @@ class ConsensusEngine(Generic[S]):
         # vote sets of recent committed heights, where late conflicting votes still surface
         self._past_votes: OrderedDict[int, dict[tuple[int, Step], VoteSet]] = OrderedDict()
         self._future: deque[Message] = deque()
+        self._future_commits: dict[int, Commit] = {}  # certified blocks beyond the next
         self._timers: dict[str, tuple[float, int, int]] = {}
         self._pending_evidence: OrderedDict[tuple[bytes, int, int, int], Evidence] = OrderedDict()
         self._committed_evidence: set[tuple[bytes, int, int, int]] = set()
@@ -677,17 +680,25 @@ class ConsensusEngine(Generic[S]):
 
     def _on_commit_message(self, now: float, c: Commit) -> None:
         h = self._committed + 1
-        self._responses.pop(("commit", c.block.height), None)
-        if c.block.height != h or c.certificate.height != h:
-            self.stats["drop_commit_wrong_height"] += 1
-            if c.block.height > h:
-                self._note_height(now, c.block.height, None)
-            return
-        if c.certificate.block_hash != c.block.hash:
+        height = c.block.height
+        self._responses.pop(("commit", height), None)
+        if c.certificate.height != height or c.certificate.block_hash != c.block.hash:
             self.stats["drop_commit_mismatch"] += 1
+            return
+        if height < h:
+            self.stats["drop_commit_stale"] += 1
+            return
+        if height - h > self.config.max_future_commits or height in self._future_commits:
+            self.stats["drop_commit_wrong_height"] += 1
+            self._note_height(now, height, None)
             return
         if not c.certificate.verify(self.validators, self.session_id, self.cache):
             self.stats["drop_bad_certificate"] += 1
+            return
+        if height > h:  # certified but not next: keep it for when we get there
+            self._future_commits[height] = c
+            self.stats["commit_buffered"] += 1
+            self._note_height(now, height, None)
             return
         executed = self._execute(c.block)
         if executed is None:
@@ -801,9 +812,10 @@ class ConsensusEngine(Generic[S]):
         if self._hint_height - h > self.config.snapshot_gap:
             self._outbox.append(SnapshotRequest(self._committed))
             self.stats["sent_snapshot_request"] += 1
-        else:
-            self._outbox.append(CommitRequest(h))
-            self.stats["sent_commit_request"] += 1
+        else:  # ask for every missing height at once (answers beyond the next are kept)
+            for height in range(h, min(self._hint_height, h + self.config.catch_up_batch)):
+                self._outbox.append(CommitRequest(height))
+                self.stats["sent_commit_request"] += 1
 
     # -- the state machine -------------------------------------------------------------
 
@@ -1361,8 +1373,13 @@ class ConsensusEngine(Generic[S]):
                 self._events.append(OperationRejected(op_id, op.submitter, "expired"))
         self._ahead = {v: x for v, x in self._ahead.items() if x > h + 1}
         self._future = deque(m for m in self._future if _height_of(m) > h)
+        for old in [x for x in self._future_commits if x <= h]:
+            del self._future_commits[old]
         if self._started:
             self._enter_height(now)
+        following = self._future_commits.pop(h + 1, None)
+        if following is not None:  # catching up through a run of buffered commits
+            self._on_commit_message(now, following)
 
     def _maybe_snapshot(self) -> None:
         every = self.config.snapshot_interval
