@@ -5,6 +5,11 @@ Measured in one run on one private bus (fake bluetoothd in its own process):
   raw write   - bleak ``write_gatt_char(response=False)`` -> bless write callback
   mesh notify - BleTransport.send on a peripheral link -> frame_received on the central node
   mesh write  - BleTransport.send on a central link -> frame_received on the peripheral node
+Raw and mesh rounds alternate; each ratio is the median over rounds of mesh/raw measured
+back to back (the machine is shared, so absolute rates swing). Notes: raw bless runs with the
+EAGAIN fix installed (without it, it wedges after ~170 notifications); raw bless keeps its
+objects under /org/bluez, so every bleak process also receives its PropertiesChanged (the mesh
+peripheral moves them away); the mesh central pipelines 8 writes where raw bleak awaits each.
 Last line: ``gatt notify_ratio=<mesh/raw> write_ratio=<mesh/raw>`` (goal >= 0.80 each).
 """
 
