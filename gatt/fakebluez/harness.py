@@ -69,8 +69,13 @@ class FakeBluezProcess:
                 self.proc.stdout.close()
             self.proc = None
 
-    def restart(self) -> None:
-        """What ``systemctl restart bluetooth`` does to clients: all state is gone."""
+    def restart(self, crash: bool = False) -> None:
+        """What ``systemctl restart bluetooth`` does to clients: all state is gone.
+
+        ``crash``: SIGKILL, so no InterfacesRemoved/Connected=False signals are sent first.
+        """
+        if crash and self.proc is not None:
+            self.proc.kill()
         self.stop_fake()
         self.start()
 

@@ -170,13 +170,12 @@ def test_reconnect_after_forced_disconnect(fake_bluez: FakeBluezProcess) -> None
     run(scenario())
 
 
-def test_reconnect_after_bluetoothd_restart(fake_bluez: FakeBluezProcess) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["clean", "crash"])
+def test_reconnect_after_bluetoothd_restart(fake_bluez: FakeBluezProcess, crash: bool) -> None:
     async def scenario() -> None:
-        import asyncio
-
         a, b = Node(0), Node(1)
         await linked_pair(a, b)
-        await asyncio.get_running_loop().run_in_executor(None, fake_bluez.restart)
+        await asyncio.get_running_loop().run_in_executor(None, fake_bluez.restart, crash)
         assert await until(lambda: bool(a.rec.downs) and bool(b.rec.downs))
         assert await until(lambda: bool(a.links()) and bool(b.links()), timeout=20)
         (la,) = a.links()
