@@ -69,9 +69,13 @@ ProposalId = NewType("ProposalId", bytes)
 class BridgeConfig:
     """Every bound and interval of the bridge (the engine's own are in ``engine``)."""
 
+    # BLE: a message delay is hundreds of ms, and a proposal of more than a few kB takes
+    # seconds of airtime to flood (fragments overflow link queues): small blocks, long rounds
     engine: EngineConfig = field(
-        default_factory=lambda: EngineConfig(timeout_propose=2.0, timeout_vote=1.0)
-    )  # BLE: a message delay is hundreds of ms
+        default_factory=lambda: EngineConfig(
+            timeout_propose=2.0, timeout_vote=1.0, max_block_bytes=6 * 1024
+        )
+    )
     max_sessions: int = 16
     inbox_capacity: int = 512  # queued inbound messages per session; more are refused
     drain_batch: int = 32  # messages of one session handled before the next session's turn
@@ -81,7 +85,8 @@ class BridgeConfig:
     dedup_capacity: int = 8192
     dedup_ttl: float = 30.0
     unsigned_repeat_interval: float = 1.0  # an unsigned message repeated later is new
-    pending_capacity: int = 1024  # local operations awaiting commit, per session
+    pending_capacity: int = 16  # local operations in flight per session (admission control:
+    # more would only flood the air with op gossip that cannot commit any faster)
     finished_capacity: int = 4096  # committed/failed operations remembered for lookups
     operation_timeout: float = 30.0  # a pending operation older than this has failed
     tick_interval: float = 0.25  # housekeeping: announce, cleanup, contact checks

@@ -18,9 +18,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..bridge import BridgeConfig, BridgeError, NetworkConsensusBridge
-from ..consensus.craps import CrapsApp, CrapsState, TablePlayer, check_invariants, decode_op
+from ..consensus.app import Application
+from ..consensus.craps import CrapsApp, TablePlayer, check_invariants, decode_op
 from ..consensus.engine import Committed, ConsensusEngine
 from ..mesh.config import MeshConfig
 from ..mesh.router import Delivered
@@ -52,6 +54,7 @@ class TableNode:
         bridge_config: BridgeConfig | None = None,
         store_path: Path | None = None,
         behaviour: Behaviour | None = None,
+        app: Callable[[], Application[Any]] = CrapsApp,
     ) -> None:
         self.index = spec.index
         self.session_id = session_id
@@ -77,9 +80,7 @@ class TableNode:
                 config=bridge_config,
             )
         validators = [i.signing_public for i in spec.network.identities]
-        self.engine: ConsensusEngine[CrapsState] = self.bridge.open_session(
-            session_id, validators, CrapsApp()
-        )
+        self.engine: ConsensusEngine[Any] = self.bridge.open_session(session_id, validators, app())
 
     @property
     def honest(self) -> bool:
@@ -103,6 +104,7 @@ def table_node_factory(
     bridge_config: BridgeConfig | None = None,
     store_dir: Path | None = None,
     byzantine: dict[int, Behaviour] | None = None,
+    app: Callable[[], Application[Any]] = CrapsApp,
 ) -> NodeFactory:
     """Factory of :class:`TableNode`; with ``store_dir`` node i keeps ``node{i}.sqlite``."""
 
@@ -115,6 +117,7 @@ def table_node_factory(
             bridge_config=bridge_config,
             store_path=path,
             behaviour=(byzantine or {}).get(spec.index),
+            app=app,
         )
 
     return make
