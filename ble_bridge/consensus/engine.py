@@ -122,6 +122,9 @@ class EngineConfig:
     response_delay: float = 0.1  # max jitter before answering a request (suppression)
     max_pending_responses: int = 8
     create_empty_blocks: bool = False  # propose with an empty mempool (keep-alive chains)
+    # while the application has a deadline counted in heights, an idle chain still makes
+    # an (empty) block this often, so the deadline passes (None: never)
+    idle_block_interval: float | None = 1.0
     signature_cache: int = 16384
     limits: MessageLimits = DEFAULT_LIMITS
 
@@ -845,6 +848,9 @@ class ConsensusEngine(Generic[S]):
             self._resume(now)
         elif self.mempool or self._pending_evidence or self.config.create_empty_blocks:
             self._start_round(now, 0)
+        elif self.config.idle_block_interval is not None and self._app_awaits_heights():
+            # Deadlines counted in heights must pass even when nobody submits anything.
+            self._set_timer(now, "idle", self.config.idle_block_interval, 0)
         future, self._future = self._future, deque()
         for msg in future:
             self._dispatch(now, msg)
@@ -877,6 +883,21 @@ class ConsensusEngine(Generic[S]):
                 hs.own.extend(pol_votes)
         self._set_timer(now, "propose", self._timeout("propose", round), round)
         self._set_timer(now, "rebroadcast", self._timeout("rebroadcast", round), round)
+
+    def _app_awaits_heights(self) -> bool:
+        """Would an empty block at some later height change the state (a pending deadline)?
+
+        Probes heights h, h+1, h+3, ... h+2^16-1 with ``end_block`` on the committed state."""
+        state = self._app_state
+        try:
+            ref = self.app.state_hash(state)
+            for k in range(17):
+                ctx = BlockContext(self._committed + (1 << k), self.key, self.validators)
+                if self.app.state_hash(self.app.end_block(state, ctx)) != ref:
+                    return True
+        except Exception:  # a probe of app code must never stop the engine
+            return False
+        return False
 
     def _forget_old_rounds(self, round: int) -> None:
         """Bound per-height memory in long partitions: drop rounds no rule can still use."""
@@ -922,6 +943,9 @@ class ConsensusEngine(Generic[S]):
             self._precommit(now, NIL)
         elif name == "precommit":
             self._start_round(now, round + 1)
+        elif name == "idle" and hs.phase is Phase.IDLE:
+            self.stats["idle_blocks"] += 1
+            self._start_round(now, 0)
         elif name == "rebroadcast":
             self._outbox.extend(hs.own)
             if hs.valid_block is not None and hs.valid_round >= 0:

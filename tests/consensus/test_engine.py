@@ -395,3 +395,41 @@ def test_well_formed_hostile_messages_never_raise_or_commit(msgs: list[object], 
     eng.handle_timer(dt)
     eng.handle_timer(dt * 2 + 10)
     assert eng.height == 0  # nothing signed by a quorum was ever shown to it
+
+
+class DeadlineLedger(LedgerApp):
+    """The ledger, plus a deadline: the first op opens a window that closes 4 heights later."""
+
+    def apply(
+        self, state: LedgerState, submitter: bytes, op: bytes, ctx: BlockContext
+    ) -> LedgerState:
+        state = super().apply(state, submitter, op, ctx)
+        return (
+            state
+            if state.banned
+            else dataclasses.replace(state, banned=(b"deadline" + ctx.height.to_bytes(24, "big"),))
+        )
+
+    def end_block(self, state: LedgerState, ctx: BlockContext) -> LedgerState:
+        state = super().end_block(state, ctx)
+        if state.banned and ctx.height >= int.from_bytes(state.banned[0][8:], "big") + 4:
+            return dataclasses.replace(state, banned=())
+        return state
+
+
+def test_idle_chain_makes_empty_blocks_only_while_a_deadline_is_pending() -> None:
+    ids = identities(4)
+    keys = [i.signing_public for i in ids]
+    group = [
+        ConsensusEngine(SESSION, i, keys, DeadlineLedger(), EngineConfig(idle_block_interval=0.5))
+        for i in ids
+    ]
+    for e in group:
+        e.start(0.0)
+    group[0].submit(0.0, add_op(1))
+    now = exchange(group, 0.0)
+    assert all(e.height >= 5 for e in group)  # empty blocks carried the deadline through
+    assert group[0].state.banned == ()  # ... and it expired
+    assert all(e.next_timer() is None for e in group)  # then the chain rests
+    assert sum(e.stats["idle_blocks"] for e in group) > 0
+    assert now > 1.0
