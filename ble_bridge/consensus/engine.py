@@ -119,7 +119,7 @@ class EngineConfig:
     snapshot_gap: int = 8  # behind by more than this many heights: ask for a snapshot
     request_interval: float = 0.5  # minimum time between two catch-up requests
     catch_up_batch: int = 4  # heights requested at once when behind by a few
-    response_delay: float = 0.1  # max jitter before answering a request (suppression)
+    response_delay: float = 0.1  # min spread of the jitter before answering a request
     max_pending_responses: int = 8
     create_empty_blocks: bool = False  # propose with an empty mempool (keep-alive chains)
     # while the application has a deadline counted in heights, an idle chain still makes
@@ -732,7 +732,9 @@ class ConsensusEngine(Generic[S]):
             self.stats["drop_responses_full"] += 1
             return
         digest = hashlib.sha256(self.key + key[0].encode() + key[1].to_bytes(8, "big")).digest()
-        jitter = int.from_bytes(digest[:4], "big") / 2**32 * self.config.response_delay
+        # The spread must exceed a message delay, or the first answer cannot silence others.
+        spread = max(self.config.response_delay, 4 * (self.vote_delay or 0.0))
+        jitter = int.from_bytes(digest[:4], "big") / 2**32 * spread
         self._responses[key] = now + jitter
 
     def _respond(self, key: tuple[str, int]) -> None:
