@@ -70,10 +70,15 @@ class BridgeConfig:
     """Every bound and interval of the bridge (the engine's own are in ``engine``)."""
 
     # BLE: a message delay is hundreds of ms, and a proposal of more than a few kB takes
-    # seconds of airtime to flood (fragments overflow link queues): small blocks, long rounds
+    # seconds of airtime to flood (fragments overflow link queues): small blocks, long
+    # rounds, and catch-up answers jittered over a multi-hop delay so one answer suppresses
+    # the others (0.1 s let most nodes answer the same late vote with a full block)
     engine: EngineConfig = field(
         default_factory=lambda: EngineConfig(
-            timeout_propose=2.0, timeout_vote=1.0, max_block_bytes=6 * 1024
+            timeout_propose=2.0,
+            timeout_vote=1.0,
+            max_block_bytes=6 * 1024,
+            response_delay=1.0,
         )
     )
     max_sessions: int = 16
@@ -90,7 +95,7 @@ class BridgeConfig:
     finished_capacity: int = 4096  # committed/failed operations remembered for lookups
     operation_timeout: float = 30.0  # a pending operation older than this has failed
     tick_interval: float = 0.25  # housekeeping: announce, cleanup, contact checks
-    announce_min_interval: float = 1.0  # when the state keeps changing
+    announce_min_interval: float = 2.0  # when the state keeps changing
     announce_max_interval: float = 16.0  # when idle
     heartbeat_interval: float = 4.0  # announce anyway if we sent nothing for this long (0: off)
     contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
