@@ -396,6 +396,7 @@ class TableResult:
                 "agreement / validity / invariants",
                 f"{self.agreement} / {self.valid} / {self.invariants}",
             ),
+            ("double signs / lost blocks", f"{self.double_signs} / {self.lost_blocks}"),
             ("snapshots installed", str(self.bridge_counters["snapshots_installed"])),
             ("evidence found", str(self.bridge_counters["evidence_found"])),
             ("failed operations", str(self.bridge_counters["operations_failed"])),
