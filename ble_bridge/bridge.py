@@ -46,10 +46,12 @@ from .wire.identity import Identity
 from .wire.messages import (
     SESSION_ID_LEN,
     Commit,
+    CommitRequest,
     Kind,
     Message,
     MessageError,
     Proposal,
+    SnapshotRequest,
     SnapshotResponse,
     StateAnnounce,
     Vote,
@@ -101,6 +103,7 @@ class BridgeConfig:
     contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
     latency_samples: int = 4096
     resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
+    request_interval: float = 1.0  # catch-up requests passed on per sender and kind
 
 
 class OperationStatus(enum.Enum):
@@ -208,6 +211,7 @@ class _Session:
         self.last_sent = now
         self.stats: Counter[str] = Counter()
         self.recent_out: deque[bytes] = deque(maxlen=config.resend_window)
+        self.requests: dict[tuple[bytes, str], float] = {}  # (sender, kind) -> last passed
         self.recent_height = 0
 
 
@@ -467,10 +471,38 @@ class NetworkConsensusBridge:
             self._drop(reason)
             return
         now = self._now()
-        if isinstance(msg, StateAnnounce) and item.sender in s.validators:
+        if isinstance(msg, StateAnnounce):
+            # Unsigned: one liar announcing a huge height would send every node asking for
+            # snapshots. Only the (f+1)-th highest announced height reaches the engine.
+            self.counters["messages_processed"] += 1
+            if item.sender not in s.validators:
+                self._drop("announce_not_validator")
+                return
             s.announced[item.sender] = msg
+            self._follow_announcements(s, now)
+            return
+        if isinstance(msg, CommitRequest | SnapshotRequest):
+            # Each request makes some node broadcast a block or a snapshot: one per sender
+            # and kind per interval (replayed or spammed requests stop here).
+            key = (item.sender or b"", type(msg).__name__)
+            if now - s.requests.get(key, -math.inf) < self.config.request_interval:
+                self._drop("request_rate_limited")
+                return
+            s.requests[key] = now
+            if len(s.requests) > 4 * len(s.validators) + 16:
+                s.requests.pop(next(iter(s.requests)))
         elif isinstance(msg, Proposal):
             self._note_block(s, msg)
+        elif isinstance(msg, Vote) and msg.height != s.engine.height + 1:
+            # A vote for another height makes the engine help a "laggard" with a full block
+            # (or chase a "leader") before it checks the signature: check it first (the
+            # engine's memoised cache, so the engine pays nothing when it looks again).
+            ok = msg.validator in s.validators and s.engine.cache.verify(
+                msg.validator, msg.signature, msg.signing_bytes(s.id)
+            )
+            if not ok:
+                self._drop("vote_bad_signature")
+                return
         self.counters["messages_processed"] += 1
         try:
             s.engine.receive(now, msg)
@@ -653,15 +685,8 @@ class NetworkConsensusBridge:
         if in_contact < quorum(n):
             s.health = SessionHealth.PARTITIONED
         else:
-            ahead = sorted(s.announced.values(), key=lambda a: a.height, reverse=True)
-            f = max_faulty(n)
-            behind = len(ahead) > f and ahead[f].height > s.engine.height
+            behind = self._follow_announcements(s, now)
             s.health = SessionHealth.CATCHING_UP if behind else SessionHealth.ACTIVE
-            if behind:
-                # f+1 validators (so at least one honest) are ahead: keep the engine asking
-                # (it rate-limits its requests; repeated announcements were dedup'd away).
-                s.engine.receive(now, ahead[f])
-                self._after(s)
         if s.health is before:
             return
         self.counters[f"health_{s.health.value}"] += 1
@@ -670,6 +695,23 @@ class NetworkConsensusBridge:
             # Healing: tell the others where we are now; their answers drive catch-up.
             s.announce_interval = self.config.announce_min_interval
             self._announce(s, now)
+
+    def _follow_announcements(self, s: _Session, now: float) -> bool:
+        """If f+1 validators (so at least one honest) announced heights above ours, hand the
+        engine the (f+1)-th highest announcement so it catches up; True when behind."""
+        f = max_faulty(len(s.validators))
+        if len(s.announced) <= f:
+            return False
+        ahead = sorted(s.announced.values(), key=lambda a: a.height, reverse=True)[f]
+        if ahead.height <= s.engine.height:
+            return False
+        try:
+            s.engine.receive(now, ahead)  # the engine rate-limits its own requests
+        except Exception:
+            self._drop("engine_error")
+            log.exception("engine failed on a state announcement")
+        self._after(s)
+        return True
 
     def _maybe_announce(self, s: _Session, now: float) -> None:
         """Announce when the state changed (interval halves) or as a rare heartbeat."""
