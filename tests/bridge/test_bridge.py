@@ -23,6 +23,7 @@ from ble_bridge.wire.identity import Identity
 from ble_bridge.wire.messages import (
     Block,
     BlockHeader,
+    CommitRequest,
     Operation,
     Proposal,
     SnapshotResponse,
@@ -358,6 +359,67 @@ def test_random_bytes_never_crash_the_bridge(payloads: list[bytes]) -> None:
         await asyncio.sleep(0.1)
         assert b.engine(SESSION).height == 0
         assert sum(b.stats().drops.values()) + b.stats().messages_processed >= len(payloads)
+        await net.stop()
+
+    run(body)
+
+
+def test_one_validator_announcing_a_far_height_cannot_start_a_catch_up() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start([0])
+        b = net.bridge(0)
+        liar, honest = net.network.identities[1], net.network.identities[2]
+        far = encode_message(SESSION, StateAnnounce(1000, bytes(32), bytes(32)))
+        b.receive_payload(far, liar.signing_public)
+        b.receive_payload(far, None)  # unauthenticated: not even counted
+        await asyncio.sleep(1.0)
+        engine = b.engine(SESSION)
+        assert engine.stats["sent_snapshot_request"] == 0
+        assert b.health(SESSION) is SessionHealth.ACTIVE
+        assert b.drops["announce_not_validator"] == 1
+        b.receive_payload(far, honest.signing_public)  # f+1 = 2 validators agree
+        await asyncio.sleep(1.0)
+        assert engine.stats["sent_snapshot_request"] >= 1
+        assert b.health(SESSION) is SessionHealth.CATCHING_UP
+        await net.stop()
+
+    run(body)
+
+
+def test_catch_up_requests_are_rate_limited_per_sender() -> None:
+    async def body() -> None:
+        net = BridgeNet(4, config=BridgeConfig(request_interval=1.0))
+        await net.start([0])
+        b = net.bridge(0)
+        asker = net.network.identities[1].signing_public
+        for h in (1, 2, 3):
+            b.receive_payload(encode_message(SESSION, CommitRequest(h)), asker)
+        b.receive_payload(
+            encode_message(SESSION, CommitRequest(4)), net.network.identities[2].signing_public
+        )
+        await asyncio.sleep(0.01)
+        assert b.drops["request_rate_limited"] == 2
+        await asyncio.sleep(1.1)
+        b.receive_payload(encode_message(SESSION, CommitRequest(5)), asker)
+        await asyncio.sleep(0.01)
+        assert b.drops["request_rate_limited"] == 2
+        await net.stop()
+
+    run(body)
+
+
+def test_forged_vote_for_another_height_is_dropped_before_the_engine() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start([0])
+        b = net.bridge(0)
+        other = net.network.identities[1]
+        b.receive_payload(encode_message(SESSION, _vote(other, 7, forge=True)))
+        b.receive_payload(encode_message(SESSION, _vote(other, 8)))  # genuine: reaches it
+        await asyncio.sleep(0.01)
+        assert b.drops["vote_bad_signature"] == 1
+        assert b.engine(SESSION).stats["drop_future_height"] == 1
         await net.stop()
 
     run(body)
