@@ -12,10 +12,13 @@ sign, no lost block) must always hold, and honest nodes must commit again after 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,21 +130,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=0, help="first seed")
     p.add_argument("--duration", type=float, default=DURATION, help="simulated s per seed")
     p.add_argument("--small", action="store_true", help="4-5 validators only (what CI runs)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
     args = p.parse_args(argv)
     failures: list[SweepOutcome] = []
     t0 = time.perf_counter()
-    for seed in range(args.start, args.start + args.seeds):
-        out = run_seed(seed, args.duration, small=args.small)
-        if not out.ok:
-            failures.append(out)
-            verdict = "UNSAFE" if not out.safe else "stalled"
-            print(f"seed {seed}: {verdict} ({out.description}, heights {out.heights})", flush=True)
+    seeds = range(args.start, args.start + args.seeds)
+    job = functools.partial(run_seed, duration=args.duration, small=args.small)
+    if args.jobs > 1:
+        with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+            outcomes: Iterable[SweepOutcome] = pool.map(job, seeds, chunksize=4)
+            failures = _report(outcomes)
+    else:
+        failures = _report(map(job, seeds))
     wall = time.perf_counter() - t0
     print(
         f"sweep seeds={args.seeds} unsafe={sum(not f.safe for f in failures)} "
         f"stalled={sum(f.safe and not f.live for f in failures)} wall_s={wall:.1f}"
     )
     return 0 if not any(not f.safe for f in failures) else 1
+
+
+def _report(outcomes: Iterable[SweepOutcome]) -> list[SweepOutcome]:
+    failures = []
+    for out in outcomes:
+        if not out.ok:
+            failures.append(out)
+            verdict = "UNSAFE" if not out.safe else "stalled"
+            print(
+                f"seed {out.seed}: {verdict} ({out.description}, heights {out.heights})", flush=True
+            )
+    return failures
 
 
 if __name__ == "__main__":
