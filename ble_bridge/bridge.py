@@ -103,7 +103,7 @@ class BridgeConfig:
     contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
     latency_samples: int = 4096
     resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
-    request_interval: float = 1.0  # catch-up requests passed on per sender and kind
+    request_interval: float = 0.25  # catch-up requests passed on per sender and kind
 
 
 class OperationStatus(enum.Enum):
@@ -472,13 +472,23 @@ class NetworkConsensusBridge:
             return
         now = self._now()
         if isinstance(msg, StateAnnounce):
-            # Unsigned: one liar announcing a huge height would send every node asking for
-            # snapshots. Only the (f+1)-th highest announced height reaches the engine.
+            # Unsigned: one liar announcing a far height would make every node ask for
+            # snapshots (which every node a little ahead answers). A validator's near
+            # announcement goes straight to the engine (it asks for blocks: cheap, and
+            # unanswerable if false); a far one only as the (f+1)-th highest.
             self.counters["messages_processed"] += 1
             if item.sender not in s.validators:
                 self._drop("announce_not_validator")
                 return
             s.announced[item.sender] = msg
+            eng = s.engine
+            if eng.height < msg.height <= eng.height + eng.config.snapshot_gap:
+                try:
+                    eng.receive(now, msg)
+                except Exception:
+                    self._drop("engine_error")
+                    log.exception("engine failed on a state announcement")
+                self._after(s)
             self._follow_announcements(s, now)
             return
         if isinstance(msg, CommitRequest | SnapshotRequest):
