@@ -8,6 +8,7 @@ compressed, payload, signature, signature_valid, decoded``; ``encode`` reads the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -180,19 +181,7 @@ def packet_from_json(doc: object, identity: Identity | None = None, now_ms: int 
     )
     compressed = doc.get("compressed")
     if compressed is True:
-        p = Packet(
-            p.type,
-            p.sender,
-            p.payload,
-            p.timestamp,
-            p.ttl,
-            p.version,
-            p.recipient,
-            p.route,
-            None,
-            deflate_raw(p.payload),
-            p.rsr,
-        )
+        p = dataclasses.replace(p, signature=None, wire_payload=deflate_raw(p.payload))
     elif compressed is None:
         p = p.compress()
     elif compressed is not False:
@@ -201,19 +190,7 @@ def packet_from_json(doc: object, identity: Identity | None = None, now_ms: int 
         p = p.signed(identity)
     elif doc.get("signature") is not None:
         sig = _hex_field(doc, "signature", SIGNATURE_LEN)
-        p = Packet(
-            p.type,
-            p.sender,
-            p.payload,
-            p.timestamp,
-            p.ttl,
-            p.version,
-            p.recipient,
-            p.route,
-            sig,
-            p.wire_payload,
-            p.rsr,
-        )
+        p = dataclasses.replace(p, signature=sig)
     # Recipient, compression and route bits must match the fields; the signature bit follows
     # the signature (or --sign-key) and 0x10 is taken from ``flags``.
     if doc.get("flags") is not None and (flags & 0x0D) != (p.flags & 0x0D):
