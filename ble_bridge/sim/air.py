@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
+from ..mesh.links import NeighbourLink, StrandedWatch
 from ..transport import LinkInfo, LinkRole, SendResult, Transport, TransportHandler
 from .capture import AirEvent, PcapWriter
 from .clock import Seeds
@@ -91,6 +92,7 @@ class _Radio:
     backoff: dict[int, float] = field(default_factory=dict)
     backoff_until: dict[int, float] = field(default_factory=dict)
     frames_sent: int = 0
+    watch: StrandedWatch[int] = field(default_factory=lambda: StrandedWatch(0))
 
     @property
     def up(self) -> bool:
@@ -205,6 +207,7 @@ class Air:
         radio.attempted.clear()
         radio.backoff.clear()
         radio.backoff_until.clear()
+        radio.watch = StrandedWatch(p.max_links)
         self.record("power_on", node)
         self._schedule_scan(radio, self._rng.uniform(0.0, self.profile.scan_period))
 
@@ -424,6 +427,8 @@ class Air:
         if not radio.up:
             return
         p = self.profile
+        if not radio.initiating and len(radio.links) >= p.max_links:
+            self._listen_when_full(radio)
         if radio.initiating or len(radio.links) >= p.max_links:
             self._schedule_scan(radio, p.scan_period)
             return
@@ -431,11 +436,50 @@ class Air:
         if not candidates:
             self._schedule_scan(radio, p.scan_period * self._rng.uniform(0.75, 1.25))
             return
-        target = self._rng.choice(candidates)
+        self._initiate(radio, self._rng.choice(candidates))
+
+    def _initiate(self, radio: _Radio, target: int) -> None:
+        p = self.profile
         radio.initiating = True  # the controller cannot advertise while initiating
         delay = self._rng.uniform(*p.discovery_delay) + self._rng.uniform(*p.connect_setup)
         self.record("connect_start", radio.index, target)
         self.loop.call_later(delay, self._connect_done, radio, target)
+
+    def _reachable(self, node: int) -> set[int]:
+        """Nodes with a path of working links from ``node`` (what the mesh's announces tell)."""
+        seen = {node}
+        todo = [node]
+        while todo:
+            for lk in self._radios[todo.pop()].links.values():
+                for end in (lk.central, lk.peripheral):
+                    if not lk.broken and end not in seen:
+                        seen.add(end)
+                        todo.append(end)
+        return seen
+
+    def _listen_when_full(self, radio: _Radio) -> None:
+        """A full node hears who advertises; it gives up a link for a stranded node."""
+        now = self.now
+        i = radio.index
+        reached: set[int] | None = None
+        for j in self.topology.neighbours(i):
+            other = self._radios[j]
+            if self._advertising(other) and self.audible(i, j) and not self._linked(radio, j):
+                reached = self._reachable(i) if reached is None else reached
+                radio.watch.heard(j, now, reachable=j in reached)
+        links = [
+            NeighbourLink(lk.peer(i), len(self._radios[lk.peer(i)].links), now - lk.created)
+            for lk in sorted(radio.links.values(), key=lambda lk: lk.link_id)
+            if not lk.broken
+        ]
+        rotation = radio.watch.decide(now, links)
+        if rotation is None:
+            return
+        drop = next(lk for lk in radio.links.values() if lk.peer(i) == rotation.drop)
+        self.stats["link_rotations"] += 1
+        self.record("rotate", i, rotation.drop, rotation.join)
+        self._link_down(drop, "rotated")
+        self._initiate(radio, rotation.join)
 
     def _connect_done(self, radio: _Radio, target: int) -> None:
         radio.initiating = False
@@ -500,6 +544,8 @@ class Air:
             link.drop_timer = self.loop.call_later(
                 life, self.break_link, link.link_id, "supervision_timeout"
             )
+        central.watch.linked(peripheral.index)
+        peripheral.watch.linked(central.index)
         self.stats["links_up"] += 1
         self.record("link_up", link.link_id, central.index, peripheral.index, link.mtu)
         for cb in self.on_link:
