@@ -445,7 +445,7 @@ class Air:
         self.record("connect_start", radio.index, target)
         self.loop.call_later(delay, self._connect_done, radio, target)
 
-    def _reachable(self, node: int) -> set[int]:
+    def reachable(self, node: int) -> set[int]:
         """Nodes with a path of working links from ``node`` (what the mesh's announces tell)."""
         seen = {node}
         todo = [node]
@@ -465,7 +465,7 @@ class Air:
         for j in self.topology.neighbours(i):
             other = self._radios[j]
             if self._advertising(other) and self.audible(i, j) and not self._linked(radio, j):
-                reached = self._reachable(i) if reached is None else reached
+                reached = self.reachable(i) if reached is None else reached
                 radio.watch.heard(j, now, reachable=j in reached)
         links = [
             NeighbourLink(lk.peer(i), len(self._radios[lk.peer(i)].links), now - lk.created)
