@@ -63,6 +63,7 @@ from ..wire.messages import (
     proposal_signing_bytes,
 )
 from .app import Application, BlockContext, InvalidOperation
+from .mempool import Mempool
 from .quorum import AddResult, SignatureCache, VoteSet, max_faulty, quorum
 from .snapshot import Snapshot, chain_state_hash
 
@@ -107,6 +108,10 @@ class EngineConfig:
     mempool_per_submitter: int = 1024
     mempool_ttl_heights: int = 64  # an op not committed within this many heights expires
     max_op_failures: int = 3  # block builds an op may fail before it is rejected
+    # an op above its submitter's next nonce waits this long for the missing one (seconds;
+    # at least gap_wait_rounds x the propose timeout) before a block may jump the gap
+    gap_wait: float = 0.5
+    gap_wait_rounds: float = 2.0
     max_pending_evidence: int = 64
     evidence_heights: int = 8  # committed heights whose votes still yield evidence
     max_round_skip: int = 16  # ignore messages for rounds further ahead than this
@@ -173,73 +178,6 @@ class SnapshotInstalled:
 
 
 Event = Committed | OperationRejected | EvidenceFound | SnapshotInstalled
-
-
-# -- mempool --------------------------------------------------------------------------
-
-
-class Mempool:
-    """Pending signed operations, bounded by count and bytes, in arrival order."""
-
-    def __init__(self, max_ops: int, max_bytes: int, per_submitter: int | None = None) -> None:
-        self.max_ops = max_ops
-        self.max_bytes = max_bytes
-        self.per_submitter = per_submitter or max_ops
-        self.count_of: Counter[bytes] = Counter()
-        self.ops: OrderedDict[bytes, Operation] = OrderedDict()
-        self.by_key: dict[tuple[bytes, int], bytes] = {}
-        self.added_at: dict[bytes, int] = {}
-        self.failures: Counter[bytes] = Counter()
-        self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self.ops)
-
-    def __contains__(self, op_id: bytes) -> bool:
-        return op_id in self.ops
-
-    def add(self, op: Operation, op_id: bytes, height: int) -> str | None:
-        """Add ``op``; return a drop reason instead when it is refused."""
-        if op_id in self.ops:
-            return "duplicate"
-        if (op.submitter, op.nonce) in self.by_key:
-            return "nonce_conflict"
-        size = len(op.encode())
-        if len(self.ops) >= self.max_ops or self.bytes + size > self.max_bytes:
-            return "mempool_full"
-        if self.count_of[op.submitter] >= self.per_submitter:
-            return "mempool_submitter_full"
-        self.count_of[op.submitter] += 1
-        self.ops[op_id] = op
-        self.by_key[(op.submitter, op.nonce)] = op_id
-        self.added_at[op_id] = height
-        self.bytes += size
-        return None
-
-    def remove(self, op_id: bytes) -> Operation | None:
-        op = self.ops.pop(op_id, None)
-        if op is not None:
-            self.count_of[op.submitter] -= 1
-            if self.count_of[op.submitter] <= 0:
-                del self.count_of[op.submitter]
-            self.by_key.pop((op.submitter, op.nonce), None)
-            self.added_at.pop(op_id, None)
-            self.failures.pop(op_id, None)
-            self.bytes -= len(op.encode())
-        return op
-
-    def ordered(self) -> list[tuple[bytes, Operation]]:
-        """Arrival order, but each submitter's ops in nonce order within its own slots."""
-        items = list(self.ops.items())
-        slots: dict[bytes, list[int]] = {}
-        for i, (_, op) in enumerate(items):
-            slots.setdefault(op.submitter, []).append(i)
-        out: list[tuple[bytes, Operation] | None] = [None] * len(items)
-        for idx in slots.values():
-            mine = sorted((items[i] for i in idx), key=lambda it: it[1].nonce)
-            for i, it in zip(idx, mine, strict=True):
-                out[i] = it
-        return [it for it in out if it is not None]
 
 
 @dataclass(slots=True)
@@ -465,12 +403,15 @@ class ConsensusEngine(Generic[S]):
         op = Operation.create(self.signer.sign, self.key, self.session_id, nonce, body)
         op_id = op.op_id
         self._remember(op.submitter, op.signature, op.signing_bytes(self.session_id))
-        reason = self._admit_op(op, op_id)
+        reason = self._admit_op(op, op_id, now)
         if reason is not None:
+            # never gossiped: reuse the nonce, or every later op of ours would wait on a gap
+            if self._next_nonce == nonce + 1:
+                self._next_nonce = nonce
             self._events.append(OperationRejected(op_id, self.key, reason))
             return op_id
         self._outbox.append(op)
-        self._wake(now)
+        self._wake_for_work(now)
         self._progress(now)
         return op_id
 
@@ -633,17 +574,46 @@ class ConsensusEngine(Generic[S]):
         if not self.cache.verify(op.submitter, op.signature, op.signing_bytes(self.session_id)):
             self.stats["drop_bad_signature"] += 1
             return
-        reason = self._admit_op(op, op_id)
+        reason = self._admit_op(op, op_id, now)
         if reason is not None:
             self.stats[f"drop_{reason}"] += 1
             return
         self.stats["ops_accepted"] += 1
-        self._wake(now)
+        if op.nonce > self.committed_nonce(op.submitter) + 1:
+            self.stats["ops_out_of_order"] += 1
+        self._wake_for_work(now)
 
-    def _admit_op(self, op: Operation, op_id: bytes) -> str | None:
+    def _admit_op(self, op: Operation, op_id: bytes, now: float) -> str | None:
         if op.nonce <= self.committed_nonce(op.submitter):
             return "stale_nonce"
-        return self.mempool.add(op, op_id, self._committed)
+        return self.mempool.add(op, op_id, self._committed, now)
+
+    def _gap_wait(self) -> float:
+        """How long an op waits for a missing earlier nonce of its submitter."""
+        cfg = self.config
+        return max(cfg.gap_wait, cfg.gap_wait_rounds * self._timeout("propose", 0))
+
+    def _ready_ops(self, now: float) -> list[tuple[bytes, Operation]]:
+        return self.mempool.ready(self.committed_nonce, now, self._gap_wait())
+
+    def _has_work(self, now: float) -> bool:
+        """Something to decide: evidence, or an op a block may carry now."""
+        if self._pending_evidence or self.config.create_empty_blocks:
+            return True
+        return bool(self.mempool) and bool(self._ready_ops(now))
+
+    def _wake_for_work(self, now: float) -> None:
+        """Leave IDLE if a block could carry something; else wake when a held op may."""
+        if not self._started or self._hs.phase is not Phase.IDLE:
+            return
+        if self._has_work(now):
+            self._start_round(now, 0)
+            return
+        due = self.mempool.next_release(self.committed_nonce, self._gap_wait())
+        if due is not None:
+            current = self._timers.get("held")
+            if current is None or current[0] > due:
+                self._set_timer(now, "held", max(0.0, due - now), 0)
 
     def _on_evidence(self, now: float, ev: Evidence) -> None:
         key = ev.key
@@ -848,8 +818,10 @@ class ConsensusEngine(Generic[S]):
         self._timers.clear()
         if self._signed_floor is not None and self._signed_floor[0] == self._committed + 1:
             self._resume(now)
-        elif self.mempool or self._pending_evidence or self.config.create_empty_blocks:
+        elif self._has_work(now):
             self._start_round(now, 0)
+        elif self.mempool:  # only ops waiting for a missing nonce: wake when one may go
+            self._wake_for_work(now)
         elif self.config.idle_block_interval is not None and self._app_awaits_heights():
             # Deadlines counted in heights must pass even when nobody submits anything.
             self._set_timer(now, "idle", self.config.idle_block_interval, 0)
@@ -877,7 +849,7 @@ class ConsensusEngine(Generic[S]):
             if hs.valid_block is not None:
                 block, pol = hs.valid_block, hs.valid_round
             else:
-                block, pol = self._build_block(), -1
+                block, pol = self._build_block(now), -1
             self._propose(block, round, pol)
             if pol >= 0:  # re-gossip the proof of lock so every node can accept the block
                 pol_votes = self._vote_set(pol, Step.PREVOTE).votes_for(block.hash)
@@ -948,6 +920,8 @@ class ConsensusEngine(Generic[S]):
         elif name == "idle" and hs.phase is Phase.IDLE:
             self.stats["idle_blocks"] += 1
             self._start_round(now, 0)
+        elif name == "held" and hs.phase is Phase.IDLE:
+            self._wake_for_work(now)
         elif name == "rebroadcast":
             self._outbox.extend(hs.own)
             if hs.valid_block is not None and hs.valid_round >= 0:
@@ -1267,8 +1241,9 @@ class ConsensusEngine(Generic[S]):
             return None, "state_hash"
         return _Executed(state, nonces, frozen, state_hash), ""
 
-    def _build_block(self) -> Block:
-        """Batch valid mempool operations (and pending evidence) into a new block."""
+    def _build_block(self, now: float) -> Block:
+        """Batch valid mempool operations (and pending evidence) into a new block; each
+        submitter's ops in nonce order, never past a gap that is still held."""
         cfg = self.config
         proposer = self.key
         ctx = self._ctx(proposer)
@@ -1289,7 +1264,7 @@ class ConsensusEngine(Generic[S]):
             evidence.append(ev)
         ops: list[Operation] = []
         size = 0
-        for op_id, op in self.mempool.ordered():
+        for op_id, op in self._ready_ops(now):
             n = len(op.encode())
             if len(ops) >= cfg.max_block_ops or size + n > cfg.max_block_bytes:
                 break
@@ -1300,9 +1275,12 @@ class ConsensusEngine(Generic[S]):
                 new_state = self.app.apply(state, op.submitter, op.body, ctx)
             except (InvalidOperation, ValueError, TypeError, KeyError, IndexError) as exc:
                 self.mempool.failures[op_id] += 1
+                reason = exc.reason if isinstance(exc, InvalidOperation) else "app_error"
+                self.stats[f"op_build_failed_{reason}"] += 1
+                self.mempool.fail_reason[op_id] = reason
                 if self.mempool.failures[op_id] >= cfg.max_op_failures:
                     self.mempool.remove(op_id)
-                    reason = exc.reason if isinstance(exc, InvalidOperation) else "app_error"
+                    self.mempool.skip(op.submitter, op.nonce)
                     self._events.append(OperationRejected(op_id, op.submitter, reason))
                 continue
             state = new_state
@@ -1392,11 +1370,16 @@ class ConsensusEngine(Generic[S]):
         h = self._committed
         for op_id, op in list(self.mempool.ops.items()):
             if op.nonce <= self._nonces.get(op.submitter, 0):
+                # an op a build found invalid and a later nonce overtook: report why it was
+                # left out, not the nonce it lost
+                reason = self.mempool.fail_reason.get(op_id, "stale_nonce")
                 self.mempool.remove(op_id)
-                self._events.append(OperationRejected(op_id, op.submitter, "stale_nonce"))
+                self._events.append(OperationRejected(op_id, op.submitter, reason))
             elif h - self.mempool.added_at.get(op_id, h) > self.config.mempool_ttl_heights:
                 self.mempool.remove(op_id)
+                self.mempool.skip(op.submitter, op.nonce)
                 self._events.append(OperationRejected(op_id, op.submitter, "expired"))
+        self.mempool.forget_skipped(self.committed_nonce)
         self._ahead = {v: x for v, x in self._ahead.items() if x > h + 1}
         self._future = deque(m for m in self._future if _height_of(m) > h)
         for old in [x for x in self._future_commits if x <= h]:
