@@ -12,13 +12,19 @@ The central's asyncio loop feeds advertisements, connect outcomes and link event
 * tie-break: between two nodes, the one with the smaller advertised peer id connects; the
   other waits ``tie_break_grace_s`` before connecting anyway (the smaller one may be at its
   budget). If both links exist, both sides keep the smaller id's central link.
+* rotation (:mod:`ble_bridge.mesh.links`, the rule the loopback air follows too): at full
+  budget, an advertiser we have no link and no mesh path to (``reachable``: nothing heard
+  from its peer id over the mesh lately), heard for ``stranded_after_s``, gets a link: we
+  drop our most redundant one (a neighbour not advertising, i.e. itself full) for it.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ble_bridge.mesh.links import NeighbourLink, Rotation, RotationConfig, StrandedWatch
 from gatt.config import BleConfig
 
 STABLE_LINK_S = 10.0
@@ -49,6 +55,11 @@ class LinkPolicy:
     candidates: dict[str, Candidate] = field(default_factory=dict)
     last_attempt: float = float("-inf")
     counters: dict[str, int] = field(default_factory=dict)
+    rotation_config: RotationConfig = field(default_factory=RotationConfig)
+    watch: StrandedWatch[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = StrandedWatch(self.config.link_budget, self.rotation_config)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -57,11 +68,14 @@ class LinkPolicy:
         """An advertisement of the mesh service was received."""
         c = self.candidates.get(address)
         if c is None:
-            self.candidates[address] = Candidate(address, peer_id, rssi, now, now)
-            return
-        c.rssi, c.last_seen = rssi, now
-        if peer_id is not None:
-            c.peer_id = peer_id
+            c = self.candidates[address] = Candidate(address, peer_id, rssi, now, now)
+        else:
+            c.rssi, c.last_seen = rssi, now
+            if peer_id is not None:
+                c.peer_id = peer_id
+        foreign = c.peer_id is not None and c.peer_id[:8] != self.our_peer_id[:8]
+        if foreign and rssi >= self.config.rssi_min:
+            self.watch.heard(address, now)  # rotation: how long it has advertised unlinked
 
     def backoff(self, failures: int) -> float:
         """Delay before the next attempt after ``failures`` consecutive failures."""
@@ -119,6 +133,7 @@ class LinkPolicy:
         return delay
 
     def connected(self, address: str, now: float) -> None:
+        self.watch.linked(address)
         c = self.candidates.get(address)
         if c is not None:
             c.connected_at = now
@@ -136,6 +151,33 @@ class LinkPolicy:
         delay = self.backoff(c.failures)
         c.retry_at = now + delay
         return delay
+
+    def rotation(
+        self,
+        now: float,
+        links: Sequence[tuple[str, float]],
+        reachable: Callable[[bytes], bool] | None = None,
+    ) -> Rotation[str] | None:
+        """At full budget: the link to give up, and the stranded node to connect to instead.
+
+        ``links``: (address, link age) of every link; ``reachable(peer_id)``: the mesh has a
+        path to that peer (None: no mesh knowledge, every unlinked advertiser may be stranded).
+        A linked neighbour heard advertising has a free slot, so it may hang on our link
+        alone: only neighbours not heard lately (full ones) are dropped.
+        """
+        cfg = self.config
+        for c in self.candidates.values():
+            if c.peer_id is not None and reachable is not None and reachable(c.peer_id):
+                self.watch.heard(c.address, now, reachable=True)
+        neighbours = []
+        for address, age in links:
+            heard = self.candidates.get(address)
+            advertising = heard is not None and now - heard.last_seen <= cfg.candidate_fresh_s
+            neighbours.append(NeighbourLink(address, 1 if advertising else cfg.link_budget, age))
+        rot = self.watch.decide(now, neighbours)
+        if rot is not None:
+            self._count("rotations")
+        return rot
 
     def keep_central(self, peer_id: bytes | None) -> bool:
         """Both a central and a peripheral link to one node: keep our central one?"""

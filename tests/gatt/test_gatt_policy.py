@@ -83,3 +83,106 @@ def test_nodes_not_heard_lately_are_not_tried() -> None:
     assert p.next_candidates(2.5, links=0, linked=set()) == []
     p.heard("x", HIGH, -50, 2.6)
     assert p.next_candidates(2.7, links=0, linked=set()) == ["x"]
+
+
+# -- rotation: room for a stranded node at full budget (ble_bridge.mesh.links) -------------
+
+PEERS = {f"n{i}": bytes([20 + i]) * 8 for i in range(6)}
+
+
+def full_policy() -> tuple[LinkPolicy, list[tuple[str, float]]]:
+    """Budget 3, linked to n0..n2 for a minute, none of them advertising (all full)."""
+    p = policy(link_budget=3)
+    return p, [("n0", 60.0), ("n1", 60.0), ("n2", 60.0)]
+
+
+def hear(p: LinkPolicy, address: str, start: float, end: float, step: float = 1.0) -> None:
+    t = start
+    while t <= end:
+        p.heard(address, PEERS[address], -60, t)
+        t += step
+
+
+def test_full_node_rotates_for_an_advertiser_stranded_long_enough() -> None:
+    p, links = full_policy()
+    after = p.rotation_config.stranded_after_s
+    hear(p, "n5", 0.0, after - 1.0)
+    assert p.rotation(after - 1.0, links) is None  # not heard long enough yet
+    hear(p, "n5", after, after)
+    rot = p.rotation(after, links)
+    assert rot is not None and rot.join == "n5"
+    assert rot.drop == "n2"  # all equally full: the largest address, deterministically
+    assert p.counters["rotations"] == 1
+
+
+def test_below_budget_or_reachable_through_the_mesh_never_rotates() -> None:
+    p, links = full_policy()
+    hear(p, "n5", 0.0, 10.0)
+    assert p.rotation(10.0, links[:2]) is None  # a free slot: the normal connect path
+    assert p.rotation(10.0, links, reachable=lambda peer: peer == PEERS["n5"]) is None
+    hear(p, "n5", 11.0, 20.0)  # the path is gone: the stranded clock starts again
+    assert p.rotation(14.0, links, reachable=lambda peer: False) is None
+    rot = p.rotation(20.0, links, reachable=lambda peer: False)
+    assert rot is not None and rot.join == "n5"
+
+
+def test_advertising_neighbours_and_young_links_are_never_dropped() -> None:
+    p, _ = full_policy()
+    young = p.rotation_config.min_link_age_s / 2
+    links = [("n0", 60.0), ("n1", 60.0), ("n2", young)]
+    hear(p, "n5", 0.0, 10.0)
+    hear(p, "n1", 0.0, 10.0)  # n1 advertises: it has a free slot, maybe only our link
+    rot = p.rotation(10.0, links)
+    assert rot is not None and rot.drop == "n0"
+    p2, _ = full_policy()
+    hear(p2, "n5", 0.0, 10.0)
+    hear(p2, "n0", 0.0, 10.0)
+    hear(p2, "n1", 0.0, 10.0)
+    assert p2.rotation(10.0, links) is None
+    assert p2.watch.counters["rotation_nothing_to_drop"] == 1
+
+
+def test_one_rotation_per_interval_and_per_target_cooldown() -> None:
+    p, links = full_policy()
+    cfg = p.rotation_config
+    hear(p, "n4", 0.0, 10.0)
+    hear(p, "n5", 0.0, 10.0)
+    first = p.rotation(10.0, links)
+    assert first is not None and first.join == "n4"  # heard as long: smaller address first
+    assert p.rotation(11.0, links) is None  # one rotation per interval
+    t = 10.0 + cfg.rotate_interval_s
+    hear(p, "n4", 11.0, t)
+    hear(p, "n5", 11.0, t)
+    second = p.rotation(t, links)
+    assert second is not None and second.join == "n5"  # n4 is cooling down
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 9), st.integers(0, 5), st.floats(0.0, 40.0)),
+        min_size=1,
+        max_size=6,
+        unique_by=lambda x: x[0],
+    ),
+    st.lists(st.tuples(st.integers(0, 15), st.floats(0.0, 30.0)), max_size=30),
+)
+def test_stranded_watch_never_drops_a_lone_or_young_link_nor_joins_a_neighbour(
+    links: list[tuple[int, int, float]], heard: list[tuple[int, float]]
+) -> None:
+    from ble_bridge.mesh.links import NeighbourLink, StrandedWatch
+
+    watch: StrandedWatch[int] = StrandedWatch(budget=len(links))
+    for peer, t in sorted(heard, key=lambda h: h[1]):
+        if peer not in {lk[0] for lk in links}:
+            watch.heard(peer, t)
+    mine = [NeighbourLink(p, deg, age) for p, deg, age in links]
+    rot = watch.decide(30.0, mine)
+    if rot is not None:
+        dropped = next(lk for lk in mine if lk.peer == rot.drop)
+        assert dropped.peer_links >= 2 and dropped.age >= watch.config.min_link_age_s
+        assert rot.join not in {lk.peer for lk in mine}
+        assert all(
+            (lk.peer_links, lk.peer) <= (dropped.peer_links, dropped.peer)
+            for lk in mine
+            if lk.peer_links >= 2 and lk.age >= watch.config.min_link_age_s
+        )
