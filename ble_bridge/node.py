@@ -13,9 +13,10 @@ import contextlib
 import hashlib
 import logging
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from hardware import NodeHealth, StatusLed, board_by_name
 
@@ -65,9 +66,18 @@ class SessionSection:
     validators: tuple[str, ...] = ()  # Ed25519 public keys, hex
     app: str = "craps"
     autoplay: bool = False  # play the table automatically (demo handhelds)
+    id: str = ""  # 16-byte session id, hex; default: derived from the name
 
     @property
     def session_id(self) -> bytes:
+        if self.id:
+            try:
+                sid = bytes.fromhex(self.id)
+            except ValueError:
+                raise ConfigError(f"[[session]] {self.name}: id {self.id!r} is not hex") from None
+            if len(sid) != SESSION_ID_LEN:
+                raise ConfigError(f"[[session]] {self.name}: id is {SESSION_ID_LEN} bytes")
+            return sid
         return session_id_from_name(self.name)
 
     def validator_keys(self) -> list[bytes]:
@@ -113,6 +123,7 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
         if s.app not in APPS:
             raise ConfigError(f"[[session]] {s.name}: unknown app {s.app!r}; known: {APPS}")
         s.validator_keys()
+        _ = s.session_id  # a bad explicit id fails here, not at start
         sessions.append(s)
     names = [s.name for s in sessions]
     if len(set(names)) != len(names):
@@ -144,8 +155,25 @@ def build_ble_transport(config: NodeConfig, identity: Identity) -> Transport:
     return BleTransport(apply_table(base, config.ble, "ble"), identity.peer_id)
 
 
+class BridgeFactory(Protocol):
+    """Builds the node's bridge (the simulator injects a Byzantine one)."""
+
+    def __call__(
+        self, mesh: MeshNode, identity: Identity, *, store: Store | None, config: BridgeConfig
+    ) -> NetworkConsensusBridge: ...
+
+
 class Node:
-    """One running ble-bridge node."""
+    """One running ble-bridge node, on BlueZ or on the loopback air.
+
+    The keyword hooks exist for the simulator and tests; a node from ``ble-bridge run`` uses
+    none of them. ``identity``/``transport``: given instead of loaded/built from config.
+    ``rng``/``wall_offset``: the mesh's jitter source and clock offset. ``store_path``: the
+    SQLite file, ``"data_dir"`` (default) for ``<data_dir>/state.sqlite3``, None to keep
+    consensus state in memory only. ``peer_keys``: peer id -> Ed25519 key pinned in the mesh.
+    ``bridge_factory``/``app_factory``: what bridge and which application (by the session's
+    ``app`` name) the sessions run on.
+    """
 
     def __init__(
         self,
@@ -155,23 +183,33 @@ class Node:
         transport: Transport | None = None,
         rng: random.Random | None = None,
         wall_offset: float | None = None,
+        store_path: Path | Literal["data_dir"] | None = "data_dir",
+        peer_keys: Mapping[bytes, bytes] | None = None,
+        bridge_factory: BridgeFactory = NetworkConsensusBridge,
+        app_factory: Callable[[str], Application[Any]] = make_app,
     ) -> None:
         self.config = config
         self.identity = identity or Identity.load(config.node.key_path)
-        config.node.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.node.store_path)
+        self.store_path = config.node.store_path if store_path == "data_dir" else store_path
+        self.store: Store | None = None
+        if self.store_path is not None:
+            self.store_path.parent.mkdir(parents=True, exist_ok=True)
+            self.store = Store(self.store_path)
         self.transport = transport or build_ble_transport(config, self.identity)
         self.mesh = MeshNode(
             self.identity, self.transport, config.mesh, rng=rng, wall_offset=wall_offset
         )
-        self.bridge = NetworkConsensusBridge(
+        for peer_id, key in (peer_keys or {}).items():
+            if peer_id != self.identity.peer_id:
+                self.mesh.add_peer_key(peer_id, key)
+        self.bridge = bridge_factory(
             self.mesh, self.identity, store=self.store, config=config.bridge
         )
         self.sessions: dict[bytes, SessionSection] = {}
         self.players: dict[bytes, TablePlayer] = {}
         for s in config.sessions:
             validators = s.validator_keys()
-            self.bridge.open_session(s.session_id, validators, make_app(s.app))
+            self.bridge.open_session(s.session_id, validators, app_factory(s.app))
             self.sessions[s.session_id] = s
             if s.autoplay and self.identity.signing_public in validators:
                 # secrets for commit-reveal must be unpredictable: system randomness
@@ -186,7 +224,8 @@ class Node:
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
+        if self.players or self.led.path is not None:  # else housekeeping has nothing to do
+            self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
         if self.config.node.control_socket != Path():
             self.control = ControlServer(self, self.config.node.control_socket)
             await self.control.start()
@@ -194,7 +233,7 @@ class Node:
             "node %s up: %d session(s), store %s",
             self.identity.peer_id.hex(),
             len(self.sessions),
-            self.config.node.store_path,
+            self.store_path or "none (memory)",
         )
 
     async def stop(self) -> None:
@@ -210,7 +249,8 @@ class Node:
         await self.bridge.stop()
         await self.mesh.stop()
         self.led.show(NodeHealth.STOPPED)
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
     def health(self) -> NodeHealth:
         if not self.transport.links():
@@ -319,6 +359,7 @@ def _jsonable(obj: object) -> object:
 
 
 __all__ = [
+    "BridgeFactory",
     "ConfigError",
     "KeyFileError",
     "Node",

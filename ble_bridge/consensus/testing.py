@@ -3,13 +3,13 @@
 :class:`SimNetwork` runs ``n`` engines on virtual time. Every message is encoded to its real
 0x1C payload bytes, delivered to every other live node after a seeded random delay (so
 messages reorder), dropped with a probability, or cut by a partition. Byzantine nodes wrap
-an honest engine and misbehave on the way out (see :class:`Behaviour`). Nodes may crash and
-restart from their SQLite file, or join late and catch up by snapshot.
+an honest engine and misbehave on the way out (:func:`.byzantine.misbehave`, the same
+behaviours as the loopback air's). Nodes may crash and restart from their SQLite file, or
+join late and catch up by snapshot.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import heapq
@@ -23,21 +23,15 @@ from pathlib import Path
 from ..store import Store
 from ..wire.identity import Identity
 from ..wire.messages import (
-    NIL,
-    Block,
-    BlockHeader,
-    Commit,
-    CommitCertificate,
     Message,
     Operation,
     Proposal,
     Step,
     Vote,
-    body_hash,
     encode_message,
-    proposal_signing_bytes,
 )
 from .app import BlockContext, InvalidOperation
+from .byzantine import Behaviour, misbehave
 from .engine import Committed, ConsensusEngine, EngineConfig, SnapshotInstalled
 
 # -- a tiny deterministic application -------------------------------------------------
@@ -124,18 +118,6 @@ class LedgerApp:
 # -- the simulated network ------------------------------------------------------------
 
 
-class Behaviour(enum.Enum):
-    """How a simulated node behaves on the way out."""
-
-    HONEST = "honest"
-    EQUIVOCATE = "equivocate"  # each vote goes to half the nodes, a conflicting twin to the rest
-    FORGE = "forge"  # adds votes and commits with forged signatures in others' names
-    REPLAY = "replay"  # re-sends old messages it has received
-    WITHHOLD = "withhold"  # sends nothing at all
-    INVALID = "invalid"  # its proposals carry an invalid operation
-    GARBAGE = "garbage"  # adds random and bit-flipped payloads
-
-
 @dataclass(frozen=True, slots=True)
 class LinkModel:
     """One-way delay = ``delay`` + uniform(0, ``jitter``); each delivery lost with ``drop``."""
@@ -149,7 +131,7 @@ class LinkModel:
 class SimNode:
     index: int
     identity: Identity
-    behaviour: Behaviour
+    behaviour: Behaviour | None  # None: honest
     engine: ConsensusEngine[LedgerState] | None = None
     store_path: Path | None = None
     chain: dict[int, bytes] = field(default_factory=dict)
@@ -199,7 +181,7 @@ class SimNetwork:
             SimNode(
                 i,
                 Identity.from_seed(b"sim-%d-%d" % (seed, i)),
-                (byzantine or {}).get(i, Behaviour.HONEST),
+                (byzantine or {}).get(i),
             )
             for i in range(n)
         ]
@@ -262,7 +244,7 @@ class SimNetwork:
     def load(self, rate: float, until: float, nodes: Sequence[int] | None = None) -> None:
         """Each chosen honest node submits ``add_op`` at ``rate`` ops/s (Poisson) until ``until``."""
         for i in nodes if nodes is not None else range(len(self.nodes)):
-            if self.nodes[i].behaviour is Behaviour.HONEST:
+            if self.nodes[i].behaviour is None:
                 self._schedule(
                     self.now + self.rng.expovariate(rate), self._load_tick(i, rate, until)
                 )
@@ -303,7 +285,7 @@ class SimNetwork:
         return eng.height if eng is not None else -1
 
     def honest(self) -> list[int]:
-        return [n.index for n in self.nodes if n.behaviour is Behaviour.HONEST]
+        return [n.index for n in self.nodes if n.behaviour is None]
 
     def _schedule(self, t: float, action: Callable[[], None]) -> None:
         self._seq += 1
@@ -341,7 +323,7 @@ class SimNetwork:
 
     def _announce(self) -> None:
         for node in self.nodes:
-            if node.engine is not None and node.behaviour is Behaviour.HONEST:
+            if node.engine is not None and node.behaviour is None:
                 self._send(
                     node.index, encode_message(self.session_id, node.engine.state_announcement())
                 )
@@ -368,7 +350,7 @@ class SimNetwork:
             enc = msg.signing_bytes(self.session_id)
         else:
             return
-        if self.nodes[signer].behaviour is not Behaviour.HONEST:
+        if self.nodes[signer].behaviour is not None:
             return
         prev = self.signed.setdefault(key, enc)
         if prev != enc:
@@ -408,84 +390,42 @@ class SimNetwork:
         """The (destination or None for all, payload) pairs node sends for ``msg``."""
         sid = self.session_id
         b = node.behaviour
-        honest: list[tuple[int | None, bytes]] = [(None, encode_message(sid, msg))]
-        if b is Behaviour.HONEST:
-            return honest
-        if b is Behaviour.WITHHOLD:
-            return []
-        ident = node.identity
-        others = [j for j in range(len(self.nodes)) if j != node.index]
-        if b is Behaviour.EQUIVOCATE and isinstance(msg, Vote):
-            twin_hash = NIL if msg.block_hash != NIL else hashlib.sha256(msg.encode()).digest()
-            twin = Vote.create(
-                ident.sign, node.key, sid, msg.step, msg.height, msg.round, twin_hash
-            )
+        if b is None:
+            return [(None, encode_message(sid, msg))]
+        out = misbehave(
+            b,
+            sid,
+            msg,
+            node.identity,
+            self.rng,
+            validators=self.validators,
+            heard=node.seen,
+            replays=3,
+            poison=functools.partial(self._poison, node),
+        )
+        honest = encode_message(sid, msg)
+        if b is Behaviour.EQUIVOCATE and out.extra:
+            # The vote goes to half the nodes and its twin to the rest; a flooding mesh
+            # relays both everywhere eventually, so the twin follows to all: evidence surfaces.
+            (twin,) = out.extra
+            others = [j for j in range(len(self.nodes)) if j != node.index]
             half = len(others) // 2
-            out: list[tuple[int | None, bytes]] = [
-                (j, encode_message(sid, msg)) for j in others[:half]
-            ]
-            twin_payload = encode_message(sid, twin)
-            out += [(j, twin_payload) for j in others[half:]]
-            # A flooding mesh relays both votes everywhere eventually: evidence surfaces.
+            split: list[tuple[int | None, bytes]] = [(j, honest) for j in others[:half]]
+            split += [(j, twin) for j in others[half:]]
             src = node.index
-            self._schedule(self.now + 0.3, lambda: self._send(src, twin_payload))
-            return out
-        if b is Behaviour.FORGE:
-            out = list(honest)
-            if isinstance(msg, Vote):
-                for victim in self.rng.sample(self.validators, 2):
-                    fake = Vote(
-                        msg.step,
-                        msg.height,
-                        msg.round,
-                        self.rng.randbytes(32),
-                        victim,
-                        self.rng.randbytes(64),
-                    )
-                    out.append((None, encode_message(sid, fake)))
-                out.append((None, encode_message(sid, self._forged_commit(node, msg.height))))
-            return out
-        if b is Behaviour.REPLAY:
-            out = list(honest)
-            for old in self.rng.sample(node.seen, min(3, len(node.seen))):
-                out.append((None, old))
-            return out
-        if b is Behaviour.INVALID and isinstance(msg, Proposal):
-            return [(None, encode_message(sid, self._invalid_proposal(node, msg)))]
-        if b is Behaviour.GARBAGE:
-            out = list(honest)
-            raw = bytearray(honest[0][1])
-            raw[self.rng.randrange(len(raw))] ^= 1 + self.rng.randrange(255)
-            out.append((None, bytes(raw)))
-            out.append((None, self.rng.randbytes(self.rng.randint(0, 300))))
-            out.append((None, bytes([1]) + sid + self.rng.randbytes(self.rng.randint(0, 300))))
-            return out
-        return honest
+            self._schedule(self.now + 0.3, lambda: self._send(src, twin))
+            return split
+        sends: list[tuple[int | None, bytes]] = [(None, honest)] if out.honest else []
+        if out.instead is not None:
+            sends.append((None, out.instead))
+        sends += [(None, payload) for payload in out.extra]
+        return sends
 
-    def _forged_commit(self, node: SimNode, height: int) -> Commit:
-        header = BlockHeader(
-            height, node.key, self.rng.randbytes(32), self.rng.randbytes(32), body_hash((), ())
-        )
-        block = Block(header, ())
-        n = len(self.validators)
-        signers = tuple(range(n * 2 // 3 + 1))
-        cert = CommitCertificate(
-            height, 0, block.hash, n, signers, tuple(self.rng.randbytes(64) for _ in signers)
-        )
-        return Commit(block, cert)
-
-    def _invalid_proposal(self, node: SimNode, p: Proposal) -> Proposal:
+    def _poison(self, node: SimNode) -> Operation:
+        """The operation an INVALID proposer adds: the always-invalid body, next nonce."""
         eng = node.engine
         nonce = (eng.committed_nonce(node.key) if eng is not None else 0) + 1
-        poison = Operation.create(node.identity.sign, node.key, self.session_id, nonce, POISON)
-        ops = (*p.block.ops, poison)
-        h = p.block.header
-        header = BlockHeader(
-            h.height, h.proposer, h.prev_hash, h.state_hash, body_hash(ops, p.block.evidence)
-        )
-        block = Block(header, ops, p.block.evidence)
-        pre = proposal_signing_bytes(self.session_id, p.height, p.round, p.pol_round, block.hash)
-        return Proposal(p.height, p.round, p.pol_round, block, node.identity.sign(pre))
+        return Operation.create(node.identity.sign, node.key, self.session_id, nonce, POISON)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -539,7 +479,7 @@ def run_random_scenario(seed: int, store_dir: Path | None = None) -> ScenarioRes
     rng = random.Random(seed)
     n = rng.randint(4, 8)
     f = (n - 1) // 3
-    kinds = [b for b in Behaviour if b is not Behaviour.HONEST]
+    kinds = list(Behaviour)
     byz: dict[int, Behaviour] = {
         i: rng.choice(kinds) for i in rng.sample(range(n), rng.randint(0, f))
     }

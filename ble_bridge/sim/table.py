@@ -1,8 +1,8 @@
 """The craps-table consensus scenario: handhelds play rounds over the loopback air.
 
-Each simulated node is a :class:`TableNode`: the real :class:`MeshNode` plus a
-:class:`NetworkConsensusBridge` running one craps session (optionally on a SQLite file that
-survives crashes, optionally Byzantine). :class:`TableWorkload` makes every node a
+Each simulated node is a :class:`TableNode`: the real :class:`~ble_bridge.node.Node` (mesh
+node, bridge, store) running one craps session (optionally on a SQLite file that survives
+crashes, optionally with a Byzantine bridge). :class:`TableWorkload` makes every node a
 :class:`~ble_bridge.consensus.craps.TablePlayer` (join, bet, commit, reveal) and records
 every commit. :func:`simulate_table` runs it through :func:`~.scenario.run_scenario`, the
 same network, faults and metrics as the mesh scenario, and checks safety at the end.
@@ -26,12 +26,11 @@ from ..consensus.craps import CrapsApp, TablePlayer, check_invariants, decode_op
 from ..consensus.engine import Committed, ConsensusEngine
 from ..mesh.config import MeshConfig
 from ..mesh.router import Delivered
-from ..mesh.service import MeshNode
-from ..store import Store
-from ..wire.identity import verify_signature
+from ..node import BridgeFactory, Node, NodeConfig, NodeSection, SessionSection
+from ..wire.identity import Identity, verify_signature
 from ..wire.messages import MessageError, Vote, decode_message
 from ..wire.packet import PacketType
-from .byzantine import Behaviour, ByzantineBridge
+from .byzantine import Behaviour, byzantine_bridge
 from .clock import Seeds, run_virtual
 from .faults import FaultPlan, Heal, Partition
 from .network import Network, NodeFactory, NodeSpec, SimNode
@@ -42,8 +41,38 @@ def table_session_id(seed: int) -> bytes:
     return hashlib.sha256(b"ble-bridge/sim/craps-table/%d" % seed).digest()[:16]
 
 
-class TableNode:
-    """A handheld at the table: mesh node, bridge, craps session, optional SQLite store."""
+TABLE_SESSION_NAME = "craps-table"
+
+
+def table_node_config(
+    validators: list[Identity],
+    session_id: bytes,
+    *,
+    mesh_config: MeshConfig | None = None,
+    bridge_config: BridgeConfig | None = None,
+) -> NodeConfig:
+    """The configuration of a simulated handheld: one session, no control socket, no LED."""
+    return NodeConfig(
+        node=NodeSection(board="generic", control_socket=Path()),
+        mesh=mesh_config or MeshConfig(),
+        bridge=bridge_config or BridgeConfig(),
+        sessions=(
+            SessionSection(
+                name=TABLE_SESSION_NAME,
+                validators=tuple(v.signing_public.hex() for v in validators),
+                id=session_id.hex(),
+            ),
+        ),
+    )
+
+
+class TableNode(Node):
+    """A handheld at the table: a :class:`~ble_bridge.node.Node` with one session on the air.
+
+    Assembled by ``Node`` like ``ble-bridge run``'s; only the transport (the loopback air),
+    the clock, the seeded rng and the optional Byzantine bridge differ. Without
+    ``store_path`` its consensus state lives in memory.
+    """
 
     def __init__(
         self,
@@ -56,45 +85,32 @@ class TableNode:
         behaviour: Behaviour | None = None,
         app: Callable[[], Application[Any]] = CrapsApp,
     ) -> None:
+        identities = spec.network.identities
+        bridge: BridgeFactory = NetworkConsensusBridge
+        if behaviour is not None:
+            rng = spec.network.seeds.rng("byzantine", spec.index, spec.generation)
+            bridge = byzantine_bridge(behaviour, rng)
+        super().__init__(
+            table_node_config(
+                identities, session_id, mesh_config=mesh_config, bridge_config=bridge_config
+            ),
+            identity=spec.identity,
+            transport=spec.transport,
+            rng=spec.rng,
+            wall_offset=spec.wall_offset,
+            store_path=store_path,
+            peer_keys={i.peer_id: i.signing_public for i in identities},
+            bridge_factory=bridge,
+            app_factory=lambda _name: app(),
+        )
         self.index = spec.index
         self.session_id = session_id
-        self.mesh = MeshNode(
-            spec.identity, spec.transport, mesh_config, rng=spec.rng, wall_offset=spec.wall_offset
-        )
-        for other in spec.network.identities:
-            if other.peer_id != spec.identity.peer_id:
-                self.mesh.add_peer_key(other.peer_id, other.signing_public)
-        self.store = Store(store_path) if store_path is not None else None
         self.behaviour = behaviour
-        if behaviour is None:
-            self.bridge = NetworkConsensusBridge(
-                self.mesh, spec.identity, store=self.store, config=bridge_config
-            )
-        else:
-            self.bridge = ByzantineBridge(
-                self.mesh,
-                spec.identity,
-                behaviour,
-                spec.network.seeds.rng("byzantine", spec.index, spec.generation),
-                store=self.store,
-                config=bridge_config,
-            )
-        validators = [i.signing_public for i in spec.network.identities]
-        self.engine: ConsensusEngine[Any] = self.bridge.open_session(session_id, validators, app())
+        self.engine: ConsensusEngine[Any] = self.bridge.engine(session_id)
 
     @property
     def honest(self) -> bool:
         return self.behaviour is None
-
-    async def start(self) -> None:
-        await self.mesh.start()
-        await self.bridge.start()
-
-    async def stop(self) -> None:
-        await self.bridge.stop()
-        await self.mesh.stop()
-        if self.store is not None:
-            self.store.close()
 
 
 def table_node_factory(
