@@ -56,6 +56,12 @@ class CentralHost(Protocol):
 
     def linked_addresses(self) -> set[str]: ...
 
+    def link_ages(self, now: float) -> list[tuple[str, float]]: ...
+
+    def reachable(self, peer_id: bytes) -> bool: ...
+
+    async def drop_link(self, address: str, reason: str) -> None: ...
+
     async def pause_advertising(self) -> bool: ...
 
     async def resume_advertising(self) -> None: ...
@@ -194,8 +200,7 @@ class MeshCentral:
                 await asyncio.wait_for(self._kick.wait(), cfg.scan_off_s)
 
     async def _scan(self, seconds: float) -> None:
-        if self.host.link_count() >= self.config.link_budget:
-            return
+        # at full budget too: the rotation rule must hear stranded nodes
         scanner = BleakScanner(
             detection_callback=self._heard,
             service_uuids=[self.config.profile.service_uuid],
@@ -209,6 +214,9 @@ class MeshCentral:
                 await scanner.stop()
 
     async def _connect_round(self) -> None:
+        if self.host.link_count() >= self.config.link_budget:
+            await self._rotate()
+            return
         for _ in range(self.config.connects_per_round):
             if not self._running:
                 return
@@ -222,6 +230,17 @@ class MeshCentral:
                 await asyncio.sleep(wait)  # rate limit: try again once the interval passed
                 continue
             await self._attempt(picks[0])
+
+    async def _rotate(self) -> None:
+        """Full: give up our most redundant link for a stranded node, if the policy says so."""
+        now = self._loop_time()
+        rot = self.policy.rotation(now, self.host.link_ages(now), self.host.reachable)
+        if rot is None or rot.join not in self._devices:
+            return
+        self.stats["rotations"] += 1
+        log.info("rotating: dropping %s for stranded %s", rot.drop, rot.join)
+        await self.host.drop_link(rot.drop, "rotated")
+        await self._attempt(rot.join)
 
     async def _attempt(self, address: str) -> None:
         cfg = self.config

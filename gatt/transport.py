@@ -12,6 +12,8 @@ duplicate packet (dropped by the mesh's seen cache) or, if the sibling's MTU is 
 truncated frame (rejected by the decoder, counted there). Duplicate links between two nodes
 are resolved by peer id (:mod:`gatt.policy`). A central writes one empty frame right after
 subscribing (``BleConfig.hello_write``) so that the peripheral link comes up at once.
+Senders of frames received lately tell :meth:`BleTransport.reachable` which peers the mesh
+has a path to; the link rotation of :mod:`gatt.policy` only makes room for the others.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import contextlib
 import itertools
 import logging
 import random
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 
 NOTIFY_BACKLOG_PAUSE = 512
 """D-Bus writer backlog (messages) above which the notify pump waits."""
+MESH_PATH_S = 60.0
+"""A peer whose packet arrived this recently is reachable (announces come every 15-30 s)."""
+MESH_SENDERS_MAX = 512
+"""Senders remembered for :meth:`BleTransport.reachable` (oldest forgotten first)."""
+_SENDER_AT = {1: 15, 2: 17}
+"""Offset of the 8-byte sender id in a BitChat frame, by version (PROTOCOL.md)."""
 
 
 @dataclass(slots=True)
@@ -49,6 +57,7 @@ class _Link:
     info: LinkInfo
     address: str
     session: CentralSession | None = None
+    since: float = 0.0
 
 
 class BleTransport(Transport):
@@ -81,6 +90,7 @@ class BleTransport(Transport):
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
+        self._senders: OrderedDict[bytes, float] = OrderedDict()
 
     # ------------------------------------------------------------ Transport API
 
@@ -154,7 +164,7 @@ class BleTransport(Transport):
     ) -> int:
         lid = next(self._ids)
         info = LinkInfo(lid, address, mtu, role)
-        self._links[lid] = _Link(info, address, session)
+        self._links[lid] = _Link(info, address, session, asyncio.get_running_loop().time())
         (self._central_by_addr if role is LinkRole.CENTRAL else self._periph_by_addr)[address] = lid
         self.stats[f"link_up_{role.value}"] += 1
         if self._handler is not None:
@@ -184,6 +194,31 @@ class BleTransport(Transport):
         """Nodes we have a link with, or whose connection to us is up (not written yet)."""
         inbound = {address_of(p) for p in self.peripheral.connected_devices}
         return set(self._central_by_addr) | set(self._periph_by_addr) | inbound
+
+    def link_ages(self, now: float) -> list[tuple[str, float]]:
+        """(address, seconds up) of every link, for the rotation rule."""
+        return [(lk.address, now - lk.since) for lk in self._links.values()]
+
+    def reachable(self, peer_id: bytes) -> bool:
+        """A packet sent by ``peer_id`` arrived within :data:`MESH_PATH_S`."""
+        t = self._senders.get(bytes(peer_id[:8]))
+        return t is not None and asyncio.get_running_loop().time() - t <= MESH_PATH_S
+
+    async def drop_link(self, address: str, reason: str) -> None:
+        """End our link to ``address`` (rotation: room for a stranded node)."""
+        self.stats[f"drop_link_{reason}"] += 1
+        session = self.central.sessions.get(address)
+        if session is not None:
+            self.central.drop(address, reason)
+            await session.close()
+            return
+        lid = self._periph_by_addr.get(address)
+        if lid is not None:
+            self._link_down(lid, reason)
+        for device in self.peripheral.connected_devices:
+            if address_of(device) == address:
+                with contextlib.suppress(Exception):
+                    await self.peripheral.disconnect(device)
 
     def _adjust_advertising(self) -> None:
         if not self._started:
@@ -289,6 +324,13 @@ class BleTransport(Transport):
             self.stats["hello_writes"] += 1
             return
         self.stats["frames_in"] += 1
+        at = _SENDER_AT.get(data[0])
+        if at is not None and len(data) >= at + 8:
+            sender = bytes(data[at : at + 8])
+            self._senders[sender] = asyncio.get_running_loop().time()
+            self._senders.move_to_end(sender)
+            if len(self._senders) > MESH_SENDERS_MAX:
+                self._senders.popitem(last=False)
         if self._handler is not None:
             try:
                 self._handler.frame_received(link_id, data)
