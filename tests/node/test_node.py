@@ -201,3 +201,46 @@ def test_shipped_example_config_is_valid() -> None:
 def test_bench_command_refuses_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "nope"]) == 2
     assert "known: wire, mesh, consensus, gatt" in capsys.readouterr().err
+
+
+def test_session_id_may_be_given_explicitly_in_hex() -> None:
+    sid = bytes(range(16))
+    config = parse_node_config({"session": [{"name": "t", "id": sid.hex()}]})
+    assert config.sessions[0].session_id == sid
+    with pytest.raises(ConfigError, match="16 bytes"):
+        parse_node_config({"session": [{"name": "t", "id": "abcd"}]})
+    with pytest.raises(ConfigError, match="not hex"):
+        parse_node_config({"session": [{"name": "t", "id": "zz"}]})
+
+
+def test_node_without_a_store_path_keeps_state_in_memory_and_pins_peer_keys(
+    tmp_path: Path,
+) -> None:
+    ids = _identities(2)
+    built: list[Node] = []
+
+    def factory(spec: NodeSpec) -> Node:
+        node = Node(
+            _config(tmp_path, spec.index, ids, autoplay=False),
+            identity=ids[spec.index],
+            transport=spec.transport,
+            rng=spec.rng,
+            store_path=None,
+            peer_keys={i.peer_id: i.signing_public for i in ids},
+        )
+        built.append(node)
+        return node
+
+    async def main() -> None:
+        net = Network(full(2), IDEAL, factory, seed=3)
+        await net.start()
+        await asyncio.sleep(5.0)
+        assert not any(n._tasks for n in built), "nothing to do: no housekeeping task"
+        await net.stop()
+
+    run_virtual(main(), seed=3)
+    assert all(n.store is None for n in built)
+    assert not (tmp_path / "n0").exists() and not (tmp_path / "n1").exists()
+    pinned = built[0].mesh.router.peers.get(ids[1].peer_id)
+    assert pinned is not None and pinned.pinned and pinned.signing_key == ids[1].signing_public
+    assert built[0].mesh.router.peers.get(ids[0].peer_id) is None, "never pins itself"

@@ -7,15 +7,28 @@ partition, crashes with restarts from SQLite, and a 200-seed sweep of random fau
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from ble_bridge.sim.byzantine import Behaviour
+from ble_bridge.node import Node
+from ble_bridge.sim.byzantine import Behaviour, ByzantineBridge
+from ble_bridge.sim.clock import run_virtual
 from ble_bridge.sim.faults import Crash, FaultPlan
+from ble_bridge.sim.network import Network, SimNode
+from ble_bridge.sim.profiles import IDEAL
 from ble_bridge.sim.scenario import ScenarioConfig
 from ble_bridge.sim.sweep import run_seed
-from ble_bridge.sim.table import TableConfig, TableResult, simulate_table
+from ble_bridge.sim.table import (
+    TableConfig,
+    TableNode,
+    TableResult,
+    simulate_table,
+    table_node_factory,
+    table_session_id,
+)
+from ble_bridge.sim.topology import full
 
 
 def table(
@@ -125,3 +138,29 @@ def test_sweep_of_200_random_fault_schedules() -> None:
     stalled = [o for o in outcomes if not o.live]
     # liveness after the faults end, allowing a few seeds whose links re-form slowly
     assert len(stalled) <= 10, [f"{o.seed}: {o.description}" for o in stalled]
+
+
+def test_table_nodes_are_assembled_nodes_with_an_injected_byzantine_bridge(
+    tmp_path: Path,
+) -> None:
+    session = table_session_id(1)
+    factory = table_node_factory(session, store_dir=tmp_path, byzantine={0: Behaviour.GARBAGE})
+    nodes: list[SimNode] = []
+
+    async def main() -> None:
+        net = Network(full(4), IDEAL, factory, seed=1)
+        await net.start()
+        nodes.extend(n for n in net.nodes if n is not None)
+        await asyncio.sleep(10.0)
+        await net.stop()
+
+    run_virtual(main(), seed=1)
+    assert all(isinstance(n, Node) and isinstance(n, TableNode) for n in nodes)
+    liar = nodes[0]
+    assert isinstance(liar, TableNode) and isinstance(liar.bridge, ByzantineBridge)
+    assert liar.bridge.lies > 0 and not liar.honest
+    assert not any(isinstance(n.bridge, ByzantineBridge) for n in nodes[1:])  # type: ignore[attr-defined]
+    assert all(n.control is None and not n.players for n in nodes)  # type: ignore[attr-defined]
+    assert sorted(p.name for p in tmp_path.glob("node*.sqlite")) == [
+        f"node{i}.sqlite" for i in range(4)
+    ]
