@@ -45,6 +45,7 @@ from .store import Store
 from .wire.identity import Identity
 from .wire.messages import (
     SESSION_ID_LEN,
+    CertificateRequest,
     Commit,
     CommitRequest,
     Kind,
@@ -491,7 +492,7 @@ class NetworkConsensusBridge:
                 self._after(s)
             self._follow_announcements(s, now)
             return
-        if isinstance(msg, CommitRequest | SnapshotRequest):
+        if isinstance(msg, CommitRequest | SnapshotRequest | CertificateRequest):
             # Each request makes some node broadcast a block or a snapshot: one per sender
             # and kind per interval (replayed or spammed requests stop here).
             key = (item.sender or b"", type(msg).__name__)
@@ -771,7 +772,9 @@ class NetworkConsensusBridge:
         return loop.time()
 
 
-_UNSIGNED_KINDS = frozenset({Kind.STATE_ANNOUNCE, Kind.SNAPSHOT_REQUEST, Kind.COMMIT_REQUEST})
+_UNSIGNED_KINDS = frozenset(
+    {Kind.STATE_ANNOUNCE, Kind.SNAPSHOT_REQUEST, Kind.COMMIT_REQUEST, Kind.CERTIFICATE_REQUEST}
+)
 _KIND_AT = 1 + SESSION_ID_LEN
 
 

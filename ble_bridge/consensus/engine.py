@@ -44,6 +44,7 @@ from ..wire.messages import (
     VOTE_LEN,
     Block,
     BlockHeader,
+    CertificateRequest,
     Commit,
     CommitCertificate,
     CommitRequest,
@@ -125,7 +126,12 @@ class EngineConfig:
     request_interval: float = 0.5  # minimum time between two catch-up requests
     catch_up_batch: int = 4  # heights requested at once when behind by a few
     response_delay: float = 0.1  # min spread of the jitter before answering a request
+    block_response_spread: float = 3.0  # blocks/snapshots take longer to silence others
     max_pending_responses: int = 8
+    # a decided height is answered (by us or anyone we heard) at most once per this long
+    # (at least the rebroadcast timeout, the pace at which a laggard repeats its votes)
+    answer_interval: float = 1.0
+    max_answered: int = 64
     create_empty_blocks: bool = False  # propose with an empty mempool (keep-alive chains)
     # while the application has a deadline counted in heights, an idle chain still makes
     # an (empty) block this often, so the deadline passes (None: never)
@@ -211,6 +217,7 @@ class _Height:
     round_started: dict[int, float] = field(default_factory=dict)
     vote_sent: dict[tuple[int, Step], float] = field(default_factory=dict)
     rebroadcasts: int = 0
+    need_block: bool = False  # a quorum precommitted a block we do not hold
     delay_samples: dict[int, list[float]] = field(default_factory=dict)
 
 
@@ -280,6 +287,7 @@ class ConsensusEngine(Generic[S]):
         self._hint_height = 0
         self._last_request = -1e18
         self._responses: dict[tuple[str, int], float] = {}
+        self._answered: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._next_nonce = 1
         self._started = False
         if store is not None:
@@ -387,7 +395,7 @@ class ConsensusEngine(Generic[S]):
         for key, due in list(self._responses.items()):
             if due <= now:
                 del self._responses[key]
-                self._respond(key)
+                self._respond(now, key)
         self._progress(now)
 
     def state_announcement(self) -> StateAnnounce:
@@ -444,8 +452,15 @@ class ConsensusEngine(Generic[S]):
             self._on_evidence(now, msg)
         elif isinstance(msg, Commit):
             self._on_commit_message(now, msg)
+        elif isinstance(msg, CommitCertificate):
+            self._on_certificate(now, msg)
         elif isinstance(msg, CommitRequest):
             self._on_commit_request(now, msg)
+        elif isinstance(msg, CertificateRequest):
+            if 1 <= msg.height <= self._committed:
+                self._schedule_response(now, ("cert", msg.height))
+            else:
+                self.stats["drop_request_unavailable"] += 1
         elif isinstance(msg, StateAnnounce):
             self._note_height(now, msg.height + 1, None)
         elif isinstance(msg, SnapshotRequest):
@@ -651,10 +666,48 @@ class ConsensusEngine(Generic[S]):
         if gossip:
             self._outbox.append(ev)
 
+    def _on_certificate(self, now: float, cert: CommitCertificate) -> None:
+        """A decided height's certificate: its precommits count as votes, so a node that
+        holds the block commits; one that does not asks for it (``_try_commit``)."""
+        h = self._committed + 1
+        self._heard_answer(now, "cert", cert.height)
+        if cert.height < h:
+            self.stats["drop_certificate_stale"] += 1
+            return
+        if cert.height - h > self.config.max_future_commits:
+            self.stats["drop_certificate_too_far"] += 1
+            return
+        if not cert.verify(self.validators, self.session_id, self.cache):
+            self.stats["drop_bad_certificate"] += 1
+            return
+        if cert.height > h:  # proves the chain is ahead: fetch the blocks
+            self.stats["certificate_ahead"] += 1
+            self._note_height(now, cert.height + 1, None)
+            return
+        self.stats["certificates_accepted"] += 1
+        for vote in cert.precommits(self.validators):
+            _, ev = self._vote_set(vote.round, Step.PRECOMMIT).add(vote)
+            if ev is not None:
+                self._found_evidence(ev)
+        self._wake(now)
+
+    def _heard_answer(self, now: float, kind: str, height: int) -> None:
+        """Someone answered ``height``: cancel ours, and do not answer it again soon."""
+        kinds = ("cert", "commit") if kind == "commit" else ("cert",)
+        for k in kinds:
+            self._responses.pop((k, height), None)
+            self._mark_answered(now, (k, height))
+
+    def _mark_answered(self, now: float, key: tuple[str, int]) -> None:
+        self._answered[key] = now
+        self._answered.move_to_end(key)
+        while len(self._answered) > self.config.max_answered:
+            self._answered.popitem(last=False)
+
     def _on_commit_message(self, now: float, c: Commit) -> None:
         h = self._committed + 1
         height = c.block.height
-        self._responses.pop(("commit", height), None)
+        self._heard_answer(now, "commit", height)
         if c.certificate.height != height or c.certificate.block_hash != c.block.hash:
             self.stats["drop_commit_mismatch"] += 1
             return
@@ -698,18 +751,34 @@ class ConsensusEngine(Generic[S]):
         """Answer after a per-node jitter; cancelled when someone else answers first."""
         if key in self._responses:
             return
+        answered = self._answered.get(key)
+        interval = max(self.config.answer_interval, self._timeout("rebroadcast", 0))
+        if answered is not None and now - answered < interval:
+            self.stats["drop_answered_recently"] += 1
+            return
         if len(self._responses) >= self.config.max_pending_responses:
             self.stats["drop_responses_full"] += 1
             return
         digest = hashlib.sha256(self.key + key[0].encode() + key[1].to_bytes(8, "big")).digest()
         # The spread must exceed a message delay, or the first answer cannot silence others.
         spread = max(self.config.response_delay, 4 * (self.vote_delay or 0.0))
+        if key[0] != "cert":
+            spread *= self.config.block_response_spread
         jitter = int.from_bytes(digest[:4], "big") / 2**32 * spread
         self._responses[key] = now + jitter
 
-    def _respond(self, key: tuple[str, int]) -> None:
+    def _respond(self, now: float, key: tuple[str, int]) -> None:
         kind, height = key
-        if kind == "commit":
+        self._mark_answered(now, key)
+        if kind == "cert":
+            found = self._block_at(height)
+            cert = found[1] if found is not None else None
+            if cert is None and self._last_cert is not None and self._last_cert.height == height:
+                cert = self._last_cert
+            if cert is not None:
+                self._outbox.append(cert)
+                self.stats["sent_certificate"] += 1
+        elif kind == "commit":
             found = self._block_at(height)
             if found is not None:
                 self._outbox.append(Commit(*found))
@@ -739,12 +808,14 @@ class ConsensusEngine(Generic[S]):
             self.stats["drop_stale_height"] += 1
             if isinstance(msg, Vote):
                 self._late_conflict(msg)
-            # A validator still voting on a height we committed is behind: help it.
-            # (Late votes right after our commit are normal; only later ones mean a laggard.)
+            # A validator still voting on a height we committed is behind: help it with the
+            # certificate (it voted there, so it most likely holds the block; if not, it asks
+            # for the block). Late votes right after our commit are normal; later ones mean
+            # a laggard.
             committed_at = self._commit_times.get(height)
             grace = 2 * self._timeout("prevote", 0)
             if validator is not None and committed_at is not None and now - committed_at > grace:
-                self._schedule_response(now, ("commit", height))
+                self._schedule_response(now, ("cert", height))
             return
         if height == h + 1:
             if len(self._future) >= self.config.max_future_messages:
@@ -789,8 +860,13 @@ class ConsensusEngine(Generic[S]):
             self.stats["sent_snapshot_request"] += 1
         else:  # ask for every missing height at once (answers beyond the next are kept)
             for height in range(h, min(self._hint_height, h + self.config.catch_up_batch)):
-                self._outbox.append(CommitRequest(height))
-                self.stats["sent_commit_request"] += 1
+                if height == h and self._hs.blocks and not self._hs.need_block:
+                    # we hold a candidate block: its certificate is likely all we miss
+                    self._outbox.append(CertificateRequest(height))
+                    self.stats["sent_certificate_request"] += 1
+                else:
+                    self._outbox.append(CommitRequest(height))
+                    self.stats["sent_commit_request"] += 1
 
     # -- the state machine -------------------------------------------------------------
 
@@ -1020,6 +1096,7 @@ class ConsensusEngine(Generic[S]):
             block = hs.blocks.get(block_hash)
             if block is None:
                 # Decided without us seeing the proposal: fetch the block.
+                hs.need_block = True
                 self._hint_height = max(self._hint_height, self._committed + 2)
                 self._request_catch_up(now)
                 continue

@@ -23,6 +23,11 @@ Kinds and bodies::
     0x07 Commit          block: lp(4) certificate: lp(4)
     0x08 CommitRequest   height(8)              (the height whose block is wanted)
     0x09 Evidence        vote(141) vote(141)
+    0x0A Certificate     certificate            (a commit certificate alone: answers a
+                         validator still voting on a height that is decided, when it
+                         likely holds the block already; far smaller than a Commit)
+    0x0B CertificateReq. height(8)              (the asker holds a candidate block for
+                         ``height`` and wants only its certificate)
 
     Block        header(137) op_count(4) Operation* evidence_count(2) (vote vote)*
     BlockHeader  version(1)=1 height(8) proposer(32) prev_hash(32) state_hash(32)
@@ -121,6 +126,8 @@ class Kind(enum.IntEnum):
     COMMIT = 0x07
     COMMIT_REQUEST = 0x08
     EVIDENCE = 0x09
+    CERTIFICATE = 0x0A
+    CERTIFICATE_REQUEST = 0x0B
 
 
 class Step(enum.IntEnum):
@@ -641,6 +648,21 @@ class CommitRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    """Ask for the commit certificate of ``height`` (the asker already holds its block)."""
+
+    height: int
+
+    def encode(self) -> bytes:
+        return _U64.pack(self.height)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> CertificateRequest:
+        _check_len(data, 8, "certificate request")
+        return cls(int.from_bytes(data, "big"))
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotResponse:
     """A compressed snapshot blob (``consensus.snapshot``) and the certificate proving it."""
 
@@ -692,6 +714,8 @@ Message = (
     | Commit
     | CommitRequest
     | Evidence
+    | CommitCertificate
+    | CertificateRequest
 )
 
 _KIND_OF: dict[type, Kind] = {
@@ -704,6 +728,8 @@ _KIND_OF: dict[type, Kind] = {
     Commit: Kind.COMMIT,
     CommitRequest: Kind.COMMIT_REQUEST,
     Evidence: Kind.EVIDENCE,
+    CommitCertificate: Kind.CERTIFICATE,
+    CertificateRequest: Kind.CERTIFICATE_REQUEST,
 }
 
 _DECODERS: dict[Kind, Callable[[bytes, MessageLimits], Message]] = {
@@ -716,6 +742,8 @@ _DECODERS: dict[Kind, Callable[[bytes, MessageLimits], Message]] = {
     Kind.COMMIT: Commit.decode,
     Kind.COMMIT_REQUEST: CommitRequest.decode,
     Kind.EVIDENCE: Evidence.decode,
+    Kind.CERTIFICATE: CommitCertificate.decode,
+    Kind.CERTIFICATE_REQUEST: CertificateRequest.decode,
 }
 
 
@@ -777,6 +805,7 @@ __all__ = [
     "SESSION_ID_LEN",
     "Block",
     "BlockHeader",
+    "CertificateRequest",
     "Commit",
     "CommitCertificate",
     "CommitRequest",

@@ -62,6 +62,8 @@ def _samples() -> list[m.Message]:
         m.Commit(block, _cert(5, block.hash)),
         m.CommitRequest(4),
         ev,
+        _cert(5, block.hash),
+        m.CertificateRequest(5),
     ]
 
 
@@ -215,6 +217,8 @@ messages_st: st.SearchStrategy[m.Message] = st.one_of(
     st.builds(m.CommitRequest, st.integers(0, 2**64 - 1)),
     st.builds(m.SnapshotResponse, certs(), st.binary(max_size=500)),
     st.builds(m.Commit, blocks(), certs()),
+    certs(),
+    st.builds(m.CertificateRequest, st.integers(0, 2**64 - 1)),
 )
 
 
