@@ -48,10 +48,12 @@ from .wire.messages import (
     CertificateRequest,
     Commit,
     CommitRequest,
+    CompactProposal,
     Kind,
     Message,
     MessageError,
     Proposal,
+    ProposalRequest,
     SnapshotRequest,
     SnapshotResponse,
     StateAnnounce,
@@ -105,6 +107,7 @@ class BridgeConfig:
     latency_samples: int = 4096
     resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
     request_interval: float = 0.25  # catch-up requests passed on per sender and kind
+    compact_proposals: bool = True  # own proposals carry op short ids, not the ops again
 
 
 class OperationStatus(enum.Enum):
@@ -492,7 +495,7 @@ class NetworkConsensusBridge:
                 self._after(s)
             self._follow_announcements(s, now)
             return
-        if isinstance(msg, CommitRequest | SnapshotRequest | CertificateRequest):
+        if isinstance(msg, CommitRequest | SnapshotRequest | CertificateRequest | ProposalRequest):
             # Each request makes some node broadcast a block or a snapshot: one per sender
             # and kind per interval (replayed or spammed requests stop here).
             key = (item.sender or b"", type(msg).__name__)
@@ -559,9 +562,21 @@ class NetworkConsensusBridge:
 
     def transmit(self, session_id: bytes, msg: Message) -> None:
         """Broadcast one engine message as a 0x1C packet (Byzantine test nodes override this)."""
-        payload = encode_message(session_id, msg)
         s = self.sessions.get(session_id)
-        if s is not None and isinstance(msg, Vote | Proposal):
+        if (
+            self.config.compact_proposals
+            and s is not None
+            and isinstance(msg, Proposal)
+            and s.engine.proposer(msg.height, msg.round) == self.identity.signing_public
+            and not s.engine.full_proposal_requested(msg.height, msg.round)
+        ):
+            # Its ops were gossiped already: receivers rebuild the block from their
+            # mempools (the engine answers a ProposalRequest with the full proposal).
+            # Our own ops go inline: their gossip may still be racing the proposal.
+            me = self.identity.signing_public
+            msg = CompactProposal.of(msg, inline=lambda op: op.submitter == me)
+        payload = encode_message(session_id, msg)
+        if s is not None and isinstance(msg, Vote | Proposal | CompactProposal):
             if msg.height != s.recent_height:
                 s.recent_out.clear()
                 s.recent_height = msg.height
@@ -773,7 +788,13 @@ class NetworkConsensusBridge:
 
 
 _UNSIGNED_KINDS = frozenset(
-    {Kind.STATE_ANNOUNCE, Kind.SNAPSHOT_REQUEST, Kind.COMMIT_REQUEST, Kind.CERTIFICATE_REQUEST}
+    {
+        Kind.STATE_ANNOUNCE,
+        Kind.SNAPSHOT_REQUEST,
+        Kind.COMMIT_REQUEST,
+        Kind.CERTIFICATE_REQUEST,
+        Kind.PROPOSAL_REQUEST,
+    }
 )
 _KIND_AT = 1 + SESSION_ID_LEN
 

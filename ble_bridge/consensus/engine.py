@@ -41,6 +41,7 @@ from ..wire.messages import (
     DEFAULT_LIMITS,
     NIL,
     SESSION_ID_LEN,
+    SHORT_ID_LEN,
     VOTE_LEN,
     Block,
     BlockHeader,
@@ -48,12 +49,14 @@ from ..wire.messages import (
     Commit,
     CommitCertificate,
     CommitRequest,
+    CompactProposal,
     Evidence,
     Message,
     MessageError,
     MessageLimits,
     Operation,
     Proposal,
+    ProposalRequest,
     SnapshotRequest,
     SnapshotResponse,
     StateAnnounce,
@@ -218,6 +221,9 @@ class _Height:
     vote_sent: dict[tuple[int, Step], float] = field(default_factory=dict)
     rebroadcasts: int = 0
     need_block: bool = False  # a quorum precommitted a block we do not hold
+    compacts: dict[int, CompactProposal] = field(default_factory=dict)  # ops still missing
+    fetched: set[int] = field(default_factory=set)  # rounds whose full proposal we asked for
+    full_wanted: set[int] = field(default_factory=set)  # own proposals answered in full
     delay_samples: dict[int, list[float]] = field(default_factory=dict)
 
 
@@ -446,6 +452,10 @@ class ConsensusEngine(Generic[S]):
             self._on_vote(now, msg)
         elif isinstance(msg, Proposal):
             self._on_proposal(now, msg)
+        elif isinstance(msg, CompactProposal):
+            self._on_compact(now, msg)
+        elif isinstance(msg, ProposalRequest):
+            self._on_proposal_request(now, msg)
         elif isinstance(msg, Operation):
             self._on_operation(now, msg)
         elif isinstance(msg, Evidence):
@@ -569,8 +579,75 @@ class ConsensusEngine(Generic[S]):
             return
         self._hs.proposals[p.round] = p
         self._hs.blocks[p.block.hash] = p.block
+        self._hs.compacts.pop(p.round, None)
+        key = ("proposal", _round_key(p.height, p.round))
+        self._responses.pop(key, None)  # someone sent the full proposal: no need to answer
+        self._mark_answered(now, key)
         self.stats["proposals_accepted"] += 1
         self._wake(now)
+
+    def _on_compact(self, now: float, cp: CompactProposal) -> None:
+        """Rebuild a compact proposal's block from the mempool (or ask for the full one)."""
+        h = self._committed + 1
+        if cp.height != h:
+            self._other_height(now, cp, cp.height, None)
+            return
+        hs = self._hs
+        if cp.round > hs.round + self.config.max_round_skip:
+            self.stats["drop_round_too_far"] += 1
+            return
+        if cp.round in hs.proposals or cp.round in hs.compacts:
+            self.stats["drop_duplicate"] += 1
+            return
+        proposer = self.proposer(cp.height, cp.round)
+        if not self.cache.verify(proposer, cp.signature, cp.signing_bytes(self.session_id)):
+            self.stats["drop_bad_signature"] += 1
+            return
+        hs.compacts[cp.round] = cp
+        self._rebuild(now, cp.round)
+
+    def _rebuild(self, now: float, round: int) -> None:
+        hs = self._hs
+        cp = hs.compacts.get(round)
+        if cp is None:
+            return
+        by_short = {op_id[:SHORT_ID_LEN]: op for op_id, op in self.mempool.ops.items()}
+        ops = [by_short.get(e) if isinstance(e, bytes) else e for e in cp.entries]
+        found = [op for op in ops if op is not None]
+        if len(found) == len(ops):
+            proposal = cp.rebuild(found)
+            if proposal.block.body_matches():
+                del hs.compacts[round]
+                self.stats["compact_rebuilt"] += 1
+                self._on_proposal(now, proposal)
+                return
+            self.stats["compact_body_mismatch"] += 1
+        if "fetch" not in self._timers:  # the missing ops may still be on their way
+            self._set_timer(now, "fetch", self._timeout("prevote", 0) / 2, hs.round)
+
+    def _fetch_proposals(self) -> None:
+        """Ask for the full proposals of compact ones whose ops did not arrive in time."""
+        hs = self._hs
+        for rnd, cp in hs.compacts.items():
+            if rnd not in hs.fetched:
+                hs.fetched.add(rnd)
+                self._outbox.append(ProposalRequest(cp.height, rnd))
+                self.stats["sent_proposal_request"] += 1
+
+    def full_proposal_requested(self, height: int, round: int) -> bool:
+        """True (once) when our proposal of (height, round) is leaving as an answer to a
+        ProposalRequest, so whoever compacts proposals must send this one in full."""
+        if height != self._committed + 1 or round not in self._hs.full_wanted:
+            return False
+        self._hs.full_wanted.discard(round)
+        return True
+
+    def _on_proposal_request(self, now: float, req: ProposalRequest) -> None:
+        h = self._committed + 1
+        if req.height != h or req.round not in self._hs.proposals:
+            self.stats["drop_request_unavailable"] += 1
+            return
+        self._schedule_response(now, ("proposal", _round_key(req.height, req.round)))
 
     def _on_operation(self, now: float, op: Operation) -> None:
         op_id = op.op_id
@@ -596,6 +673,8 @@ class ConsensusEngine(Generic[S]):
         self.stats["ops_accepted"] += 1
         if op.nonce > self.committed_nonce(op.submitter) + 1:
             self.stats["ops_out_of_order"] += 1
+        for rnd in list(self._hs.compacts):  # the op a compact proposal was waiting for?
+            self._rebuild(now, rnd)
         self._wake_for_work(now)
 
     def _admit_op(self, op: Operation, op_id: bytes, now: float) -> str | None:
@@ -762,7 +841,7 @@ class ConsensusEngine(Generic[S]):
         digest = hashlib.sha256(self.key + key[0].encode() + key[1].to_bytes(8, "big")).digest()
         # The spread must exceed a message delay, or the first answer cannot silence others.
         spread = max(self.config.response_delay, 4 * (self.vote_delay or 0.0))
-        if key[0] != "cert":
+        if key[0] in ("commit", "snapshot"):
             spread *= self.config.block_response_spread
         jitter = int.from_bytes(digest[:4], "big") / 2**32 * spread
         self._responses[key] = now + jitter
@@ -778,6 +857,12 @@ class ConsensusEngine(Generic[S]):
             if cert is not None:
                 self._outbox.append(cert)
                 self.stats["sent_certificate"] += 1
+        elif kind == "proposal":
+            p = self._hs.proposals.get(height & _ROUND_MASK)
+            if p is not None and _round_key(p.height, p.round) == height:
+                self._hs.full_wanted.add(p.round)
+                self._outbox.append(p)
+                self.stats["sent_proposal"] += 1
         elif kind == "commit":
             found = self._block_at(height)
             if found is not None:
@@ -965,6 +1050,9 @@ class ConsensusEngine(Generic[S]):
             del hs.blocks[bh]
         for r in [r for r in hs.round_started if r < horizon]:
             del hs.round_started[r]
+        for r in [r for r in hs.compacts if r < horizon]:
+            del hs.compacts[r]
+        hs.fetched = {r for r in hs.fetched if r >= horizon}
 
     def _timeout(self, kind: str, round: int) -> float:
         """Round timeouts: adapted to the measured commit latency, growing per round."""
@@ -998,6 +1086,8 @@ class ConsensusEngine(Generic[S]):
             self._start_round(now, 0)
         elif name == "held" and hs.phase is Phase.IDLE:
             self._wake_for_work(now)
+        elif name == "fetch":
+            self._fetch_proposals()
         elif name == "rebroadcast":
             self._outbox.extend(hs.own)
             if hs.valid_block is not None and hs.valid_round >= 0:
@@ -1556,12 +1646,20 @@ def _decode_lock_proof(data: bytes, limits: MessageLimits) -> tuple[Proposal, li
 
 
 def _round_of(msg: Message) -> int:
-    if isinstance(msg, Vote | Proposal):
+    if isinstance(msg, Vote | Proposal | CompactProposal):
         return msg.round
     return -1
 
 
 def _height_of(msg: Message) -> int:
-    if isinstance(msg, Vote | Proposal):
+    if isinstance(msg, Vote | Proposal | CompactProposal):
         return msg.height
     return 0
+
+
+_ROUND_MASK = (1 << 24) - 1
+
+
+def _round_key(height: int, round: int) -> int:
+    """(height, round) as one response key (rounds above 2^24 share keys: harmless)."""
+    return (height << 24) | (round & _ROUND_MASK)

@@ -28,6 +28,15 @@ Kinds and bodies::
                          likely holds the block already; far smaller than a Commit)
     0x0B CertificateReq. height(8)              (the asker holds a candidate block for
                          ``height`` and wants only its certificate)
+    0x0C CompactProposal height(8) round(4) pol_round(4, signed) header(137)
+                         op_count(4) (0x00 short_id(8) | 0x01 Operation)*
+                         evidence_count(2) (vote vote)* signature(64)
+                         (a Proposal whose ops travel as the first 8 bytes of their op ids,
+                         except those the proposer sends inline, e.g. its own fresh ones;
+                         receivers rebuild the block from their mempools; the signature and
+                         block hash are the full block's)
+    0x0D ProposalRequest height(8) round(4)     (a receiver could not rebuild a compact
+                         proposal: anyone holding the full one answers with a Proposal)
 
     Block        header(137) op_count(4) Operation* evidence_count(2) (vote vote)*
     BlockHeader  version(1)=1 height(8) proposer(32) prev_hash(32) state_hash(32)
@@ -128,6 +137,8 @@ class Kind(enum.IntEnum):
     EVIDENCE = 0x09
     CERTIFICATE = 0x0A
     CERTIFICATE_REQUEST = 0x0B
+    COMPACT_PROPOSAL = 0x0C
+    PROPOSAL_REQUEST = 0x0D
 
 
 class Step(enum.IntEnum):
@@ -525,6 +536,103 @@ class Proposal:
         return cls(height, rnd, pol, block, sig)
 
 
+SHORT_ID_LEN = 8
+_ROUND_REQUEST = struct.Struct(">QI")
+
+
+@dataclass(frozen=True, slots=True)
+class CompactProposal:
+    """A :class:`Proposal` with its ops replaced by short ids (``op_id[:8]``), except the
+    ones kept inline (``entries`` holds a short id or an :class:`Operation` per op)."""
+
+    height: int
+    round: int
+    pol_round: int
+    header: BlockHeader
+    entries: tuple[bytes | Operation, ...]
+    evidence: tuple[Evidence, ...]
+    signature: bytes
+
+    @classmethod
+    def of(
+        cls, p: Proposal, inline: Callable[[Operation], bool] = lambda op: False
+    ) -> CompactProposal:
+        entries = tuple(op if inline(op) else op.op_id[:SHORT_ID_LEN] for op in p.block.ops)
+        return cls(
+            p.height, p.round, p.pol_round, p.block.header, entries, p.block.evidence, p.signature
+        )
+
+    @property
+    def short_ids(self) -> tuple[bytes, ...]:
+        return tuple(e for e in self.entries if isinstance(e, bytes))
+
+    def signing_bytes(self, session_id: bytes) -> bytes:
+        return proposal_signing_bytes(
+            session_id, self.height, self.round, self.pol_round, self.header.hash
+        )
+
+    def rebuild(self, ops: Sequence[Operation]) -> Proposal:
+        """The full proposal with ``ops`` (check ``block.body_matches()`` before trusting)."""
+        block = Block(self.header, tuple(ops), self.evidence)
+        return Proposal(self.height, self.round, self.pol_round, block, self.signature)
+
+    def encode(self) -> bytes:
+        parts = [
+            _PROPOSAL_HEAD.pack(self.height, self.round, self.pol_round),
+            self.header.encode(),
+            len(self.entries).to_bytes(4, "big"),
+            *(b"\x00" + e if isinstance(e, bytes) else b"\x01" + e.encode() for e in self.entries),
+            len(self.evidence).to_bytes(2, "big"),
+            *(ev.encode() for ev in self.evidence),
+            self.signature,
+        ]
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> CompactProposal:
+        r = _Reader(data)
+        height, rnd, pol = r.unpack(_PROPOSAL_HEAD)
+        if pol < -1 or (pol != -1 and pol >= rnd):
+            raise MessageError(f"pol_round {pol} not in [-1, round {rnd})")
+        header = BlockHeader._read(r)
+        n_ops = r.u32()
+        if n_ops > limits.max_ops_per_block:
+            raise MessageTooLarge(f"{n_ops} ops exceed cap {limits.max_ops_per_block}")
+        entries: list[bytes | Operation] = []
+        for _ in range(n_ops):
+            tag = r.take(1)[0]
+            if tag == 0:
+                entries.append(r.take(SHORT_ID_LEN))
+            elif tag == 1:
+                entries.append(Operation._read(r, limits))
+            else:
+                raise MessageError(f"compact entry tag {tag}")
+        n_ev = r.u16()
+        if n_ev > limits.max_evidence_per_block:
+            raise MessageTooLarge(f"{n_ev} evidence exceed cap {limits.max_evidence_per_block}")
+        evidence = tuple(Evidence._read(r) for _ in range(n_ev))
+        sig = r.take(SIGNATURE_LEN)
+        r.end()
+        return cls(height, rnd, pol, header, tuple(entries), evidence, sig)
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRequest:
+    """Ask for the full proposal of (``height``, ``round``)."""
+
+    height: int
+    round: int
+
+    def encode(self) -> bytes:
+        return _ROUND_REQUEST.pack(self.height, self.round)
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> ProposalRequest:
+        _check_len(data, _ROUND_REQUEST.size, "proposal request")
+        height, rnd = _ROUND_REQUEST.unpack(data)
+        return cls(height, rnd)
+
+
 # -- certificates ---------------------------------------------------------------------
 
 
@@ -716,6 +824,8 @@ Message = (
     | Evidence
     | CommitCertificate
     | CertificateRequest
+    | CompactProposal
+    | ProposalRequest
 )
 
 _KIND_OF: dict[type, Kind] = {
@@ -730,6 +840,8 @@ _KIND_OF: dict[type, Kind] = {
     Evidence: Kind.EVIDENCE,
     CommitCertificate: Kind.CERTIFICATE,
     CertificateRequest: Kind.CERTIFICATE_REQUEST,
+    CompactProposal: Kind.COMPACT_PROPOSAL,
+    ProposalRequest: Kind.PROPOSAL_REQUEST,
 }
 
 _DECODERS: dict[Kind, Callable[[bytes, MessageLimits], Message]] = {
@@ -744,6 +856,8 @@ _DECODERS: dict[Kind, Callable[[bytes, MessageLimits], Message]] = {
     Kind.EVIDENCE: Evidence.decode,
     Kind.CERTIFICATE: CommitCertificate.decode,
     Kind.CERTIFICATE_REQUEST: CertificateRequest.decode,
+    Kind.COMPACT_PROPOSAL: CompactProposal.decode,
+    Kind.PROPOSAL_REQUEST: ProposalRequest.decode,
 }
 
 
@@ -809,6 +923,7 @@ __all__ = [
     "Commit",
     "CommitCertificate",
     "CommitRequest",
+    "CompactProposal",
     "Evidence",
     "Kind",
     "Message",
@@ -817,6 +932,7 @@ __all__ = [
     "MessageTooLarge",
     "Operation",
     "Proposal",
+    "ProposalRequest",
     "SnapshotRequest",
     "SnapshotResponse",
     "StateAnnounce",

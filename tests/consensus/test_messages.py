@@ -64,6 +64,10 @@ def _samples() -> list[m.Message]:
         ev,
         _cert(5, block.hash),
         m.CertificateRequest(5),
+        m.CompactProposal.of(m.Proposal(5, 2, 1, block, sig)),
+        m.CompactProposal.of(m.Proposal(5, 2, 1, block, sig), lambda op: op.nonce % 2 == 0),
+        m.CompactProposal.of(m.Proposal(5, 0, -1, _block(5, (), (ev,)), sig)),
+        m.ProposalRequest(5, 3),
     ]
 
 
@@ -219,6 +223,8 @@ messages_st: st.SearchStrategy[m.Message] = st.one_of(
     st.builds(m.Commit, blocks(), certs()),
     certs(),
     st.builds(m.CertificateRequest, st.integers(0, 2**64 - 1)),
+    st.builds(m.CompactProposal.of, proposals()),
+    st.builds(m.ProposalRequest, st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)),
 )
 
 
@@ -259,3 +265,15 @@ def test_bit_flips_raise_only_message_errors(msg: m.Message, data: st.DataObject
     payload[i] ^= data.draw(st.integers(1, 255))
     with contextlib.suppress(m.MessageError):
         m.decode_message(bytes(payload))
+
+
+def test_compact_proposal_rebuilds_the_signed_block_from_its_ops() -> None:
+    ops = tuple(_op(i % 4, i, b"op %d" % i) for i in range(6))
+    block = _block(5, ops)
+    sig = IDS[0].sign(m.proposal_signing_bytes(SESSION, 5, 0, -1, block.hash))
+    full = m.Proposal(5, 0, -1, block, sig)
+    compact = m.CompactProposal.of(full)
+    assert len(m.encode_message(SESSION, compact)) < len(m.encode_message(SESSION, full)) / 2
+    assert compact.signing_bytes(SESSION) == full.signing_bytes(SESSION)
+    assert compact.rebuild(ops) == full
+    assert not compact.rebuild(ops[::-1]).block.body_matches()
