@@ -15,8 +15,16 @@ broadcast and what happened::
 Read-only views: ``height`` (last committed), ``round``, ``phase``, ``state``,
 ``state_hash``, ``last_block_hash``, ``last_certificate``, ``banned``, ``vote_delay``,
 ``commit_latency``, ``stats`` (a Counter of every drop by reason), ``quorum``,
-``validators`` (sorted), ``is_validator``, ``mempool``. Snapshots: ``make_snapshot()`` and
-``install_snapshot(now, blob, certificate)``.
+``validators`` (sorted), ``is_validator``, ``mempool`` (see ``consensus.mempool``: each
+submitter's ops in nonce order, gaps held). Snapshots: ``make_snapshot()`` and
+``install_snapshot(now, blob, certificate)``. Whoever sends our proposals compact
+(``CompactProposal.of``) asks ``full_proposal_requested(height, round)`` first: True when
+the proposal leaves as an answer to a ``ProposalRequest`` and must go in full.
+
+Catch-up answers are lean: a validator still voting on a decided height gets the
+certificate alone; a node holding a candidate block asks ``CertificateRequest``; full blocks
+(``Commit``) only answer ``CommitRequest``; an answer heard from anyone silences ours, and a
+height answered recently is not answered again.
 
 Algorithm: Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (2018), with
 blocks executed before they are voted on (the header commits to the state hash *after* the

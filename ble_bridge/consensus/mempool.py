@@ -141,16 +141,3 @@ class Mempool:
             if nonce > committed(sub) + 1
         ]
         return min(due) if due else None
-
-    def ordered(self) -> list[tuple[bytes, Operation]]:
-        """Arrival order, but each submitter's ops in nonce order within its own slots."""
-        items = list(self.ops.items())
-        slots: dict[bytes, list[int]] = {}
-        for i, (_, op) in enumerate(items):
-            slots.setdefault(op.submitter, []).append(i)
-        out: list[tuple[bytes, Operation] | None] = [None] * len(items)
-        for idx in slots.values():
-            mine = sorted((items[i] for i in idx), key=lambda it: it[1].nonce)
-            for i, it in zip(idx, mine, strict=True):
-                out[i] = it
-        return [it for it in out if it is not None]
