@@ -711,11 +711,15 @@ class ConsensusEngine(Generic[S]):
         if self._has_work(now):
             self._start_round(now, 0)
             return
-        due = self.mempool.next_release(self.committed_nonce, self._gap_wait())
+        wait = self._gap_wait()
+        due = self.mempool.next_release(self.committed_nonce, wait)
         if due is not None:
+            if due <= now:  # the mempool says released yet nothing is ready: never spin at now
+                self.stats["held_release_not_ready"] += 1
+                due = now + wait
             current = self._timers.get("held")
             if current is None or current[0] > due:
-                self._set_timer(now, "held", max(0.0, due - now), 0)
+                self._set_timer(now, "held", due - now, 0)
 
     def _on_evidence(self, now: float, ev: Evidence) -> None:
         key = ev.key

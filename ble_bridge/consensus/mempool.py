@@ -115,7 +115,7 @@ class Mempool:
                 if op.nonce < expected:
                     continue  # stale: purged after the next commit
                 if op.nonce > expected and not (
-                    now - self.arrived.get(op_id, now) >= gap_wait
+                    now >= self.release_at(op_id, gap_wait)
                     or self._gap_closed(submitter, expected, op.nonce)
                 ):
                     break
@@ -124,6 +124,11 @@ class Mempool:
             for i, it in zip(idx, chain, strict=False):
                 out[i] = it
         return [it for it in out if it is not None]
+
+    def release_at(self, op_id: bytes, gap_wait: float) -> float:
+        """When held ``op_id`` may jump its gap. :meth:`ready` and :meth:`next_release` must
+        share this one float (``now - arrived >= wait`` can be False at ``arrived + wait``)."""
+        return self.arrived.get(op_id, 0.0) + gap_wait
 
     def next_release(self, committed: Callable[[bytes], int], gap_wait: float) -> float | None:
         """When the earliest held op (first gap of a submitter) may jump its gap; None when
@@ -136,7 +141,7 @@ class Mempool:
             if best is None or op.nonce < best[0]:
                 first[op.submitter] = (op.nonce, op_id)
         due = [
-            self.arrived.get(op_id, 0.0) + gap_wait
+            self.release_at(op_id, gap_wait)
             for sub, (nonce, op_id) in first.items()
             if nonce > committed(sub) + 1
         ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ble_bridge.consensus.engine import Committed, ConsensusEngine, OperationRejected
@@ -74,6 +74,47 @@ def test_ready_ops_are_a_contiguous_nonce_run_whatever_the_arrival_order(
         pool.add(ops[n], ops[n].op_id, 0, now=float(t))
     nonces = [op.nonce for _, op in pool.ready(lambda key: committed, float(len(order)), 100.0)]
     assert nonces == list(range(committed + 1, 9))
+
+
+# Seen in the seed-17 sweep: 8.492214695242986 - 7.9922146952429864 < 0.5, so a
+# ``now - arrived >= wait`` test refused the op at its own ``arrived + wait`` release time
+# and the engine re-armed its "held" timer at ``now`` forever.
+@example(arrived=7.9922146952429864, wait=0.5)
+@example(arrived=2.55069, wait=2.0)
+@settings(max_examples=200, deadline=None)
+@given(
+    arrived=st.floats(0.0, 1e6, allow_nan=False, allow_infinity=False),
+    wait=st.floats(0.001, 100.0, allow_nan=False, allow_infinity=False),
+)
+def test_a_held_op_is_ready_at_its_announced_release_time(arrived: float, wait: float) -> None:
+    pool = Mempool(100, 1 << 20)
+    (third,) = _ops(0, [3])
+    pool.add(third, third.op_id, 0, now=arrived)
+    due = pool.next_release(_nothing_committed, wait)
+    assert due is not None
+    assert [op.nonce for _, op in pool.ready(_nothing_committed, due, wait)] == [3]
+
+
+def test_the_engine_releases_a_held_op_instead_of_rearming_its_timer_at_now() -> None:
+    group = engines(4)
+    for e in group:
+        e.start(0.0)
+    submitter = next(e for e in group if e.key != group[0].proposer(1, 0))
+    receiver = next(e for e in group if e is not submitter and e.key != group[0].proposer(1, 0))
+    submitter.submit(0.0, add_op(1))
+    submitter.submit(0.0, add_op(2))
+    _, kept = [m for m in submitter.outbox() if isinstance(m, Operation)]
+    arrived = 2.55069  # (arrived + 2.0) - arrived < 2.0 in floats; the gap wait is 2.0 here
+    receiver.receive(arrived, kept)
+    assert receiver.phase.name == "IDLE"
+    for _ in range(5):  # the op is released within a few timer firings, never spins at now
+        due = receiver.next_timer()
+        assert due is not None and due > arrived
+        receiver.handle_timer(due)
+        if receiver.phase.name != "IDLE":
+            break
+    assert receiver.phase.name != "IDLE"
+    assert receiver.stats["held_release_not_ready"] == 0
 
 
 def _start(group: list[ConsensusEngine[LedgerState]]) -> None:
