@@ -545,16 +545,27 @@ def unit_engines(
     ]
 
 
-def exchange(group: Sequence[ConsensusEngine[LedgerState]], now: float, steps: int = 200) -> float:
-    """Deliver every outbox to every other engine (no loss) and fire timers until quiet."""
+def exchange(
+    group: Sequence[ConsensusEngine[LedgerState]],
+    now: float,
+    steps: int = 200,
+    transform: Callable[[ConsensusEngine[LedgerState], Message], Message | None] | None = None,
+) -> float:
+    """Deliver every outbox to every other engine and fire timers until quiet.
+
+    ``transform(sender, msg)`` may replace a message before delivery, or drop it (None).
+    """
     for _ in range(steps):
         moved = False
         for eng in group:
             for msg in eng.outbox():
                 moved = True
+                out = msg if transform is None else transform(eng, msg)
+                if out is None:
+                    continue
                 for other in group:
                     if other is not eng:
-                        other.receive(now, msg)
+                        other.receive(now, out)
         if not moved:
             timers = [t for t in (e.next_timer() for e in group) if t is not None]
             if not timers:

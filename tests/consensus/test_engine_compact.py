@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ble_bridge.consensus.engine import ConsensusEngine
-from ble_bridge.consensus.testing import LedgerState, add_op
+from ble_bridge.consensus.testing import LedgerState, add_op, exchange
 from ble_bridge.consensus.testing import unit_engines as engines
 from ble_bridge.wire.messages import (
     CompactProposal,
@@ -24,33 +24,20 @@ def _proposer(group: list[Engine]) -> Engine:
 def _exchange_compact(group: list[Engine], now: float, lose: set[bytes] | None = None) -> float:
     """Deliver everything; the proposer's own proposals go compact; ``lose`` op ids never
     reach anyone but their submitter."""
-    lose = lose or set()
-    for _ in range(500):
-        moved = False
-        for eng in group:
-            for msg in eng.outbox():
-                moved = True
-                out: Message = msg
-                if (
-                    isinstance(msg, Proposal)
-                    and eng.proposer(msg.height, msg.round) == eng.key
-                    and not eng.full_proposal_requested(msg.height, msg.round)
-                ):
-                    out = CompactProposal.of(msg)
-                if isinstance(msg, Operation) and msg.op_id in lose:
-                    continue
-                for other in group:
-                    if other is not eng:
-                        other.receive(now, out)
-        if not moved:
-            timers = [t for t in (e.next_timer() for e in group) if t is not None]
-            if not timers:
-                return now
-            now = max(now, min(timers))
-            for eng in group:
-                eng.handle_timer(now)
-        now += 0.001
-    return now
+    lost = lose or set()
+
+    def compact(eng: Engine, msg: Message) -> Message | None:
+        if isinstance(msg, Operation) and msg.op_id in lost:
+            return None
+        if (
+            isinstance(msg, Proposal)
+            and eng.proposer(msg.height, msg.round) == eng.key
+            and not eng.full_proposal_requested(msg.height, msg.round)
+        ):
+            return CompactProposal.of(msg)
+        return msg
+
+    return exchange(group, now, steps=500, transform=compact)
 
 
 def test_compact_proposal_is_rebuilt_from_gossiped_ops_and_commits() -> None:
