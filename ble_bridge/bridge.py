@@ -38,20 +38,24 @@ from .consensus.engine import (
     SnapshotInstalled,
 )
 from .consensus.quorum import max_faulty, quorum
+from .gossip import Gossip, GossipConfig, Item, pack
 from .mesh.router import Delivered
 from .mesh.seen import SeenCache
 from .mesh.service import MeshNode
 from .store import Store
 from .wire.identity import Identity
 from .wire.messages import (
+    ENVELOPE_PREFIX,
     SESSION_ID_LEN,
     CertificateRequest,
     Commit,
     CommitRequest,
     CompactProposal,
+    Evidence,
     Kind,
     Message,
     MessageError,
+    Operation,
     Proposal,
     ProposalRequest,
     SnapshotRequest,
@@ -59,8 +63,12 @@ from .wire.messages import (
     StateAnnounce,
     Vote,
     decode_message,
+    encode_batch,
     encode_message,
+    encode_vote_set,
+    expand_vote_set,
     peek_session,
+    split_batch,
 )
 from .wire.packet import PacketType
 
@@ -111,6 +119,15 @@ class BridgeConfig:
     # ...in sessions this small only: in a 50-validator grid most nodes lack some op (gossip
     # does not reach every node) and fetching full proposals cost 12 -> 8 heights in 45 s
     compact_max_validators: int = 16
+    # Neighbour gossip (gossip.py): signed messages go to the session's validators among
+    # our neighbours, batched, instead of a mesh flood each; own messages are flooded too
+    # while some validator is not reachable through validator links or out of contact.
+    gossip: bool = True
+    gossip_config: GossipConfig = field(default_factory=GossipConfig)
+    gossip_busy_frames: int = 1  # hold a neighbour's batch while its link queues this many
+    gossip_poll: float = 0.01  # re-check held batches this often
+    gossip_max_hold: float = 0.05  # ...but never hold a message longer than this
+    gossip_linger: float = 0.05  # an operation waits this long for others to share its frame
 
 
 class OperationStatus(enum.Enum):
@@ -196,6 +213,7 @@ class _Inbound:
     payload: bytes
     sender: bytes | None  # signing key of the mesh sender, when known
     at: float
+    via: bytes | None = None  # peer id of the neighbour it came from
 
 
 class _Session:
@@ -220,6 +238,9 @@ class _Session:
         self.recent_out: deque[bytes] = deque(maxlen=config.resend_window)
         self.requests: dict[tuple[bytes, str], float] = {}  # (sender, kind) -> last passed
         self.recent_height = 0
+        self.gossip = Gossip(config.gossip_config)
+        self.flood_own = True  # until validator neighbours are known
+        self.peer_of: dict[bytes, bytes] = {}  # validator signing key -> its mesh peer id
 
 
 class NetworkConsensusBridge:
@@ -250,6 +271,7 @@ class NetworkConsensusBridge:
         self._running = False
         self._links = 0
         self._retired: Counter[str] = Counter()  # engine stats of closed sessions
+        self._flush_handle: asyncio.Handle | None = None
         mesh.subscribe(PacketType.CONSENSUS, self._on_packet)
 
     # -- life -------------------------------------------------------------------------
@@ -271,10 +293,10 @@ class NetworkConsensusBridge:
             if s.timer is not None:
                 s.timer.cancel()
                 s.timer = None
-        for h in (self._drain_handle, self._tick_handle):
+        for h in (self._drain_handle, self._tick_handle, self._flush_handle):
             if h is not None:
                 h.cancel()
-        self._drain_handle = self._tick_handle = None
+        self._drain_handle = self._tick_handle = self._flush_handle = None
 
     def open_session(
         self,
@@ -415,11 +437,55 @@ class NetworkConsensusBridge:
     # -- inbound ----------------------------------------------------------------------
 
     def _on_packet(self, event: Delivered) -> None:
-        sender = self.mesh.router.peers.signing_key(event.packet.sender)
-        self.receive_payload(event.packet.payload, sender)
+        peers = self.mesh.router.peers
+        link = peers.links.get(event.link_id) if event.link_id is not None else None
+        via = link.peer_id if link is not None else None
+        payload = event.packet.payload
+        if len(payload) > ENVELOPE_PREFIX and payload[ENVELOPE_PREFIX] & 0x7F in _BATCH_KINDS:
+            self.receive_batch(payload, via)
+            return
+        self.receive_payload(payload, peers.signing_key(event.packet.sender), via=via)
 
-    def receive_payload(self, payload: bytes, sender: bytes | None = None) -> bool:
-        """Queue one 0x1C payload for its session; False (and a counted reason) if refused."""
+    def receive_batch(self, payload: bytes, via: bytes | None = None) -> int:
+        """Queue each message of a gossip batch (or vote set); returns how many were queued."""
+        if len(payload) > self.config.max_payload:
+            self._drop("oversized_payload")
+            return 0
+        limits = self.config.engine.limits
+        try:
+            s = self.sessions.get(peek_session(payload))
+            if s is None:
+                self._drop("unknown_session")
+                return 0
+            if payload[ENVELOPE_PREFIX] == Kind.VOTE_SET:
+                items = [payload]
+            else:
+                items = split_batch(payload, limits)
+                self.counters["batches_received"] += 1
+        except MessageError as exc:
+            self._drop(f"batch_{exc.reason}")
+            return 0
+        queued = 0
+        for item in items:
+            if item[ENVELOPE_PREFIX] != Kind.VOTE_SET:
+                queued += self.receive_payload(item, None, via=via)
+                continue
+            try:
+                votes = expand_vote_set(item[ENVELOPE_PREFIX:], s.engine.validators, limits)
+            except MessageError as exc:
+                self._drop(f"vote_set_{exc.reason}")
+                continue
+            for vote in votes:
+                queued += self.receive_payload(encode_message(s.id, vote), None, via=via)
+        return queued
+
+    def receive_payload(
+        self, payload: bytes, sender: bytes | None = None, *, via: bytes | None = None
+    ) -> bool:
+        """Queue one 0x1C payload for its session; False (and a counted reason) if refused.
+
+        ``sender``: the signing key of the node that signed the mesh packet (None when it
+        came inside a batch); ``via``: the peer id of the neighbour it came from."""
         if len(payload) > self.config.max_payload:
             return self._drop("oversized_payload")
         try:
@@ -431,6 +497,7 @@ class NetworkConsensusBridge:
             return self._drop("unknown_session")
         now = self._now()
         key = _dedup_key(payload, sender, self._epoch(now))
+        s.gossip.heard(via, key)
         if sender is not None and sender in s.validators:
             if now - s.contact.get(sender, now) > self.config.contact_timeout:
                 s.next_announce = now  # back in contact: tell it where we are at once
@@ -442,7 +509,7 @@ class NetworkConsensusBridge:
             s.stats["inbox_full"] += 1
             return self._drop("inbox_full")
         self._seen.add(now, key)
-        s.inbox.append(_Inbound(bytes(payload), sender, now))
+        s.inbox.append(_Inbound(bytes(payload), sender, now, via))
         self._schedule_drain()
         return True
 
@@ -526,6 +593,7 @@ class NetworkConsensusBridge:
         except Exception:  # never let one message kill the bridge
             self._drop("engine_error")
             log.exception("engine failed on a %s", type(msg).__name__)
+        self._pass_on(s, now, msg, item.via)
         self._after(s)
 
     def _check_sizes(self, msg: Message) -> str | None:
@@ -549,6 +617,7 @@ class NetworkConsensusBridge:
     def _after(self, s: _Session) -> None:
         """After touching an engine: handle its events, broadcast its outbox, re-arm its timer."""
         now = self._now()
+        self._pass_on(s, now)
         for ev in s.engine.events():
             self._on_event(s, ev, now)
         out = s.engine.outbox()
@@ -585,7 +654,190 @@ class NetworkConsensusBridge:
                 s.recent_out.clear()
                 s.recent_height = msg.height
             s.recent_out.append(payload)
+        if s is not None and self.config.gossip and isinstance(msg, _GOSSIPED):
+            now = self._now()
+            key = _dedup_key(payload, None, 0)
+            self._seen.add(now, key)
+            if not s.flood_own:
+                again = s.gossip.is_recent(key)
+                s.gossip.offer(
+                    key,
+                    payload[ENVELOPE_PREFIX:],
+                    self._height_of(s, msg),
+                    origin=self.mesh.peer_id,
+                    again=again,
+                    meta=msg,
+                    priority=_PRIORITY.get(type(msg), 9),
+                    due=self._due(msg, now),
+                )
+                self.counters["messages_sent"] += 1
+                self.counters["gossip_own"] += 1
+                self._schedule_flush()
+                return
         self.send_payload(payload)
+
+    # -- neighbour gossip -------------------------------------------------------------
+
+    def _height_of(self, s: _Session, msg: Message) -> int | None:
+        if isinstance(msg, Vote | Proposal | CompactProposal):
+            return msg.height
+        return None  # operations and evidence stay useful until they are committed
+
+    def _signer(self, s: _Session, msg: Message) -> bytes | None:
+        if isinstance(msg, Vote):
+            return msg.validator
+        if isinstance(msg, Operation):
+            return msg.submitter
+        if isinstance(msg, Proposal | CompactProposal):
+            return s.engine.proposer(msg.height, msg.round)
+        return None
+
+    def _pass_on(
+        self, s: _Session, now: float, received: Message | None = None, via: bytes | None = None
+    ) -> None:
+        """Queue what the engine just accepted for the neighbours that lack it (``via``, the
+        neighbour ``received`` came from, has that one; whatever else the engine accepted
+        meanwhile, e.g. buffered messages of the height it just entered, came from others)."""
+        accepted = s.engine.relayable()
+        if not accepted:
+            return
+        for msg in accepted:
+            signer = self._signer(s, msg)
+            if signer is not None and signer in s.contact:
+                s.contact[signer] = now  # its signature verified: it is alive, somewhere
+            if not self.config.gossip:
+                continue
+            payload = encode_message(s.id, msg)
+            key = _dedup_key(payload, None, 0)
+            origin = s.peer_of.get(signer) if signer is not None else None
+            n = s.gossip.offer(
+                key,
+                payload[ENVELOPE_PREFIX:],
+                self._height_of(s, msg),
+                via if msg is received else None,
+                origin=origin,
+                meta=msg,
+                priority=_PRIORITY.get(type(msg), 9),
+                due=self._due(msg, now),
+            )
+            self.counters["gossip_forwarded"] += n
+        if self.config.gossip:
+            self._schedule_flush()
+
+    def _due(self, msg: Message, now: float) -> float:
+        return now + self.config.gossip_linger if isinstance(msg, Operation) else now
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and self._running and self._loop is not None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send each neighbour its queued messages, batched; hold them while its link is
+        busy (so they batch up instead of queueing frame after frame behind each other)."""
+        self._flush_handle = None
+        if not self._running or self._loop is None:
+            return
+        peers = self.mesh.router.peers
+        now = self._now()
+        wake = math.inf
+        for s in self.sessions.values():
+            for peer in s.gossip.waiting():
+                rec = peers.get(peer)
+                links = sorted(rec.links) if rec is not None else []
+                if not links:
+                    continue  # gone: the next tick drops it from the neighbours
+                due = s.gossip.due(peer)
+                if due is not None and due > now:  # only lingering ops: let more join them
+                    wake = min(wake, due)
+                    continue
+                depth = min(self.mesh.transport.queue_depth(link) for link in links)
+                overdue = due is not None and now >= due + self.config.gossip_max_hold
+                if depth >= self.config.gossip_busy_frames and not overdue:
+                    wake = min(wake, now + self.config.gossip_poll)
+                    continue
+                items = self._merge_votes(s, s.gossip.take(peer))
+                for batch in pack(items, self.config.gossip_config.batch_bytes):
+                    payload = encode_batch(s.id, batch)
+                    try:
+                        self.mesh.send(PacketType.CONSENSUS, payload, peer, ttl=1)
+                    except ValueError:
+                        self._drop("send_oversized")
+                        continue
+                    self.counters["gossip_frames"] += 1
+                    self.counters["bytes_sent"] += len(payload)
+        if wake < math.inf:
+            self._flush_handle = self._loop.call_at(wake, self._flush)
+
+    def _merge_votes(self, s: _Session, items: Sequence[Item]) -> list[bytes]:
+        """Item bytes, with the votes that agree on step/height/round/block as one vote set."""
+        groups: dict[tuple[int, int, int, bytes], list[Vote]] = {}
+        order: list[bytes | tuple[int, int, int, bytes]] = []
+        for item in items:
+            v = item.meta
+            if isinstance(v, Vote) and v.validator in s.validators:
+                k = (int(v.step), v.height, v.round, v.block_hash)
+                if k not in groups:
+                    groups[k] = []
+                    order.append(k)
+                groups[k].append(v)
+            else:
+                order.append(item.data)
+        index = s.engine.validators.index
+        out: list[bytes] = []
+        for entry in order:
+            if isinstance(entry, bytes):
+                out.append(entry)
+                continue
+            votes = groups[entry]
+            if len(votes) == 1:
+                out.append(encode_message(s.id, votes[0])[ENVELOPE_PREFIX:])
+            else:
+                out.append(encode_vote_set(votes, index))
+                self.counters["vote_sets_sent"] += 1
+        return out
+
+    def _refresh_gossip(self, s: _Session, now: float) -> None:
+        """Our validator neighbours, and whether our own messages must be flooded too."""
+        peers = self.mesh.router.peers
+        me = self.identity.signing_public
+        by_peer: dict[bytes, bytes] = {}
+        for rec in peers:
+            key = rec.signing_key
+            if key is not None and key in s.validators and key != me:
+                by_peer[rec.peer_id] = key
+        neighbours = sorted(
+            {link.peer_id for link in peers.links.values() if link.peer_id in by_peer}
+        )
+        if s.gossip.set_neighbours(neighbours):
+            self._schedule_flush()
+        s.peer_of = {key: pid for pid, key in by_peer.items()}
+        graph: dict[bytes, set[bytes]] = {self.mesh.peer_id: set(neighbours)}
+        for pid in by_peer:
+            record = peers.get(pid)
+            if record is not None:
+                graph[pid] = {nb for nb in record.neighbors if nb in by_peer}
+        s.gossip.set_graph(self.mesh.peer_id, graph)
+        s.gossip.forget_below(s.engine.height + 1)
+        # Validators reachable from us over validator-validator links (announced neighbour
+        # lists): those gossip reaches. Anyone else, or anyone out of contact: flood.
+        reach = {self.mesh.peer_id}
+        frontier = list(neighbours)
+        reach.update(frontier)
+        while frontier:
+            known = peers.get(frontier.pop())
+            if known is None:
+                continue
+            for nb in known.neighbors:
+                if nb in by_peer and nb not in reach:
+                    reach.add(nb)
+                    frontier.append(nb)
+        reached = {by_peer[p] for p in reach if p in by_peer}
+        others = s.validators - {me} - s.engine.banned
+        flood = not neighbours or not others <= reached
+        flood = flood or self._in_contact(s, now) < len(s.validators)
+        if flood != s.flood_own:
+            self.counters["gossip_flood_on" if flood else "gossip_flood_off"] += 1
+            s.flood_own = flood
 
     def send_payload(self, payload: bytes) -> None:
         """Broadcast raw 0x1C bytes; remembered so a relayed echo is not processed again."""
@@ -682,9 +934,13 @@ class NetworkConsensusBridge:
             return
         now = self._now()
         links = len(self.mesh.router.peers.links)
+        for s in self.sessions.values():
+            if self.config.gossip:
+                self._refresh_gossip(s, now)
         if links > self._links:
             # A new neighbour may join a part of the mesh that missed our messages (the
             # mesh does not store and forward): re-send this height's votes and proposal.
+            # (A new validator neighbour gets them from gossip, but it may join others.)
             for s in self.sessions.values():
                 for payload in list(s.recent_out):
                     self.counters["resent_on_link_up"] += 1
@@ -801,6 +1057,9 @@ _UNSIGNED_KINDS = frozenset(
     }
 )
 _KIND_AT = 1 + SESSION_ID_LEN
+_GOSSIPED = (Vote, Proposal, CompactProposal, Operation, Evidence)
+_BATCH_KINDS = (Kind.BATCH, Kind.VOTE_SET)
+_PRIORITY: dict[type, int] = {Vote: 0, Proposal: 1, CompactProposal: 1, Evidence: 1, Operation: 1}
 
 
 def _dedup_key(payload: bytes, sender: bytes | None, epoch: int) -> bytes:

@@ -266,6 +266,9 @@ class ConsensusEngine(Generic[S]):
         self.stats: Counter[str] = Counter()
         self._outbox: list[Message] = []
         self._events: list[Event] = []
+        # others' messages accepted as valid and new (bounded: nobody may be draining it)
+        self._relay: deque[Message] = deque(maxlen=1024)
+        self._rebuilding = False
         self.mempool = Mempool(
             self.config.mempool_max_ops,
             self.config.mempool_max_bytes,
@@ -389,6 +392,13 @@ class ConsensusEngine(Generic[S]):
 
     def events(self) -> list[Event]:
         out, self._events = self._events, []
+        return out
+
+    def relayable(self) -> list[Message]:
+        """Received messages this engine accepted (signature checked, new, of the current
+        height) since the last call: what neighbour gossip may pass on (drained)."""
+        out = list(self._relay)
+        self._relay.clear()
         return out
 
     def next_timer(self) -> float | None:
@@ -556,6 +566,7 @@ class ConsensusEngine(Generic[S]):
         result, ev = vs.add(vote)
         if result is AddResult.ADDED:
             self.stats["votes_counted"] += 1
+            self._relay.append(vote)
             sent = self._hs.vote_sent.get((vote.round, vote.step))
             if sent is not None and vs.total == vs.threshold:
                 self._hs.delay_samples.setdefault(vote.round, []).append(now - sent)
@@ -592,6 +603,8 @@ class ConsensusEngine(Generic[S]):
         self._responses.pop(key, None)  # someone sent the full proposal: no need to answer
         self._mark_answered(now, key)
         self.stats["proposals_accepted"] += 1
+        if not self._rebuilding:  # a rebuilt one was passed on in its compact form
+            self._relay.append(p)
         self._wake(now)
 
     def _on_compact(self, now: float, cp: CompactProposal) -> None:
@@ -612,6 +625,7 @@ class ConsensusEngine(Generic[S]):
             self.stats["drop_bad_signature"] += 1
             return
         hs.compacts[cp.round] = cp
+        self._relay.append(cp)
         self._rebuild(now, cp.round)
 
     def _rebuild(self, now: float, round: int) -> None:
@@ -627,7 +641,11 @@ class ConsensusEngine(Generic[S]):
             if proposal.block.body_matches():
                 del hs.compacts[round]
                 self.stats["compact_rebuilt"] += 1
-                self._on_proposal(now, proposal)
+                self._rebuilding = True
+                try:
+                    self._on_proposal(now, proposal)
+                finally:
+                    self._rebuilding = False
                 return
             self.stats["compact_body_mismatch"] += 1
         if "fetch" not in self._timers:  # the missing ops may still be on their way
@@ -679,6 +697,7 @@ class ConsensusEngine(Generic[S]):
             self.stats[f"drop_{reason}"] += 1
             return
         self.stats["ops_accepted"] += 1
+        self._relay.append(op)
         if op.nonce > self.committed_nonce(op.submitter) + 1:
             self.stats["ops_out_of_order"] += 1
         for rnd in list(self._hs.compacts):  # the op a compact proposal was waiting for?
@@ -738,6 +757,8 @@ class ConsensusEngine(Generic[S]):
             self.stats["drop_bad_evidence"] += 1
             return
         self._found_evidence(ev, gossip=False)
+        if key in self._pending_evidence:
+            self._relay.append(ev)
         self._wake(now)
 
     def _found_evidence(self, ev: Evidence, gossip: bool = True) -> None:
@@ -905,6 +926,10 @@ class ConsensusEngine(Generic[S]):
             self.stats["drop_stale_height"] += 1
             if isinstance(msg, Vote):
                 self._late_conflict(msg)
+                if height == self._committed and self._verify_vote(msg):
+                    # a late vote of the height we just decided: a neighbour that is still
+                    # deciding it may need exactly this one from us (gossip passes it on)
+                    self._relay.append(msg)
             # A validator still voting on a height we committed is behind: help it with the
             # certificate (it voted there, so it most likely holds the block; if not, it asks
             # for the block). Late votes right after our commit are normal; later ones mean
@@ -1019,17 +1044,21 @@ class ConsensusEngine(Generic[S]):
         self._timers.pop("prevote", None)
         self._timers.pop("precommit", None)
         if self.proposer(h, round) == self.key and self.is_validator:
-            if hs.valid_block is not None:
-                block, pol = hs.valid_block, hs.valid_round
-            else:
-                block, pol = self._build_block(now), -1
-            self._propose(block, round, pol)
-            if pol >= 0:  # re-gossip the proof of lock so every node can accept the block
-                pol_votes = self._vote_set(pol, Step.PREVOTE).votes_for(block.hash)
-                self._outbox.extend(pol_votes)
-                hs.own.extend(pol_votes)
+            self._propose_round(now, round)
         self._set_timer(now, "propose", self._timeout("propose", round), round)
         self._set_timer(now, "rebroadcast", self._timeout("rebroadcast", round), round)
+
+    def _propose_round(self, now: float, round: int) -> None:
+        hs = self._hs
+        if hs.valid_block is not None:
+            block, pol = hs.valid_block, hs.valid_round
+        else:
+            block, pol = self._build_block(now), -1
+        self._propose(block, round, pol)
+        if pol >= 0:  # re-gossip the proof of lock so every node can accept the block
+            pol_votes = self._vote_set(pol, Step.PREVOTE).votes_for(block.hash)
+            self._outbox.extend(pol_votes)
+            hs.own.extend(pol_votes)
 
     def _app_awaits_heights(self) -> bool:
         """Would an empty block at some later height change the state (a pending deadline)?

@@ -48,10 +48,12 @@ class ByzantineBridge(NetworkConsensusBridge):
         self.heard: deque[bytes] = deque(maxlen=self.replay_memory)
         self.lies = 0
 
-    def receive_payload(self, payload: bytes, sender: bytes | None = None) -> bool:
+    def receive_payload(
+        self, payload: bytes, sender: bytes | None = None, *, via: bytes | None = None
+    ) -> bool:
         if self.behaviour is Behaviour.REPLAY:
             self.heard.append(bytes(payload))
-        return super().receive_payload(payload, sender)
+        return super().receive_payload(payload, sender, via=via)
 
     def transmit(self, session_id: bytes, msg: Message) -> None:
         out = misbehave(

@@ -37,6 +37,18 @@ Kinds and bodies::
                          block hash are the full block's)
     0x0D ProposalRequest height(8) round(4)     (a receiver could not rebuild a compact
                          proposal: anyone holding the full one answers with a Proposal)
+    0x0E Batch           count(2) (lp(2) item)*  (neighbour gossip: several signed
+                         messages in one frame; an item is a whole envelope minus its
+                         version and session id, i.e. kind byte + body as it would travel
+                         alone, so each item keeps its own dedup key; only signed kinds,
+                         no nested batches; LZ4 over the whole batch finds the fields
+                         votes share)
+    0x0F VoteSet         step(1) height(8) round(4) block_hash(32) count(2)
+                         (validator_index(2) signature(64))*
+                         (votes of several validators for one block, 66 bytes a vote
+                         instead of 141; the index is into the session's sorted validator
+                         set, so only a member of the session can expand it into Votes;
+                         travels in batches or alone)
 
     Block        header(137) op_count(4) Operation* evidence_count(2) (vote vote)*
     BlockHeader  version(1)=1 height(8) proposer(32) prev_hash(32) state_hash(32)
@@ -120,6 +132,7 @@ class MessageLimits:
     max_evidence_per_block: int = 32
     max_snapshot_bytes: int = 1 << 20
     max_validators: int = 1024
+    max_batch_items: int = 256
 
 
 DEFAULT_LIMITS = MessageLimits()
@@ -139,6 +152,8 @@ class Kind(enum.IntEnum):
     CERTIFICATE_REQUEST = 0x0B
     COMPACT_PROPOSAL = 0x0C
     PROPOSAL_REQUEST = 0x0D
+    BATCH = 0x0E
+    VOTE_SET = 0x0F
 
 
 class Step(enum.IntEnum):
@@ -886,23 +901,150 @@ def peek_session(payload: bytes) -> bytes:
     return bytes(payload[1 : 1 + SESSION_ID_LEN])
 
 
-def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> tuple[bytes, Message]:
-    """Inverse of :func:`encode_message`; raises only :class:`MessageError`."""
-    session_id = peek_session(payload)
-    kind_byte = payload[1 + SESSION_ID_LEN]
+ENVELOPE_PREFIX = 1 + SESSION_ID_LEN
+"""Bytes in front of the kind byte: version and session id."""
+
+BATCHABLE_KINDS = frozenset(
+    {
+        Kind.PROPOSAL,
+        Kind.VOTE,
+        Kind.OPERATION,
+        Kind.EVIDENCE,
+        Kind.COMPACT_PROPOSAL,
+        Kind.VOTE_SET,
+    }
+)
+"""Kinds a batch may carry: signed by their author, so whoever forwards them is irrelevant."""
+
+
+def payload_kind(payload: bytes) -> Kind:
+    """The kind of an envelope (compressed bit cleared) without decoding its body."""
+    peek_session(payload)
+    kind_byte = payload[ENVELOPE_PREFIX]
     try:
-        kind = Kind(kind_byte & ~COMPRESSED_BIT)
+        return Kind(kind_byte & ~COMPRESSED_BIT)
     except ValueError:
         raise UnknownKind(f"message kind {kind_byte:#x}") from None
+
+
+def encode_batch(session_id: bytes, items: Sequence[bytes]) -> bytes:
+    """One envelope carrying ``items`` (each a standalone payload minus its 17-byte prefix).
+
+    A single item travels as itself (no batch header)."""
+    _check_len(session_id, SESSION_ID_LEN, "session id")
+    if len(items) == 1:
+        return bytes((VERSION,)) + session_id + items[0]
+    if not 2 <= len(items) <= 0xFFFF:
+        raise ValueError(f"a batch holds 2..65535 items, not {len(items)}")
+    parts = [len(items).to_bytes(2, "big")]
+    for item in items:
+        if not 1 <= len(item) <= 0xFFFF:
+            raise ValueError(f"batch item of {len(item)} bytes")
+        parts.append(len(item).to_bytes(2, "big"))
+        parts.append(item)
+    body = b"".join(parts)
+    kind = int(Kind.BATCH)
+    packed = envelope.pack(body, min_size=COMPRESS_MIN)
+    if len(packed) < len(body) and packed[0] == envelope.METHOD_LZ4:
+        return bytes((VERSION,)) + session_id + bytes((kind | COMPRESSED_BIT,)) + packed
+    return bytes((VERSION,)) + session_id + bytes((kind,)) + body
+
+
+_VOTE_SET_HEAD = struct.Struct(">BQI32sH")
+_VOTE_SET_ENTRY = struct.Struct(">H64s")
+
+
+def encode_vote_set(votes: Sequence[Vote], index_of: Callable[[bytes], int]) -> bytes:
+    """A VoteSet item (kind byte + body) for ``votes``, which share step, height, round and
+    block hash; ``index_of`` maps a validator key to its index in the sorted set."""
+    if not 1 <= len(votes) <= 0xFFFF:
+        raise ValueError(f"a vote set holds 1..65535 votes, not {len(votes)}")
+    v0 = votes[0]
+    parts = [
+        bytes((Kind.VOTE_SET,)),
+        _VOTE_SET_HEAD.pack(v0.step, v0.height, v0.round, v0.block_hash, len(votes)),
+    ]
+    for v in votes:
+        if (v.step, v.height, v.round, v.block_hash) != (
+            v0.step,
+            v0.height,
+            v0.round,
+            v0.block_hash,
+        ):
+            raise ValueError("votes of a vote set must agree on step, height, round and block")
+        parts.append(_VOTE_SET_ENTRY.pack(index_of(v.validator), v.signature))
+    return b"".join(parts)
+
+
+def expand_vote_set(
+    item: bytes, validators: Sequence[bytes], limits: MessageLimits = DEFAULT_LIMITS
+) -> list[Vote]:
+    """The votes of a VoteSet item (kind byte + body); raises only :class:`MessageError`."""
+    if not item or item[0] != Kind.VOTE_SET:
+        raise MessageError("not a vote set")
+    r = _Reader(item[1:])
+    step, height, rnd, block_hash, count = r.unpack(_VOTE_SET_HEAD)
+    if step not in (Step.PREVOTE, Step.PRECOMMIT):
+        raise MessageError(f"vote step {step}")
+    if not 1 <= count <= min(len(validators), limits.max_validators):
+        raise MessageError(f"vote set of {count} votes for {len(validators)} validators")
+    out: list[Vote] = []
+    for _ in range(count):
+        index, sig = r.unpack(_VOTE_SET_ENTRY)
+        if index >= len(validators):
+            raise MessageError(f"validator index {index} of {len(validators)}")
+        out.append(Vote(Step(step), height, rnd, block_hash, validators[index], sig))
+    r.end()
+    return out
+
+
+def _envelope_body(payload: bytes, kind_byte: int, limits: MessageLimits) -> bytes:
     body = bytes(payload[2 + SESSION_ID_LEN :])
     if kind_byte & COMPRESSED_BIT:
         try:
-            raw = envelope.unpack(body, max_size=limits.max_message_bytes)
+            return envelope.unpack(body, max_size=limits.max_message_bytes)
         except envelope.EnvelopeError as exc:
             raise MessageError(f"bad compressed body: {exc}") from None
-        body = raw
-    elif len(body) > limits.max_message_bytes:
+    if len(body) > limits.max_message_bytes:
         raise MessageTooLarge(f"body of {len(body)} bytes exceeds cap {limits.max_message_bytes}")
+    return body
+
+
+def split_batch(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> list[bytes]:
+    """The standalone payloads inside a batch envelope; raises only :class:`MessageError`.
+
+    Items must be of :data:`BATCHABLE_KINDS` (so never a nested batch); their bodies are
+    decoded later, one by one, like any payload."""
+    if payload_kind(payload) is not Kind.BATCH:
+        raise MessageError("not a batch")
+    prefix = bytes(payload[:ENVELOPE_PREFIX])
+    r = _Reader(_envelope_body(payload, payload[ENVELOPE_PREFIX], limits))
+    count = r.u16()
+    if not 2 <= count <= limits.max_batch_items:
+        raise MessageTooLarge(f"batch of {count} items (2..{limits.max_batch_items})")
+    out: list[bytes] = []
+    for _ in range(count):
+        item = r.take(r.u16())
+        if not item:
+            raise MessageError("empty batch item")
+        try:
+            kind = Kind(item[0] & ~COMPRESSED_BIT)
+        except ValueError:
+            raise UnknownKind(f"batch item kind {item[0]:#x}") from None
+        if kind not in BATCHABLE_KINDS:
+            raise MessageError(f"{kind.name.lower()} may not travel in a batch")
+        out.append(prefix + item)
+    r.end()
+    return out
+
+
+def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> tuple[bytes, Message]:
+    """Inverse of :func:`encode_message`; raises only :class:`MessageError`."""
+    session_id = peek_session(payload)
+    kind = payload_kind(payload)
+    if kind in (Kind.BATCH, Kind.VOTE_SET):
+        raise MessageError(f"a {kind.name.lower()} is not one message")
+    body = _envelope_body(payload, payload[ENVELOPE_PREFIX], limits)
     try:
         msg = _DECODERS[kind](body, limits)
     except MessageError:
@@ -939,6 +1081,11 @@ __all__ = [
     "Step",
     "Vote",
     "decode_message",
+    "encode_batch",
     "encode_message",
+    "encode_vote_set",
+    "expand_vote_set",
+    "payload_kind",
     "peek_session",
+    "split_batch",
 ]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ble_bridge.wire import messages as m
-from ble_bridge.wire.identity import Identity
+from ble_bridge.wire.identity import Identity, verify_signature
 from ble_bridge.wire.packet import WireError
 
 SESSION = hashlib.sha256(b"session").digest()[:16]
@@ -277,3 +277,71 @@ def test_compact_proposal_rebuilds_the_signed_block_from_its_ops() -> None:
     assert compact.signing_bytes(SESSION) == full.signing_bytes(SESSION)
     assert compact.rebuild(ops) == full
     assert not compact.rebuild(ops[::-1]).block.body_matches()
+
+
+# -- batches and vote sets (neighbour gossip) ------------------------------------------
+
+BATCHABLE = [x for x in _samples() if m.kind_of(x) in m.BATCHABLE_KINDS]
+
+
+def _item(msg: m.Message) -> bytes:
+    return m.encode_message(SESSION, msg)[m.ENVELOPE_PREFIX :]
+
+
+@given(st.lists(st.sampled_from(BATCHABLE), min_size=1, max_size=12))
+def test_batch_splits_into_the_standalone_payloads(msgs: list[m.Message]) -> None:
+    payload = m.encode_batch(SESSION, [_item(x) for x in msgs])
+    if len(msgs) == 1:
+        assert payload == m.encode_message(SESSION, msgs[0])  # one item travels alone
+        return
+    assert m.payload_kind(payload) is m.Kind.BATCH
+    parts = m.split_batch(payload)
+    assert parts == [m.encode_message(SESSION, x) for x in msgs]
+    assert [m.decode_message(p)[1] for p in parts] == msgs
+
+
+def test_batch_of_votes_is_compressed_by_what_they_share() -> None:
+    block = b"\x07" * 32
+    votes = [_vote(i, m.Step.PREVOTE, 9, 0, block) for i in range(4)]
+    payload = m.encode_batch(SESSION, [_item(v) for v in votes])
+    assert payload[m.ENVELOPE_PREFIX] & m.COMPRESSED_BIT
+    assert len(payload) < sum(len(_item(v)) for v in votes)
+
+
+def test_batch_refuses_unsigned_kinds_nesting_and_garbage() -> None:
+    ann = _item(m.StateAnnounce(3, b"\x01" * 32, b"\x02" * 32))
+    vote = _item(_vote(0, m.Step.PREVOTE, 1, 0, m.NIL))
+    with pytest.raises(m.MessageError, match="may not travel"):
+        m.split_batch(m.encode_batch(SESSION, [vote, ann]))
+    inner = m.encode_batch(SESSION, [vote, vote])
+    with pytest.raises(m.MessageError):
+        m.split_batch(m.encode_batch(SESSION, [vote, inner[m.ENVELOPE_PREFIX :]]))
+    with pytest.raises(m.MessageError):
+        m.decode_message(inner)  # a batch is not one message
+    many = m.encode_batch(SESSION, [vote] * 300)
+    with pytest.raises(m.MessageTooLarge):
+        m.split_batch(many)
+
+
+def test_vote_set_expands_to_the_signed_votes() -> None:
+    block = b"\x09" * 32
+    votes = [_vote(i, m.Step.PRECOMMIT, 4, 2, block) for i in (3, 0, 2)]
+    item = m.encode_vote_set(votes, KEYS.index)
+    assert len(item) == 1 + 47 + 3 * 66
+    back = m.expand_vote_set(item, KEYS)
+    assert back == votes
+    assert all(verify_signature(v.validator, v.signature, v.signing_bytes(SESSION)) for v in back)
+    with pytest.raises(m.MessageError):
+        m.expand_vote_set(item, KEYS[:2])  # index 3 of 2 validators
+    with pytest.raises(ValueError):
+        m.encode_vote_set([*votes, _vote(1, m.Step.PREVOTE, 4, 2, block)], KEYS.index)
+
+
+@given(st.binary(max_size=400))
+def test_random_batches_and_vote_sets_raise_only_message_errors(data: bytes) -> None:
+    for kind in (m.Kind.BATCH, m.Kind.BATCH | m.COMPRESSED_BIT, m.Kind.VOTE_SET):
+        payload = bytes((m.VERSION,)) + SESSION + bytes((kind,)) + data
+        with contextlib.suppress(m.MessageError):
+            m.split_batch(payload)
+        with contextlib.suppress(m.MessageError):
+            m.expand_vote_set(payload[m.ENVELOPE_PREFIX :], KEYS)

@@ -1,0 +1,142 @@
+"""Neighbour gossip in the bridge: batched direct frames down each author's tree, the flood
+fallback, and bad batches, over real MeshNodes on the loopback air."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from bridge_harness import SESSION, BridgeNet, run
+
+from ble_bridge.bridge import BridgeConfig
+from ble_bridge.consensus.testing import add_op
+from ble_bridge.wire.messages import (
+    ENVELOPE_PREFIX,
+    Kind,
+    StateAnnounce,
+    Step,
+    Vote,
+    encode_batch,
+    encode_message,
+)
+
+
+async def load(net: BridgeNet, seconds: float, every: float = 0.5) -> None:
+    """Each node submits an op every ``every`` seconds (when its pending list has room)."""
+    n = len(net.network)
+    for k in range(int(seconds / every) * n):
+        b = net.bridge(k % n)
+        if len(b.pending_operations(SESSION)) < 4:
+            b.submit_operation(SESSION, add_op(k + 1))
+        await asyncio.sleep(every / n)
+
+
+def air_bytes(net: BridgeNet) -> int:
+    return sum(net.node(i).mesh.stats()["bytes_out"] for i in range(len(net.network)))
+
+
+def measure(gossip: bool, seed: int = 3) -> tuple[int, int, list[bool], int]:
+    """(min height, air bytes, flood_own per node, gossip frames) after 40 s of load."""
+
+    async def body() -> tuple[int, int, list[bool], int]:
+        net = BridgeNet(6, profile="pi-tuned", seed=seed, config=BridgeConfig(gossip=gossip))
+        await net.start()
+        await asyncio.sleep(15)  # links form and the neighbour lists get announced
+        await load(net, 40)
+        await asyncio.sleep(5)
+        n = len(net.network)
+        heights = min(net.height(i) for i in range(n))
+        flood = [net.bridge(i).sessions[SESSION].flood_own for i in range(n)]
+        frames = sum(net.bridge(i).counters["gossip_frames"] for i in range(n))
+        out = (heights, air_bytes(net), flood, frames)
+        await net.stop()
+        return out
+
+    return run(body, seed=seed)
+
+
+def test_gossip_commits_with_direct_frames_and_less_airtime_than_flooding() -> None:
+    h_g, bytes_g, flood_g, frames_g = measure(gossip=True)
+    h_f, bytes_f, _, frames_f = measure(gossip=False)
+    assert h_g >= 10 and h_f >= 10
+    assert frames_g > 0 and frames_f == 0
+    assert not any(flood_g)  # a settled mesh of validators: nobody floods its own messages
+    # the same operations commit (the load is what limits heights here) for less airtime
+    assert bytes_g / h_g < 0.9 * bytes_f / h_f
+
+
+def test_out_of_contact_validator_turns_on_flooding_until_it_is_back() -> None:
+    async def body() -> None:
+        cfg = BridgeConfig(contact_timeout=3.0, heartbeat_interval=1.0)
+        net = BridgeNet(4, config=cfg)
+        await net.start()
+        sessions = [net.bridge(i).sessions[SESSION] for i in range(4)]
+        assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+        await net.network.stop_node(3, crash=True)
+        assert await net.until(lambda: all(s.flood_own for s in sessions[:3]), 10)
+        await net.network.start_node(3)
+        sessions[3] = net.bridge(3).sessions[SESSION]
+        assert await net.until(lambda: not any(s.flood_own for s in sessions), 15)
+        net.bridge(3).submit_operation(SESSION, add_op(5))
+        assert await net.until(lambda: all(net.height(i) >= 1 for i in range(4)), 10)
+        await net.stop()
+
+    run(body)
+
+
+def _batch_of_two_votes(net: BridgeNet, forge: bool) -> bytes:
+    """A batch of two prevotes of validator 1 for height 1; the second one's signature is
+    broken when ``forge``."""
+    ident = net.network.identities[1]
+    key = ident.signing_public
+    good = Vote.create(ident.sign, key, SESSION, Step.PREVOTE, 1, 0, b"\x01" * 32)
+    bad = Vote.create(ident.sign, key, SESSION, Step.PREVOTE, 1, 1, b"\x02" * 32)
+    if forge:
+        bad = dataclasses.replace(bad, signature=bytes([bad.signature[0] ^ 1]) + bad.signature[1:])
+    items = [encode_message(SESSION, v)[ENVELOPE_PREFIX:] for v in (good, bad)]
+    return encode_batch(SESSION, items)
+
+
+def test_forged_vote_in_a_batch_is_dropped_and_never_passed_on() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start()
+        await asyncio.sleep(3)
+        b0 = net.bridge(0)
+        s0 = b0.sessions[SESSION]
+        assert b0.receive_batch(_batch_of_two_votes(net, forge=True)) == 2
+        await asyncio.sleep(0.01)
+        assert s0.engine.stats["drop_bad_signature"] == 1
+        queued = [it.meta for nb in s0.gossip._neighbours.values() for it in nb.queue.values()]
+        assert not any(isinstance(v, Vote) and v.round == 1 for v in queued)
+        await asyncio.sleep(1)
+        forger = net.network.identities[1].signing_public
+        for i in range(1, 4):  # the genuine vote travelled on, the forged one nowhere
+            eng = net.bridge(i).engine(SESSION)
+            assert eng.stats["drop_bad_signature"] == 0
+            round1 = eng._hs.votes.get((1, Step.PREVOTE))
+            assert round1 is None or forger not in round1.votes
+        await net.stop()
+
+    run(body)
+
+
+def test_garbage_batches_are_counted_and_dropped() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start()
+        b0 = net.bridge(0)
+        prefix = bytes((1,)) + SESSION
+        assert b0.receive_batch(prefix + bytes((Kind.BATCH,)) + b"\x00\x05junk") == 0
+        assert b0.receive_batch(prefix + bytes((Kind.VOTE_SET,)) + b"\x01" * 20) == 0
+        ann = encode_message(SESSION, StateAnnounce(1, b"\x01" * 32, b"\x02" * 32))
+        ann = ann[ENVELOPE_PREFIX:]
+        assert b0.receive_batch(encode_batch(SESSION, [ann, ann])) == 0
+        assert b0.receive_batch(_batch_of_two_votes(net, forge=False)) == 2
+        drops = {k: v for k, v in b0.drops.items() if k.startswith(("batch_", "vote_set_"))}
+        assert sum(drops.values()) == 3, drops
+        assert b0.receive_batch(bytes((1,)) + b"\x09" * 16 + bytes((Kind.BATCH,))) == 0
+        assert b0.drops["unknown_session"] >= 1
+        await net.stop()
+
+    run(body)

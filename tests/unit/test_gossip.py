@@ -1,0 +1,136 @@
+"""Neighbour gossip (ble_bridge.gossip): who gets which message, trees, bounds."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ble_bridge.gossip import Gossip, GossipConfig, pack, tree_children
+
+A, B, C, D = b"A" * 8, b"B" * 8, b"C" * 8, b"D" * 8
+
+
+def sent(g: Gossip, peer: bytes) -> list[bytes]:
+    return [it.key for it in g.take(peer)]
+
+
+def test_offer_skips_the_source_and_whoever_has_it() -> None:
+    g = Gossip()
+    g.set_neighbours([A, B, C])
+    g.heard(C, b"k1")
+    assert g.offer(b"k1", b"data", 1, source=A) == 1  # not back to A, C has it
+    assert sent(g, B) == [b"k1"]
+    assert sent(g, A) == [] and sent(g, C) == []
+    assert g.offer(b"k1", b"data", 1) == 0  # B has it now (we sent it)
+
+
+def test_resend_goes_again_only_where_delivery_was_not_certain() -> None:
+    g = Gossip()
+    g.set_neighbours([A, B])
+    g.offer(b"own", b"x", 1)
+    assert sorted([*sent(g, A), *sent(g, B)]) == [b"own", b"own"]
+    g.heard(A, b"own")  # A echoed it: A certainly has it
+    assert g.offer(b"own", b"x", 1, again=True) == 1
+    assert sent(g, B) == [b"own"] and sent(g, A) == []
+
+
+def test_a_new_neighbour_gets_recent_items_and_old_heights_are_forgotten() -> None:
+    g = Gossip()
+    g.set_neighbours([A])
+    g.offer(b"vote-h1", b"v", 1)
+    g.offer(b"op", b"o", None)
+    g.offer(b"vote-h2", b"v", 2)
+    g.forget_below(2)
+    assert g.set_neighbours([A, B]) == [B]
+    assert sorted(sent(g, B)) == [b"op", b"vote-h2"]
+    assert set(sent(g, A)) == {b"op", b"vote-h2"}  # its queued h1 vote was dropped
+
+
+def test_a_gone_neighbour_is_forgotten() -> None:
+    g = Gossip()
+    g.set_neighbours([A, B])
+    g.offer(b"k", b"x", 1)
+    g.set_neighbours([B])
+    assert g.neighbours == [B]
+    assert g.waiting() == [B]
+
+
+def test_messages_follow_their_authors_tree() -> None:
+    # line A - B - C - D plus the chord A - C: from A, D hangs below C
+    graph = {A: {B, C}, B: {A, C}, C: {A, B, D}, D: {C}}
+    g = Gossip()
+    g.set_graph(C, graph)
+    g.set_neighbours([A, B, D])
+    assert g.children(A) == {D}
+    assert g.offer(b"from-A", b"x", 1, source=A, origin=A) == 1
+    assert sent(g, D) == [b"from-A"] and sent(g, B) == []
+    assert g.children(b"Z" * 8) is None  # unknown author: every neighbour
+    assert g.offer(b"from-Z", b"x", 1, origin=b"Z" * 8) == 3
+
+
+def test_due_is_the_most_pressing_item() -> None:
+    g = Gossip()
+    g.set_neighbours([A])
+    assert g.due(A) is None
+    g.offer(b"op", b"o", None, due=5.0)
+    g.offer(b"vote", b"v", 1, due=2.0)
+    assert g.due(A) == 2.0
+    assert [it.key for it in g.take(A)] == [b"op", b"vote"]  # same priority: queue order
+
+
+def test_every_structure_is_bounded() -> None:
+    cfg = GossipConfig(max_neighbours=2, max_known=8, max_queue=4, max_recent=5)
+    g = Gossip(cfg)
+    assert g.set_neighbours([A, B, C]) == [A, B]
+    for i in range(50):
+        g.offer(i.to_bytes(4, "big"), b"x", 1)
+        g.heard(A, (1000 + i).to_bytes(4, "big"))
+    assert len(g.take(B)) == 4
+    assert g.stats["queue_overflow"] > 0
+    assert len(g._recent) == 5
+    assert all(len(nb.known) <= 8 for nb in g._neighbours.values())
+
+
+graphs = st.integers(2, 14).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=3 * n),
+        st.integers(0, n - 1),
+        st.randoms(use_true_random=False),
+    )
+)
+
+
+@settings(max_examples=200)
+@given(graphs)
+def test_tree_reaches_every_connected_node_exactly_once(
+    case: tuple[int, list[tuple[int, int]], int, random.Random],
+) -> None:
+    n, extra, origin, rnd = case
+    ids = [bytes([i]) * 8 for i in range(n)]
+    edges = {(i, i + 1) for i in range(n - 1)} | {(a, b) for a, b in extra if a != b}
+    graph: dict[bytes, set[bytes]] = {x: set() for x in ids}
+    for a, b in edges:
+        graph[ids[a]].add(ids[b])
+        graph[ids[b]].add(ids[a])
+    # every node computes its own children; a message then reaches each node once
+    received = {ids[origin]: 1}
+    frontier = [ids[origin]]
+    while frontier:
+        u = frontier.pop(rnd.randrange(len(frontier)))
+        for v in tree_children(graph, ids[origin], u):
+            assert v in graph[u]
+            received[v] = received.get(v, 0) + 1
+            frontier.append(v)
+    assert received == dict.fromkeys(ids, 1)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=40), st.integers(50, 2000))
+def test_pack_keeps_order_and_the_size_limit(items: list[bytes], limit: int) -> None:
+    batches = pack(items, limit)
+    assert [x for b in batches for x in b] == items
+    for b in batches:
+        assert b
+        assert len(b) == 1 or sum(len(x) + 2 for x in b) <= limit
