@@ -9,7 +9,7 @@ broadcast and what happened::
     engine.submit(now, op_body) -> op_id
     engine.handle_timer(now)            # call when now >= engine.next_timer()
     engine.outbox() -> list[Message]    # broadcast each: encode_message(session_id, m)
-    engine.events() -> list[Event]      # Committed, OperationRejected, EvidenceFound, ...
+    engine.events() -> list[Event]      # Committed, OperationRejected, OperationReissued, ...
     engine.state_announcement()         # StateAnnounce to gossip when the height changed
 
 Read-only views: ``height`` (last committed), ``round``, ``phase``, ``state``,
@@ -184,6 +184,16 @@ class OperationRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class OperationReissued:
+    """An own operation can never commit: an op we signed before a restart (that the
+    restarted engine did not know of) took its nonce. Its body went out again, signed under
+    a fresh nonce, as ``new_id``."""
+
+    old_id: bytes
+    new_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class EvidenceFound:
     evidence: Evidence
 
@@ -194,7 +204,7 @@ class SnapshotInstalled:
     state_hash: bytes
 
 
-Event = Committed | OperationRejected | EvidenceFound | SnapshotInstalled
+Event = Committed | OperationRejected | OperationReissued | EvidenceFound | SnapshotInstalled
 
 
 @dataclass(slots=True)
@@ -430,6 +440,17 @@ class ConsensusEngine(Generic[S]):
         """Sign ``body`` as an operation of this node, gossip it, and return its op id."""
         if not self.is_validator:
             raise ValueError("only a validator of the session may submit operations")
+        op_id, reason = self._sign_own(now, body)
+        if reason is not None:
+            self._events.append(OperationRejected(op_id, self.key, reason))
+            return op_id
+        self._wake_for_work(now)
+        self._progress(now)
+        return op_id
+
+    def _sign_own(self, now: float, body: bytes) -> tuple[bytes, str | None]:
+        """Sign ``body`` under our next nonce, admit it and gossip it; the op id, and the
+        reason it was refused (then nothing was gossiped)."""
         nonce = max(self._next_nonce, self.committed_nonce(self.key) + 1)
         self._next_nonce = nonce + 1
         op = Operation.create(self.signer.sign, self.key, self.session_id, nonce, body)
@@ -440,12 +461,9 @@ class ConsensusEngine(Generic[S]):
             # never gossiped: reuse the nonce, or every later op of ours would wait on a gap
             if self._next_nonce == nonce + 1:
                 self._next_nonce = nonce
-            self._events.append(OperationRejected(op_id, self.key, reason))
-            return op_id
+            return op_id, reason
         self._outbox.append(op)
-        self._wake_for_work(now)
-        self._progress(now)
-        return op_id
+        return op_id, None
 
     def receive_payload(self, now: float, payload: bytes) -> None:
         """Decode a 0x1C packet payload and :meth:`receive` it; bad bytes are counted."""
@@ -1551,7 +1569,7 @@ class ConsensusEngine(Generic[S]):
         for op in block.ops:
             self.mempool.remove(op.op_id)
         self._maybe_snapshot()
-        self._after_commit(now)
+        self._after_commit(now, block.ops)
 
     def _adopt(
         self,
@@ -1573,11 +1591,20 @@ class ConsensusEngine(Generic[S]):
         for key in [k for k in self._pending_evidence if k[0] in banned]:
             del self._pending_evidence[key]
 
-    def _after_commit(self, now: float) -> None:
-        """Purge what the new state made stale, then start the next height."""
+    def _after_commit(self, now: float, ops: Sequence[Operation] = ()) -> None:
+        """Purge what the new state (after a block of ``ops``) made stale, re-issue our own
+        ops whose nonce an op of ours in the block took, then start the next height."""
         h = self._committed
+        taken = {op.nonce for op in ops if op.submitter == self.key}
+        reissue: list[tuple[bytes, Operation]] = []
         for op_id, op in list(self.mempool.ops.items()):
-            if op.nonce <= self._nonces.get(op.submitter, 0):
+            if op.submitter == self.key and op.nonce in taken:
+                # Signed again after a restart under a nonce an op we signed before it had
+                # (the committed chain we restarted from did not show it yet). This op can
+                # never commit now, so sending its body again cannot apply it twice.
+                self.mempool.remove(op_id)
+                reissue.append((op_id, op))
+            elif op.nonce <= self._nonces.get(op.submitter, 0):
                 # an op a build found invalid and a later nonce overtook: report why it was
                 # left out, not the nonce it lost
                 reason = self.mempool.fail_reason.get(op_id, "stale_nonce")
@@ -1587,6 +1614,13 @@ class ConsensusEngine(Generic[S]):
                 self.mempool.remove(op_id)
                 self.mempool.skip(op.submitter, op.nonce)
                 self._events.append(OperationRejected(op_id, op.submitter, "expired"))
+        for old_id, op in sorted(reissue, key=lambda it: it[1].nonce):
+            new_id, refused = self._sign_own(now, op.body)
+            if refused is None:
+                self.stats["ops_reissued"] += 1
+                self._events.append(OperationReissued(old_id, new_id))
+            else:
+                self._events.append(OperationRejected(old_id, self.key, refused))
         self.mempool.forget_skipped(self.committed_nonce)
         self._ahead = {v: x for v, x in self._ahead.items() if x > h + 1}
         self._future = deque(m for m in self._future if _height_of(m) > h)
