@@ -34,6 +34,7 @@ from .consensus.engine import (
     ConsensusEngine,
     EngineConfig,
     EvidenceFound,
+    OperationReissued,
     OperationRejected,
     SnapshotInstalled,
 )
@@ -241,6 +242,12 @@ class _Session:
         self.gossip = Gossip(config.gossip_config)
         self.flood_own = True  # until validator neighbours are known
         self.peer_of: dict[bytes, bytes] = {}  # validator signing key -> its mesh peer id
+        # engine op id of a re-issued operation -> the caller's ProposalId (bounded: pruned
+        # to still-pending operations at each re-issue)
+        self.reissued: dict[bytes, bytes] = {}
+
+    def pending_of(self, op_id: bytes) -> PendingOperation | None:
+        return self.pending.get(self.reissued.get(op_id, op_id))
 
 
 class NetworkConsensusBridge:
@@ -608,7 +615,7 @@ class NetworkConsensusBridge:
         if not s.pending:
             return
         for op in p.block.ops:
-            pending = s.pending.get(op.op_id)
+            pending = s.pending_of(op.op_id)
             if pending is not None:
                 pending.block_hash = p.block.hash
 
@@ -859,7 +866,7 @@ class NetworkConsensusBridge:
             self.counters["ops_in_blocks"] += len(ev.ops)
             signers = len(ev.certificate.signers)
             for op in ev.ops:
-                pending = s.pending.get(op.op_id)
+                pending = s.pending_of(op.op_id)
                 if pending is not None:
                     pending.votes_received = max(pending.votes_received, signers)
                     pending.block_hash, pending.height = ev.block.hash, ev.height
@@ -875,9 +882,18 @@ class NetworkConsensusBridge:
                     self.counters["hook_error"] += 1
                     log.exception("commit hook failed")
         elif isinstance(ev, OperationRejected):
-            pending = s.pending.get(ev.op_id)
+            pending = s.pending_of(ev.op_id)
             if pending is not None:
                 self._finish(pending, OperationStatus.FAILED, now, ev.reason)
+        elif isinstance(ev, OperationReissued):
+            # same body, fresh nonce: the caller keeps its ProposalId
+            pending = s.pending_of(ev.old_id)
+            if pending is not None:
+                self.counters["operations_reissued"] += 1
+                pending.nonce = s.engine.operation_nonce(ev.new_id)
+                s.reissued = {k: v for k, v in s.reissued.items() if v in s.pending}
+                s.reissued.pop(ev.old_id, None)
+                s.reissued[ev.new_id] = pending.proposal_id
         elif isinstance(ev, SnapshotInstalled):
             self.counters["snapshots_installed"] += 1
             mine = s.engine.committed_nonce(self.identity.signing_public)

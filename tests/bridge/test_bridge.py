@@ -423,3 +423,28 @@ def test_forged_vote_for_another_height_is_dropped_before_the_engine() -> None:
         await net.stop()
 
     run(body)
+
+
+def test_operation_reissued_after_a_restart_resolves_under_its_proposal_id() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start([1, 2, 3])
+        me = net.network.identities[0]
+        # an op node 0 signed in an earlier life, committed while it was down
+        earlier = Operation.create(me.sign, me.signing_public, SESSION, 1, add_op(4))
+        for i in (1, 2, 3):
+            net.bridge(i).receive_payload(encode_message(SESSION, earlier))
+        assert await net.until(lambda: all(net.height(i) >= 1 for i in (1, 2, 3)), 20)
+        await net.start([0])  # knows nothing of nonce 1: its next op reuses it
+        b = net.bridge(0)
+        pid = b.submit_operation(SESSION, add_op(5))
+        op = b.operation(pid)
+        assert op is not None and op.nonce == 1
+        assert await net.until(lambda: op.status is not OperationStatus.PENDING, 20)
+        assert op.status is OperationStatus.COMMITTED, op.reason
+        assert op.nonce == 2 and op.height == 2 and b.operation(pid) is op
+        assert b.counters["operations_reissued"] == 1
+        assert b.pending_operations() == []
+        await net.stop()
+
+    run(body)
