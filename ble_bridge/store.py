@@ -1,4 +1,5 @@
-"""SQLite store: committed blocks with certificates, snapshots, evidence and signer state.
+"""SQLite store: committed blocks with certificates, snapshots, evidence, signer state and
+the highest nonce this node signed an operation under.
 
 WAL journal with ``synchronous=FULL``: a write returns only after it is on disk, so the
 signer's last signed height/round/step is durable *before* the vote leaves the node, and a
@@ -30,6 +31,8 @@ CREATE TABLE IF NOT EXISTS signed (
     session BLOB NOT NULL, height INTEGER NOT NULL, round INTEGER NOT NULL,
     step INTEGER NOT NULL, message BLOB NOT NULL,
     PRIMARY KEY (session, height, round, step));
+CREATE TABLE IF NOT EXISTS nonces (
+    session BLOB PRIMARY KEY, nonce INTEGER NOT NULL);
 """
 
 
@@ -130,6 +133,23 @@ class Store:
             (session, height),
         ).fetchall()
         return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    # -- own operations ----------------------------------------------------------------
+
+    def record_nonce(self, session: bytes, nonce: int) -> None:
+        """Durably record that an operation of ours left under ``nonce`` (never lowers it),
+        so a restart signs its next one above it even before catching up."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO nonces VALUES (?, ?) ON CONFLICT(session)"
+                " DO UPDATE SET nonce=MAX(nonce, excluded.nonce)",
+                (session, nonce),
+            )
+
+    def last_nonce(self, session: bytes) -> int:
+        """The highest nonce recorded for ``session`` (0 when none)."""
+        row = self._db.execute("SELECT nonce FROM nonces WHERE session=?", (session,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     # -- blocks ------------------------------------------------------------------------
 

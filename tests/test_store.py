@@ -119,3 +119,14 @@ def test_uncommitted_transaction_is_not_visible_after_crash(tmp_path: Path) -> N
     assert reopened.latest_height(S1) == 1
     raw.close()
     reopened.close()
+
+
+def test_own_nonce_survives_reopen_and_never_goes_down(tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite"
+    first = Store(path)
+    assert first.last_nonce(S1) == 0
+    first.record_nonce(S1, 4)
+    first.record_nonce(S1, 2)  # a lower one never lowers it
+    first.record_nonce(S2, 1)
+    second = Store(path)  # no close(): as after a power cut
+    assert (second.last_nonce(S1), second.last_nonce(S2)) == (4, 1)

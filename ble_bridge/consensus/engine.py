@@ -30,9 +30,9 @@ Algorithm: Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (2018)
 blocks executed before they are voted on (the header commits to the state hash *after* the
 block, so a certificate proves a snapshot), idle heights that wait for work instead of
 proposing empty blocks, and periodic re-broadcast of the node's own votes so lossy links
-cannot stall a round. With a ``store`` every signature is durable before it is emitted,
-every committed block before it is reported, and a restarted engine resumes the round it
-last signed in.
+cannot stall a round. With a ``store`` every signature is durable before it is emitted
+(and the nonce of every own op), every committed block before it is reported, and a
+restarted engine resumes the round it last signed in.
 """
 
 from __future__ import annotations
@@ -462,6 +462,8 @@ class ConsensusEngine(Generic[S]):
             if self._next_nonce == nonce + 1:
                 self._next_nonce = nonce
             return op_id, reason
+        if self.store is not None:  # durable before it leaves: a restart never reuses it
+            self.store.record_nonce(self.session_id, nonce)
         self._outbox.append(op)
         return op_id, None
 
@@ -1695,7 +1697,11 @@ class ConsensusEngine(Generic[S]):
         if rec is not None:
             self._signed_floor = (rec.height, rec.round, rec.step)
             self._signed_last = rec.message
-        self._next_nonce = self.committed_nonce(self.key) + 1
+        # above every op we signed, committed or not: the chain we restart from may not show
+        # the last ones yet, and an op reusing a nonce is dropped as stale where it is known
+        self._next_nonce = (
+            max(self.committed_nonce(self.key), store.last_nonce(self.session_id)) + 1
+        )
 
 
 def _encode_lock_proof(proposal: Proposal, prevotes: Sequence[Vote]) -> bytes:

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from ble_bridge.consensus.engine import (
     Committed,
+    EngineConfig,
     OperationReissued,
     OperationRejected,
 )
 from ble_bridge.consensus.testing import LinkModel, SimNetwork, add_op, exchange
 from ble_bridge.consensus.testing import unit_engines as engines
+from ble_bridge.store import Store
 
 
 def test_op_submitted_right_after_a_restart_commits(tmp_path: Path) -> None:
@@ -58,6 +60,29 @@ def test_op_of_a_node_restarted_without_store_is_reissued_and_commits() -> None:
     assert [(op.body, op.nonce) for op in ops] == [(add_op(0), 1), (add_op(1), 2)]
 
 
+def test_op_submitted_right_after_a_restart_commits_after_a_snapshot(tmp_path: Path) -> None:
+    # The node is so far behind, and the old blocks so far pruned, that it catches up by
+    # snapshot: it never sees the block that took its nonce, only the nonce count. Only a
+    # durable nonce keeps the new op off the used one.
+    config = EngineConfig(snapshot_interval=4, keep_blocks=2, recent_blocks=2)
+    net = SimNetwork(4, seed=7, store_dir=tmp_path, config=config)
+    net.start()
+    net.submit(0, add_op(0))
+    net.crash(0, lose_outbox=False)
+    for k in range(12):
+        net.submit(1 + k % 3, add_op(2))
+        net.run(net.now + 0.5)
+    assert net.height_of(1) >= 12
+    net.restart(0)
+    net.submit(0, add_op(1))
+    assert net.run_until_height(net.height_of(1) + 1, max_time=net.now + 60)
+    assert net.nodes[0].snapshot_installs == 1
+    assert net.nodes[0].engine is not None
+    assert net.nodes[0].engine.stats["ops_reissued"] == 0
+    mine = [op for op in net.nodes[1].committed_ops if op.submitter == net.nodes[0].key]
+    assert [(op.body, op.nonce) for op in mine] == [(add_op(0), 1), (add_op(1), 2)]
+
+
 def test_reissue_event_names_the_lost_op_and_its_successor() -> None:
     group = engines(4)
     for e in group:
@@ -82,3 +107,17 @@ def test_reissue_event_names_the_lost_op_and_its_successor() -> None:
     committed = [op for ev in events if isinstance(ev, Committed) for op in ev.ops]
     assert [(op.op_id, op.body, op.nonce) for op in committed][-1] == (new_id, add_op(6), 2)
     assert all(e.height == 2 for e in group if e is not me) and fresh.height == 2
+
+
+def test_restarted_engine_signs_above_every_nonce_it_used(tmp_path: Path) -> None:
+    path = tmp_path / "n.sqlite"
+    first = engines(4, stores=[Store(path), None, None, None])[0]
+    first.start(0.0)
+    a = first.submit(0.0, add_op(1))
+    b = first.submit(0.0, add_op(2))
+    assert (first.operation_nonce(a), first.operation_nonce(b)) == (1, 2)
+    assert first.height == 0  # nothing committed: only the store remembers 1 and 2
+    again = engines(4, stores=[Store(path), None, None, None])[0]
+    again.start(1.0)
+    c = again.submit(1.0, add_op(3))
+    assert again.operation_nonce(c) == 3
