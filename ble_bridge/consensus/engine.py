@@ -23,8 +23,9 @@ the proposal leaves as an answer to a ``ProposalRequest`` and must go in full.
 
 Catch-up answers are lean: a validator still voting on a decided height gets the
 certificate alone; a node holding a candidate block asks ``CertificateRequest``; full blocks
-(``Commit``) only answer ``CommitRequest``; an answer heard from anyone silences ours, and a
-height answered recently is not answered again.
+(``Commit``) only answer ``CommitRequest``; an answer heard from anyone silences ours once
+its certificate verifies (a forged one must not silence the honest answers), and a height
+answered recently is not answered again.
 
 Algorithm: Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (2018), with
 blocks executed before they are voted on (the header commits to the state hash *after* the
@@ -802,15 +803,15 @@ class ConsensusEngine(Generic[S]):
         """A decided height's certificate: its precommits count as votes, so a node that
         holds the block commits; one that does not asks for it (``_try_commit``)."""
         h = self._committed + 1
-        self._heard_answer(now, "cert", cert.height)
-        if cert.height < h:
-            self.stats["drop_certificate_stale"] += 1
-            return
         if cert.height - h > self.config.max_future_commits:
             self.stats["drop_certificate_too_far"] += 1
             return
         if not cert.verify(self.validators, self.session_id, self.cache):
             self.stats["drop_bad_certificate"] += 1
+            return
+        self._heard_answer(now, "cert", cert.height)
+        if cert.height < h:
+            self.stats["drop_certificate_stale"] += 1
             return
         if cert.height > h:  # proves the chain is ahead: fetch the blocks
             self.stats["certificate_ahead"] += 1
@@ -839,12 +840,8 @@ class ConsensusEngine(Generic[S]):
     def _on_commit_message(self, now: float, c: Commit) -> None:
         h = self._committed + 1
         height = c.block.height
-        self._heard_answer(now, "commit", height)
         if c.certificate.height != height or c.certificate.block_hash != c.block.hash:
             self.stats["drop_commit_mismatch"] += 1
-            return
-        if height < h:
-            self.stats["drop_commit_stale"] += 1
             return
         if height - h > self.config.max_future_commits or height in self._future_commits:
             self.stats["drop_commit_wrong_height"] += 1
@@ -852,6 +849,10 @@ class ConsensusEngine(Generic[S]):
             return
         if not c.certificate.verify(self.validators, self.session_id, self.cache):
             self.stats["drop_bad_certificate"] += 1
+            return
+        self._heard_answer(now, "commit", height)
+        if height < h:
+            self.stats["drop_commit_stale"] += 1
             return
         if height > h:  # certified but not next: keep it for when we get there
             self._future_commits[height] = c

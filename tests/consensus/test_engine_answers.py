@@ -160,3 +160,29 @@ def test_certificate_messages_survive_the_wire() -> None:
     assert laggard.height == 1
     _, back = decode_message(encode_message(laggard.session_id, CertificateRequest(3)))
     assert back == CertificateRequest(3)
+
+
+def test_a_forged_answer_does_not_silence_an_honest_one() -> None:
+    # seed 77 of the fault sweep: a FORGE node's answers silenced every honest answerer
+    # and the laggard never caught up
+    group, laggard, _, now = _lagging_height_one()
+    helper = next(e for e in group if e is not laggard)
+    cert = helper.last_certificate
+    assert cert is not None
+    forged = CommitCertificate(
+        cert.height, cert.round, cert.block_hash, cert.n_validators, cert.signers,
+        tuple(bytes(64) for _ in cert.signatures),
+    )  # fmt: skip
+    block = helper._recent[1][0]
+    late = Vote.create(
+        laggard.signer.sign, laggard.key, laggard.session_id, Step.PREVOTE, 1, 0, b"\x01" * 32
+    )
+    later = now + 10.0
+    helper.receive(later, late)  # a laggard: the helper means to answer it
+    helper.receive(later, forged)
+    helper.receive(later, Commit(block, forged))
+    assert helper.stats["drop_bad_certificate"] == 2
+    due = helper.next_timer()
+    assert due is not None
+    helper.handle_timer(due)
+    assert cert in helper.outbox()
