@@ -115,7 +115,8 @@ class BridgeConfig:
     contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
     latency_samples: int = 4096
     resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
-    request_interval: float = 0.25  # catch-up requests passed on per sender and kind
+    request_interval: float = 0.25  # catch-up requests passed on per sender and kind...
+    request_burst: int = 4  # ...at most this many per interval (the engine's catch_up_batch)
     compact_proposals: bool = True  # own proposals carry op short ids, not the ops again
     # ...in sessions this small only: in a 50-validator grid most nodes lack some op (gossip
     # does not reach every node) and fetching full proposals cost 12 -> 8 heights in 45 s
@@ -237,7 +238,8 @@ class _Session:
         self.last_sent = now
         self.stats: Counter[str] = Counter()
         self.recent_out: deque[bytes] = deque(maxlen=config.resend_window)
-        self.requests: dict[tuple[bytes, str], float] = {}  # (sender, kind) -> last passed
+        # (sender, kind) -> (start of its rate window, requests passed in it)
+        self.requests: dict[tuple[bytes, str], tuple[float, int]] = {}
         self.recent_height = 0
         self.gossip = Gossip(config.gossip_config)
         self.flood_own = True  # until validator neighbours are known
@@ -573,13 +575,17 @@ class NetworkConsensusBridge:
             self._follow_announcements(s, now)
             return
         if isinstance(msg, CommitRequest | SnapshotRequest | CertificateRequest | ProposalRequest):
-            # Each request makes some node broadcast a block or a snapshot: one per sender
-            # and kind per interval (replayed or spammed requests stop here).
+            # Each request makes some node broadcast a block or a snapshot: a burst of
+            # `request_burst` per sender and kind per interval (a laggard asks for the next
+            # few heights at once; replayed or spammed requests stop here).
             key = (item.sender or b"", type(msg).__name__)
-            if now - s.requests.get(key, -math.inf) < self.config.request_interval:
+            start, count = s.requests.get(key, (-math.inf, 0))
+            if now - start >= self.config.request_interval:
+                start, count = now, 0
+            if count >= self.config.request_burst:
                 self._drop("request_rate_limited")
                 return
-            s.requests[key] = now
+            s.requests[key] = (start, count + 1)
             if len(s.requests) > 4 * len(s.validators) + 16:
                 s.requests.pop(next(iter(s.requests)))
         elif isinstance(msg, Proposal):
@@ -665,7 +671,10 @@ class NetworkConsensusBridge:
             now = self._now()
             key = _dedup_key(payload, None, 0)
             self._seen.add(now, key)
-            if not s.flood_own:
+            # A failed round hints that gossip lost something (a frame dropped on a bad
+            # link, a stale view of the validator graph): later rounds flood, as before.
+            retry = isinstance(msg, Vote | Proposal | CompactProposal) and msg.round > 0
+            if not s.flood_own and not retry:
                 again = s.gossip.is_recent(key)
                 s.gossip.offer(
                     key,
@@ -808,9 +817,10 @@ class NetworkConsensusBridge:
         peers = self.mesh.router.peers
         me = self.identity.signing_public
         by_peer: dict[bytes, bytes] = {}
+        banned = s.engine.banned  # proven equivocators relay nothing of ours
         for rec in peers:
             key = rec.signing_key
-            if key is not None and key in s.validators and key != me:
+            if key is not None and key in s.validators and key != me and key not in banned:
                 by_peer[rec.peer_id] = key
         neighbours = sorted(
             {link.peer_id for link in peers.links.values() if link.peer_id in by_peer}

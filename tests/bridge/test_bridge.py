@@ -393,15 +393,15 @@ def test_catch_up_requests_are_rate_limited_per_sender() -> None:
         await net.start([0])
         b = net.bridge(0)
         asker = net.network.identities[1].signing_public
-        for h in (1, 2, 3):
+        for h in (1, 2, 3, 4, 5, 6):  # a burst of 4 (a laggard asks for 4 heights at once)
             b.receive_payload(encode_message(SESSION, CommitRequest(h)), asker)
         b.receive_payload(
-            encode_message(SESSION, CommitRequest(4)), net.network.identities[2].signing_public
+            encode_message(SESSION, CommitRequest(7)), net.network.identities[2].signing_public
         )
         await asyncio.sleep(0.01)
         assert b.drops["request_rate_limited"] == 2
         await asyncio.sleep(1.1)
-        b.receive_payload(encode_message(SESSION, CommitRequest(5)), asker)
+        b.receive_payload(encode_message(SESSION, CommitRequest(8)), asker)
         await asyncio.sleep(0.01)
         assert b.drops["request_rate_limited"] == 2
         await net.stop()
