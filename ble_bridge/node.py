@@ -20,7 +20,13 @@ from typing import Any, Literal, Protocol
 
 from hardware import NodeHealth, StatusLed, board_by_name
 
-from .bridge import BridgeConfig, NetworkConsensusBridge, SessionHealth
+from .bridge import (
+    BridgeConfig,
+    BridgeError,
+    NetworkConsensusBridge,
+    OperationStatus,
+    SessionHealth,
+)
 from .config import ConfigError, apply_table, read_toml
 from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
@@ -163,6 +169,66 @@ class BridgeFactory(Protocol):
     ) -> NetworkConsensusBridge: ...
 
 
+@dataclass(slots=True)
+class Turn:
+    """What one :meth:`Seat.play` did: op ids submitted, reasons of submissions refused."""
+
+    submitted: list[bytes] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+class Seat:
+    """A :class:`TablePlayer` at one session of a bridge.
+
+    Each turn it first tells the player how its submitted ops ended (the bridge tracks
+    them: committed, failed, timed out; an op the bridge no longer knows, e.g. after a
+    restart, counts as failed), then submits what the player plans from the committed
+    state. An op still pending ``give_up_after`` seconds after its submission counts as
+    lost too: ops are gossiped once, so one sent while the links were down (or across a
+    partition) never reaches a proposer, and the bridge's own ``operation_timeout`` is
+    long. Giving up cannot withdraw the op, so if it was only slow the replacement may be
+    refused; that is why the wait is several commit latencies. The seat remembers only ops
+    the bridge still tracks, so at most the bridge's ``pending_capacity`` of them.
+    """
+
+    def __init__(
+        self, player: TablePlayer, session_id: bytes, *, give_up_after: float = 8.0
+    ) -> None:
+        self.player = player
+        self.session_id = session_id
+        self.give_up_after = give_up_after
+        self._ops: dict[bytes, bytes] = {}  # op id -> encoded op
+
+    def play(self, bridge: NetworkConsensusBridge, now: float) -> Turn:
+        for op_id, body in list(self._ops.items()):
+            tracked = bridge.operation(op_id)
+            if (
+                tracked is not None
+                and tracked.status is OperationStatus.PENDING
+                and now - tracked.submitted_at < self.give_up_after
+            ):
+                continue
+            del self._ops[op_id]
+            ok = tracked is not None and tracked.status is OperationStatus.COMMITTED
+            self.player.settled(body, ok)
+        turn = Turn()
+        if bridge.health(self.session_id) is not SessionHealth.ACTIVE:
+            return turn  # cut off or behind: what the player would plan cannot commit
+        state = bridge.engine(self.session_id).state
+        if not isinstance(state, CrapsState):
+            return turn
+        for body in self.player.next_ops(state):
+            try:
+                op_id = bridge.submit_operation(self.session_id, body)
+            except BridgeError as exc:  # pending full etc.: the player plans again next turn
+                self.player.settled(body, False)
+                turn.refused.append(exc.reason)
+                continue
+            self._ops[op_id] = body
+            turn.submitted.append(op_id)
+        return turn
+
+
 class Node:
     """One running ble-bridge node, on BlueZ or on the loopback air.
 
@@ -206,16 +272,15 @@ class Node:
             self.mesh, self.identity, store=self.store, config=config.bridge
         )
         self.sessions: dict[bytes, SessionSection] = {}
-        self.players: dict[bytes, TablePlayer] = {}
+        self.players: dict[bytes, Seat] = {}
         for s in config.sessions:
             validators = s.validator_keys()
             self.bridge.open_session(s.session_id, validators, app_factory(s.app))
             self.sessions[s.session_id] = s
             if s.autoplay and self.identity.signing_public in validators:
                 # secrets for commit-reveal must be unpredictable: system randomness
-                self.players[s.session_id] = TablePlayer(
-                    self.identity.signing_public, random.SystemRandom()
-                )
+                player = TablePlayer(self.identity.signing_public, random.SystemRandom())
+                self.players[s.session_id] = Seat(player, s.session_id)
         board = board_by_name(config.node.board)
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
@@ -270,16 +335,12 @@ class Node:
     def autoplay(self) -> int:
         """Submit what the autoplaying table players want now; returns how many ops."""
         n = 0
-        for sid, player in self.players.items():
-            state = self.bridge.engine(sid).state
-            if not isinstance(state, CrapsState):
-                continue
-            for op in player.next_ops(state):
-                try:
-                    self.bridge.submit_operation(sid, op)
-                    n += 1
-                except Exception as exc:  # pending full etc.: try again next tick
-                    log.debug("autoplay op refused: %s", exc)
+        now = asyncio.get_running_loop().time()
+        for seat in self.players.values():
+            turn = seat.play(self.bridge, now)
+            n += len(turn.submitted)
+            for reason in turn.refused:  # pending full etc.: planned again next tick
+                log.debug("autoplay op refused: %s", reason)
         return n
 
     # -- what the control socket reports ------------------------------------------------

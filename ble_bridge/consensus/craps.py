@@ -746,12 +746,18 @@ _PLAYER_SECRET_DOMAIN = b"bitcraps/player-secret/v1"
 
 
 class TablePlayer:
-    """A deterministic simulated player: reads the table state, returns the ops to submit.
+    """A deterministic simulated player that plans from the committed table and its own
+    operations in flight.
 
-    It joins, bets in the betting window, commits, and reveals once the commits are in.
-    Ops already sent for the current step are not repeated until the state moves on, or
-    until ``patience`` calls saw no progress (the op was probably lost: send it again).
-    ``reveal_probability`` < 1 makes a player that sometimes withholds its reveal.
+    It joins, bets in the betting window, commits, and reveals once the commits are in. Each
+    op :meth:`next_ops` returns counts as in flight until the driver reports how it ended
+    (:meth:`settled`) or the committed state shows it can no longer matter (its effect is
+    there, or its round or betting window is over). While an op is in flight the player never
+    sends one that would conflict with it: no second join, no second commit or reveal for a
+    roll, no more bets until the pending ones are decided. When an op fails (rejected, timed
+    out, refused) it plans again from the committed state, so a lost commit is sent again but
+    a bet whose window closed is not. ``reveal_probability`` < 1 makes a player that
+    sometimes withholds its reveal (decided once per roll).
     """
 
     def __init__(
@@ -763,7 +769,6 @@ class TablePlayer:
         field_probability: float = 0.3,
         max_stake_fraction: float = 0.1,
         reveal_probability: float = 1.0,
-        patience: int = 8,
     ) -> None:
         self.key = bytes(key)
         self._rng = rng
@@ -772,10 +777,9 @@ class TablePlayer:
         self._field_probability = field_probability
         self._max_stake_fraction = max_stake_fraction
         self._reveal_probability = reveal_probability
-        self._patience = patience
-        self._sent: set[tuple[str, int]] = set()
-        self._progress: tuple[object, ...] = ()
-        self._idle_calls = 0
+        self._in_flight: dict[bytes, Op] = {}  # encoded op -> op; a handful at most
+        self._bets_chosen = -1  # the round whose bets were chosen (and not all failed)
+        self._reveal_choice: tuple[int, bool] = (-1, False)  # (round, reveal it?)
 
     def secret_for(self, round_: int) -> bytes:
         """This player's secret for roll ``round_`` (derived from its private seed)."""
@@ -783,53 +787,81 @@ class TablePlayer:
             _PLAYER_SECRET_DOMAIN + self._seed + round_.to_bytes(8, "big")
         ).digest()
 
+    @property
+    def in_flight(self) -> tuple[Op, ...]:
+        """The ops sent and not yet known to have committed or failed, oldest first."""
+        return tuple(self._in_flight.values())
+
     def next_ops(self, state: CrapsState) -> list[bytes]:
-        """Encoded operations this player submits now (possibly none)."""
+        """Encoded operations to submit now (possibly none); each is in flight from now on."""
         key = self.key
         if key not in state.validators or key in state.banned:
             return []
-        self._note_progress(state)
-        rnd = state.round
+        self._forget_settled(state)
+        ops = self._plan(state)
+        out = []
+        for op in ops:
+            body = encode_op(op)
+            self._in_flight[body] = op
+            out.append(body)
+        return out
+
+    def settled(self, body: bytes, committed: bool) -> None:
+        """The driver's report on an op from :meth:`next_ops`: committed, or failed for good
+        (rejected, timed out, refused at submission). A failed op is planned again from the
+        committed state on the next call; reports on ops no longer tracked are ignored."""
+        op = self._in_flight.pop(bytes(body), None)
+        if committed or op is None:
+            return
+        if isinstance(op, PlaceBet) and op.round == self._bets_chosen:
+            self._bets_chosen = -1  # the table may still take bets: choose again
+
+    def _plan(self, state: CrapsState) -> list[Op]:
+        key, rnd = self.key, state.round
+        flying = self._in_flight.values()
         if not state.is_joined(key):
-            return [encode_op(Join())] if self._once("join", rnd) else []
+            return [] if any(isinstance(op, Join) for op in flying) else [Join()]
         ops: list[Op] = []
         if state.stage == Stage.BETTING:
-            if self._once("bet", rnd):
+            if self._bets_chosen != rnd and not any(isinstance(op, PlaceBet) for op in flying):
+                self._bets_chosen = rnd
                 ops.extend(self._choose_bets(state))
-            if state.commitment_of(key) is None and self._once("commit", rnd):
+            if state.commitment_of(key) is None and not any(
+                isinstance(op, CommitRandomness) for op in flying
+            ):
                 ops.append(CommitRandomness(rnd, commitment(key, rnd, self.secret_for(rnd))))
         elif (
             state.commitment_of(key) is not None
             and not state.has_revealed(key)
-            and self._once("reveal", rnd)
-            and self._rng.random() < self._reveal_probability
+            and not any(isinstance(op, RevealRandomness) for op in flying)
+            and self._will_reveal(rnd)
         ):
             ops.append(RevealRandomness(rnd, self.secret_for(rnd)))
-        return [encode_op(op) for op in ops]
+        return ops
 
-    def _note_progress(self, state: CrapsState) -> None:
-        progress = (
-            state.round,
-            state.stage,
-            state.is_joined(self.key),
-            state.commitment_of(self.key),
-            state.has_revealed(self.key),
-        )
-        if progress != self._progress:
-            self._progress = progress
-            self._idle_calls = 0
-            self._sent = {s for s in self._sent if s[1] >= state.round}
-            return
-        self._idle_calls += 1
-        if self._idle_calls >= self._patience:
-            self._idle_calls = 0
-            self._sent = {s for s in self._sent if s[0] == "bet"}
+    def _forget_settled(self, state: CrapsState) -> None:
+        """Stop tracking ops the committed state shows are done either way: their effect is
+        in it, or the round or betting window they belong to is over."""
+        key = self.key
+        joined = state.is_joined(key)
+        for body, op in list(self._in_flight.items()):
+            if isinstance(op, Join):
+                done = joined
+            elif op.round % ROUND_MOD != state.round % ROUND_MOD:
+                done = True
+            elif isinstance(op, PlaceBet):
+                done = state.stage != Stage.BETTING
+            elif isinstance(op, CommitRandomness):
+                done = state.stage != Stage.BETTING or state.commitment_of(key) is not None
+            else:
+                done = state.has_revealed(key)
+            if done:
+                del self._in_flight[body]
 
-    def _once(self, what: str, round_: int) -> bool:
-        if (what, round_) in self._sent:
-            return False
-        self._sent.add((what, round_))
-        return True
+    def _will_reveal(self, round_: int) -> bool:
+        if self._reveal_choice[0] != round_:
+            self._reveal_choice = (round_, self._rng.random() < self._reveal_probability)
+        return self._reveal_choice[1]
 
     def _choose_bets(self, state: CrapsState) -> list[Op]:
         rng = self._rng

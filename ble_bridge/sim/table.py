@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bridge import BridgeConfig, BridgeError, NetworkConsensusBridge
+from ..bridge import BridgeConfig, NetworkConsensusBridge
 from ..consensus.app import Application
 from ..consensus.craps import CrapsApp, TablePlayer, check_invariants, decode_op
 from ..consensus.engine import Committed, ConsensusEngine
 from ..mesh.config import MeshConfig
 from ..mesh.router import Delivered
-from ..node import BridgeFactory, Node, NodeConfig, NodeSection, SessionSection
+from ..node import BridgeFactory, Node, NodeConfig, NodeSection, Seat, SessionSection
 from ..wire.identity import Identity, verify_signature
 from ..wire.messages import MessageError, Vote, decode_message
 from ..wire.packet import PacketType
@@ -154,7 +154,10 @@ class NodeRecord:
 
 
 class TableWorkload:
-    """Every node plays craps with a :class:`TablePlayer` every ``interval`` seconds."""
+    """Every node plays craps with a :class:`TablePlayer` every ``interval`` seconds.
+
+    Node i's player (and its :class:`~ble_bridge.node.Seat`) outlives the node's restarts.
+    """
 
     def __init__(
         self, session_id: bytes, interval: float = 0.25, *, watch_votes: bool = False
@@ -167,7 +170,7 @@ class TableWorkload:
         self._watched: set[bytes] = set()
         self.marks: dict[str, dict[int, int]] = {}
         self.network: Network | None = None
-        self.players: dict[int, TablePlayer] = {}
+        self.seats: dict[int, Seat] = {}
         self.records: dict[int, NodeRecord] = {}
         self.submitted: dict[bytes, tuple[int, float]] = {}
         self.commit_samples: list[tuple[float, float]] = []  # (commit time, latency)
@@ -212,11 +215,10 @@ class TableWorkload:
             rec.lost_blocks += rec.final_height - node.engine.height
         if self.watch_votes:
             node.mesh.subscribe(PacketType.CONSENSUS, self._watch)
-        if index not in self.players:
+        if index not in self.seats:
             seeds = self.network.seeds if self.network is not None else Seeds(0)
-            self.players[index] = TablePlayer(
-                node.mesh.identity.signing_public, seeds.rng("player", index)
-            )
+            player = TablePlayer(node.mesh.identity.signing_public, seeds.rng("player", index))
+            self.seats[index] = Seat(player, node.session_id)
         node.bridge.commit_hooks.append(self._commit_hook(index, rec))
 
     def _commit_hook(self, index: int, rec: NodeRecord) -> Callable[[bytes, Committed], None]:
@@ -294,15 +296,12 @@ class TableWorkload:
         node = network.nodes[index]
         if not isinstance(node, TableNode):
             return
-        player = self.players.get(index)
-        if player is None:
+        seat = self.seats.get(index)
+        if seat is None:
             return
-        for body in player.next_ops(node.engine.state):
-            try:
-                op_id = node.bridge.submit_operation(self.session_id, body)
-            except BridgeError as exc:
-                self.refused[exc.reason] += 1
-                continue
+        turn = seat.play(node.bridge, network.now)
+        self.refused.update(turn.refused)
+        for op_id in turn.submitted:
             self._sent += 1
             if len(self.submitted) < 100_000:
                 self.submitted[op_id] = (index, network.now)
@@ -425,6 +424,11 @@ class TableResult:
         drops.update({f"bridge_{k}": v for k, v in self.bridge_drops.items()})
         drops.update({f"submit_{k}": v for k, v in self.refused.items()})
         rows += [(f"drop: {k}", str(v)) for k, v in sorted(drops.items()) if v]
+        rows += [
+            (f"failed: {k.removeprefix('failed_')}", str(v))
+            for k, v in sorted(self.bridge_counters.items())
+            if k.startswith("failed_") and v
+        ]
         return rows
 
 
@@ -511,7 +515,7 @@ def _verdict(
     ops_at: dict[int, int] = {}
     for i in honest:
         ops_at.update(wl.records[i].ops_at)
-    honest_keys = {wl.players[i].key for i in honest if i in wl.players}
+    honest_keys = {wl.seats[i].player.key for i in honest if i in wl.seats}
     double = sum(1 for key in wl.double_signs if key[0] in honest_keys)
     heights = max((wl.records[i].final_height for i in honest), default=0)
     heights = max(heights, max(by_height, default=0))

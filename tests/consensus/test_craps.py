@@ -649,8 +649,14 @@ def play(
     *,
     withhold: bytes | None = None,
     drop: float = 0.0,
+    delay: int = 0,
+    calls: int = 1,
     trace: list[CrapsState] | None = None,
 ) -> tuple[CrapsApp, CrapsState, Counter[str]]:
+    """Players at a table, each asked ``calls`` times a height what to submit: an op
+    submitted at height h lands (in the player's submission order, like nonces) at a height
+    in h..h+delay, and is reported committed or refused; a dropped op is reported failed
+    when it would have landed. Returns the app, the final state and refusals by reason."""
     app = CrapsApp()
     state = app.initial_state(KEYS)
     rng = random.Random(seed)
@@ -660,18 +666,28 @@ def play(
         )
         for k in KEYS
     ]
+    queues: dict[bytes, list[tuple[int, bytes, bool]]] = {k: [] for k in KEYS}
     refusals: Counter[str] = Counter()
     for h in range(1, heights + 1):
         for player in players:
-            for raw in player.next_ops(state):
-                if rng.random() < drop:
+            queue = queues[player.key]
+            for _ in range(calls):
+                for raw in player.next_ops(state):
+                    due = max(h + rng.randint(0, delay), queue[-1][0] if queue else h)
+                    queue.append((due, raw, rng.random() < drop))
+            while queue and queue[0][0] <= h:
+                _, raw, lost = queue.pop(0)
+                if lost:
+                    player.settled(raw, False)
                     continue
                 try:
                     app.check(state, player.key, raw, ctx(h))
                 except InvalidOperation as exc:
                     refusals[exc.reason] += 1
+                    player.settled(raw, False)
                     continue
                 state = app.apply(state, player.key, raw, ctx(h))
+                player.settled(raw, True)
         state = app.end_block(state, ctx(h))
         check_invariants(state)
         if trace is not None:
@@ -705,19 +721,107 @@ def test_withholding_player_forfeits_and_the_table_moves_on() -> None:
     assert max(holdings(state, k) for k in (A, B, C)) > held[-1]
 
 
-def test_player_does_not_repeat_ops_until_patience_runs_out() -> None:
+def decoded(raws: list[bytes]) -> list[Op]:
+    return [decode_op(raw) for raw in raws]
+
+
+def bettor(key: bytes, seed: int = 1) -> TablePlayer:
+    """A player that always makes one contract bet on the come-out and never a field bet."""
+    return TablePlayer(key, random.Random(seed), contract_probability=1.0, field_probability=0.0)
+
+
+def test_player_does_not_rejoin_while_its_join_is_in_flight() -> None:
     app = CrapsApp()
     state = app.initial_state(KEYS)
-    player = TablePlayer(A, random.Random(1), patience=3)
-    assert [decode_op(raw) for raw in player.next_ops(state)] == [Join()]
-    assert [player.next_ops(state) for _ in range(2)] == [[], []]
-    assert [decode_op(raw) for raw in player.next_ops(state)] == [Join()]  # lost: resent
+    player = TablePlayer(A, random.Random(1))
+    assert decoded(player.next_ops(state)) == [Join()]
+    assert [player.next_ops(state) for _ in range(20)] == [[]] * 20
+    assert player.in_flight == (Join(),)
     state = submit(app, state, A, Join())
-    ops = [decode_op(raw) for raw in player.next_ops(state)]
+    ops = decoded(player.next_ops(state))
+    assert Join() not in ops and Join() not in player.in_flight  # the join is done
     assert isinstance(ops[-1], CommitRandomness)
     assert ops[-1].commitment == commitment(A, 0, player.secret_for(0))
     assert all(isinstance(op, PlaceBet) for op in ops[:-1])
+
+
+def test_player_joins_again_after_its_join_failed() -> None:
+    state = CrapsApp().initial_state(KEYS)
+    player = TablePlayer(A, random.Random(1))
+    (raw,) = player.next_ops(state)
+    player.settled(raw, committed=False)  # e.g. timed out
+    assert player.in_flight == ()
+    assert decoded(player.next_ops(state)) == [Join()]
+
+
+def test_player_does_not_double_commit_or_rebet_while_they_are_in_flight() -> None:
+    app = CrapsApp()
+    state = seated(app, (A, B))
+    player = bettor(A)
+    first = decoded(player.next_ops(state))
+    assert [type(op) for op in first] == [PlaceBet, CommitRandomness]
+    assert [player.next_ops(state) for _ in range(20)] == [[]] * 20
+    state = submit(app, state, A, first[0])  # the bet lands, the commit is still in flight
+    player.settled(encode_op(first[0]), committed=True)
+    assert player.in_flight == (first[1],)
+    assert player.next_ops(state) == []  # one bet a roll; no second commit
+
+
+def test_player_commits_again_after_its_commit_failed_but_not_after_it_landed() -> None:
+    app = CrapsApp()
+    state = seated(app, (A, B))
+    player = bettor(A)
+    bet_raw, commit_raw = player.next_ops(state)
+    player.settled(bet_raw, committed=True)
+    player.settled(commit_raw, committed=False)
+    assert player.next_ops(state) == [commit_raw]  # planned again: same roll, same secret
+    state = submit(app, state, A, decode_op(commit_raw))
     assert player.next_ops(state) == []
+    assert player.in_flight == ()
+
+
+def test_player_replaces_a_failed_bet_only_while_bets_are_open() -> None:
+    app = CrapsApp()
+    state = seated(app, (A, B))
+    player = bettor(A)
+    bet_raw, commit_raw = player.next_ops(state)
+    player.settled(bet_raw, committed=False)
+    (again,) = decoded(player.next_ops(state))  # still betting: a new bet, no second commit
+    assert isinstance(again, PlaceBet) and again.round == 0
+    for who, op in ((A, decode_op(commit_raw)), (B, CommitRandomness(0, b"\x01" * 32))):
+        state = submit(app, state, who, op)
+    state = app.end_block(state, ctx(1))  # every player committed: bets are closed
+    assert state.stage == Stage.REVEALING
+    player.settled(encode_op(again), committed=False)  # refused: wrong_stage
+    assert decoded(player.next_ops(state)) == [RevealRandomness(0, player.secret_for(0))]
+
+
+def test_player_forgets_ops_of_a_roll_that_went_on_without_it() -> None:
+    app = CrapsApp()
+    state = seated(app, (A, B))
+    a, b = bettor(A), TablePlayer(B, random.Random(2))
+    assert len(a.next_ops(state)) == 2  # bet and commit sent, never heard of again
+    for raw in b.next_ops(state):
+        state = app.apply(state, B, raw, ctx(1))
+    height = 1
+    while state.stage == Stage.BETTING:  # the commit window closes without A
+        state = app.end_block(state, ctx(height))
+        height += 1
+    assert a.next_ops(state) == [] and a.in_flight == ()  # A never committed: nothing to reveal
+    for raw in b.next_ops(state):
+        state = app.apply(state, B, raw, ctx(height))
+    state = app.end_block(state, ctx(height))
+    assert state.round == 1
+    ops = decoded(a.next_ops(state))
+    assert ops[-1] == CommitRandomness(1, commitment(A, 1, a.secret_for(1)))
+
+
+def test_players_with_slow_ops_never_send_ones_the_table_refuses() -> None:
+    # asked four times a height, ops landing up to three heights late: a player resending
+    # what is still in flight would get already_joined, duplicate_commit, wrong_stage...
+    _, state, refusals = play(seed=9, heights=200, delay=3, calls=4)
+    assert refusals == Counter()
+    assert state.round >= 200 // 8
 
 
 def test_player_reveals_once_the_commits_are_in() -> None:
@@ -733,8 +837,8 @@ def test_player_reveals_once_the_commits_are_in() -> None:
     ]
 
 
-def test_players_resend_lost_ops_and_keep_playing() -> None:
-    _, state, _ = play(seed=5, heights=300, drop=0.3)
+def test_players_replan_lost_ops_and_keep_playing() -> None:
+    _, state, _ = play(seed=5, heights=300, drop=0.3, delay=2)
     assert state.round >= 30
 
 
