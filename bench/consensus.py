@@ -13,8 +13,13 @@ ratios against bounds computed in the same run:
   block, the proposal and 2n votes at their encoded frame sizes received once by each of
   the other n-1 nodes, divided by the ops in the block.
 - nodes50: a 50-validator session commits 10 heights (default: ``ideal`` links on a grid,
-  45 simulated seconds, about a minute of CPU; on ``pi-tuned`` 50 validators commit nothing
-  in 90 s: 100 votes a step flooded over 20 kB/s radios need seconds of airtime per step).
+  45 simulated seconds, about two minutes of CPU; on ``pi-tuned`` 50 validators commit
+  nothing in 90 s: the mesh's own floods, state announcements every 2-4 s from each of 50
+  nodes, BitChat announces and the first rounds' votes, saturate the 20 kB/s radios).
+
+The same two 8-node runs are repeated with neighbour gossip off (``BridgeConfig(gossip=
+False)``: every consensus message one mesh flood) and printed as the baseline line
+``flood latency_ratio=... ops_per_s=... bytes_per_op_ratio=...`` (skip with ``--no-flood``).
 
 Last line, exactly:
 ``consensus latency_ratio=<float> ops_per_s=<float> bytes_per_op_ratio=<float> nodes50=<ok|fail>``
@@ -262,8 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes50-profile", default="ideal")
     ap.add_argument("--nodes50-topology", default="grid")
     ap.add_argument("--nodes50-duration", type=float, default=45.0)
+    ap.add_argument("--no-flood", action="store_true", help="skip the flood baseline runs")
     args = ap.parse_args(argv)
     random.seed(args.seed)
+    if not args.no_flood:
+        flood = BridgeConfig(gossip=False)
+        fl = run_load(8, duration=args.duration, rate=args.light_rate, seed=args.seed, bridge=flood)
+        fs = run_load(8, duration=args.duration, rate=args.rate, seed=args.seed, bridge=flood)
+        fmin = 3 * one_hop_delay(fl.profile) * max(1, fl.diameter)
+        print(
+            f"flood latency_ratio={fl.p50 / fmin:.2f} ops_per_s={fs.ops_per_s:.1f} "
+            f"bytes_per_op_ratio={fs.bytes_on_air / max(1, fs.lower_bound_bytes):.2f}"
+        )
 
     light = run_load(8, duration=args.duration, rate=args.light_rate, seed=args.seed)
     hop = one_hop_delay(light.profile)

@@ -962,8 +962,11 @@ class NetworkConsensusBridge:
         if links > self._links:
             # A new neighbour may join a part of the mesh that missed our messages (the
             # mesh does not store and forward): re-send this height's votes and proposal.
-            # (A new validator neighbour gets them from gossip, but it may join others.)
+            # A gossiping session needs none of it: a new validator neighbour gets what
+            # it lacks from gossip (re-flooding on every link-up swamps a large mesh).
             for s in self.sessions.values():
+                if self.config.gossip and not s.flood_own:
+                    continue
                 for payload in list(s.recent_out):
                     self.counters["resent_on_link_up"] += 1
                     self.send_payload(payload)
