@@ -66,7 +66,9 @@ from .wire.messages import (
     decode_message,
     encode_batch,
     encode_message,
+    encode_operation_ref,
     encode_vote_set,
+    expand_operation_ref,
     expand_vote_set,
     peek_session,
     split_batch,
@@ -466,7 +468,7 @@ class NetworkConsensusBridge:
             if s is None:
                 self._drop("unknown_session")
                 return 0
-            if payload[ENVELOPE_PREFIX] == Kind.VOTE_SET:
+            if payload[ENVELOPE_PREFIX] in (Kind.VOTE_SET, Kind.OPERATION_REF):
                 items = [payload]
             else:
                 items = split_batch(payload, limits)
@@ -475,17 +477,23 @@ class NetworkConsensusBridge:
             self._drop(f"batch_{exc.reason}")
             return 0
         queued = 0
+        validators = s.engine.validators
         for item in items:
-            if item[ENVELOPE_PREFIX] != Kind.VOTE_SET:
-                queued += self.receive_payload(item, None, via=via)
-                continue
+            kind = item[ENVELOPE_PREFIX]
+            msgs: list[Message]
             try:
-                votes = expand_vote_set(item[ENVELOPE_PREFIX:], s.engine.validators, limits)
+                if kind == Kind.VOTE_SET:
+                    msgs = list(expand_vote_set(item[ENVELOPE_PREFIX:], validators, limits))
+                elif kind == Kind.OPERATION_REF:
+                    msgs = [expand_operation_ref(item[ENVELOPE_PREFIX:], validators, limits)]
+                else:
+                    queued += self.receive_payload(item, None, via=via)
+                    continue
             except MessageError as exc:
-                self._drop(f"vote_set_{exc.reason}")
+                self._drop(f"{Kind(kind).name.lower()}_{exc.reason}")
                 continue
-            for vote in votes:
-                queued += self.receive_payload(encode_message(s.id, vote), None, via=via)
+            for msg in msgs:
+                queued += self.receive_payload(encode_message(s.id, msg), None, via=via)
         return queued
 
     def receive_payload(
@@ -785,11 +793,15 @@ class NetworkConsensusBridge:
             self._flush_handle = self._loop.call_at(wake, self._flush)
 
     def _merge_votes(self, s: _Session, items: Sequence[Item]) -> list[bytes]:
-        """Item bytes, with the votes that agree on step/height/round/block as one vote set."""
+        """Item bytes, with the votes that agree on step/height/round/block as one vote set
+        and operations as OperationRefs (the submitter as its index in the validator set)."""
         groups: dict[tuple[int, int, int, bytes], list[Vote]] = {}
         order: list[bytes | tuple[int, int, int, bytes]] = []
         for item in items:
             v = item.meta
+            if isinstance(v, Operation) and v.submitter in s.validators:
+                order.append(encode_operation_ref(v, s.engine.validators.index))
+                continue
             if isinstance(v, Vote) and v.validator in s.validators:
                 k = (int(v.step), v.height, v.round, v.block_hash)
                 if k not in groups:
@@ -1083,7 +1095,7 @@ _UNSIGNED_KINDS = frozenset(
 )
 _KIND_AT = 1 + SESSION_ID_LEN
 _GOSSIPED = (Vote, Proposal, CompactProposal, Operation, Evidence)
-_BATCH_KINDS = (Kind.BATCH, Kind.VOTE_SET)
+_BATCH_KINDS = (Kind.BATCH, Kind.VOTE_SET, Kind.OPERATION_REF)
 _PRIORITY: dict[type, int] = {Vote: 0, Proposal: 1, CompactProposal: 1, Evidence: 1, Operation: 1}
 
 

@@ -49,6 +49,9 @@ Kinds and bodies::
                          instead of 141; the index is into the session's sorted validator
                          set, so only a member of the session can expand it into Votes;
                          travels in batches or alone)
+    0x10 OperationRef    submitter_index(2) nonce(8) body: lp(2) signature(64)
+                         (an Operation whose submitter is the session validator at that
+                         index: 32 bytes shorter; expanded like a VoteSet)
 
     Block        header(137) op_count(4) Operation* evidence_count(2) (vote vote)*
     BlockHeader  version(1)=1 height(8) proposer(32) prev_hash(32) state_hash(32)
@@ -154,6 +157,7 @@ class Kind(enum.IntEnum):
     PROPOSAL_REQUEST = 0x0D
     BATCH = 0x0E
     VOTE_SET = 0x0F
+    OPERATION_REF = 0x10
 
 
 class Step(enum.IntEnum):
@@ -912,6 +916,7 @@ BATCHABLE_KINDS = frozenset(
         Kind.EVIDENCE,
         Kind.COMPACT_PROPOSAL,
         Kind.VOTE_SET,
+        Kind.OPERATION_REF,
     }
 )
 """Kinds a batch may carry: signed by their author, so whoever forwards them is irrelevant."""
@@ -998,6 +1003,35 @@ def expand_vote_set(
     return out
 
 
+_OP_REF_HEAD = struct.Struct(">HQH")
+
+
+def encode_operation_ref(op: Operation, index_of: Callable[[bytes], int]) -> bytes:
+    """An OperationRef item (kind byte + body) for ``op``."""
+    if len(op.body) > 0xFFFF:
+        raise ValueError(f"operation body of {len(op.body)} bytes")
+    head = _OP_REF_HEAD.pack(index_of(op.submitter), op.nonce, len(op.body))
+    return bytes((Kind.OPERATION_REF,)) + head + op.body + op.signature
+
+
+def expand_operation_ref(
+    item: bytes, validators: Sequence[bytes], limits: MessageLimits = DEFAULT_LIMITS
+) -> Operation:
+    """The Operation of an OperationRef item; raises only :class:`MessageError`."""
+    if not item or item[0] != Kind.OPERATION_REF:
+        raise MessageError("not an operation ref")
+    r = _Reader(item[1:])
+    index, nonce, n = r.unpack(_OP_REF_HEAD)
+    if index >= len(validators):
+        raise MessageError(f"submitter index {index} of {len(validators)}")
+    if n > limits.max_op_bytes:
+        raise MessageTooLarge(f"operation body of {n} bytes exceeds cap {limits.max_op_bytes}")
+    body = r.take(n)
+    sig = r.take(SIGNATURE_LEN)
+    r.end()
+    return Operation(validators[index], nonce, body, sig)
+
+
 def _envelope_body(payload: bytes, kind_byte: int, limits: MessageLimits) -> bytes:
     body = bytes(payload[2 + SESSION_ID_LEN :])
     if kind_byte & COMPRESSED_BIT:
@@ -1042,8 +1076,8 @@ def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> tu
     """Inverse of :func:`encode_message`; raises only :class:`MessageError`."""
     session_id = peek_session(payload)
     kind = payload_kind(payload)
-    if kind in (Kind.BATCH, Kind.VOTE_SET):
-        raise MessageError(f"a {kind.name.lower()} is not one message")
+    if kind in (Kind.BATCH, Kind.VOTE_SET, Kind.OPERATION_REF):
+        raise MessageError(f"a {kind.name.lower()} needs the validator set (or splitting)")
     body = _envelope_body(payload, payload[ENVELOPE_PREFIX], limits)
     try:
         msg = _DECODERS[kind](body, limits)
@@ -1083,7 +1117,9 @@ __all__ = [
     "decode_message",
     "encode_batch",
     "encode_message",
+    "encode_operation_ref",
     "encode_vote_set",
+    "expand_operation_ref",
     "expand_vote_set",
     "payload_kind",
     "peek_session",

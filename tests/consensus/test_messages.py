@@ -345,3 +345,23 @@ def test_random_batches_and_vote_sets_raise_only_message_errors(data: bytes) -> 
             m.split_batch(payload)
         with contextlib.suppress(m.MessageError):
             m.expand_vote_set(payload[m.ENVELOPE_PREFIX :], KEYS)
+
+
+@given(st.integers(0, 3), st.integers(1, 2**63), st.binary(max_size=300))
+def test_operation_ref_expands_to_the_signed_operation(i: int, nonce: int, body: bytes) -> None:
+    op = _op(i, nonce, body)
+    item = m.encode_operation_ref(op, KEYS.index)
+    assert len(item) == 1 + len(op.encode()) - 32  # key -> index (30), lp(4) -> lp(2)
+    back = m.expand_operation_ref(item, KEYS)
+    assert back == op and back.op_id == op.op_id
+    assert verify_signature(back.submitter, back.signature, back.signing_bytes(SESSION))
+    with pytest.raises(m.MessageError):
+        m.expand_operation_ref(item, KEYS[: KEYS.index(op.submitter)])  # index out of range
+    with pytest.raises(m.MessageError):
+        m.decode_message(bytes((m.VERSION,)) + SESSION + item)  # needs the validator set
+
+
+@given(st.binary(max_size=200))
+def test_random_operation_refs_raise_only_message_errors(data: bytes) -> None:
+    with contextlib.suppress(m.MessageError):
+        m.expand_operation_ref(bytes((m.Kind.OPERATION_REF,)) + data, KEYS)
