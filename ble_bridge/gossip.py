@@ -206,6 +206,19 @@ class Gossip:
             queued += self._enqueue(nb, item)
         return queued
 
+    def flooded(self, key: bytes, data: bytes, height: int | None, meta: Any = None) -> None:
+        """Our own message went out as a mesh flood: every current neighbour probably has
+        it; keep it for neighbours that appear later (a flood sent before any link existed
+        reached nobody)."""
+        item = Item(key, data, height, meta)
+        self._recent[key] = item
+        self._recent.move_to_end(key)
+        while len(self._recent) > self.config.max_recent:
+            self._recent.popitem(last=False)
+        for nb in self._neighbours.values():
+            nb.queue.pop(key, None)
+            self._know(nb, key, False)
+
     def forget_below(self, height: int) -> None:
         """Drop recent and queued items of heights below ``height`` (decided: no use)."""
         for key in [k for k, it in self._recent.items() if _below(it, height)]:

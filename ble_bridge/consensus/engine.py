@@ -991,6 +991,18 @@ class ConsensusEngine(Generic[S]):
                 return
             height = ahead[self.f]
         self._hint_height = max(self._hint_height, height)
+        if (
+            validator is not None
+            and height == h + 1
+            and self._hs.blocks
+            and not self._hs.need_block
+        ):
+            # f+1 validators just voted on the next height and we hold a candidate block:
+            # our missing precommits are most likely a message delay behind their votes.
+            # Ask only if they do not come (an announcement of a decided height asks now).
+            if "catch_up" not in self._timers:
+                self._set_timer(now, "catch_up", self._timeout("prevote", 0) / 2, self._hs.round)
+            return
         self._request_catch_up(now)
 
     def _request_catch_up(self, now: float) -> None:
@@ -1150,6 +1162,8 @@ class ConsensusEngine(Generic[S]):
             self._wake_for_work(now)
         elif name == "fetch":
             self._fetch_proposals()
+        elif name == "catch_up":
+            self._request_catch_up(now)
         elif name == "rebroadcast":
             self._outbox.extend(hs.own)
             if hs.valid_block is not None and hs.valid_round >= 0:

@@ -186,3 +186,50 @@ def test_a_forged_answer_does_not_silence_an_honest_one() -> None:
     assert due is not None
     helper.handle_timer(due)
     assert cert in helper.outbox()
+
+
+def _votes_for_height_two(group: list[Engine], laggard: Engine) -> list[Vote]:
+    """Prevotes for height 2 from f+1 = 2 validators that decided height 1."""
+    live = [e for e in group if e is not laggard][:2]
+    return [
+        Vote.create(e.signer.sign, e.key, e.session_id, Step.PREVOTE, 2, 0, b"\x07" * 32)
+        for e in live
+    ]
+
+
+def test_votes_for_the_next_height_wait_a_message_delay_before_asking() -> None:
+    """f+1 validators voting on height 2 while we hold the height-1 block: our precommits
+    are likely right behind their votes, so the certificate request waits for a timer."""
+    group, laggard, log, now = _lagging_height_one()
+    laggard.outbox()
+    now += 1.0  # past the engine's own request_interval: only the new wait can hold it
+    for v in _votes_for_height_two(group, laggard):
+        laggard.receive(now, v)
+    assert not [m for m in laggard.outbox() if isinstance(m, CertificateRequest)]
+    # the precommits arrive before the timer: committed, nothing was asked
+    for m in log:
+        if isinstance(m, Vote) and m.step is Step.PRECOMMIT and m.height == 1:
+            laggard.receive(now + 0.01, m)
+    assert laggard.height == 1
+    assert not [m for m in laggard.outbox() if isinstance(m, CertificateRequest)]
+
+
+def test_votes_for_the_next_height_ask_for_the_certificate_when_precommits_stay_away() -> None:
+    group, laggard, _, now = _lagging_height_one()
+    laggard.outbox()
+    now += 1.0
+    for v in _votes_for_height_two(group, laggard):
+        laggard.receive(now, v)
+    assert not [m for m in laggard.outbox() if isinstance(m, CertificateRequest)]
+    asked: list[Message] = []
+    t = now
+    for _ in range(20):
+        due = laggard.next_timer()
+        assert due is not None
+        t = max(t, due)
+        laggard.handle_timer(t)
+        asked += laggard.outbox()
+        if CertificateRequest(1) in asked:
+            break
+    assert CertificateRequest(1) in asked
+    assert t - now < 5.0

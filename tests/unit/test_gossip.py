@@ -134,3 +134,14 @@ def test_pack_keeps_order_and_the_size_limit(items: list[bytes], limit: int) -> 
     for b in batches:
         assert b
         assert len(b) == 1 or sum(len(x) + 2 for x in b) <= limit
+
+
+def test_a_flooded_own_message_reaches_neighbours_that_appear_later() -> None:
+    g = Gossip()
+    g.set_neighbours([A])
+    g.offer(b"queued", b"q", 1)
+    g.flooded(b"queued", b"q", 1)  # the flood covered A: no second copy from gossip
+    g.flooded(b"own", b"x", 1)
+    assert sent(g, A) == []
+    assert g.set_neighbours([A, B]) == [B]
+    assert sorted(sent(g, B)) == [b"own", b"queued"]
