@@ -3,7 +3,8 @@
 :class:`ByzantineBridge` runs the honest engine and bridge, and misbehaves only where a
 message leaves the node (``transmit``), as :func:`ble_bridge.consensus.byzantine.misbehave`
 says: equivocate, forge, replay what it heard, withhold, propose invalid blocks, or send
-garbage in 0x1C packets. Honest nodes must keep agreement, validity and liveness despite it.
+garbage in 0x1C packets. A withholding node also passes on nothing it should gossip to
+its neighbours (a relay that swallows messages; its mesh router still relays floods). Honest nodes must keep agreement, validity and liveness despite it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from ..bridge import BridgeConfig, NetworkConsensusBridge
+from ..bridge import BridgeConfig, NetworkConsensusBridge, _Session
 from ..consensus.byzantine import BEHAVIOURS, Behaviour, misbehave
 from ..mesh.service import MeshNode
 from ..node import BridgeFactory
@@ -54,6 +55,18 @@ class ByzantineBridge(NetworkConsensusBridge):
         if self.behaviour is Behaviour.REPLAY:
             self.heard.append(bytes(payload))
         return super().receive_payload(payload, sender, via=via)
+
+    def _pass_on(
+        self,
+        s: _Session,
+        now: float,
+        received: Message | None = None,
+        via: bytes | None = None,
+    ) -> None:
+        if self.behaviour is Behaviour.WITHHOLD:  # sends nothing: passes nothing on either
+            self.lies += len(s.engine.relayable())
+            return
+        super()._pass_on(s, now, received, via)
 
     def transmit(self, session_id: bytes, msg: Message) -> None:
         out = misbehave(
