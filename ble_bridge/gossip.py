@@ -33,8 +33,10 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class GossipConfig:
-    max_neighbours: int = 32
-    max_known: int = 4096  # keys remembered per neighbour
+    # Worst case per session ~ max_neighbours x max_known keys (10 x 2048 x ~120 bytes,
+    # 2.5 MB); a BLE radio holds 4-7 links and an announce lists at most 10 neighbours.
+    max_neighbours: int = 10
+    max_known: int = 2048  # keys remembered per neighbour (~30 heights at saturation)
     max_queue: int = 512  # items waiting per neighbour; the oldest go first
     max_recent: int = 512  # items kept to bring a new neighbour up to date
     batch_bytes: int = 1000  # items per frame (the mesh fragments larger frames)
@@ -151,7 +153,7 @@ class Gossip:
         if kids is None:
             kids = tree_children(self._graph, origin, self._me)
             self._children[origin] = kids
-            if len(self._children) > self.config.max_neighbours * 8:
+            if len(self._children) > 1024:  # origins: validators of one session
                 self._children.popitem(last=False)
         return kids
 

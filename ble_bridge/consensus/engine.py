@@ -991,15 +991,11 @@ class ConsensusEngine(Generic[S]):
                 return
             height = ahead[self.f]
         self._hint_height = max(self._hint_height, height)
-        if (
-            validator is not None
-            and height == h + 1
-            and self._hs.blocks
-            and not self._hs.need_block
-        ):
-            # f+1 validators just voted on the next height and we hold a candidate block:
-            # our missing precommits are most likely a message delay behind their votes.
-            # Ask only if they do not come (an announcement of a decided height asks now).
+        if height == h + 1 and self._hs.blocks and not self._hs.need_block:
+            # Others just moved on (f+1 voted on the next height, or one announced the
+            # decision) and we hold a candidate block: our missing precommits are most
+            # likely a message delay behind. Ask for the certificate only if they do not
+            # come (asking at once cost ~40 requests and flooded certificates a minute).
             if "catch_up" not in self._timers:
                 self._set_timer(now, "catch_up", self._timeout("prevote", 0) / 2, self._hs.round)
             return
