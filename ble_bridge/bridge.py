@@ -787,7 +787,7 @@ class NetworkConsensusBridge:
                 if depth >= self.config.gossip_busy_frames and not overdue:
                     wake = min(wake, now + self.config.gossip_poll)
                     continue
-                items = self._merge_votes(s, s.gossip.take(peer))
+                items = self._compact_items(s, s.gossip.take(peer))
                 for batch in pack(items, self.config.gossip_config.batch_bytes):
                     payload = encode_batch(s.id, batch)
                     try:
@@ -800,7 +800,7 @@ class NetworkConsensusBridge:
         if wake < math.inf:
             self._flush_handle = self._loop.call_at(wake, self._flush)
 
-    def _merge_votes(self, s: _Session, items: Sequence[Item]) -> list[bytes]:
+    def _compact_items(self, s: _Session, items: Sequence[Item]) -> list[bytes]:
         """Item bytes, with the votes that agree on step/height/round/block as one vote set
         and operations as OperationRefs (the submitter as its index in the validator set)."""
         groups: dict[tuple[int, int, int, bytes], list[Vote]] = {}

@@ -190,10 +190,7 @@ class Gossip:
         ``again``: our own message re-sent because nobody answered; every neighbour that
         only probably has it gets it again. Returns how many neighbours it was queued for."""
         item = Item(key, data, height, meta, priority, due)
-        self._recent[key] = item
-        self._recent.move_to_end(key)
-        while len(self._recent) > self.config.max_recent:
-            self._recent.popitem(last=False)
+        self._remember(item)
         self.heard(source, key)
         targets = None if origin is None or again else self.children(origin)
         queued = 0
@@ -212,11 +209,7 @@ class Gossip:
         """Our own message went out as a mesh flood: every current neighbour probably has
         it; keep it for neighbours that appear later (a flood sent before any link existed
         reached nobody)."""
-        item = Item(key, data, height, meta)
-        self._recent[key] = item
-        self._recent.move_to_end(key)
-        while len(self._recent) > self.config.max_recent:
-            self._recent.popitem(last=False)
+        self._remember(Item(key, data, height, meta))
         for nb in self._neighbours.values():
             nb.queue.pop(key, None)
             self._know(nb, key, False)
@@ -257,6 +250,13 @@ class Gossip:
         return items
 
     # -- internals ------------------------------------------------------------------------
+
+    def _remember(self, item: Item) -> None:
+        """Keep ``item`` (newest last) for neighbours that appear later; bounded."""
+        self._recent[item.key] = item
+        self._recent.move_to_end(item.key)
+        while len(self._recent) > self.config.max_recent:
+            self._recent.popitem(last=False)
 
     def _enqueue(self, nb: _Neighbour, item: Item) -> int:
         if item.key in nb.known or item.key in nb.queue:

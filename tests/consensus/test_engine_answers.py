@@ -47,6 +47,20 @@ def _run(
     return now
 
 
+def _timers_until(engine: Engine, t: float, wanted: Message) -> tuple[list[Message], float]:
+    """Fire ``engine``'s timers from ``t`` on until its outbox holds ``wanted`` (at most 20
+    firings); the outbox that held it and the time it left."""
+    for _ in range(20):
+        due = engine.next_timer()
+        assert due is not None
+        t = max(t, due)
+        engine.handle_timer(t)
+        out = engine.outbox()
+        if wanted in out:
+            return out, t
+    raise AssertionError(f"{wanted} never left")
+
+
 def _lagging_height_one() -> tuple[list[Engine], Engine, list[Message], float]:
     """Four engines decide height 1; the laggard sees the proposal but no precommit."""
     group = engines(4)
@@ -111,17 +125,8 @@ def test_catch_up_asks_for_the_certificate_when_it_holds_a_candidate_block() -> 
     t = now + 1.0
     laggard.receive(t, ahead.state_announcement())
     # its precommits may be a message delay away: it waits, then asks for the certificate
-    asked = laggard.outbox()
-    assert CertificateRequest(1) not in asked
-    for _ in range(20):
-        if CertificateRequest(1) in asked:
-            break
-        due = laggard.next_timer()
-        assert due is not None
-        t = max(t, due)
-        laggard.handle_timer(t)
-        asked = laggard.outbox()
-    assert CertificateRequest(1) in asked
+    assert CertificateRequest(1) not in laggard.outbox()
+    asked, _ = _timers_until(laggard, t, CertificateRequest(1))
     assert not [m for m in asked if isinstance(m, CommitRequest)]
     ahead.receive(now + 1.0, CertificateRequest(1))
     due = ahead.next_timer()
@@ -232,15 +237,5 @@ def test_votes_for_the_next_height_ask_for_the_certificate_when_precommits_stay_
     for v in _votes_for_height_two(group, laggard):
         laggard.receive(now, v)
     assert not [m for m in laggard.outbox() if isinstance(m, CertificateRequest)]
-    asked: list[Message] = []
-    t = now
-    for _ in range(20):
-        due = laggard.next_timer()
-        assert due is not None
-        t = max(t, due)
-        laggard.handle_timer(t)
-        asked += laggard.outbox()
-        if CertificateRequest(1) in asked:
-            break
-    assert CertificateRequest(1) in asked
+    _, t = _timers_until(laggard, now, CertificateRequest(1))
     assert t - now < 5.0
