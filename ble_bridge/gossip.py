@@ -9,9 +9,10 @@ envelope, without jitter, and only messages its engine accepted as valid (verify
 relay). This is the per-peer gossip of Tendermint's consensus reactor, over BLE links.
 
 Each message travels down the shortest-path tree of its author over the validator graph
-(built by every node alike from its links and the neighbour lists peers announce, ties
-broken by peer id): a node passes a message on only to its children in the author's tree,
-so in a settled mesh every validator receives each message once, along a shortest path.
+(built by every node alike from its links and the neighbour lists peers announce, the
+relaying spread over the nodes, see :func:`gossip_trees`): a node passes a message on only
+to its children in the author's tree, so in a settled mesh every validator receives each
+message once, along a shortest path.
 Messages of an unknown author, and our own re-sends, go to every neighbour lacking them.
 
 What a neighbour knows is what it sent us (certain) and what we sent it (likely: a BLE
@@ -25,6 +26,7 @@ dropped, counted), recent items kept for new neighbours, and the number of neigh
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ class Item:
     meta: Any = None
     priority: int = 0
     due: float = 0.0  # when it should leave at the latest (an op lingers to share a frame)
+    origin: bytes | None = None  # its author's peer id: whose tree it follows
 
 
 def _below(item: Item, height: int) -> bool:
@@ -83,19 +86,42 @@ class _Neighbour:
     queue: OrderedDict[bytes, Item] = field(default_factory=OrderedDict)
 
 
+def _tie(*parts: bytes) -> bytes:
+    return hashlib.blake2b(b"".join(parts), digest_size=8).digest()
+
+
+def gossip_trees(graph: Mapping[bytes, Iterable[bytes]]) -> dict[bytes, dict[bytes, bytes]]:
+    """Every author's breadth-first tree over ``graph``: author -> {node: its parent}.
+
+    A node's parent is one of its neighbours one step closer to the author; among several,
+    the one that relays least so far, over the trees built before (authors in byte order),
+    then by a hash of (author, parent, node). Relaying is so spread over the nodes instead
+    of falling on the lowest peer ids (one relay at 100 % airtime while others idled at 50 %
+    on the 8-node bench). Deterministic: every node with the same graph builds the same trees.
+    """
+    load: dict[bytes, int] = {}
+    trees: dict[bytes, dict[bytes, bytes]] = {}
+    for origin in sorted(graph):
+        parent = {origin: origin}
+        level = [origin]
+        while level:
+            closer: dict[bytes, list[bytes]] = {}
+            for u in level:
+                for v in graph.get(u, ()):
+                    if v not in parent:
+                        closer.setdefault(v, []).append(u)
+            level = sorted(closer, key=lambda v: _tie(origin, v))
+            for v in level:
+                u = min(closer[v], key=lambda u: (load.get(u, 0), _tie(origin, u, v)))
+                parent[v] = u
+                load[u] = load.get(u, 0) + 1
+        trees[origin] = parent
+    return trees
+
+
 def tree_children(graph: Mapping[bytes, Iterable[bytes]], origin: bytes, me: bytes) -> set[bytes]:
-    """My children in the breadth-first tree of ``graph`` rooted at ``origin`` (a node's
-    parent is its first neighbour one step closer to the origin, in byte order)."""
-    parent: dict[bytes, bytes] = {origin: origin}
-    level = [origin]
-    while level:
-        nxt: list[bytes] = []
-        for u in level:
-            for v in sorted(graph.get(u, ())):
-                if v not in parent:
-                    parent[v] = u
-                    nxt.append(v)
-        level = sorted(nxt)
+    """My children in ``origin``'s tree (see :func:`gossip_trees`)."""
+    parent = gossip_trees(graph).get(origin, {})
     return {v for v, p in parent.items() if p == me and v != origin}
 
 
@@ -108,7 +134,7 @@ class Gossip:
         self._recent: OrderedDict[bytes, Item] = OrderedDict()
         self._me = b""
         self._graph: dict[bytes, frozenset[bytes]] = {}
-        self._children: OrderedDict[bytes, set[bytes]] = OrderedDict()
+        self._children: dict[bytes, set[bytes]] = {}
         self.stats: Counter[str] = Counter()
 
     # -- neighbours -------------------------------------------------------------------
@@ -144,18 +170,32 @@ class Gossip:
             self._me, self._graph = me, frozen
             self._children.clear()
             self.stats["graph_changes"] += 1
+            self._reoffer()
+
+    def _reoffer(self) -> None:
+        """After a change of the graph: recent items to our new children in their authors'
+        trees that are not known to have them. While views of the graph differ (an announce
+        on its way), a node's old parent may already think it is someone else's child; this
+        closes that gap at the price of some duplicates. (Operations have no re-send: one
+        that missed a node made the proposal that carries it cost a full-proposal flood.)"""
+        for item in self._recent.values():
+            if item.origin is None:
+                continue
+            for peer in self.children(item.origin) or ():
+                nb = self._neighbours.get(peer)
+                if nb is not None and item.key not in nb.known:
+                    self.stats["reoffered"] += self._enqueue(nb, item)
 
     def children(self, origin: bytes) -> set[bytes] | None:
         """Neighbours that get ``origin``'s messages from us; None: not in the graph (all)."""
         if origin not in self._graph or self._me not in self._graph:
             return None
-        kids = self._children.get(origin)
-        if kids is None:
-            kids = tree_children(self._graph, origin, self._me)
-            self._children[origin] = kids
-            if len(self._children) > 1024:  # origins: validators of one session
-                self._children.popitem(last=False)
-        return kids
+        if not self._children:
+            for author, parent in gossip_trees(self._graph).items():
+                self._children[author] = {
+                    v for v, p in parent.items() if p == self._me and v != author
+                }
+        return self._children.get(origin, set())
 
     # -- knowledge ----------------------------------------------------------------------
 
@@ -189,7 +229,7 @@ class Gossip:
 
         ``again``: our own message re-sent because nobody answered; every neighbour that
         only probably has it gets it again. Returns how many neighbours it was queued for."""
-        item = Item(key, data, height, meta, priority, due)
+        item = Item(key, data, height, meta, priority, due, origin)
         self._remember(item)
         self.heard(source, key)
         targets = None if origin is None or again else self.children(origin)
@@ -231,6 +271,13 @@ class Gossip:
         if nb is None or not nb.queue:
             return None
         return min(item.due for item in nb.queue.values())
+
+    def urgency(self, peer: bytes) -> int | None:
+        """The lowest ``priority`` queued for ``peer`` (None: nothing queued)."""
+        nb = self._neighbours.get(peer)
+        if nb is None or not nb.queue:
+            return None
+        return min(item.priority for item in nb.queue.values())
 
     def waiting(self) -> list[bytes]:
         """Neighbours with something queued."""

@@ -10,15 +10,18 @@ from bridge_harness import SESSION, BridgeNet, run
 
 from ble_bridge.bridge import BridgeConfig
 from ble_bridge.consensus.testing import add_op
+from ble_bridge.gossip import Item
 from ble_bridge.wire.messages import (
     ENVELOPE_PREFIX,
     Kind,
+    Operation,
     StateAnnounce,
     Step,
     Vote,
     encode_batch,
     encode_message,
 )
+from ble_bridge.wire.packet import PacketType
 
 
 async def load(net: BridgeNet, seconds: float, every: float = 0.5) -> None:
@@ -140,3 +143,47 @@ def test_garbage_batches_are_counted_and_dropped() -> None:
         await net.stop()
 
     run(body)
+
+
+def test_operations_yield_the_radio_while_our_links_are_busy() -> None:
+    async def body() -> list[tuple[str, float]]:
+        cfg = BridgeConfig(gossip_linger=0.0, gossip_op_busy_frames=2, gossip_op_max_hold=0.4)
+        net = BridgeNet(3, config=cfg)
+        await net.start()
+        b0 = net.bridge(0)
+        s0 = b0.sessions[SESSION]
+        assert await net.until(lambda: len(s0.gossip.neighbours) == 2, 10)
+        await asyncio.sleep(1)
+        loop = asyncio.get_running_loop()
+        ident = net.network.identities[0]
+        me = ident.signing_public
+        sent: list[tuple[str, float]] = []
+        real = b0._compact_items
+
+        def spy(s: object, items: list[Item]) -> list[bytes]:
+            sent.extend((type(it.meta).__name__, loop.time()) for it in items)
+            return real(s, items)  # type: ignore[arg-type]
+
+        def offer(msg: Operation | Vote, priority: int) -> None:
+            payload = encode_message(SESSION, msg)
+            data = payload[ENVELOPE_PREFIX:]
+            s0.gossip.offer(payload, data, None, meta=msg, priority=priority, due=loop.time())
+            b0._schedule_flush()
+
+        b0._compact_items = spy  # type: ignore[method-assign]
+        net.network.air.extra_delay = 2.0  # what we send now stays queued for two seconds
+        net.node(0).mesh.send(PacketType.MESSAGE, b"busy")  # one frame on each link
+        t0 = loop.time()
+        offer(Operation.create(ident.sign, me, SESSION, 99, add_op(7)), 2)
+        await asyncio.sleep(1.0)  # an operation alone waits for the radio, at most 0.4 s
+        offer(Operation.create(ident.sign, me, SESSION, 100, add_op(8)), 2)
+        await asyncio.sleep(0.1)
+        offer(Vote.create(ident.sign, me, SESSION, Step.PREVOTE, 9, 0, bytes(32)), 0)
+        await asyncio.sleep(0.5)  # a vote goes at once, and the waiting operation with it
+        await net.stop()
+        return [(kind, round(t - t0, 1)) for kind, t in sent]
+
+    sent = run(body)
+    # two neighbours each: the first op after its max hold; the vote and the second op
+    # together 0.1 s after that op was queued
+    assert sent == [("Operation", 0.4)] * 2 + [("Vote", 1.1), ("Operation", 1.1)] * 2, sent

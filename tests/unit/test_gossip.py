@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ble_bridge.gossip import Gossip, GossipConfig, pack, tree_children
+from ble_bridge.gossip import Gossip, GossipConfig, gossip_trees, pack, tree_children
 
 A, B, C, D = b"A" * 8, b"B" * 8, b"C" * 8, b"D" * 8
 
@@ -145,3 +145,48 @@ def test_a_flooded_own_message_reaches_neighbours_that_appear_later() -> None:
     assert sent(g, A) == []
     assert g.set_neighbours([A, B]) == [B]
     assert sorted(sent(g, B)) == [b"own", b"queued"]
+
+
+def test_trees_spread_relaying_over_the_nodes_that_could_relay() -> None:
+    # six leaves, each linked to both hubs: every leaf-to-leaf message needs a hub
+    hubs = [b"\x00" * 8, b"\x01" * 8]
+    leaves = [bytes([0x10 + i]) * 8 for i in range(6)]
+    graph = {h: set(leaves) for h in hubs} | {leaf: set(hubs) for leaf in leaves}
+    relayed = {h: 0 for h in hubs}
+    for origin, parent in gossip_trees(graph).items():
+        assert set(parent) == set(graph)  # every tree spans the graph
+        for node, p in parent.items():
+            if node != origin and p in relayed:
+                relayed[p] += 1
+    # byte order alone would make hub 0 relay everything (4 x 6 leaf messages + ...)
+    assert abs(relayed[hubs[0]] - relayed[hubs[1]]) <= 2
+    # the same graph gives the same trees, whatever the set order
+    shuffled = {k: set(sorted(v, reverse=True)) for k, v in reversed(list(graph.items()))}
+    assert gossip_trees(shuffled) == gossip_trees(graph)
+
+
+def test_a_graph_change_reoffers_recent_items_to_new_children() -> None:
+    me, b, c, x = (bytes([i]) * 8 for i in (1, 2, 3, 9))
+    g = Gossip()
+    g.set_neighbours([b, c])
+    # x - b, b - me, b - c, me - c: x's messages reach c from b, not from us
+    g.set_graph(me, {me: {b, c}, b: {x, me, c}, c: {me, b}})
+    assert g.offer(b"k", b"data", 1, b, origin=x) == 0
+    # b loses its link to c: c now hears x through us, and we already had the message
+    g.set_graph(me, {me: {b, c}, b: {x, me}, c: {me}})
+    assert [it.key for it in g.take(c)] == [b"k"]
+    assert g.take(b) == []  # b sent it to us
+    assert g.stats["reoffered"] == 1
+    g.set_graph(me, {me: {b, c}, b: {x, me, c}, c: {me, b}})
+    assert g.take(c) == []  # c probably has it now: no second copy on the next change
+
+
+def test_urgency_is_the_most_pressing_queued_priority() -> None:
+    g = Gossip()
+    peer = b"\x02" * 8
+    g.set_neighbours([peer])
+    assert g.urgency(peer) is None
+    g.offer(b"op", b"o", None, priority=2)
+    assert g.urgency(peer) == 2
+    g.offer(b"vote", b"v", 1, priority=0)
+    assert g.urgency(peer) == 0
