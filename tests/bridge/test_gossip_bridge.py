@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
 from bridge_harness import SESSION, BridgeNet, run
 
+import ble_bridge.bridge as bridge_module
 from ble_bridge.bridge import BridgeConfig
 from ble_bridge.consensus.testing import add_op
 from ble_bridge.gossip import Item
 from ble_bridge.wire.messages import (
     ENVELOPE_PREFIX,
+    CompactProposal,
     Kind,
+    Message,
     Operation,
     StateAnnounce,
     Step,
@@ -187,3 +191,36 @@ def test_operations_yield_the_radio_while_our_links_are_busy() -> None:
     # two neighbours each: the first op after its max hold; the vote and the second op
     # together 0.1 s after that op was queued
     assert sent == [("Operation", 0.4)] * 2 + [("Vote", 1.1), ("Operation", 1.1)] * 2, sent
+
+
+@pytest.mark.parametrize("gossip", [True, False])
+def test_own_ops_ride_inline_only_in_flooded_compact_proposals(
+    monkeypatch: pytest.MonkeyPatch, gossip: bool
+) -> None:
+    seen: list[CompactProposal] = []
+    real = bridge_module.encode_message
+
+    def spy(session_id: bytes, msg: Message) -> bytes:
+        if isinstance(msg, CompactProposal):
+            seen.append(msg)
+        return real(session_id, msg)
+
+    monkeypatch.setattr(bridge_module, "encode_message", spy)
+
+    async def body() -> None:
+        net = BridgeNet(4, config=BridgeConfig(gossip=gossip))
+        await net.start()
+        sessions = [net.bridge(i).sessions[SESSION] for i in range(4)]
+        if gossip:
+            assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+        for k in range(3):
+            for i in range(4):
+                net.bridge(i).submit_operation(SESSION, add_op(10 * k + i + 1))
+            assert await net.until(lambda w=k + 1: min(map(net.height, range(4))) >= w, 20)
+        await net.stop()
+
+    run(body)
+    assert seen
+    inline = [e for cp in seen for e in cp.entries if isinstance(e, Operation)]
+    # gossiped: our ops went down the same tree first; flooded: they may race the proposal
+    assert bool(inline) is not gossip
