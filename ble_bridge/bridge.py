@@ -911,6 +911,9 @@ class NetworkConsensusBridge:
         if isinstance(ev, Committed):
             self.counters["rounds_completed"] += 1
             self.counters["ops_in_blocks"] += len(ev.ops)
+            if ev.ops:
+                done = {op.op_id for op in ev.ops}
+                s.gossip.forget(lambda it: isinstance(it.meta, Operation) and it.meta.op_id in done)
             signers = len(ev.certificate.signers)
             for op in ev.ops:
                 pending = s.pending_of(op.op_id)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +199,11 @@ class Gossip:
 
     # -- knowledge ----------------------------------------------------------------------
 
+    @property
+    def recent(self) -> list[Item]:
+        """The items kept for neighbours that appear later, oldest first."""
+        return list(self._recent.values())
+
     def is_recent(self, key: bytes) -> bool:
         return key in self._recent
 
@@ -256,10 +261,15 @@ class Gossip:
 
     def forget_below(self, height: int) -> None:
         """Drop recent and queued items of heights below ``height`` (decided: no use)."""
-        for key in [k for k, it in self._recent.items() if _below(it, height)]:
+        self.forget(lambda item: _below(item, height))
+
+    def forget(self, done: Callable[[Item], bool]) -> None:
+        """Drop the recent and queued items for which ``done`` is true (e.g. committed
+        operations: a neighbour that appears later must not get them all again)."""
+        for key in [k for k, it in self._recent.items() if done(it)]:
             del self._recent[key]
         for nb in self._neighbours.values():
-            for key in [k for k, it in nb.queue.items() if _below(it, height)]:
+            for key in [k for k, it in nb.queue.items() if done(it)]:
                 del nb.queue[key]
                 self.stats["dequeued_old"] += 1
 

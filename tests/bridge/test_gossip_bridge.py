@@ -224,3 +224,23 @@ def test_own_ops_ride_inline_only_in_flooded_compact_proposals(
     inline = [e for cp in seen for e in cp.entries if isinstance(e, Operation)]
     # gossiped: our ops went down the same tree first; flooded: they may race the proposal
     assert bool(inline) is not gossip
+
+
+def test_committed_operations_leave_the_gossip_state() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start()
+        sessions = [net.bridge(i).sessions[SESSION] for i in range(4)]
+        assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+        net.bridge(0).submit_operation(SESSION, add_op(3))
+
+        def ops_kept() -> int:
+            return sum(isinstance(it.meta, Operation) for s in sessions for it in s.gossip.recent)
+
+        assert await net.until(lambda: ops_kept() > 0, 5)
+        assert await net.until(lambda: all(net.height(i) >= 1 for i in range(4)), 10)
+        # a neighbour that appears now would not get the committed op again
+        assert ops_kept() == 0
+        await net.stop()
+
+    run(body)

@@ -190,3 +190,15 @@ def test_urgency_is_the_most_pressing_queued_priority() -> None:
     assert g.urgency(peer) == 2
     g.offer(b"vote", b"v", 1, priority=0)
     assert g.urgency(peer) == 0
+
+
+def test_forgotten_items_are_neither_queued_nor_given_to_new_neighbours() -> None:
+    g = Gossip()
+    a, b = b"\x02" * 8, b"\x03" * 8
+    g.set_neighbours([a])
+    g.offer(b"op1", b"1", None, meta="committed")
+    g.offer(b"op2", b"2", None, meta="pending")
+    g.forget(lambda item: item.meta == "committed")
+    assert [it.key for it in g.take(a)] == [b"op2"]
+    g.set_neighbours([a, b])  # b appears: it gets what is still of use
+    assert [it.key for it in g.take(b)] == [b"op2"]
