@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +90,11 @@ def _tie(*parts: bytes) -> bytes:
     return hashlib.blake2b(b"".join(parts), digest_size=8).digest()
 
 
-def gossip_trees(graph: Mapping[bytes, Iterable[bytes]]) -> dict[bytes, dict[bytes, bytes]]:
+def gossip_trees(
+    graph: Mapping[bytes, Iterable[bytes]], leaves: Collection[bytes] = ()
+) -> dict[bytes, dict[bytes, bytes]]:
     """Every author's breadth-first tree over ``graph``: author -> {node: its parent}.
+    ``leaves`` (e.g. banned validators) get messages but pass on only their own.
 
     A node's parent is one of its neighbours one step closer to the author; among several,
     the one that relays least so far, over the trees built before (authors in byte order),
@@ -107,6 +110,8 @@ def gossip_trees(graph: Mapping[bytes, Iterable[bytes]]) -> dict[bytes, dict[byt
         while level:
             closer: dict[bytes, list[bytes]] = {}
             for u in level:
+                if u in leaves and u != origin:
+                    continue
                 for v in graph.get(u, ()):
                     if v not in parent:
                         closer.setdefault(v, []).append(u)
@@ -119,9 +124,14 @@ def gossip_trees(graph: Mapping[bytes, Iterable[bytes]]) -> dict[bytes, dict[byt
     return trees
 
 
-def tree_children(graph: Mapping[bytes, Iterable[bytes]], origin: bytes, me: bytes) -> set[bytes]:
+def tree_children(
+    graph: Mapping[bytes, Iterable[bytes]],
+    origin: bytes,
+    me: bytes,
+    leaves: Collection[bytes] = (),
+) -> set[bytes]:
     """My children in ``origin``'s tree (see :func:`gossip_trees`)."""
-    parent = gossip_trees(graph).get(origin, {})
+    parent = gossip_trees(graph, leaves).get(origin, {})
     return {v for v, p in parent.items() if p == me and v != origin}
 
 
@@ -134,6 +144,7 @@ class Gossip:
         self._recent: OrderedDict[bytes, Item] = OrderedDict()
         self._me = b""
         self._graph: dict[bytes, frozenset[bytes]] = {}
+        self._leaves: frozenset[bytes] = frozenset()
         self._children: dict[bytes, set[bytes]] = {}
         self.stats: Counter[str] = Counter()
 
@@ -157,8 +168,14 @@ class Gossip:
             self.stats["neighbour_new"] += 1
         return added
 
-    def set_graph(self, me: bytes, graph: Mapping[bytes, Iterable[bytes]]) -> None:
-        """The validator graph (peer id -> its neighbours' peer ids), symmetrised here."""
+    def set_graph(
+        self,
+        me: bytes,
+        graph: Mapping[bytes, Iterable[bytes]],
+        leaves: Collection[bytes] = (),
+    ) -> None:
+        """The validator graph (peer id -> its neighbours' peer ids), symmetrised here;
+        ``leaves`` receive but relay nothing (see :func:`gossip_trees`)."""
         sym: dict[bytes, set[bytes]] = {}
         for u, vs in graph.items():
             for v in vs:
@@ -166,8 +183,9 @@ class Gossip:
                     sym.setdefault(u, set()).add(v)
                     sym.setdefault(v, set()).add(u)
         frozen = {u: frozenset(vs) for u, vs in sym.items()}
-        if me != self._me or frozen != self._graph:
-            self._me, self._graph = me, frozen
+        fixed = frozenset(leaves)
+        if me != self._me or frozen != self._graph or fixed != self._leaves:
+            self._me, self._graph, self._leaves = me, frozen, fixed
             self._children.clear()
             self.stats["graph_changes"] += 1
             self._reoffer()
@@ -191,7 +209,7 @@ class Gossip:
         if origin not in self._graph or self._me not in self._graph:
             return None
         if not self._children:
-            for author, parent in gossip_trees(self._graph).items():
+            for author, parent in gossip_trees(self._graph, self._leaves).items():
                 self._children[author] = {
                     v for v, p in parent.items() if p == self._me and v != author
                 }

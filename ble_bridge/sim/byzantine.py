@@ -50,11 +50,16 @@ class ByzantineBridge(NetworkConsensusBridge):
         self.lies = 0
 
     def receive_payload(
-        self, payload: bytes, sender: bytes | None = None, *, via: bytes | None = None
+        self,
+        payload: bytes,
+        sender: bytes | None = None,
+        *,
+        via: bytes | None = None,
+        flooded: bool = False,
     ) -> bool:
         if self.behaviour is Behaviour.REPLAY:
             self.heard.append(bytes(payload))
-        return super().receive_payload(payload, sender, via=via)
+        return super().receive_payload(payload, sender, via=via, flooded=flooded)
 
     def _pass_on(
         self,
@@ -62,11 +67,12 @@ class ByzantineBridge(NetworkConsensusBridge):
         now: float,
         received: Message | None = None,
         via: bytes | None = None,
+        flooded: bool = False,
     ) -> None:
         if self.behaviour is Behaviour.WITHHOLD:  # sends nothing: passes nothing on either
             self.lies += len(s.engine.relayable())
             return
-        super()._pass_on(s, now, received, via)
+        super()._pass_on(s, now, received, via, flooded)
 
     def transmit(self, session_id: bytes, msg: Message) -> None:
         out = misbehave(

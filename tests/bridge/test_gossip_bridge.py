@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+from typing import Any
 
 import pytest
 from bridge_harness import SESSION, BridgeNet, run
@@ -12,7 +14,7 @@ from bridge_harness import SESSION, BridgeNet, run
 import ble_bridge.bridge as bridge_module
 from ble_bridge.bridge import BridgeConfig
 from ble_bridge.consensus.testing import add_op
-from ble_bridge.gossip import Item
+from ble_bridge.gossip import Gossip, Item
 from ble_bridge.wire.messages import (
     ENVELOPE_PREFIX,
     CompactProposal,
@@ -241,6 +243,58 @@ def test_committed_operations_leave_the_gossip_state() -> None:
         assert await net.until(lambda: all(net.height(i) >= 1 for i in range(4)), 10)
         # a neighbour that appears now would not get the committed op again
         assert ops_kept() == 0
+        await net.stop()
+
+    run(body)
+
+
+def test_a_flooded_message_is_left_to_the_mesh_relays(monkeypatch: pytest.MonkeyPatch) -> None:
+    offered: list[bytes] = []
+    real = Gossip.offer
+
+    def spy(self: Gossip, key: bytes, *args: Any, **kwargs: Any) -> int:
+        offered.append(key)
+        return real(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(Gossip, "offer", spy)
+
+    async def body() -> tuple[int, int]:
+        net = BridgeNet(6, profile="pi-tuned", seed=3)
+        await net.start()
+        await asyncio.sleep(15)  # links form, neighbour lists get announced
+        ident = net.network.identities[0]
+        key = ident.signing_public
+        op = Operation.create(ident.sign, key, SESSION, 1, add_op(4))
+        payload = encode_message(SESSION, op)
+        net.bridge(0).send_payload(payload)  # one mesh flood
+        await asyncio.sleep(2)
+        engines = [net.bridge(i).engine(SESSION) for i in range(6)]
+        have = sum(op.op_id in e.mempool.ops or e.committed_nonce(key) >= 1 for e in engines)
+        await net.stop()
+        return have, offered.count(hashlib.blake2b(payload, digest_size=16).digest())
+
+    have, gossiped = run(body, seed=3)
+    assert have == 6  # the routers carried it everywhere...
+    assert gossiped == 0  # ...and nobody offered it to its gossip neighbours as well
+
+
+def test_a_banned_validator_still_gets_gossip_but_relays_nothing() -> None:
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start()
+        sessions = [net.bridge(i).sessions[SESSION] for i in range(4)]
+        assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+        banned = net.network.identities[3].signing_public
+        for s in sessions:
+            s.engine._banned = frozenset({banned})  # as if its evidence had committed
+        await asyncio.sleep(1)  # the next ticks rebuild the trees
+        peer3 = net.node(3).mesh.peer_id
+        for s in sessions[:3]:
+            assert peer3 in s.gossip.neighbours  # still a neighbour...
+            assert s.gossip._leaves == {peer3}  # ...that relays nothing
+            assert not s.flood_own
+        net.bridge(0).submit_operation(SESSION, add_op(9))
+        assert await net.until(lambda: net.height(3) >= 1, 3)  # its announce would take 8 s
         await net.stop()
 
     run(body)

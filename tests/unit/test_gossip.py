@@ -202,3 +202,28 @@ def test_forgotten_items_are_neither_queued_nor_given_to_new_neighbours() -> Non
     assert [it.key for it in g.take(a)] == [b"op2"]
     g.set_neighbours([a, b])  # b appears: it gets what is still of use
     assert [it.key for it in g.take(b)] == [b"op2"]
+
+
+@settings(max_examples=200)
+@given(graphs, st.sets(st.integers(0, 11), max_size=3))
+def test_leaves_receive_but_relay_only_their_own(
+    case: tuple[int, list[tuple[int, int]], int, random.Random], leaf_idx: set[int]
+) -> None:
+    n, extra, origin, _ = case
+    ids = [bytes([i]) * 8 for i in range(n)]
+    leaves = {ids[i] for i in leaf_idx if i < n}
+    graph: dict[bytes, set[bytes]] = {x: set() for x in ids}
+    for a, b in {(i, i + 1) for i in range(n - 1)} | set(extra):
+        if a != b:
+            graph[ids[a]].add(ids[b])
+            graph[ids[b]].add(ids[a])
+    parent = gossip_trees(graph, leaves)[ids[origin]]
+    for node, p in parent.items():
+        if node != ids[origin]:
+            assert p not in leaves or p == ids[origin]  # no leaf relays another's message
+            assert p in graph[node]
+    # every node one step from the relays (or the author) gets it: leaves too
+    relays = {ids[origin]} | {x for x in parent if x not in leaves}
+    for x in ids:
+        if any(r in graph[x] for r in relays if r in parent):
+            assert x in parent
