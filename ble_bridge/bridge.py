@@ -802,7 +802,7 @@ class NetworkConsensusBridge:
         now = self._now()
         wake = math.inf
         transport = self.mesh.transport
-        node_depth = sum(transport.queue_depth(link) for link in self.mesh.router.peers.links)
+        node_depth = sum(transport.queue_depth(link) for link in peers.links)
         op_busy = self.config.gossip_op_busy_frames
         for s in self.sessions.values():
             for peer in s.gossip.waiting():
@@ -1162,7 +1162,7 @@ _KIND_AT = 1 + SESSION_ID_LEN
 _GOSSIPED = (Vote, Proposal, CompactProposal, Operation, Evidence)
 _BATCH_KINDS = (Kind.BATCH, Kind.VOTE_SET, Kind.OPERATION_REF)
 _PRIORITY: dict[type, int] = {Vote: 0, Proposal: 1, CompactProposal: 1, Evidence: 1, Operation: 2}
-_OP_PRIORITY = 2
+_OP_PRIORITY = _PRIORITY[Operation]  # a batch of only these yields the radio
 
 
 def _dedup_key(payload: bytes, sender: bytes | None, epoch: int) -> bytes:

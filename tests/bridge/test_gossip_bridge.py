@@ -12,7 +12,7 @@ import pytest
 from bridge_harness import SESSION, BridgeNet, run
 
 import ble_bridge.bridge as bridge_module
-from ble_bridge.bridge import BridgeConfig
+from ble_bridge.bridge import BridgeConfig, _Session
 from ble_bridge.consensus.testing import add_op
 from ble_bridge.gossip import Gossip, Item
 from ble_bridge.wire.messages import (
@@ -38,6 +38,14 @@ async def load(net: BridgeNet, seconds: float, every: float = 0.5) -> None:
         if len(b.pending_operations(SESSION)) < 4:
             b.submit_operation(SESSION, add_op(k + 1))
         await asyncio.sleep(every / n)
+
+
+async def gossiping(net: BridgeNet) -> tuple[BridgeNet, list[_Session]]:
+    """Start ``net`` and wait until no node floods its own messages any more."""
+    await net.start()
+    sessions = [net.bridge(i).sessions[SESSION] for i in range(len(net.network))]
+    assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+    return net, sessions
 
 
 def air_bytes(net: BridgeNet) -> int:
@@ -211,10 +219,10 @@ def test_own_ops_ride_inline_only_in_flooded_compact_proposals(
 
     async def body() -> None:
         net = BridgeNet(4, config=BridgeConfig(gossip=gossip))
-        await net.start()
-        sessions = [net.bridge(i).sessions[SESSION] for i in range(4)]
         if gossip:
-            assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+            await gossiping(net)
+        else:
+            await net.start()
         for k in range(3):
             for i in range(4):
                 net.bridge(i).submit_operation(SESSION, add_op(10 * k + i + 1))
@@ -230,10 +238,7 @@ def test_own_ops_ride_inline_only_in_flooded_compact_proposals(
 
 def test_committed_operations_leave_the_gossip_state() -> None:
     async def body() -> None:
-        net = BridgeNet(4)
-        await net.start()
-        sessions = [net.bridge(i).sessions[SESSION] for i in range(4)]
-        assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+        net, sessions = await gossiping(BridgeNet(4))
         net.bridge(0).submit_operation(SESSION, add_op(3))
 
         def ops_kept() -> int:
@@ -280,10 +285,7 @@ def test_a_flooded_message_is_left_to_the_mesh_relays(monkeypatch: pytest.Monkey
 
 def test_a_banned_validator_still_gets_gossip_but_relays_nothing() -> None:
     async def body() -> None:
-        net = BridgeNet(4)
-        await net.start()
-        sessions = [net.bridge(i).sessions[SESSION] for i in range(4)]
-        assert await net.until(lambda: not any(s.flood_own for s in sessions), 10)
+        net, sessions = await gossiping(BridgeNet(4))
         banned = net.network.identities[3].signing_public
         for s in sessions:
             s.engine._banned = frozenset({banned})  # as if its evidence had committed
