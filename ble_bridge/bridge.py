@@ -832,7 +832,8 @@ class NetworkConsensusBridge:
                 for batch in pack(items, self.config.gossip_config.batch_bytes):
                     payload = encode_batch(s.id, batch)
                     try:
-                        self.mesh.send(PacketType.CONSENSUS, payload, peer, ttl=1)
+                        # TTL 1, no recipient: for this neighbour alone, 8 bytes shorter
+                        self.mesh.send(PacketType.CONSENSUS, payload, ttl=1, neighbour=peer)
                     except ValueError:
                         self._drop("send_oversized")
                         continue

@@ -439,10 +439,13 @@ class Router:
         recipient: bytes | None = None,
         *,
         ttl: int | None = None,
+        neighbour: bytes | None = None,
     ) -> Packet:
         """Originate a signed packet; returns it (its ``packet_id`` is the dedup key).
 
-        It goes on every link, or only to the recipient's links when it is a neighbour.
+        It goes on every link, or only to the recipient's links when it is a neighbour,
+        or (``neighbour``, a linked peer id) only to that neighbour's links without naming
+        a recipient: with ``ttl`` 1 a frame for that neighbour alone, 8 bytes shorter.
         ``ttl`` defaults to ``config.ttl``. Raises ``ValueError`` above the payload limit.
         """
         self._start(now)
@@ -477,9 +480,14 @@ class Router:
         packet = packet.signed(self.identity)
         self.seen.add(now, packet.packet_id)
         frame = encode(packet)
-        links = self._direct_links(packet, set()) or [
-            link for _, link in sorted(self.peers.links.items())
-        ]
+        if neighbour is not None:
+            rec = self.peers.get(neighbour)
+            ids = sorted(rec.links) if rec is not None else []
+            links = [self.peers.links[i] for i in ids if i in self.peers.links]
+        else:
+            links = self._direct_links(packet, set()) or [
+                link for _, link in sorted(self.peers.links.items())
+            ]
         for link in links:
             self._queue(now, link, packet, frame)
         self.stats["originated"] += 1

@@ -83,10 +83,19 @@ class MeshNode:
     # -- API ----------------------------------------------------------------------------
 
     def send(
-        self, ptype: int, payload: bytes, recipient: bytes | None = None, *, ttl: int | None = None
+        self,
+        ptype: int,
+        payload: bytes,
+        recipient: bytes | None = None,
+        *,
+        ttl: int | None = None,
+        neighbour: bytes | None = None,
     ) -> Packet:
-        """Originate a signed packet now; frames leave before this returns."""
-        packet = self.router.send(self._now(), ptype, payload, recipient, ttl=ttl)
+        """Originate a signed packet now; frames leave before this returns (``neighbour``:
+        only on that linked peer's links, see :meth:`Router.send`)."""
+        packet = self.router.send(
+            self._now(), ptype, payload, recipient, ttl=ttl, neighbour=neighbour
+        )
         self._pump()
         return packet
 

@@ -364,6 +364,19 @@ def test_unicast_to_a_neighbour_goes_on_its_link_only() -> None:
     assert [link for link, _ in settle(r, 2.0)] == [3]
 
 
+def test_a_frame_for_one_neighbour_names_no_recipient_and_is_not_relayed() -> None:
+    r = make_router()
+    p = r.send(1.0, PacketType.CONSENSUS, b"batch", ttl=1, neighbour=B.peer_id)
+    frames = r.frames_to_send()
+    assert [link for link, _ in frames] == [2]  # B's link only
+    assert p.recipient is None
+    with_recipient = encode(replace(p, recipient=B.peer_id).signed(ME))
+    assert len(frames[0][1]) == len(with_recipient) - 8
+    # (at the neighbour TTL 1 is delivered and relayed no further: test_ttl_one_...)
+    assert r.send(1.0, PacketType.CONSENSUS, b"x", ttl=1, neighbour=STRANGER.peer_id)
+    assert r.frames_to_send() == []  # not a neighbour: nowhere
+
+
 def test_send_with_a_custom_ttl() -> None:
     r = make_router()
     p = r.send(1.0, PacketType.CONSENSUS, b"vote", ttl=12)
