@@ -47,6 +47,7 @@ from .store import Store
 from .wire.identity import Identity
 from .wire.messages import (
     ENVELOPE_PREFIX,
+    MAX_VOTE_SET,
     SESSION_ID_LEN,
     CertificateRequest,
     Commit,
@@ -848,10 +849,11 @@ class NetworkConsensusBridge:
         and operations as OperationRefs (the submitter as its index in the validator set)."""
         groups: dict[tuple[int, int, int, bytes], list[Vote]] = {}
         order: list[bytes | tuple[int, int, int, bytes]] = []
+        index, n = s.engine.validators.index, len(s.validators)
         for item in items:
             v = item.meta
             if isinstance(v, Operation) and v.submitter in s.validators:
-                order.append(encode_operation_ref(v, s.engine.validators.index))
+                order.append(encode_operation_ref(v, index, n))
                 continue
             if isinstance(v, Vote) and v.validator in s.validators:
                 k = (int(v.step), v.height, v.round, v.block_hash)
@@ -861,14 +863,16 @@ class NetworkConsensusBridge:
                 groups[k].append(v)
             else:
                 order.append(item.data)
-        index = s.engine.validators.index
         out: list[bytes] = []
         for entry in order:
             if isinstance(entry, bytes):
                 out.append(entry)
                 continue
-            out.append(encode_vote_set(groups[entry], index))  # 114 bytes for one vote, not 142
-            self.counters["vote_sets_sent"] += 1
+            votes = groups[entry]
+            for i in range(0, len(votes), MAX_VOTE_SET):
+                # ~105 bytes for one vote, not 142
+                out.append(encode_vote_set(votes[i : i + MAX_VOTE_SET], index, n))
+                self.counters["vote_sets_sent"] += 1
         return out
 
     def _refresh_gossip(self, s: _Session, now: float) -> None:

@@ -43,15 +43,19 @@ Kinds and bodies::
                          alone, so each item keeps its own dedup key; only signed kinds,
                          no nested batches; LZ4 over the whole batch finds the fields
                          votes share)
-    0x0F VoteSet         step(1) height(8) round(4) block_hash(32) count(2)
-                         (validator_index(2) signature(64))*
-                         (votes of several validators for one block, 66 bytes a vote
+    0x0F VoteSet         step(1) height(v) round(v) block_hash(32) count(1)
+                         (validator_index(i) signature(64))*
+                         (votes of several validators for one block, 65 bytes a vote
                          instead of 141; the index is into the session's sorted validator
                          set, so only a member of the session can expand it into Votes;
                          travels in batches or alone)
-    0x10 OperationRef    submitter_index(2) nonce(8) body: lp(2) signature(64)
+    0x10 OperationRef    submitter_index(i) nonce(v) body_len(v) body signature(64)
                          (an Operation whose submitter is the session validator at that
-                         index: 32 bytes shorter; expanded like a VoteSet)
+                         index: ~43 bytes shorter; expanded like a VoteSet)
+
+    (v): unsigned LEB128 varint below 2**64, shortest form only (7 bits a byte, low
+    first, high bit set while more follow); (i): an index into the sorted validator set,
+    1 byte for sets of up to 256 validators, else 2 (big-endian).
 
     Block        header(137) op_count(4) Operation* evidence_count(2) (vote vote)*
     BlockHeader  version(1)=1 height(8) proposer(32) prev_hash(32) state_hash(32)
@@ -202,6 +206,28 @@ class _Reader:
     def u64(self) -> int:
         return int.from_bytes(self.take(8), "big")
 
+    def uvarint(self, what: str) -> int:
+        """An unsigned LEB128 integer below 2**64, in its shortest form only."""
+        value = shift = 0
+        for i in range(10):
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if byte == 0 and i:
+                    raise MessageError(f"{what}: varint not in its shortest form")
+                if value >= 1 << 64:
+                    break
+                return value
+            shift += 7
+        raise MessageError(f"{what}: varint above 2**64")
+
+    def index(self, n: int, what: str) -> int:
+        """An index into a set of ``n``: 1 byte for sets up to 256, else 2."""
+        i = self.take(1)[0] if n <= 256 else self.u16()
+        if i >= n:
+            raise MessageError(f"{what} index {i} of {n}")
+        return i
+
     def lp(self, cap: int, what: str) -> bytes:
         n = self.u32()
         if n > cap:
@@ -211,6 +237,24 @@ class _Reader:
     def end(self) -> None:
         if self.pos != len(self.data):
             raise MessageError(f"{len(self.data) - self.pos} trailing bytes")
+
+
+def _uvarint(n: int) -> bytes:
+    """Unsigned LEB128 (7 bits a byte, low first, high bit: more follow)."""
+    if not 0 <= n < 1 << 64:
+        raise ValueError(f"varint {n} outside 0..2**64-1")
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _index(i: int, n: int) -> bytes:
+    if not 0 <= i < n:
+        raise ValueError(f"index {i} of {n}")
+    return bytes((i,)) if n <= 256 else i.to_bytes(2, "big")
 
 
 def _lp(data: bytes) -> bytes:
@@ -955,19 +999,21 @@ def encode_batch(session_id: bytes, items: Sequence[bytes]) -> bytes:
     return bytes((VERSION,)) + session_id + bytes((kind,)) + body
 
 
-_VOTE_SET_HEAD = struct.Struct(">BQI32sH")
-_VOTE_SET_ENTRY = struct.Struct(">H64s")
+MAX_VOTE_SET = 255  # votes in one VoteSet item (its count is one byte)
 
 
-def encode_vote_set(votes: Sequence[Vote], index_of: Callable[[bytes], int]) -> bytes:
+def encode_vote_set(votes: Sequence[Vote], index_of: Callable[[bytes], int], n: int) -> bytes:
     """A VoteSet item (kind byte + body) for ``votes``, which share step, height, round and
-    block hash; ``index_of`` maps a validator key to its index in the sorted set."""
-    if not 1 <= len(votes) <= 0xFFFF:
-        raise ValueError(f"a vote set holds 1..65535 votes, not {len(votes)}")
+    block hash; ``index_of`` maps a validator key to its index in the sorted set of ``n``."""
+    if not 1 <= len(votes) <= MAX_VOTE_SET:
+        raise ValueError(f"a vote set holds 1..{MAX_VOTE_SET} votes, not {len(votes)}")
     v0 = votes[0]
     parts = [
-        bytes((Kind.VOTE_SET,)),
-        _VOTE_SET_HEAD.pack(v0.step, v0.height, v0.round, v0.block_hash, len(votes)),
+        bytes((Kind.VOTE_SET, v0.step)),
+        _uvarint(v0.height),
+        _uvarint(v0.round),
+        v0.block_hash,
+        bytes((len(votes),)),
     ]
     for v in votes:
         if (v.step, v.height, v.round, v.block_hash) != (
@@ -977,7 +1023,8 @@ def encode_vote_set(votes: Sequence[Vote], index_of: Callable[[bytes], int]) -> 
             v0.block_hash,
         ):
             raise ValueError("votes of a vote set must agree on step, height, round and block")
-        parts.append(_VOTE_SET_ENTRY.pack(index_of(v.validator), v.signature))
+        parts.append(_index(index_of(v.validator), n))
+        parts.append(v.signature)
     return b"".join(parts)
 
 
@@ -988,30 +1035,39 @@ def expand_vote_set(
     if not item or item[0] != Kind.VOTE_SET:
         raise MessageError("not a vote set")
     r = _Reader(item[1:])
-    step, height, rnd, block_hash, count = r.unpack(_VOTE_SET_HEAD)
+    step = r.take(1)[0]
     if step not in (Step.PREVOTE, Step.PRECOMMIT):
         raise MessageError(f"vote step {step}")
-    if not 1 <= count <= min(len(validators), limits.max_validators):
-        raise MessageError(f"vote set of {count} votes for {len(validators)} validators")
+    height = r.uvarint("height")
+    rnd = r.uvarint("round")
+    if rnd > 0xFFFFFFFF:
+        raise MessageError(f"round {rnd}")
+    block_hash = r.take(32)
+    count = r.take(1)[0]
+    n = len(validators)
+    if not 1 <= count <= min(n, limits.max_validators):
+        raise MessageError(f"vote set of {count} votes for {n} validators")
     out: list[Vote] = []
     for _ in range(count):
-        index, sig = r.unpack(_VOTE_SET_ENTRY)
-        if index >= len(validators):
-            raise MessageError(f"validator index {index} of {len(validators)}")
-        out.append(Vote(Step(step), height, rnd, block_hash, validators[index], sig))
+        index = r.index(n, "validator")
+        out.append(Vote(Step(step), height, rnd, block_hash, validators[index], r.take(64)))
     r.end()
     return out
 
 
-_OP_REF_HEAD = struct.Struct(">HQH")
-
-
-def encode_operation_ref(op: Operation, index_of: Callable[[bytes], int]) -> bytes:
-    """An OperationRef item (kind byte + body) for ``op``."""
-    if len(op.body) > 0xFFFF:
-        raise ValueError(f"operation body of {len(op.body)} bytes")
-    head = _OP_REF_HEAD.pack(index_of(op.submitter), op.nonce, len(op.body))
-    return bytes((Kind.OPERATION_REF,)) + head + op.body + op.signature
+def encode_operation_ref(op: Operation, index_of: Callable[[bytes], int], n: int) -> bytes:
+    """An OperationRef item (kind byte + body) for ``op``; its submitter is at
+    ``index_of(op.submitter)`` in the sorted validator set of ``n``."""
+    return b"".join(
+        (
+            bytes((Kind.OPERATION_REF,)),
+            _index(index_of(op.submitter), n),
+            _uvarint(op.nonce),
+            _uvarint(len(op.body)),
+            op.body,
+            op.signature,
+        )
+    )
 
 
 def expand_operation_ref(
@@ -1021,9 +1077,9 @@ def expand_operation_ref(
     if not item or item[0] != Kind.OPERATION_REF:
         raise MessageError("not an operation ref")
     r = _Reader(item[1:])
-    index, nonce, n = r.unpack(_OP_REF_HEAD)
-    if index >= len(validators):
-        raise MessageError(f"submitter index {index} of {len(validators)}")
+    index = r.index(len(validators), "submitter")
+    nonce = r.uvarint("nonce")
+    n = r.uvarint("body length")
     if n > limits.max_op_bytes:
         raise MessageTooLarge(f"operation body of {n} bytes exceeds cap {limits.max_op_bytes}")
     body = r.take(n)
@@ -1091,6 +1147,7 @@ def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> tu
 __all__ = [
     "HASH_LEN",
     "KEY_LEN",
+    "MAX_VOTE_SET",
     "NIL",
     "SESSION_ID_LEN",
     "Block",

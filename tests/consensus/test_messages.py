@@ -326,15 +326,16 @@ def test_batch_refuses_unsigned_kinds_nesting_and_garbage() -> None:
 def test_vote_set_expands_to_the_signed_votes() -> None:
     block = b"\x09" * 32
     votes = [_vote(i, m.Step.PRECOMMIT, 4, 2, block) for i in (3, 0, 2)]
-    item = m.encode_vote_set(votes, KEYS.index)
-    assert len(item) == 1 + 47 + 3 * 66
+    item = m.encode_vote_set(votes, KEYS.index, len(KEYS))
+    # kind, step, height and round (one varint byte each), hash, count, 3 x (index, sig)
+    assert len(item) == 1 + 1 + 1 + 1 + 32 + 1 + 3 * 65
     back = m.expand_vote_set(item, KEYS)
     assert back == votes
     assert all(verify_signature(v.validator, v.signature, v.signing_bytes(SESSION)) for v in back)
     with pytest.raises(m.MessageError):
         m.expand_vote_set(item, KEYS[:2])  # index 3 of 2 validators
     with pytest.raises(ValueError):
-        m.encode_vote_set([*votes, _vote(1, m.Step.PREVOTE, 4, 2, block)], KEYS.index)
+        m.encode_vote_set([*votes, _vote(1, m.Step.PREVOTE, 4, 2, block)], KEYS.index, len(KEYS))
 
 
 @given(st.binary(max_size=400))
@@ -350,8 +351,10 @@ def test_random_batches_and_vote_sets_raise_only_message_errors(data: bytes) -> 
 @given(st.integers(0, 3), st.integers(1, 2**63), st.binary(max_size=300))
 def test_operation_ref_expands_to_the_signed_operation(i: int, nonce: int, body: bytes) -> None:
     op = _op(i, nonce, body)
-    item = m.encode_operation_ref(op, KEYS.index)
-    assert len(item) == 1 + len(op.encode()) - 32  # key -> index (30), lp(4) -> lp(2)
+    item = m.encode_operation_ref(op, KEYS.index, len(KEYS))
+    varints = len(m._uvarint(nonce)) + len(m._uvarint(len(body)))
+    # key (32) -> index (1), nonce (8) and lp (4) -> varints
+    assert len(item) == 1 + len(op.encode()) - 32 + 1 - 12 + varints
     back = m.expand_operation_ref(item, KEYS)
     assert back == op and back.op_id == op.op_id
     assert verify_signature(back.submitter, back.signature, back.signing_bytes(SESSION))
@@ -359,6 +362,40 @@ def test_operation_ref_expands_to_the_signed_operation(i: int, nonce: int, body:
         m.expand_operation_ref(item, KEYS[: KEYS.index(op.submitter)])  # index out of range
     with pytest.raises(m.MessageError):
         m.decode_message(bytes((m.VERSION,)) + SESSION + item)  # needs the validator set
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_varints_round_trip_in_their_shortest_form(n: int) -> None:
+    data = m._uvarint(n)
+    assert len(data) == max(1, -(-n.bit_length() // 7))
+    r = m._Reader(data)
+    assert r.uvarint("n") == n
+    r.end()
+    if len(data) < 10:  # the same value padded with a zero group is refused
+        padded = data[:-1] + bytes((data[-1] | 0x80, 0))
+        with pytest.raises(m.MessageError, match="shortest"):
+            m._Reader(padded).uvarint("n")
+    with pytest.raises(ValueError):
+        m._uvarint(2**64)
+    with pytest.raises(m.MessageError):
+        m._Reader(b"\xff" * 9 + b"\x02").uvarint("n")  # 2**64 and above
+    with pytest.raises(m.MessageError):
+        m._Reader(b"\x80\x80").uvarint("n")  # truncated
+
+
+def test_large_validator_sets_take_two_byte_indexes() -> None:
+    many = [bytes([i // 256, i % 256]) * 16 for i in range(300)]
+    many.sort()
+    block = b"\x05" * 32
+    sig = b"\x01" * 64
+    votes = [m.Vote(m.Step.PREVOTE, 7, 0, block, many[i], sig) for i in (0, 299)]
+    item = m.encode_vote_set(votes, many.index, len(many))
+    assert len(item) == 1 + 1 + 1 + 1 + 32 + 1 + 2 * (2 + 64)
+    assert m.expand_vote_set(item, many) == votes
+    op = m.Operation(many[280], 5, b"+abc", sig)
+    assert m.expand_operation_ref(m.encode_operation_ref(op, many.index, len(many)), many) == op
+    with pytest.raises(ValueError):
+        m.encode_vote_set(votes * 128, many.index, len(many))  # 256 > MAX_VOTE_SET
 
 
 @given(st.binary(max_size=200))
