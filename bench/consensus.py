@@ -20,8 +20,11 @@ same run:
   the other n-1 nodes, divided by the ops in the block.
 - nodes50: a 50-validator session commits 10 heights (default: ``ideal`` links on a grid,
   45 simulated seconds, about two minutes of CPU; on ``pi-tuned`` 50 validators commit
-  nothing in 90 s: the mesh's own floods, state announcements every 2-4 s from each of 50
-  nodes, BitChat announces and the first rounds' votes, saturate the 20 kB/s radios).
+  nothing in 90 s. On a grid the mesh is ~13 hops across, beyond the TTL of 7, so no node
+  learns the whole validator graph from announces, gossip trees cannot be built and
+  everyone floods: state announcements, votes and ops fill the 20 kB/s radios. Laid out
+  at random, views converge by ~40 s, but height 1 waits for 34 prevotes before any timer
+  runs, while the formation's floods still fill the air).
 
 The same two 8-node runs are repeated with neighbour gossip off (``BridgeConfig(gossip=
 False)``: every consensus message one mesh flood) and printed as the baseline line
