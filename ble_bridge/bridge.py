@@ -134,8 +134,9 @@ class BridgeConfig:
     gossip_poll: float = 0.01  # re-check held batches this often
     gossip_max_hold: float = 0.05  # ...but never hold a message longer than this
     # An operation waits this long for others to share its frame (it waits at every hop:
-    # 50 ms made the light-load p50 6 % longer for no more throughput; 0 lost some).
-    gossip_linger: float = 0.02
+    # 50 ms made the light-load p50 8 % longer for no more throughput; 0 to 20 ms are
+    # alike within the seed-to-seed spread, 10 ms the best of them on seeds 1-4).
+    gossip_linger: float = 0.01
     # Operations yield the radio to votes and proposals: a neighbour's batch of operations
     # only waits while our links together queue this many frames (0: never), at most
     # gossip_op_max_hold past its linger (ops/s +10 % on the bench, seeds 1-4).
