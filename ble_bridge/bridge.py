@@ -902,7 +902,9 @@ class NetworkConsensusBridge:
             if record is not None:
                 graph[pid] = {nb for nb in record.neighbors if nb in by_peer}
         s.gossip.set_graph(self.mesh.peer_id, graph, leaves)
-        s.gossip.forget_below(s.engine.height + 1)
+        # items of the height just decided still go to neighbours deciding it (they may
+        # need the votes we did not: we stopped counting at a quorum); older ones are done
+        s.gossip.forget_below(s.engine.height)
         # Validators reachable from us over validator-validator links (announced neighbour
         # lists), through relays that are not leaves: those gossip reaches. Anyone else, or
         # anyone out of contact: flood.

@@ -300,3 +300,19 @@ def test_a_banned_validator_still_gets_gossip_but_relays_nothing() -> None:
         await net.stop()
 
     run(body)
+
+
+def test_the_decided_heights_votes_still_go_to_neighbours_deciding_it() -> None:
+    async def body() -> None:
+        net, sessions = await gossiping(BridgeNet(4))
+        net.bridge(0).submit_operation(SESSION, add_op(3))
+        assert await net.until(lambda: net.height(0) >= 1, 10)
+        await asyncio.sleep(1)  # housekeeping ticks pass; nothing more is submitted
+        assert net.height(0) == 1
+        # a relay stops counting at a quorum: a neighbour still deciding height 1 may
+        # need the rest, so its votes stay queued and kept (older heights go)
+        kept = [it.meta for it in sessions[0].gossip.recent if isinstance(it.meta, Vote)]
+        assert any(v.height == 1 for v in kept)
+        await net.stop()
+
+    run(body)
