@@ -48,7 +48,9 @@ from .wire.identity import Identity
 from .wire.messages import (
     ENVELOPE_PREFIX,
     MAX_VOTE_SET,
+    NEIGHBOUR_VERSION,
     SESSION_ID_LEN,
+    SESSION_TAG_LEN,
     CertificateRequest,
     Commit,
     CommitRequest,
@@ -71,8 +73,11 @@ from .wire.messages import (
     encode_vote_set,
     expand_operation_ref,
     expand_vote_set,
+    from_neighbour,
+    neighbour_tag,
     peek_session,
     split_batch,
+    to_neighbour,
 )
 from .wire.packet import PacketType
 
@@ -463,6 +468,17 @@ class NetworkConsensusBridge:
         link = peers.links.get(event.link_id) if event.link_id is not None else None
         via = link.peer_id if link is not None else None
         payload = event.packet.payload
+        if payload[:1] == bytes((NEIGHBOUR_VERSION,)):
+            try:
+                tag = neighbour_tag(payload)
+            except MessageError as exc:
+                self._drop(exc.reason)
+                return
+            ids = [sid for sid in self.sessions if sid[:SESSION_TAG_LEN] == tag]
+            if len(ids) != 1:
+                self._drop("unknown_session" if not ids else "ambiguous_session_tag")
+                return
+            payload = from_neighbour(payload, ids[0])
         if len(payload) > ENVELOPE_PREFIX and payload[ENVELOPE_PREFIX] & 0x7F in _BATCH_KINDS:
             self.receive_batch(payload, via)
             return
@@ -831,8 +847,12 @@ class NetworkConsensusBridge:
                     wake = min(wake, now + self.config.gossip_poll)
                     continue
                 items = self._compact_items(s, s.gossip.take(peer))
+                tag = s.id[:SESSION_TAG_LEN]
+                short = sum(sid[:SESSION_TAG_LEN] == tag for sid in self.sessions) == 1
                 for batch in pack(items, self.config.gossip_config.batch_bytes):
                     payload = encode_batch(s.id, batch)
+                    if short:  # the session id as a 4-byte tag: 12 bytes a frame
+                        payload = to_neighbour(payload)
                     try:
                         # TTL 1, no recipient: for this neighbour alone, 8 bytes shorter
                         self.mesh.send(PacketType.CONSENSUS, payload, ttl=1, neighbour=peer)

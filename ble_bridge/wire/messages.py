@@ -10,6 +10,12 @@ Envelope (the payload of a 0x1C mesh packet)::
     kind bit 0x80 set: body is ``envelope.pack`` output (LZ4 size-prepended + crc32 +
     original size), used only when it is shorter than the raw body.
 
+    version(1)=2  session_tag(4)  kind(1)  body
+    a neighbour-gossip frame (TTL 1, between linked validators of the session): the
+    session id cut to its first 4 bytes, 12 bytes a frame; the receiver restores the
+    version-1 envelope from the one session of its own with that tag (none or several:
+    dropped and counted). Everything inside is signed by its author over the full id.
+
 Kinds and bodies::
 
     0x01 Proposal        height(8) round(4) pol_round(4, signed, -1 = none)
@@ -940,6 +946,38 @@ def encode_message(session_id: bytes, msg: Message) -> bytes:
     return bytes((VERSION,)) + session_id + bytes((kind,)) + body
 
 
+NEIGHBOUR_VERSION = 2
+"""Envelope version of a neighbour-gossip frame: the session id shortened to a tag."""
+SESSION_TAG_LEN = 4
+
+
+def to_neighbour(payload: bytes) -> bytes:
+    """A version-1 envelope as a neighbour frame: version 2 and the first 4 bytes of the
+    session id instead of all 16 (12 bytes a frame; only for a linked validator of the
+    session, which knows the id; :func:`from_neighbour` undoes it)."""
+    if len(payload) <= ENVELOPE_PREFIX or payload[0] != VERSION:
+        raise ValueError("not a version-1 envelope")
+    return (
+        bytes((NEIGHBOUR_VERSION,)) + payload[1 : 1 + SESSION_TAG_LEN] + payload[ENVELOPE_PREFIX:]
+    )
+
+
+def neighbour_tag(payload: bytes) -> bytes:
+    """The session tag of a neighbour frame; raises only :class:`MessageError`."""
+    if len(payload) <= 1 + SESSION_TAG_LEN:
+        raise MessageError("envelope truncated")
+    if payload[0] != NEIGHBOUR_VERSION:
+        raise UnknownVersion(f"envelope version {payload[0]}")
+    return bytes(payload[1 : 1 + SESSION_TAG_LEN])
+
+
+def from_neighbour(payload: bytes, session_id: bytes) -> bytes:
+    """The version-1 envelope of a neighbour frame whose tag is ``session_id``'s."""
+    if neighbour_tag(payload) != session_id[:SESSION_TAG_LEN]:
+        raise MessageError("session tag does not match")
+    return bytes((VERSION,)) + session_id + payload[1 + SESSION_TAG_LEN :]
+
+
 def peek_session(payload: bytes) -> bytes:
     """The session id of an envelope without decoding the body (for routing to an engine)."""
     if len(payload) < 2 + SESSION_ID_LEN:
@@ -1148,8 +1186,10 @@ __all__ = [
     "HASH_LEN",
     "KEY_LEN",
     "MAX_VOTE_SET",
+    "NEIGHBOUR_VERSION",
     "NIL",
     "SESSION_ID_LEN",
+    "SESSION_TAG_LEN",
     "Block",
     "BlockHeader",
     "CertificateRequest",
@@ -1178,7 +1218,10 @@ __all__ = [
     "encode_vote_set",
     "expand_operation_ref",
     "expand_vote_set",
+    "from_neighbour",
+    "neighbour_tag",
     "payload_kind",
     "peek_session",
     "split_batch",
+    "to_neighbour",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,10 +14,13 @@ from bridge_harness import SESSION, BridgeNet, run
 
 import ble_bridge.bridge as bridge_module
 from ble_bridge.bridge import BridgeConfig, _Session
-from ble_bridge.consensus.testing import add_op
+from ble_bridge.consensus.testing import LedgerApp, add_op
 from ble_bridge.gossip import Gossip, Item
+from ble_bridge.mesh.router import Delivered
 from ble_bridge.wire.messages import (
     ENVELOPE_PREFIX,
+    NEIGHBOUR_VERSION,
+    NIL,
     CompactProposal,
     Kind,
     Message,
@@ -26,8 +30,9 @@ from ble_bridge.wire.messages import (
     Vote,
     encode_batch,
     encode_message,
+    to_neighbour,
 )
-from ble_bridge.wire.packet import PacketType
+from ble_bridge.wire.packet import Packet, PacketType
 
 
 async def load(net: BridgeNet, seconds: float, every: float = 0.5) -> None:
@@ -313,6 +318,39 @@ def test_the_decided_heights_votes_still_go_to_neighbours_deciding_it() -> None:
         # need the rest, so its votes stay queued and kept (older heights go)
         kept = [it.meta for it in sessions[0].gossip.recent if isinstance(it.meta, Vote)]
         assert any(v.height == 1 for v in kept)
+        await net.stop()
+
+    run(body)
+
+
+def test_gossip_frames_name_their_session_by_a_tag_and_unknown_tags_are_dropped() -> None:
+    async def body() -> None:
+        net, _ = await gossiping(BridgeNet(4))
+        b0, b1 = net.bridge(0), net.bridge(1)
+        sent: list[bytes] = []
+        real = b0.mesh.send
+
+        def spy(ptype: int, payload: bytes, *args: Any, **kwargs: Any) -> Packet:
+            sent.append(payload)
+            return real(ptype, payload, *args, **kwargs)
+
+        b0.mesh.send = spy  # type: ignore[method-assign]
+        b0.submit_operation(SESSION, add_op(5))
+        assert await net.until(lambda: all(net.height(i) >= 1 for i in range(4)), 10)
+        gossip = [p for p in sent if p[0] == NEIGHBOUR_VERSION]
+        assert gossip and all(p[1:5] == SESSION[:4] for p in gossip)
+        # a frame for a session we are not in, and one whose tag two of ours share
+        ident = net.network.identities[0]
+        vote = Vote.create(ident.sign, ident.signing_public, SESSION, Step.PREVOTE, 9, 0, NIL)
+        stray = to_neighbour(encode_message(bytes(16), vote))
+        packet = Packet(PacketType.CONSENSUS, net.node(0).mesh.peer_id, stray, 1, ttl=1)
+        b1._on_packet(Delivered(packet, None, 0.0))
+        assert b1.drops["unknown_session"] >= 1
+        twin = SESSION[:4] + bytes(12)
+        b1.open_session(twin, [ident.signing_public], LedgerApp())
+        frame = to_neighbour(encode_message(SESSION, vote))
+        b1._on_packet(Delivered(replace(packet, payload=frame), None, 0.0))
+        assert b1.drops["ambiguous_session_tag"] == 1
         await net.stop()
 
     run(body)

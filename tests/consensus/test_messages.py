@@ -402,3 +402,27 @@ def test_large_validator_sets_take_two_byte_indexes() -> None:
 def test_random_operation_refs_raise_only_message_errors(data: bytes) -> None:
     with contextlib.suppress(m.MessageError):
         m.expand_operation_ref(bytes((m.Kind.OPERATION_REF,)) + data, KEYS)
+
+
+def test_neighbour_frames_carry_a_session_tag_and_undo_exactly() -> None:
+    vote = _vote(0, m.Step.PREVOTE, 3, 0, b"\x04" * 32)
+    payload = m.encode_message(SESSION, vote)
+    short = m.to_neighbour(payload)
+    assert short[0] == m.NEIGHBOUR_VERSION and len(short) == len(payload) - 12
+    assert m.neighbour_tag(short) == SESSION[: m.SESSION_TAG_LEN]
+    assert m.from_neighbour(short, SESSION) == payload
+    other = bytes(16)
+    with pytest.raises(m.MessageError, match="tag"):
+        m.from_neighbour(short, other)
+    with pytest.raises(m.UnknownVersion):
+        m.neighbour_tag(payload)  # a version-1 envelope is not a neighbour frame
+    with pytest.raises(ValueError):
+        m.to_neighbour(short)
+
+
+@given(st.binary(max_size=40))
+def test_random_neighbour_frames_raise_only_message_errors(data: bytes) -> None:
+    with contextlib.suppress(m.MessageError):
+        m.from_neighbour(bytes((m.NEIGHBOUR_VERSION,)) + data, SESSION)
+    with contextlib.suppress(m.MessageError):
+        m.neighbour_tag(data)
