@@ -70,8 +70,10 @@ from .wire.messages import (
     encode_batch,
     encode_message,
     encode_operation_ref,
+    encode_proposal_ref,
     encode_vote_set,
     expand_operation_ref,
+    expand_proposal_ref,
     expand_vote_set,
     from_neighbour,
     neighbour_tag,
@@ -497,7 +499,7 @@ class NetworkConsensusBridge:
             if s is None:
                 self._drop("unknown_session")
                 return 0
-            if payload[ENVELOPE_PREFIX] in (Kind.VOTE_SET, Kind.OPERATION_REF):
+            if payload[ENVELOPE_PREFIX] in _REF_KINDS:
                 items = [payload]
             else:
                 items = split_batch(payload, limits)
@@ -515,6 +517,9 @@ class NetworkConsensusBridge:
                     msgs = list(expand_vote_set(item[ENVELOPE_PREFIX:], validators, limits))
                 elif kind == Kind.OPERATION_REF:
                     msgs = [expand_operation_ref(item[ENVELOPE_PREFIX:], validators, limits)]
+                elif kind == Kind.PROPOSAL_REF:
+                    proposer = s.engine.proposer
+                    msgs = [expand_proposal_ref(item[ENVELOPE_PREFIX:], proposer, limits)]
                 else:
                     queued += self.receive_payload(item, None, via=via)
                     continue
@@ -866,8 +871,9 @@ class NetworkConsensusBridge:
             self._flush_handle = self._loop.call_at(wake, self._flush)
 
     def _compact_items(self, s: _Session, items: Sequence[Item]) -> list[bytes]:
-        """Item bytes, with the votes that agree on step/height/round/block as one vote set
-        and operations as OperationRefs (the submitter as its index in the validator set)."""
+        """Item bytes, with the votes that agree on step/height/round/block as one vote set,
+        operations as OperationRefs (the submitter as its index in the validator set) and
+        compact proposals as ProposalRefs (without what the rotation tells)."""
         groups: dict[tuple[int, int, int, bytes], list[Vote]] = {}
         order: list[bytes | tuple[int, int, int, bytes]] = []
         index, n = s.engine.validators.index, len(s.validators)
@@ -875,6 +881,13 @@ class NetworkConsensusBridge:
             v = item.meta
             if isinstance(v, Operation) and v.submitter in s.validators:
                 order.append(encode_operation_ref(v, index, n))
+                continue
+            if (
+                isinstance(v, CompactProposal)
+                and v.header.height == v.height
+                and v.header.proposer == s.engine.proposer(v.height, v.round)
+            ):
+                order.append(encode_proposal_ref(v))
                 continue
             if isinstance(v, Vote) and v.validator in s.validators:
                 k = (int(v.step), v.height, v.round, v.block_hash)
@@ -1188,7 +1201,8 @@ _UNSIGNED_KINDS = frozenset(
 )
 _KIND_AT = 1 + SESSION_ID_LEN
 _GOSSIPED = (Vote, Proposal, CompactProposal, Operation, Evidence)
-_BATCH_KINDS = (Kind.BATCH, Kind.VOTE_SET, Kind.OPERATION_REF)
+_REF_KINDS = (Kind.VOTE_SET, Kind.OPERATION_REF, Kind.PROPOSAL_REF)  # need the validator set
+_BATCH_KINDS = (Kind.BATCH, *_REF_KINDS)
 _PRIORITY: dict[type, int] = {Vote: 0, Proposal: 1, CompactProposal: 1, Evidence: 1, Operation: 2}
 _OP_PRIORITY = _PRIORITY[Operation]  # a batch of only these yields the radio
 

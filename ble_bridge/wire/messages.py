@@ -58,6 +58,12 @@ Kinds and bodies::
     0x10 OperationRef    submitter_index(i) nonce(v) body_len(v) body signature(64)
                          (an Operation whose submitter is the session validator at that
                          index: ~43 bytes shorter; expanded like a VoteSet)
+    0x11 ProposalRef     height(v) round(v) pol_round+1(v) prev_hash(32) state_hash(32)
+                         body_hash(32) entries: count(v) (as in CompactProposal)
+                         evidence: count(v) Evidence* signature(64)
+                         (a CompactProposal without the header's version, height and
+                         proposer, which the rotation names: ~57 bytes shorter; expanded
+                         like a VoteSet)
 
     (v): unsigned LEB128 varint below 2**64, shortest form only (7 bits a byte, low
     first, high bit set while more follow); (i): an index into the sorted validator set,
@@ -168,6 +174,7 @@ class Kind(enum.IntEnum):
     BATCH = 0x0E
     VOTE_SET = 0x0F
     OPERATION_REF = 0x10
+    PROPOSAL_REF = 0x11
 
 
 class Step(enum.IntEnum):
@@ -650,7 +657,7 @@ class CompactProposal:
             _PROPOSAL_HEAD.pack(self.height, self.round, self.pol_round),
             self.header.encode(),
             len(self.entries).to_bytes(4, "big"),
-            *(b"\x00" + e if isinstance(e, bytes) else b"\x01" + e.encode() for e in self.entries),
+            *self._entries(),
             len(self.evidence).to_bytes(2, "big"),
             *(ev.encode() for ev in self.evidence),
             self.signature,
@@ -664,25 +671,35 @@ class CompactProposal:
         if pol < -1 or (pol != -1 and pol >= rnd):
             raise MessageError(f"pol_round {pol} not in [-1, round {rnd})")
         header = BlockHeader._read(r)
-        n_ops = r.u32()
-        if n_ops > limits.max_ops_per_block:
-            raise MessageTooLarge(f"{n_ops} ops exceed cap {limits.max_ops_per_block}")
-        entries: list[bytes | Operation] = []
-        for _ in range(n_ops):
-            tag = r.take(1)[0]
-            if tag == 0:
-                entries.append(r.take(SHORT_ID_LEN))
-            elif tag == 1:
-                entries.append(Operation._read(r, limits))
-            else:
-                raise MessageError(f"compact entry tag {tag}")
-        n_ev = r.u16()
-        if n_ev > limits.max_evidence_per_block:
-            raise MessageTooLarge(f"{n_ev} evidence exceed cap {limits.max_evidence_per_block}")
-        evidence = tuple(Evidence._read(r) for _ in range(n_ev))
+        entries = _read_entries(r, r.u32(), limits)
+        evidence = _read_evidence(r, r.u16(), limits)
         sig = r.take(SIGNATURE_LEN)
         r.end()
-        return cls(height, rnd, pol, header, tuple(entries), evidence, sig)
+        return cls(height, rnd, pol, header, entries, evidence, sig)
+
+    def _entries(self) -> list[bytes]:
+        return [b"\x00" + e if isinstance(e, bytes) else b"\x01" + e.encode() for e in self.entries]
+
+
+def _read_entries(r: _Reader, n: int, limits: MessageLimits) -> tuple[bytes | Operation, ...]:
+    if n > limits.max_ops_per_block:
+        raise MessageTooLarge(f"{n} ops exceed cap {limits.max_ops_per_block}")
+    entries: list[bytes | Operation] = []
+    for _ in range(n):
+        tag = r.take(1)[0]
+        if tag == 0:
+            entries.append(r.take(SHORT_ID_LEN))
+        elif tag == 1:
+            entries.append(Operation._read(r, limits))
+        else:
+            raise MessageError(f"compact entry tag {tag}")
+    return tuple(entries)
+
+
+def _read_evidence(r: _Reader, n: int, limits: MessageLimits) -> tuple[Evidence, ...]:
+    if n > limits.max_evidence_per_block:
+        raise MessageTooLarge(f"{n} evidence exceed cap {limits.max_evidence_per_block}")
+    return tuple(Evidence._read(r) for _ in range(n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -999,6 +1016,7 @@ BATCHABLE_KINDS = frozenset(
         Kind.COMPACT_PROPOSAL,
         Kind.VOTE_SET,
         Kind.OPERATION_REF,
+        Kind.PROPOSAL_REF,
     }
 )
 """Kinds a batch may carry: signed by their author, so whoever forwards them is irrelevant."""
@@ -1126,6 +1144,54 @@ def expand_operation_ref(
     return Operation(validators[index], nonce, body, sig)
 
 
+def encode_proposal_ref(cp: CompactProposal) -> bytes:
+    """A ProposalRef item (kind byte + body): ``cp`` without what its receivers know (the
+    header's version, its height, which is the proposal's, and its proposer, who is the one
+    the rotation names for that height and round); the caller checks the last two."""
+    if cp.header.height != cp.height:
+        raise ValueError("the header's height is not the proposal's")
+    return b"".join(
+        (
+            bytes((Kind.PROPOSAL_REF,)),
+            _uvarint(cp.height),
+            _uvarint(cp.round),
+            _uvarint(cp.pol_round + 1),
+            cp.header.prev_hash,
+            cp.header.state_hash,
+            cp.header.body_hash,
+            _uvarint(len(cp.entries)),
+            *cp._entries(),
+            _uvarint(len(cp.evidence)),
+            *(ev.encode() for ev in cp.evidence),
+            cp.signature,
+        )
+    )
+
+
+def expand_proposal_ref(
+    item: bytes,
+    proposer_of: Callable[[int, int], bytes],
+    limits: MessageLimits = DEFAULT_LIMITS,
+) -> CompactProposal:
+    """The CompactProposal of a ProposalRef item, its proposer ``proposer_of(height,
+    round)``; raises only :class:`MessageError` (a wrong guess fails the signature)."""
+    if not item or item[0] != Kind.PROPOSAL_REF:
+        raise MessageError("not a proposal ref")
+    r = _Reader(item[1:])
+    height = r.uvarint("height")
+    rnd = r.uvarint("round")
+    pol = r.uvarint("pol_round") - 1
+    if rnd > 0x7FFFFFFF or not -1 <= pol < rnd:
+        raise MessageError(f"round {rnd} / pol_round {pol}")
+    prev_hash, state_hash, body_hash = r.take(32), r.take(32), r.take(32)
+    header = BlockHeader(height, proposer_of(height, rnd), prev_hash, state_hash, body_hash)
+    entries = _read_entries(r, r.uvarint("entries"), limits)
+    evidence = _read_evidence(r, r.uvarint("evidence"), limits)
+    sig = r.take(SIGNATURE_LEN)
+    r.end()
+    return CompactProposal(height, rnd, pol, header, entries, evidence, sig)
+
+
 def _envelope_body(payload: bytes, kind_byte: int, limits: MessageLimits) -> bytes:
     body = bytes(payload[2 + SESSION_ID_LEN :])
     if kind_byte & COMPRESSED_BIT:
@@ -1170,7 +1236,7 @@ def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> tu
     """Inverse of :func:`encode_message`; raises only :class:`MessageError`."""
     session_id = peek_session(payload)
     kind = payload_kind(payload)
-    if kind in (Kind.BATCH, Kind.VOTE_SET, Kind.OPERATION_REF):
+    if kind in (Kind.BATCH, Kind.VOTE_SET, Kind.OPERATION_REF, Kind.PROPOSAL_REF):
         raise MessageError(f"a {kind.name.lower()} needs the validator set (or splitting)")
     body = _envelope_body(payload, payload[ENVELOPE_PREFIX], limits)
     try:
@@ -1215,8 +1281,10 @@ __all__ = [
     "encode_batch",
     "encode_message",
     "encode_operation_ref",
+    "encode_proposal_ref",
     "encode_vote_set",
     "expand_operation_ref",
+    "expand_proposal_ref",
     "expand_vote_set",
     "from_neighbour",
     "neighbour_tag",

@@ -354,3 +354,27 @@ def test_gossip_frames_name_their_session_by_a_tag_and_unknown_tags_are_dropped(
         await net.stop()
 
     run(body)
+
+
+def test_compact_proposals_travel_as_proposal_refs() -> None:
+    async def body() -> set[int]:
+        net, _ = await gossiping(BridgeNet(4))
+        kinds: set[int] = set()
+        for i in range(4):
+            b = net.bridge(i)
+            real = b._compact_items
+
+            def spy(s: Any, items: list[Item], real: Any = real) -> list[bytes]:
+                out: list[bytes] = real(s, items)
+                kinds.update(x[0] for x in out)
+                return out
+
+            b._compact_items = spy  # type: ignore[method-assign]
+        for k in range(3):
+            net.bridge(k).submit_operation(SESSION, add_op(k + 1))
+            assert await net.until(lambda w=k + 1: min(map(net.height, range(4))) >= w, 10)
+        await net.stop()
+        return kinds
+
+    kinds = run(body)
+    assert Kind.PROPOSAL_REF in kinds and Kind.COMPACT_PROPOSAL not in kinds

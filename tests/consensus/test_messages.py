@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 
 import pytest
@@ -426,3 +427,33 @@ def test_random_neighbour_frames_raise_only_message_errors(data: bytes) -> None:
         m.from_neighbour(bytes((m.NEIGHBOUR_VERSION,)) + data, SESSION)
     with contextlib.suppress(m.MessageError):
         m.neighbour_tag(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(proposals(), st.booleans())
+def test_proposal_ref_expands_to_the_compact_proposal(p: m.Proposal, inline: bool) -> None:
+    block = dataclasses.replace(
+        p.block, header=dataclasses.replace(p.block.header, height=p.height)
+    )
+    cp = m.CompactProposal.of(dataclasses.replace(p, block=block), lambda op: inline)
+    item = m.encode_proposal_ref(cp)
+    # the header's version (1), height (8) and proposer (32) stay home, numbers are varints
+    assert len(item) < len(cp.encode()) - 41 + 1
+    proposer = cp.header.proposer
+    back = m.expand_proposal_ref(item, lambda h, r: proposer)
+    assert back == cp and back.header.hash == cp.header.hash
+    # a receiver whose rotation names someone else rebuilds another header: the proposer's
+    # signature over the real one will not verify
+    wrong = b"\x01" * 32 if proposer == bytes(32) else bytes(32)
+    other = m.expand_proposal_ref(item, lambda h, r: wrong)
+    assert other.header.hash != cp.header.hash
+    with pytest.raises(m.MessageError):
+        m.decode_message(bytes((m.VERSION,)) + SESSION + item)  # needs the rotation
+    with pytest.raises(ValueError):
+        m.encode_proposal_ref(dataclasses.replace(cp, height=cp.height ^ 1))
+
+
+@given(st.binary(max_size=300))
+def test_random_proposal_refs_raise_only_message_errors(data: bytes) -> None:
+    with contextlib.suppress(m.MessageError):
+        m.expand_proposal_ref(bytes((m.Kind.PROPOSAL_REF,)) + data, lambda h, r: KEYS[0])
