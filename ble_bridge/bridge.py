@@ -138,7 +138,7 @@ class BridgeConfig:
     gossip: bool = True
     gossip_config: GossipConfig = field(default_factory=GossipConfig)
     gossip_busy_frames: int = 1  # hold a neighbour's batch while its link queues this many
-    gossip_poll: float = 0.01  # re-check held batches this often
+    gossip_poll: float = 0.005  # re-check held batches this often (10 ms: light p50 +3 %)
     gossip_max_hold: float = 0.05  # ...but never hold a message longer than this
     # An operation waits this long for others to share its frame (it waits at every hop:
     # 50 ms made the light-load p50 8 % longer for no more throughput; 0 to 20 ms are
