@@ -378,3 +378,47 @@ def test_compact_proposals_travel_as_proposal_refs() -> None:
 
     kinds = run(body)
     assert Kind.PROPOSAL_REF in kinds and Kind.COMPACT_PROPOSAL not in kinds
+
+
+def test_operations_linger_only_while_the_radio_is_busy() -> None:
+    async def body() -> list[float]:
+        cfg = BridgeConfig(gossip_linger=0.3, gossip_op_busy_frames=0)
+        net, sessions = await gossiping(BridgeNet(3, config=cfg))
+        b0, s0 = net.bridge(0), sessions[0]
+        loop = asyncio.get_running_loop()
+        ident = net.network.identities[0]
+        sent: dict[int, float] = {}  # nonce -> when it first left
+        real = b0._compact_items
+
+        def spy(s: Any, items: list[Item]) -> list[bytes]:
+            for it in items:
+                if isinstance(it.meta, Operation):
+                    sent.setdefault(it.meta.nonce, loop.time())
+            return real(s, items)  # type: ignore[no-any-return]
+
+        b0._compact_items = spy  # type: ignore[method-assign]
+        starts = []
+        for nonce, busy in ((50, False), (51, True)):
+            await asyncio.sleep(1)
+            if busy:
+                net.network.air.extra_delay = 2.0  # what we send now stays queued
+                net.node(0).mesh.send(PacketType.MESSAGE, b"busy")
+            op = Operation.create(ident.sign, ident.signing_public, SESSION, nonce, add_op(1))
+            payload = encode_message(SESSION, op)
+            starts.append(loop.time())
+            s0.gossip.offer(
+                payload,
+                payload[ENVELOPE_PREFIX:],
+                None,
+                meta=op,
+                priority=2,
+                due=loop.time() + cfg.gossip_linger,
+            )
+            b0._schedule_flush()
+        await asyncio.sleep(1)
+        await net.stop()
+        return [round(sent[50] - starts[0], 2), round(sent[51] - starts[1], 2)]
+
+    idle, busy = run(body)
+    assert idle == 0.0  # nothing queued anywhere: no reason to wait
+    assert busy >= 0.3  # frames queued: let more operations join this one
