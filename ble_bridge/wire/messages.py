@@ -1181,7 +1181,7 @@ def expand_proposal_ref(
     height = r.uvarint("height")
     rnd = r.uvarint("round")
     pol = r.uvarint("pol_round") - 1
-    if rnd > 0x7FFFFFFF or not -1 <= pol < rnd:
+    if rnd > 0xFFFFFFFF or not -1 <= pol < min(rnd, 1 << 31):  # as in a CompactProposal
         raise MessageError(f"round {rnd} / pol_round {pol}")
     prev_hash, state_hash, body_hash = r.take(32), r.take(32), r.take(32)
     header = BlockHeader(height, proposer_of(height, rnd), prev_hash, state_hash, body_hash)

@@ -453,6 +453,13 @@ def test_proposal_ref_expands_to_the_compact_proposal(p: m.Proposal, inline: boo
         m.encode_proposal_ref(dataclasses.replace(cp, height=cp.height ^ 1))
 
 
+def test_proposal_ref_takes_every_round_a_compact_proposal_can_carry() -> None:
+    block = _block(5, ())
+    for rnd, pol in ((2**32 - 1, 2**31 - 1), (0, -1)):
+        cp = m.CompactProposal.of(m.Proposal(5, rnd, pol, block, bytes(64)))
+        assert m.expand_proposal_ref(m.encode_proposal_ref(cp), lambda h, r: KEYS[0]) == cp
+
+
 @given(st.binary(max_size=300))
 def test_random_proposal_refs_raise_only_message_errors(data: bytes) -> None:
     with contextlib.suppress(m.MessageError):
