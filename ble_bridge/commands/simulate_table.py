@@ -20,7 +20,7 @@ from pathlib import Path
 from ..sim.byzantine import BEHAVIOURS, Behaviour
 from ..sim.faults import FaultSpecError
 from ..sim.table import TableConfig, TableResult, plot_latency, simulate_table
-from .simulate import live_progress, register_mode, scenario_from_args
+from .simulate import live_progress, register_mode, scenario_from_args, write_trace
 
 CONSENSUS_WARMUP = 3.0
 """Seconds before the players sit down (links of the default profile form within ~2 s)."""
@@ -78,6 +78,8 @@ def run_consensus(args: argparse.Namespace) -> int:
         result = simulate_table(config, store_dir=args.store_dir, progress=update)
     if args.plot is not None:
         plot_latency(result, args.plot)
+    if args.trace is not None:
+        write_trace(args.trace, result.scenario)
     if args.json:  # the machine-readable line is the JSON's "last_line" field
         print(json.dumps(result_json(result), indent=2))
     else:

@@ -227,6 +227,10 @@ class TableWorkload:
             rec.chain[ev.height] = ev.block.hash
             rec.ops_at[ev.height] = len(ev.ops)
             rec.last_commit_at = now
+            if self.network is not None:  # in the event trace (--trace) when tracing
+                self.network.air.record(
+                    "commit", index, ev.height, len(ev.ops), ev.block.hash.hex()
+                )
             for op in ev.ops:
                 try:
                     decode_op(op.body)

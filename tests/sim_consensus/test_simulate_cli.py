@@ -1,0 +1,38 @@
+"""`ble-bridge simulate` in its default (consensus) mode: the README's first command."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ble_bridge.cli import main as cli_main
+
+LAST_LINE = re.compile(
+    r"simulate heights=(\d+) ops=(\d+) p50_ms=(\d+\.\d) p95_ms=(\d+\.\d) safety=(ok|violated)"
+)
+
+
+def test_simulate_ends_with_the_machine_readable_line_and_writes_plot_and_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot, trace = tmp_path / "latency.png", tmp_path / "trace.jsonl"
+    args = ["simulate", "--duration", "25", "--seed", "3", "--plot", str(plot)]
+    assert cli_main([*args, "--trace", str(trace)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    m = LAST_LINE.fullmatch(last)
+    assert m is not None, last
+    assert int(m[1]) >= 3 and int(m[2]) >= int(m[1]) and m[5] == "ok"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert {"power_on", "link_up", "frame", "commit"} <= {e[1] for e in events}
+    commits = [e for e in events if e[1] == "commit"]  # [time, "commit", node, height, ...]
+    assert int(m[1]) <= max(e[3] for e in commits) <= int(m[1]) + 1
+
+
+def test_simulate_json_carries_the_same_last_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["simulate", "--nodes", "4", "--duration", "20", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert LAST_LINE.fullmatch(out["last_line"])
