@@ -714,7 +714,7 @@ class NetworkConsensusBridge:
             # the same tree before it, so they arrive first or in the same frame (inlining
             # them anyway cost 13 % of the throughput on the 8-node bench).
             me = self.identity.signing_public
-            flooded = not self.config.gossip or s.flood_own or msg.round > 0
+            flooded = self._floods(s, msg)
             msg = CompactProposal.of(msg, inline=lambda op: flooded and op.submitter == me)
         payload = encode_message(session_id, msg)
         if s is not None and isinstance(msg, Vote | Proposal | CompactProposal):
@@ -726,10 +726,7 @@ class NetworkConsensusBridge:
             now = self._now()
             key = _dedup_key(payload, None, 0)
             self._seen.add(now, key)
-            # A failed round hints that gossip lost something (a frame dropped on a bad
-            # link, a stale view of the validator graph): later rounds flood, as before.
-            retry = isinstance(msg, Vote | Proposal | CompactProposal) and msg.round > 0
-            if not s.flood_own and not retry:
+            if not self._floods(s, msg):
                 again = s.gossip.is_recent(key)
                 s.gossip.offer(
                     key,
@@ -749,6 +746,15 @@ class NetworkConsensusBridge:
         self.send_payload(payload)
 
     # -- neighbour gossip -------------------------------------------------------------
+
+    def _floods(self, s: _Session, msg: Message) -> bool:
+        """Whether our own ``msg`` leaves as a mesh flood rather than by neighbour gossip:
+        gossip is off, some validator is out of contact or reach (``flood_own``), or it is
+        of a later round (a failed round hints that gossip lost something: a frame dropped
+        on a bad link, a stale view of the validator graph)."""
+        if not self.config.gossip or s.flood_own or not isinstance(msg, _GOSSIPED):
+            return True
+        return isinstance(msg, Vote | Proposal | CompactProposal) and msg.round > 0
 
     def _height_of(self, s: _Session, msg: Message) -> int | None:
         if isinstance(msg, Vote | Proposal | CompactProposal):
@@ -829,6 +835,8 @@ class NetworkConsensusBridge:
         node_depth = sum(transport.queue_depth(link) for link in peers.links)
         op_busy = self.config.gossip_op_busy_frames
         for s in self.sessions.values():
+            tag = s.id[:SESSION_TAG_LEN]  # short envelopes unless two sessions share it
+            short = sum(sid[:SESSION_TAG_LEN] == tag for sid in self.sessions) == 1
             for peer in s.gossip.waiting():
                 rec = peers.get(peer)
                 links = sorted(rec.links) if rec is not None else []
@@ -853,8 +861,6 @@ class NetworkConsensusBridge:
                     wake = min(wake, now + self.config.gossip_poll)
                     continue
                 items = self._compact_items(s, s.gossip.take(peer))
-                tag = s.id[:SESSION_TAG_LEN]
-                short = sum(sid[:SESSION_TAG_LEN] == tag for sid in self.sessions) == 1
                 for batch in pack(items, self.config.gossip_config.batch_bytes):
                     payload = encode_batch(s.id, batch)
                     if short:  # the session id as a 4-byte tag: 12 bytes a frame

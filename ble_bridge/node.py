@@ -272,7 +272,7 @@ class Node:
             self.mesh, self.identity, store=self.store, config=config.bridge
         )
         self.sessions: dict[bytes, SessionSection] = {}
-        self.players: dict[bytes, Seat] = {}
+        self.seats: dict[bytes, Seat] = {}  # autoplaying table players
         for s in config.sessions:
             validators = s.validator_keys()
             self.bridge.open_session(s.session_id, validators, app_factory(s.app))
@@ -280,7 +280,7 @@ class Node:
             if s.autoplay and self.identity.signing_public in validators:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
-                self.players[s.session_id] = Seat(player, s.session_id)
+                self.seats[s.session_id] = Seat(player, s.session_id)
         board = board_by_name(config.node.board)
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
@@ -289,7 +289,7 @@ class Node:
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
-        if self.players or self.led.path is not None:  # else housekeeping has nothing to do
+        if self.seats or self.led.path is not None:  # else housekeeping has nothing to do
             self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
         if self.config.node.control_socket != Path():
             self.control = ControlServer(self, self.config.node.control_socket)
@@ -336,7 +336,7 @@ class Node:
         """Submit what the autoplaying table players want now; returns how many ops."""
         n = 0
         now = asyncio.get_running_loop().time()
-        for seat in self.players.values():
+        for seat in self.seats.values():
             turn = seat.play(self.bridge, now)
             n += len(turn.submitted)
             for reason in turn.refused:  # pending full etc.: planned again next tick

@@ -4,7 +4,8 @@
 message leaves the node (``transmit``), as :func:`ble_bridge.consensus.byzantine.misbehave`
 says: equivocate, forge, replay what it heard, withhold, propose invalid blocks, or send
 garbage in 0x1C packets. A withholding node also passes on nothing it should gossip to
-its neighbours (a relay that swallows messages; its mesh router still relays floods). Honest nodes must keep agreement, validity and liveness despite it.
+its neighbours (a relay that swallows messages; its mesh router still relays floods).
+Honest nodes must keep agreement, validity and liveness despite it.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def test_table_nodes_are_assembled_nodes_with_an_injected_byzantine_bridge(
     assert isinstance(liar, TableNode) and isinstance(liar.bridge, ByzantineBridge)
     assert liar.bridge.lies > 0 and not liar.honest
     assert not any(isinstance(n.bridge, ByzantineBridge) for n in nodes[1:])  # type: ignore[attr-defined]
-    assert all(n.control is None and not n.players for n in nodes)  # type: ignore[attr-defined]
+    assert all(n.control is None and not n.seats for n in nodes)  # type: ignore[attr-defined]
     assert sorted(p.name for p in tmp_path.glob("node*.sqlite")) == [
         f"node{i}.sqlite" for i in range(4)
     ]
