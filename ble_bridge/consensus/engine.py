@@ -382,6 +382,42 @@ class ConsensusEngine(Generic[S]):
             default=0,
         )
 
+    def known_blocks(self, height: int, prefix: bytes = b"") -> list[bytes]:
+        """Hashes of the blocks votes at ``height`` may name that we know of, starting with
+        ``prefix`` (NIL included): proposed blocks (or their compact headers) and blocks
+        that verified votes named at the height being decided, our last committed block,
+        what the proposals and votes buffered for the next height name. Expands the short
+        block references of VoteSets."""
+        h = self._committed + 1
+        hs = self._hs
+        found: set[bytes] = {NIL}
+        if height == h:
+            found.update(hs.blocks)
+            found.update(cp.header.hash for cp in hs.compacts.values())
+            for vs in hs.votes.values():  # named by a verified vote: its hash is known
+                found.update(vs.by_block)
+        elif height == self._committed:
+            found.add(self._last_hash)
+        elif height == h + 1:
+            for m in self._future:
+                if isinstance(m, Proposal) and m.height == height:
+                    found.add(m.block.hash)
+                elif isinstance(m, CompactProposal) and m.height == height:
+                    found.add(m.header.hash)
+                elif isinstance(m, Vote) and m.height == height:
+                    found.add(m.block_hash)
+        return sorted(b for b in found if b.startswith(prefix))
+
+    def blocks_mark(self) -> tuple[int, int, int]:
+        """Changes whenever :meth:`known_blocks` may know more (cheap, no scan): the
+        height, the blocks named at the height being decided, messages buffered for the
+        next one."""
+        hs = self._hs
+        named = (
+            len(hs.blocks) + len(hs.compacts) + sum(len(vs.by_block) for vs in hs.votes.values())
+        )
+        return self._committed, named, len(self._future)
+
     def operation_nonce(self, op_id: bytes) -> int | None:
         """Nonce of a mempool operation (None once it left the mempool)."""
         op = self.mempool.ops.get(op_id)

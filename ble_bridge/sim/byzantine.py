@@ -57,10 +57,11 @@ class ByzantineBridge(NetworkConsensusBridge):
         *,
         via: bytes | None = None,
         flooded: bool = False,
+        vouched: bool = False,
     ) -> bool:
         if self.behaviour is Behaviour.REPLAY:
             self.heard.append(bytes(payload))
-        return super().receive_payload(payload, sender, via=via, flooded=flooded)
+        return super().receive_payload(payload, sender, via=via, flooded=flooded, vouched=vouched)
 
     def _pass_on(
         self,

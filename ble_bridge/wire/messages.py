@@ -54,7 +54,12 @@ Kinds and bodies::
                          (votes of several validators for one block, 65 bytes a vote
                          instead of 141; the index is into the session's sorted validator
                          set, so only a member of the session can expand it into Votes;
-                         travels in batches or alone)
+                         travels in batches or alone. With 0x80 set in the step byte the
+                         block is named by the first 4 bytes of its hash (block_ref(4)
+                         instead of block_hash(32)): the receiver expands it against the
+                         blocks it knows at that height and NIL, and keeps it a while if
+                         it knows none yet; the signatures are over the full hash, so a
+                         wrong expansion cannot verify)
     0x10 OperationRef    submitter_index(i) nonce(v) body_len(v) body signature(64)
                          (an Operation whose submitter is the session validator at that
                          index: ~43 bytes shorter; expanded like a VoteSet)
@@ -138,6 +143,13 @@ class UnknownVersion(MessageError):
 
 class UnknownKind(MessageError):
     reason = "unknown_kind"
+
+
+class UnresolvedBlock(MessageError):
+    """A well-formed VoteSet names its block by a hash prefix its receiver cannot expand
+    (yet): no block it knows at that height starts with it."""
+
+    reason = "unresolved_block"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1056,19 +1068,26 @@ def encode_batch(session_id: bytes, items: Sequence[bytes]) -> bytes:
 
 
 MAX_VOTE_SET = 255  # votes in one VoteSet item (its count is one byte)
+SHORT_BLOCK_FLAG = 0x80  # in a VoteSet's step byte: the block is named by a hash prefix
+BLOCK_REF_LEN = 4  # bytes of the block hash a short VoteSet carries
+MAX_BLOCK_CANDIDATES = 4  # known blocks one prefix may expand to
 
 
-def encode_vote_set(votes: Sequence[Vote], index_of: Callable[[bytes], int], n: int) -> bytes:
+def encode_vote_set(
+    votes: Sequence[Vote], index_of: Callable[[bytes], int], n: int, *, short: bool = False
+) -> bytes:
     """A VoteSet item (kind byte + body) for ``votes``, which share step, height, round and
-    block hash; ``index_of`` maps a validator key to its index in the sorted set of ``n``."""
+    block hash; ``index_of`` maps a validator key to its index in the sorted set of ``n``.
+    ``short``: name the block by :data:`BLOCK_REF_LEN` bytes of its hash (28 bytes less),
+    for a receiver that knows the block (or soon will)."""
     if not 1 <= len(votes) <= MAX_VOTE_SET:
         raise ValueError(f"a vote set holds 1..{MAX_VOTE_SET} votes, not {len(votes)}")
     v0 = votes[0]
     parts = [
-        bytes((Kind.VOTE_SET, v0.step)),
+        bytes((Kind.VOTE_SET, v0.step | (SHORT_BLOCK_FLAG if short else 0))),
         _uvarint(v0.height),
         _uvarint(v0.round),
-        v0.block_hash,
+        v0.block_hash[:BLOCK_REF_LEN] if short else v0.block_hash,
         bytes((len(votes),)),
     ]
     for v in votes:
@@ -1085,30 +1104,50 @@ def encode_vote_set(votes: Sequence[Vote], index_of: Callable[[bytes], int], n: 
 
 
 def expand_vote_set(
-    item: bytes, validators: Sequence[bytes], limits: MessageLimits = DEFAULT_LIMITS
+    item: bytes,
+    validators: Sequence[bytes],
+    limits: MessageLimits = DEFAULT_LIMITS,
+    resolve: Callable[[int, bytes], Sequence[bytes]] | None = None,
 ) -> list[Vote]:
-    """The votes of a VoteSet item (kind byte + body); raises only :class:`MessageError`."""
+    """The votes of a VoteSet item (kind byte + body); raises only :class:`MessageError`.
+
+    A block named by a hash prefix is expanded by ``resolve(height, prefix)``, the full
+    hashes the receiver knows there: votes for each (at most :data:`MAX_BLOCK_CANDIDATES`;
+    more than one only if someone ground a colliding hash, and the signature check keeps
+    the right one). None known: :class:`UnresolvedBlock`, raised only for an item that is
+    otherwise well formed."""
     if not item or item[0] != Kind.VOTE_SET:
         raise MessageError("not a vote set")
     r = _Reader(item[1:])
-    step = r.take(1)[0]
+    step_byte = r.take(1)[0]
+    step = step_byte & ~SHORT_BLOCK_FLAG
     if step not in (Step.PREVOTE, Step.PRECOMMIT):
         raise MessageError(f"vote step {step}")
     height = r.uvarint("height")
     rnd = r.uvarint("round")
     if rnd > 0xFFFFFFFF:
         raise MessageError(f"round {rnd}")
-    block_hash = r.take(32)
+    short = bool(step_byte & SHORT_BLOCK_FLAG)
+    block_ref = r.take(BLOCK_REF_LEN if short else 32)
     count = r.take(1)[0]
     n = len(validators)
     if not 1 <= count <= min(n, limits.max_validators):
         raise MessageError(f"vote set of {count} votes for {n} validators")
-    out: list[Vote] = []
-    for _ in range(count):
-        index = r.index(n, "validator")
-        out.append(Vote(Step(step), height, rnd, block_hash, validators[index], r.take(64)))
+    entries = [(validators[r.index(n, "validator")], r.take(64)) for _ in range(count)]
     r.end()
-    return out
+    if not short:
+        hashes: Sequence[bytes] = (block_ref,)
+    else:
+        known = () if resolve is None else resolve(height, block_ref)
+        hashes = [h for h in known if len(h) == 32 and h[:BLOCK_REF_LEN] == block_ref]
+        hashes = hashes[:MAX_BLOCK_CANDIDATES]
+        if not hashes:
+            raise UnresolvedBlock(f"no known block at height {height} starts {block_ref.hex()}")
+    return [
+        Vote(Step(step), height, rnd, block_hash, validator, signature)
+        for block_hash in hashes
+        for validator, signature in entries
+    ]
 
 
 def encode_operation_ref(op: Operation, index_of: Callable[[bytes], int], n: int) -> bytes:
@@ -1249,6 +1288,7 @@ def decode_message(payload: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> tu
 
 
 __all__ = [
+    "BLOCK_REF_LEN",
     "HASH_LEN",
     "KEY_LEN",
     "MAX_VOTE_SET",
@@ -1256,6 +1296,7 @@ __all__ = [
     "NIL",
     "SESSION_ID_LEN",
     "SESSION_TAG_LEN",
+    "SHORT_BLOCK_FLAG",
     "Block",
     "BlockHeader",
     "CertificateRequest",
@@ -1276,6 +1317,7 @@ __all__ = [
     "SnapshotResponse",
     "StateAnnounce",
     "Step",
+    "UnresolvedBlock",
     "Vote",
     "decode_message",
     "encode_batch",

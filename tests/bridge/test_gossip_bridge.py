@@ -30,6 +30,7 @@ from ble_bridge.wire.messages import (
     Vote,
     encode_batch,
     encode_message,
+    encode_vote_set,
     to_neighbour,
 )
 from ble_bridge.wire.packet import Packet, PacketType
@@ -179,9 +180,9 @@ def test_operations_yield_the_radio_while_our_links_are_busy() -> None:
         sent: list[tuple[str, float]] = []
         real = b0._compact_items
 
-        def spy(s: object, items: list[Item]) -> list[bytes]:
+        def spy(s: object, items: list[Item], peer: bytes | None = None) -> list[bytes]:
             sent.extend((type(it.meta).__name__, loop.time()) for it in items)
-            return real(s, items)  # type: ignore[arg-type]
+            return real(s, items, peer)  # type: ignore[arg-type]
 
         def offer(msg: Operation | Vote, priority: int) -> None:
             payload = encode_message(SESSION, msg)
@@ -364,8 +365,8 @@ def test_compact_proposals_travel_as_proposal_refs() -> None:
             b = net.bridge(i)
             real = b._compact_items
 
-            def spy(s: Any, items: list[Item], real: Any = real) -> list[bytes]:
-                out: list[bytes] = real(s, items)
+            def spy(s: Any, items: list[Item], peer: Any = None, real: Any = real) -> list[bytes]:
+                out: list[bytes] = real(s, items, peer)
                 kinds.update(x[0] for x in out)
                 return out
 
@@ -390,11 +391,11 @@ def test_operations_linger_only_while_the_radio_is_busy() -> None:
         sent: dict[int, float] = {}  # nonce -> when it first left
         real = b0._compact_items
 
-        def spy(s: Any, items: list[Item]) -> list[bytes]:
+        def spy(s: Any, items: list[Item], peer: bytes | None = None) -> list[bytes]:
             for it in items:
                 if isinstance(it.meta, Operation):
                     sent.setdefault(it.meta.nonce, loop.time())
-            return real(s, items)  # type: ignore[no-any-return]
+            return real(s, items, peer)  # type: ignore[no-any-return]
 
         b0._compact_items = spy  # type: ignore[method-assign]
         starts = []
@@ -422,3 +423,97 @@ def test_operations_linger_only_while_the_radio_is_busy() -> None:
     idle, busy = run(body)
     assert idle == 0.0  # nothing queued anywhere: no reason to wait
     assert busy >= 0.3  # frames queued: let more operations join this one
+
+
+def _short_vote_set(net: BridgeNet, who: int, height: int, block: bytes, short: bool) -> bytes:
+    """A one-vote VoteSet envelope: validator ``who``'s prevote for ``block``."""
+    ident = net.network.identities[who]
+    vote = Vote.create(ident.sign, ident.signing_public, SESSION, Step.PREVOTE, height, 0, block)
+    keys = net.bridge(0).engine(SESSION).validators
+    return bytes((1,)) + SESSION + encode_vote_set([vote], keys.index, len(keys), short=short)
+
+
+def test_a_vote_set_names_its_block_short_to_a_neighbour_that_named_it_to_us() -> None:
+    async def body() -> None:
+        net, sessions = await gossiping(BridgeNet(4))
+        b0, s0 = net.bridge(0), sessions[0]
+        p1, p2 = s0.gossip.neighbours[:2]
+        ids = net.network.identities
+        h = s0.engine.height + 1
+        block = b"\x0b" * 32
+
+        def vote(who: int, blk: bytes = block) -> Vote:
+            ident = ids[who]
+            return Vote.create(ident.sign, ident.signing_public, SESSION, Step.PREVOTE, h, 0, blk)
+
+        def sizes(peer: bytes, *votes: Vote) -> list[int]:
+            items = [Item(v.signature[:16], b"", v.height, v) for v in votes]
+            return [len(x) for x in b0._compact_items(s0, items, peer)]
+
+        assert sizes(p1, vote(1)) == [102]  # p1 never named it: in full, every time
+        assert sizes(p1, vote(2)) == [102]
+        assert sizes(p1, vote(1, NIL)) == [74]  # NIL: always short
+        # p1 passes us a vote for the block in a frame of its own: it knows it from now on
+        # (p2 does not)
+        assert b0.receive_payload(encode_message(SESSION, vote(3)), via=p1, vouched=True)
+        await asyncio.sleep(0.01)
+        assert sizes(p1, vote(2)) == [74] and sizes(p2, vote(2)) == [102]
+        # a flood p2 merely relayed (someone else signed the frame) proves nothing about
+        # p2's engine, even on its last hop
+        assert b0.receive_payload(encode_message(SESSION, vote(1)), via=p2)
+        await asyncio.sleep(0.01)
+        assert sizes(p2, vote(2)) == [102]
+        b0.config = dataclasses.replace(b0.config, short_vote_sets=False)
+        assert sizes(p1, vote(2), vote(1, NIL)) == [102, 102]
+        await net.stop()
+
+    run(body)
+
+
+def test_a_short_vote_set_waits_for_its_block_then_counts_or_expires() -> None:
+    async def body() -> None:
+        cfg = BridgeConfig(unresolved_capacity=2, unresolved_ttl=1.0)
+        net = BridgeNet(4, config=cfg)
+        await net.start()
+        b1 = net.bridge(1)
+        s1 = b1.sessions[SESSION]
+        h = s1.engine.height + 1
+        block = b"\x0e" * 32
+        assert b1.receive_batch(_short_vote_set(net, 2, h, block, short=True)) == 0
+        assert len(s1.unresolved) == 1 and s1.stats["vote_sets_held"] == 1
+        # a full vote set of another validator names the block: the held one expands
+        assert b1.receive_batch(_short_vote_set(net, 3, h, block, short=False)) == 1
+        await asyncio.sleep(0.01)
+        assert not s1.unresolved and s1.stats["vote_sets_resolved"] == 1
+        voters = s1.engine._hs.votes[(0, Step.PREVOTE)].by_block[block]
+        ids = net.network.identities
+        assert {ids[2].signing_public, ids[3].signing_public} <= set(voters)
+        # blocks nobody names: kept up to the cap, then dropped when too old
+        for k in range(3):
+            b1.receive_batch(_short_vote_set(net, k, h, bytes([0x20 + k]) * 32, short=True))
+        assert len(s1.unresolved) == 2 and b1.drops["vote_set_unresolved_overflow"] == 1
+        await asyncio.sleep(1.5)
+        assert not s1.unresolved and b1.drops["vote_set_unresolved"] == 2
+        await net.stop()
+
+    run(body)
+
+
+def test_vote_sets_travel_short_and_every_height_commits() -> None:
+    async def body() -> None:
+        net, _ = await gossiping(BridgeNet(4, profile="pi-tuned", seed=5))
+        for k in range(4):
+            net.bridge(k).submit_operation(SESSION, add_op(k + 1))
+            assert await net.until(lambda w=k + 1: min(map(net.height, range(4))) >= w, 20)
+        bridges = [net.bridge(i) for i in range(4)]
+        short = sum(b.counters["vote_sets_short"] for b in bridges)
+        full = sum(b.counters["vote_sets_full"] for b in bridges)
+        assert short > full > 0
+        assert not any(
+            b.drops[r]
+            for b in bridges
+            for r in ("vote_set_unresolved", "vote_set_unresolved_overflow")
+        )
+        await net.stop()
+
+    run(body)

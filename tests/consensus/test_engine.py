@@ -433,3 +433,32 @@ def test_idle_chain_makes_empty_blocks_only_while_a_deadline_is_pending() -> Non
     assert all(e.next_timer() is None for e in group)  # then the chain rests
     assert sum(e.stats["idle_blocks"] for e in group) > 0
     assert now > 1.0
+
+
+def test_known_blocks_are_what_short_vote_sets_may_name() -> None:
+    group = engines(4)
+    for e in group:
+        e.start(0.0)
+    by_key = _by_key(group)
+    proposer = by_key[group[0].proposer(1, 0)]
+    proposer.submit(0.0, add_op(5))
+    out = proposer.outbox()
+    prop = next(x for x in out if isinstance(x, Proposal))
+    prevote = next(x for x in out if isinstance(x, Vote))
+    block = prop.block.hash
+    a, b = [e for e in group if e is not proposer][:2]
+    assert a.known_blocks(1) == [NIL]
+    a.receive(0.0, prop)  # the proposal names it
+    assert set(a.known_blocks(1)) == {NIL, block}
+    assert a.known_blocks(1, block[:4]) == [block]
+    assert a.known_blocks(1, b"\xff" * 4) == []
+    assert a.known_blocks(2) == [NIL]
+    b.receive(0.0, prevote)  # a verified vote names it, the proposal still on its way
+    assert block in b.known_blocks(1)
+    forged = dataclasses.replace(prevote, block_hash=b"\x05" * 32)  # signature no longer fits
+    b.receive(0.0, forged)
+    assert b"\x05" * 32 not in b.known_blocks(1)
+    exchange(group, 0.0)
+    h = a.height
+    assert h >= 1 and a.known_blocks(h) == sorted({NIL, a.last_block_hash})  # late votes
+    assert a.known_blocks(h + 1, block[:4]) == []
