@@ -154,7 +154,8 @@ class BridgeConfig:
     gossip_op_max_hold: float = 0.25
     # A VoteSet names its block by 4 bytes of its hash instead of 32 (~1/7 of a one-vote
     # frame) to a neighbour that showed it knows the block (it sent us a vote or proposal
-    # naming it): light-load p50 -11 % over seeds 1-4, ops/s +4 %. Every set short was
+    # naming it): light-load p50 -11 % over seeds 1-4 (bench seed 1: -6 %), saturated
+    # ops/s +1 % (seed 3 -4 %, the others +2 to +4 %). Every set short was
     # -9 %: ~10 % reach nodes that cannot expand them yet and wait there instead of
     # travelling on. Counting a block we named in full on the link as known was as fast,
     # but a lost frame then left a neighbour with sets it could never expand (a 5-node
@@ -544,11 +545,7 @@ class NetworkConsensusBridge:
             msgs: list[Message]
             try:
                 if kind == Kind.VOTE_SET:
-                    msgs = list(
-                        expand_vote_set(
-                            item[ENVELOPE_PREFIX:], validators, limits, s.engine.known_blocks
-                        )
-                    )
+                    msgs = list(self._expand_vote_set(s, item))
                 elif kind == Kind.OPERATION_REF:
                     msgs = [expand_operation_ref(item[ENVELOPE_PREFIX:], validators, limits)]
                 elif kind == Kind.PROPOSAL_REF:
@@ -569,6 +566,16 @@ class NetworkConsensusBridge:
                 )
         return queued
 
+    def _expand_vote_set(self, s: _Session, item: bytes) -> list[Vote]:
+        """The votes of a VoteSet envelope, a short block reference expanded against the
+        blocks the engine knows (raises :class:`UnresolvedBlock` if it knows none)."""
+        return expand_vote_set(
+            item[ENVELOPE_PREFIX:],
+            s.engine.validators,
+            self.config.engine.limits,
+            s.engine.known_blocks,
+        )
+
     def _hold_unresolved(self, s: _Session, item: bytes, via: bytes | None, vouched: bool) -> None:
         """Keep a short VoteSet whose block we do not know yet (its proposal is most likely
         a hop behind); the oldest goes when full."""
@@ -588,15 +595,12 @@ class NetworkConsensusBridge:
             return
         s.unresolved_mark = mark
         held, s.unresolved = s.unresolved, deque()
-        limits = self.config.engine.limits
         for arrived, item, via, vouched in held:
             if now - arrived > self.config.unresolved_ttl:
                 self._drop("vote_set_unresolved")
                 continue
             try:
-                votes = expand_vote_set(
-                    item[ENVELOPE_PREFIX:], s.engine.validators, limits, s.engine.known_blocks
-                )
+                votes = self._expand_vote_set(s, item)
             except MessageError:  # still unknown (it was well formed when it arrived)
                 s.unresolved.append((arrived, item, via, vouched))
                 continue
@@ -999,7 +1003,7 @@ class NetworkConsensusBridge:
             )
             self.counters["vote_sets_short" if short else "vote_sets_full"] += 1
             for i in range(0, len(votes), MAX_VOTE_SET):
-                # ~105 bytes for one vote, not 142 (77 with a short block reference)
+                # ~103 bytes for one vote, not 142 (~75 with a short block reference)
                 out.append(encode_vote_set(votes[i : i + MAX_VOTE_SET], index, n, short=short))
         return out
 
