@@ -131,7 +131,11 @@ def tree_children(
     leaves: Collection[bytes] = (),
 ) -> set[bytes]:
     """My children in ``origin``'s tree (see :func:`gossip_trees`)."""
-    parent = gossip_trees(graph, leaves).get(origin, {})
+    return _children_in(gossip_trees(graph, leaves).get(origin, {}), origin, me)
+
+
+def _children_in(parent: Mapping[bytes, bytes], origin: bytes, me: bytes) -> set[bytes]:
+    """The nodes whose parent is ``me`` in ``origin``'s tree (``parent``: node -> parent)."""
     return {v for v, p in parent.items() if p == me and v != origin}
 
 
@@ -210,9 +214,7 @@ class Gossip:
             return None
         if not self._children:
             for author, parent in gossip_trees(self._graph, self._leaves).items():
-                self._children[author] = {
-                    v for v, p in parent.items() if p == self._me and v != author
-                }
+                self._children[author] = _children_in(parent, author, self._me)
         return self._children.get(origin, set())
 
     # -- knowledge ----------------------------------------------------------------------

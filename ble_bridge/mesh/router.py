@@ -481,9 +481,7 @@ class Router:
         self.seen.add(now, packet.packet_id)
         frame = encode(packet)
         if neighbour is not None:
-            rec = self.peers.get(neighbour)
-            ids = sorted(rec.links) if rec is not None else []
-            links = [self.peers.links[i] for i in ids if i in self.peers.links]
+            links = self._peer_links(neighbour, set())
         else:
             links = self._direct_links(packet, set()) or [
                 link for _, link in sorted(self.peers.links.items())
@@ -498,11 +496,14 @@ class Router:
         recipient = packet.recipient
         if recipient is None or recipient == BROADCAST or not self.config.direct_to_neighbor:
             return None
-        rec = self.peers.get(recipient)
-        if rec is None or not rec.links:
-            return None
-        links = [self.peers.links[i] for i in sorted(rec.links - skip) if i in self.peers.links]
-        return links or None
+        return self._peer_links(recipient, skip) or None
+
+    def _peer_links(self, peer_id: bytes, skip: set[int]) -> list[LinkState]:
+        """A linked peer's links (but ``skip``), in link id order; [] if it has none."""
+        rec = self.peers.get(peer_id)
+        if rec is None:
+            return []
+        return [self.peers.links[i] for i in sorted(rec.links - skip) if i in self.peers.links]
 
     def _queue(self, now: float, link: LinkState, packet: Packet, frame: bytes) -> None:
         try:

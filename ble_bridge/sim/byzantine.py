@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from typing import Any
 
 from ..bridge import BridgeConfig, NetworkConsensusBridge, _Session
 from ..consensus.byzantine import BEHAVIOURS, Behaviour, misbehave
@@ -50,31 +51,16 @@ class ByzantineBridge(NetworkConsensusBridge):
         self.heard: deque[bytes] = deque(maxlen=self.replay_memory)
         self.lies = 0
 
-    def receive_payload(
-        self,
-        payload: bytes,
-        sender: bytes | None = None,
-        *,
-        via: bytes | None = None,
-        flooded: bool = False,
-        vouched: bool = False,
-    ) -> bool:
+    def receive_payload(self, payload: bytes, *args: Any, **kwargs: Any) -> bool:
         if self.behaviour is Behaviour.REPLAY:
             self.heard.append(bytes(payload))
-        return super().receive_payload(payload, sender, via=via, flooded=flooded, vouched=vouched)
+        return super().receive_payload(payload, *args, **kwargs)
 
-    def _pass_on(
-        self,
-        s: _Session,
-        now: float,
-        received: Message | None = None,
-        via: bytes | None = None,
-        flooded: bool = False,
-    ) -> None:
+    def _pass_on(self, s: _Session, now: float, *args: Any, **kwargs: Any) -> None:
         if self.behaviour is Behaviour.WITHHOLD:  # sends nothing: passes nothing on either
             self.lies += len(s.engine.relayable())
             return
-        super()._pass_on(s, now, received, via, flooded)
+        super()._pass_on(s, now, *args, **kwargs)
 
     def transmit(self, session_id: bytes, msg: Message) -> None:
         out = misbehave(
