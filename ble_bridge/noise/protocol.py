@@ -112,7 +112,7 @@ class CipherState:
 
 
 class SymmetricState:
-    __slots__ = ("ck", "cipher", "h")
+    __slots__ = ("cipher", "ck", "h")
 
     def __init__(self) -> None:
         # the protocol name is exactly 32 bytes: h = name, no hashing
@@ -314,9 +314,7 @@ class HandshakeXX:
             raise NoiseError("not_complete")
         k1, k2 = self.sym.split()
         send, receive = (k1, k2) if self.initiator else (k2, k1)
-        return Established(
-            TransportCipher(send), TransportCipher(receive), self.rs, self.sym.h
-        )
+        return Established(TransportCipher(send), TransportCipher(receive), self.rs, self.sym.h)
 
 
 __all__ = [
