@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -43,6 +44,13 @@ from .wire.messages import SESSION_ID_LEN
 log = logging.getLogger(__name__)
 
 APPS = ("craps",)
+
+
+def default_nickname(board: str, peer_id: bytes) -> str:
+    """The nickname a node announces unless ``[node] nickname`` sets one: the board and the
+    last 2 bytes of the peer id, e.g. ``pi4-3fa2`` (BitChat apps show no peer without one)."""
+    prefix = "bridge" if board == "generic" else board
+    return f"{prefix}-{peer_id[-2:].hex()}"
 
 
 def session_id_from_name(name: str) -> bytes:
@@ -274,8 +282,14 @@ class Node:
         app_factory: Callable[[str], Application[Any]] = make_app,
         uplink_transport: Transport | None = None,
     ) -> None:
-        self.config = config
         self.identity = identity or Identity.load(config.node.key_path)
+        if config.mesh.nickname is None:  # phones list no peer without a nickname
+            board_name = board_by_name(config.node.board).name
+            nickname = default_nickname(board_name, self.identity.peer_id)
+            config = dataclasses.replace(
+                config, mesh=dataclasses.replace(config.mesh, nickname=nickname)
+            )
+        self.config = config
         self.store_path = config.node.store_path if store_path == "data_dir" else store_path
         self.store: Store | None = None
         if self.store_path is not None:
@@ -467,6 +481,7 @@ __all__ = [
     "KeyFileError",
     "Node",
     "NodeConfig",
+    "default_nickname",
     "load_node_config",
     "parse_node_config",
     "session_id_from_name",
