@@ -65,6 +65,8 @@ class Record:
     commit_times: dict[int, float] = field(default_factory=dict)
     invariant_errors: list[str] = field(default_factory=list)
     final_height: int = 0
+    mesh_stats: dict[str, int] = field(default_factory=dict)
+    """The node's mesh counters when it stopped."""
 
 
 class Islands:
@@ -167,6 +169,7 @@ class Islands:
         rec = self.records.setdefault((island, index), Record())
         engine = node.bridge.engine(self.session_id)
         rec.final_height = engine.height
+        rec.mesh_stats = node.mesh.stats()
         try:
             check_invariants(engine.state)
         except Exception as exc:  # any failure is a safety violation

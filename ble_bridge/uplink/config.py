@@ -93,9 +93,11 @@ class UplinkConfig:
     qos: int = 0
     """0 or 1 (QoS 1 may duplicate: dedup absorbs that). Presence is always QoS 1."""
     bytes_per_s: float = 32768.0
-    """Upstream budget, bytes of MQTT payload a second; 0: no limit. Inbound has the same."""
+    """Upstream budget, bytes of MQTT payload a second; 0: no limit. Each remote gateway
+    gets the same inbound."""
     frames_per_s: float = 200.0
-    """Upstream budget, mesh frames a second; 0: no limit. Inbound has the same."""
+    """Upstream budget, mesh frames a second; 0: no limit. Each remote gateway gets the
+    same inbound."""
     burst_s: float = 2.0
     """Each budget's token bucket holds this many seconds of it."""
     frame_types: tuple[str, ...] = ("announce", "consensus")

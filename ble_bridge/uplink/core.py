@@ -10,8 +10,8 @@ is one link, the highest priorities first when more than ``max_gateways`` are pr
 Upward, frames queued within ``batch_linger`` leave together: a frame queued to every link
 (a flood, an announce) as one message on ``all``, a frame for some links only (neighbour
 gossip) in one message per gateway on ``to/<gateway>``. Budgets are token buckets (frames/s
-and bytes/s); frames wait for them in bounded per-link queues, whose depth the bridge sees
-as a busy link. Downward, every message passes a size check, topic and mesh checks, the
+and bytes/s; inbound, one pair per remote gateway); frames wait for them in bounded
+per-link queues, whose depth the bridge sees as a busy link. Downward, every message passes a size check, topic and mesh checks, the
 inbound budget, the frame-type filter and a long seen window before the router gets its
 frames. Liveness: a heartbeat on ``all`` and a probe to our own inbox every
 ``heartbeat_interval``; a probe that does not come back within ``link_timeout`` means the
@@ -206,6 +206,8 @@ class RemoteGateway:
     bytes_out: int = 0
     seq_gaps: int = 0
     drops: Counter[str] = field(default_factory=Counter)
+    in_frames: TokenBucket = field(default_factory=lambda: TokenBucket(0.0, 1.0))
+    in_bytes: TokenBucket = field(default_factory=lambda: TokenBucket(0.0, 1.0))
 
 
 @dataclass(slots=True)
@@ -262,10 +264,6 @@ class GatewayCore:
         burst = config.burst_s
         self.out_frames = TokenBucket(config.frames_per_s, max(1.0, config.frames_per_s * burst))
         self.out_bytes = TokenBucket(
-            config.bytes_per_s, max(float(config.max_message_bytes), config.bytes_per_s * burst)
-        )
-        self.in_frames = TokenBucket(config.frames_per_s, max(1.0, config.frames_per_s * burst))
-        self.in_bytes = TokenBucket(
             config.bytes_per_s, max(float(config.max_message_bytes), config.bytes_per_s * burst)
         )
         self.seen = SeenWindow(config.seen_capacity, config.seen_ttl)
@@ -384,11 +382,22 @@ class GatewayCore:
             if len(self.gateways) >= self.config.max_known_gateways:
                 raise UplinkWireError("gateways_full")
             gw = self.gateways[gw_id] = RemoteGateway(gw_id, p.priority)
+            gw.in_frames, gw.in_bytes = self._inbound_buckets()
             self.stats["gateways_seen"] += 1
         gw.priority = p.priority
         gw.present = True
         gw.last_heard = max(gw.last_heard, now)
         self._reconcile(now)
+
+    def _inbound_buckets(self) -> tuple[TokenBucket, TokenBucket]:
+        """A remote gateway's own inbound budget: one that floods (or a broker flooding in
+        its name) spends its own allowance, not that of the other gateways."""
+        cfg = self.config
+        frames = TokenBucket(cfg.frames_per_s, max(1.0, cfg.frames_per_s * cfg.burst_s))
+        size = TokenBucket(
+            cfg.bytes_per_s, max(float(cfg.max_message_bytes), cfg.bytes_per_s * cfg.burst_s)
+        )
+        return frames, size
 
     def _message(self, now: float, kind: TopicKind, gw_id: bytes | None, payload: bytes) -> None:
         cfg = self.config
@@ -418,10 +427,10 @@ class GatewayCore:
             if msg.kind is Kind.FRAMES:
                 self._drop("unknown_gateway", gw)  # present but not linked (over the limit)
             return
-        if not self.in_bytes.take(now, len(payload)):
+        if not gw.in_bytes.take(now, len(payload)):
             return self._drop("budget_bytes", gw)
         for frame in msg.frames:
-            if not self.in_frames.take(now, 1):
+            if not gw.in_frames.take(now, 1):
                 self._drop("budget_frames", gw)
                 continue
             ptype = frame_packet_type(frame)

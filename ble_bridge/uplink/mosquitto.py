@@ -64,6 +64,10 @@ class Mosquitto:
         return f"mqtt://{HOST}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
