@@ -146,9 +146,7 @@ class Islands:
         cfg = self.config
         profile = get_profile(cfg.profile)
         for k, n in enumerate(cfg.sizes):
-            net = Network(
-                full(n), profile, self._factory(k), seed=cfg.seed * 1000 + k, trace=False
-            )
+            net = Network(full(n), profile, self._factory(k), seed=cfg.seed * 1000 + k, trace=False)
             self.networks.append(net)
             self.validators.extend(net.identities)
         for net in self.networks:
