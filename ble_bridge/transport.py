@@ -36,6 +36,7 @@ class LinkRole(enum.StrEnum):
 
     CENTRAL = "central"  # we connected out (bleak); we write, they notify
     PERIPHERAL = "peripheral"  # they connected to us (bless); they write, we notify
+    UPLINK = "uplink"  # a remote gateway heard through an MQTT broker (ble_bridge.uplink)
 
 
 @dataclass(frozen=True, slots=True)
