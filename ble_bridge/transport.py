@@ -50,7 +50,10 @@ class LinkInfo:
 
     @property
     def max_frame(self) -> int:
-        """Largest frame that fits one write/notification on this link (:func:`frame_limit`)."""
+        """Largest frame that fits one write/notification on this link (:func:`frame_limit`;
+        an uplink carries no ATT attribute, so only its ``mtu - 3`` applies)."""
+        if self.role is LinkRole.UPLINK:
+            return max(self.mtu, MIN_ATT_MTU) - ATT_HEADER
         return frame_limit(self.mtu)
 
 
