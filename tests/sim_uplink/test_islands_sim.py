@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from ble_bridge.cli import main as cli_main
 from ble_bridge.sim.broker import SimBroker, topic_matches
 from ble_bridge.sim.islands import IslandsConfig, IslandsRun, simulate_islands
 
@@ -68,3 +71,33 @@ def test_broker_forgets_retained_when_it_goes_down() -> None:
         assert b.connect(None, None) is None  # type: ignore[arg-type]
     finally:
         loop.close()
+
+
+ISLANDS_LINE = re.compile(
+    r"simulate heights=(\d+) ops=(\d+) p50_ms=(\d+\.\d) p95_ms=(\d+\.\d) safety=(ok|violated)"
+    r" islands=(\d+) uplink_frames=(\d+)"
+)
+
+
+def test_simulate_islands_cli_last_line(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["simulate", "--islands", "2", "--split", "3:2", "--duration", "20", "--seed", "2"]
+    assert cli_main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    m = ISLANDS_LINE.fullmatch(last)
+    assert m is not None, last
+    assert int(m[1]) >= 3 and m[5] == "ok" and m[6] == "2" and int(m[7]) > 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--split", "4:x"],
+        ["--islands", "3", "--split", "4:4"],
+        ["--split", "4:4", "--gateways", "5"],
+        ["--split", "4:4", "--broker-outage", "9:3"],
+        ["--split", "4:4", "--byzantine", "1"],
+    ],
+)
+def test_simulate_islands_bad_options(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["simulate", *extra]) == 2
+    assert "ble-bridge simulate:" in capsys.readouterr().err
