@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ class IslandsConfig:
     profile: str = "pi-tuned"
     seed: int = 1
     play_interval: float = 0.25
+    warmup: float = 0.0
+    """Seconds before the players sit down."""
     mesh: MeshConfig = field(default_factory=MeshConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
@@ -62,6 +65,7 @@ def islands_session_id(seed: int) -> bytes:
 @dataclass(slots=True)
 class Record:
     chain: dict[int, bytes] = field(default_factory=dict)
+    ops_at: dict[int, int] = field(default_factory=dict)
     commit_times: dict[int, float] = field(default_factory=dict)
     invariant_errors: list[str] = field(default_factory=list)
     final_height: int = 0
@@ -133,6 +137,7 @@ class Islands:
         def hook(session_id: bytes, ev: Committed) -> None:
             now = asyncio.get_running_loop().time()
             rec.chain[ev.height] = ev.block.hash
+            rec.ops_at[ev.height] = len(ev.ops)
             rec.commit_times[ev.height] = now
             for op in ev.ops:
                 sub = self.submitted.get(op.op_id)
@@ -175,6 +180,8 @@ class Islands:
 
     async def _play(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.config.warmup > 0:
+            await asyncio.sleep(self.config.warmup)
         while not self._stop.is_set():
             now = loop.time()
             for key, node in self.nodes().items():
@@ -235,3 +242,121 @@ class Islands:
                 return False
             await asyncio.sleep(poll)
         return True
+
+
+# -- the simulator: islands joined through a simulated broker, in virtual time -------------
+
+
+@dataclass(frozen=True, slots=True)
+class IslandsRun:
+    """``ble-bridge simulate --islands``: the islands, how long, and a broker outage."""
+
+    islands: IslandsConfig = field(default_factory=lambda: IslandsConfig(warmup=3.0))
+    duration: float = 60.0
+    outage: tuple[float, float] | None = None
+    """(start, end) in simulated seconds: the broker is down in between."""
+    internet: str = "city"
+    mesh_id: str = "sim-islands"
+
+
+@dataclass(slots=True)
+class IslandsResult:
+    run: IslandsRun
+    heights: int
+    ops: int
+    latencies: list[float]
+    safe: bool
+    final_heights: dict[tuple[int, int], int]
+    marks: dict[str, dict[tuple[int, int], int]]
+    uplink_frames: int
+    uplink_stats: Counter[str]
+    broker_stats: Counter[str]
+    wall_time: float
+
+    def latency(self, q: float) -> float:
+        if not self.latencies:
+            return math.nan
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+    def island_gain(self, island: int, start: str, end: str) -> int:
+        """Heights the slowest node of ``island`` committed between two marks."""
+        a, b = self.marks.get(start, {}), self.marks.get(end, {})
+        keys = [k for k in b if k[0] == island]
+        return min((b[k] - a.get(k, 0) for k in keys), default=0)
+
+    def last_line(self) -> str:
+        p50, p95 = self.latency(0.5) * 1000, self.latency(0.95) * 1000
+        return (
+            f"simulate heights={self.heights} ops={self.ops} p50_ms={p50:.1f} "
+            f"p95_ms={p95:.1f} safety={'ok' if self.safe else 'violated'} "
+            f"islands={len(self.run.islands.sizes)} uplink_frames={self.uplink_frames}"
+        )
+
+
+async def run_islands(run: IslandsRun) -> IslandsResult:
+    """Run the islands on the running (virtual) loop."""
+    import time
+
+    from ..uplink.config import UplinkConfig
+    from .broker import INTERNET_PROFILES, SimBroker, SimUplinkTransport
+    from .clock import Seeds
+
+    wall0 = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    seeds = Seeds(run.islands.seed)
+    broker = SimBroker(loop, seeds.rng("broker"))
+    profile = INTERNET_PROFILES[run.internet]
+    ucfg = UplinkConfig(broker="mqtt://sim-broker", mesh_id=run.mesh_id)
+
+    def uplink(island: int, index: int, ident: Identity) -> Transport:
+        rng = seeds.rng("uplink", island, index)
+        return SimUplinkTransport(broker, ucfg, ident.peer_id, profile, rng)
+
+    islands = Islands(run.islands, uplink)
+    marks: dict[str, dict[tuple[int, int], int]] = {}
+    t0 = loop.time()
+
+    def outage() -> None:
+        marks["outage"] = islands.heights()
+        broker.go_down()
+
+    def heal() -> None:
+        marks["heal"] = islands.heights()
+        broker.come_up()
+
+    if run.outage is not None:
+        loop.call_at(t0 + run.outage[0], outage)
+        loop.call_at(t0 + run.outage[1], heal)
+    await islands.start()
+    await asyncio.sleep(run.duration)
+    marks["end"] = islands.heights()
+    await islands.stop()
+    stats: Counter[str] = Counter()
+    for u in islands.uplinks.values():
+        if isinstance(u, SimUplinkTransport):
+            stats.update(u.core.stats)
+    ops_at: dict[int, int] = {}
+    for rec in islands.records.values():
+        ops_at.update(rec.ops_at)
+    final = {k: r.final_height for k, r in sorted(islands.records.items())}
+    return IslandsResult(
+        run=run,
+        heights=max(final.values(), default=0),
+        ops=sum(ops_at.values()),
+        latencies=islands.latencies,
+        safe=islands.safe(),
+        final_heights=final,
+        marks=marks,
+        uplink_frames=stats["frames_out"],
+        uplink_stats=stats,
+        broker_stats=broker.stats,
+        wall_time=time.perf_counter() - wall0,
+    )
+
+
+def simulate_islands(run: IslandsRun) -> IslandsResult:
+    """Run the islands on a fresh virtual loop, deterministic by seed."""
+    from .clock import run_virtual
+
+    return run_virtual(run_islands(run), seed=run.islands.seed)
