@@ -51,13 +51,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ble_bridge.air.clock import run_virtual
+from ble_bridge.air.network import Network, SimNode
+from ble_bridge.air.profiles import get_profile
 from ble_bridge.bridge import BridgeConfig, BridgeError
 from ble_bridge.consensus.engine import Committed
 from ble_bridge.consensus.testing import LedgerApp, add_op
 from ble_bridge.mesh.config import MeshConfig
-from ble_bridge.sim.clock import run_virtual
-from ble_bridge.sim.network import Network, SimNode
-from ble_bridge.sim.profiles import get_profile
 from ble_bridge.sim.scenario import ScenarioConfig, run_scenario
 from ble_bridge.sim.table import TableNode, table_node_factory
 from ble_bridge.wire.identity import Identity

@@ -16,12 +16,9 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .bridge import BridgeError, ProposalId
-
-if TYPE_CHECKING:
-    from .node import Node
+from .bridge import BridgeError, PendingOperation, ProposalId
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +27,31 @@ MAX_CLIENTS = 16
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-class ControlServer:
-    """Serves a :class:`Node`'s control API on a unix socket."""
+class Operations(Protocol):
+    """The part of the bridge the control API calls."""
 
-    def __init__(self, node: Node, path: Path) -> None:
+    def submit_operation(self, session_id: bytes, op: bytes) -> ProposalId: ...
+
+    def operation(self, proposal_id: bytes) -> PendingOperation | None: ...
+
+
+class ControlApi(Protocol):
+    """What the control server calls on a node (``ble_bridge.node.Node`` is one)."""
+
+    @property
+    def bridge(self) -> Operations: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def peers(self) -> list[dict[str, object]]: ...
+
+    def session_by_name(self, name: str) -> bytes: ...
+
+
+class ControlServer:
+    """Serves a node's control API (:class:`ControlApi`) on a unix socket."""
+
+    def __init__(self, node: ControlApi, path: Path) -> None:
         self.node = node
         self.path = path
         self._server: asyncio.AbstractServer | None = None

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..air.faults import Crash, FaultPlan, FaultSpecError, Heal, LinkDrop, Partition, parse_faults
+from ..air.profiles import DEFAULT_PROFILE, PROFILES
+from ..air.topology import TOPOLOGIES
 from ..mesh.config import MeshConfig
-from ..sim.faults import Crash, FaultPlan, FaultSpecError, Heal, LinkDrop, Partition, parse_faults
-from ..sim.profiles import DEFAULT_PROFILE, PROFILES
 from ..sim.scenario import Progress, ScenarioConfig, ScenarioResult, simulate
-from ..sim.topology import TOPOLOGIES
 
 ModeRunner = Callable[[argparse.Namespace], int]
 OptionAdder = Callable[[argparse.ArgumentParser], None]

@@ -17,9 +17,9 @@ import math
 import sys
 from pathlib import Path
 
-from ..sim.broker import INTERNET_PROFILES
+from ..air.broker import INTERNET_PROFILES
+from ..air.faults import FaultSpecError
 from ..sim.byzantine import BEHAVIOURS, Behaviour
-from ..sim.faults import FaultSpecError
 from ..sim.islands import IslandsConfig, IslandsResult, IslandsRun, simulate_islands
 from ..sim.table import TableConfig, TableResult, plot_latency, simulate_table
 from .simulate import live_progress, register_mode, scenario_from_args, write_trace

@@ -21,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..air.network import Network, NodeSpec, SimNode
+from ..air.profiles import get_profile
+from ..air.topology import full
 from ..bridge import BridgeConfig
 from ..consensus.craps import TablePlayer, check_invariants
 from ..consensus.engine import Committed
@@ -28,9 +31,6 @@ from ..mesh.config import MeshConfig
 from ..node import Node, NodeConfig, NodeSection, Seat, SessionSection
 from ..transport import Transport
 from ..wire.identity import Identity
-from .network import Network, NodeSpec, SimNode
-from .profiles import get_profile
-from .topology import full
 
 log = logging.getLogger(__name__)
 
@@ -298,9 +298,9 @@ async def run_islands(run: IslandsRun) -> IslandsResult:
     """Run the islands on the running (virtual) loop."""
     import time
 
+    from ..air.broker import INTERNET_PROFILES, SimBroker, SimUplinkTransport
+    from ..air.clock import Seeds
     from ..uplink.config import UplinkConfig
-    from .broker import INTERNET_PROFILES, SimBroker, SimUplinkTransport
-    from .clock import Seeds
 
     wall0 = time.perf_counter()
     loop = asyncio.get_running_loop()
@@ -357,6 +357,6 @@ async def run_islands(run: IslandsRun) -> IslandsResult:
 
 def simulate_islands(run: IslandsRun) -> IslandsResult:
     """Run the islands on a fresh virtual loop, deterministic by seed."""
-    from .clock import run_virtual
+    from ..air.clock import run_virtual
 
     return run_virtual(run_islands(run), seed=run.islands.seed)

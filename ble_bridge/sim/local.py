@@ -17,11 +17,11 @@ import os
 import secrets
 from pathlib import Path
 
+from ..air.network import Network, NodeSpec, SimNode
+from ..air.profiles import PI_TUNED, LinkProfile
+from ..air.topology import full
 from ..node import Node, NodeConfig, SessionSection
 from ..wire.identity import Identity
-from .network import Network, NodeSpec, SimNode
-from .profiles import PI_TUNED, LinkProfile
-from .topology import full
 
 DEMO_TABLE = "demo-table"
 SEED_FILE = "sim-peers.seed"

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..air.air import TraceEvent
+from ..air.capture import PcapWriter
+from ..air.clock import Seeds, run_virtual
+from ..air.faults import FaultPlan
+from ..air.network import Network, NodeFactory, NodeSpec, SimNode
+from ..air.profiles import DEFAULT_PROFILE, get_profile
+from ..air.topology import build
 from ..mesh.config import MeshConfig
 from ..mesh.router import DROP_REASONS, Delivered
 from ..mesh.service import MeshNode
 from ..wire.packet import PacketType
-from .air import TraceEvent
-from .capture import PcapWriter
-from .clock import Seeds, run_virtual
-from .faults import FaultPlan
-from .network import Network, NodeFactory, NodeSpec, SimNode
-from .profiles import DEFAULT_PROFILE, get_profile
-from .topology import build
 
 BROADCAST_FRAME_TYPES = (PacketType.MESSAGE, PacketType.FRAGMENT)
 

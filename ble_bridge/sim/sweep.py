@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..air.faults import Crash, Fault, FaultPlan, Loss
 from .byzantine import Behaviour
-from .faults import Crash, Fault, FaultPlan, Loss
 from .scenario import ScenarioConfig
 from .table import TableConfig, TableResult, simulate_table
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..air.clock import Seeds, run_virtual
+from ..air.faults import FaultPlan, Heal, Partition
+from ..air.network import Network, NodeFactory, NodeSpec, SimNode
 from ..bridge import BridgeConfig, NetworkConsensusBridge
 from ..consensus.app import Application
 from ..consensus.craps import CrapsApp, TablePlayer, check_invariants, decode_op
@@ -31,9 +34,6 @@ from ..wire.identity import Identity, verify_signature
 from ..wire.messages import MessageError, Vote, decode_message
 from ..wire.packet import PacketType
 from .byzantine import Behaviour, byzantine_bridge
-from .clock import Seeds, run_virtual
-from .faults import FaultPlan, Heal, Partition
-from .network import Network, NodeFactory, NodeSpec, SimNode
 from .scenario import ProgressCallback, ScenarioConfig, ScenarioResult, run_scenario
 
 
@@ -467,7 +467,7 @@ async def run_table(
         start, heal = config.partition
         groups = minority_groups(sc.nodes, sc.seed)
         plan = plan + FaultPlan((Partition(start, groups), Heal(heal)))
-    from .faults import Crash
+    from ..air.faults import Crash
 
     crashes = any(isinstance(f, Crash) for f in plan.faults)
     scenario = ScenarioConfig(

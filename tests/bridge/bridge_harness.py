@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ble_bridge.air.clock import Seeds, run_virtual
+from ble_bridge.air.network import Network, NodeSpec, SimNode
+from ble_bridge.air.profiles import get_profile
+from ble_bridge.air.topology import build
 from ble_bridge.bridge import BridgeConfig, NetworkConsensusBridge
 from ble_bridge.consensus.testing import LedgerApp
 from ble_bridge.mesh.service import MeshNode
-from ble_bridge.sim.clock import Seeds, run_virtual
-from ble_bridge.sim.network import Network, NodeSpec, SimNode
-from ble_bridge.sim.profiles import get_profile
-from ble_bridge.sim.topology import build
 from ble_bridge.store import Store
 
 T = TypeVar("T")

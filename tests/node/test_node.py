@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from ble_bridge import cli
+from ble_bridge.air.clock import run_virtual
+from ble_bridge.air.network import Network, NodeSpec
+from ble_bridge.air.profiles import IDEAL
+from ble_bridge.air.topology import full
 from ble_bridge.config import ConfigError
 from ble_bridge.control import request
 from ble_bridge.node import Node, NodeConfig, parse_node_config, session_id_from_name
-from ble_bridge.sim.clock import run_virtual
-from ble_bridge.sim.network import Network, NodeSpec
-from ble_bridge.sim.profiles import IDEAL
-from ble_bridge.sim.topology import full
 from ble_bridge.wire.identity import Identity
 
 pytestmark = pytest.mark.timeout(120)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from ble_bridge.air.air import SimTransport
+from ble_bridge.air.faults import FaultPlan
+from ble_bridge.air.network import Network
+from ble_bridge.air.profiles import LinkProfile
+from ble_bridge.air.topology import Topology
 from ble_bridge.mesh.config import MeshConfig
 from ble_bridge.mesh.router import Delivered
 from ble_bridge.mesh.service import MeshNode
-from ble_bridge.sim.air import SimTransport
-from ble_bridge.sim.faults import FaultPlan
-from ble_bridge.sim.network import Network
-from ble_bridge.sim.profiles import LinkProfile
 from ble_bridge.sim.scenario import mesh_node_factory
-from ble_bridge.sim.topology import Topology
 from ble_bridge.transport import LinkInfo
 from ble_bridge.wire.packet import PacketType
 

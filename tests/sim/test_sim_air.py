@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 from sim_net import Recorder
 
-from ble_bridge.sim.air import Air, SimTransport
-from ble_bridge.sim.clock import Seeds, run_virtual
-from ble_bridge.sim.profiles import IDEAL, PI_TUNED, PI_UNTUNED, ZERO2W, LinkProfile
-from ble_bridge.sim.topology import Topology, full, line
+from ble_bridge.air.air import Air, SimTransport
+from ble_bridge.air.clock import Seeds, run_virtual
+from ble_bridge.air.profiles import IDEAL, PI_TUNED, PI_UNTUNED, ZERO2W, LinkProfile
+from ble_bridge.air.topology import Topology, full, line
 from ble_bridge.transport import LinkRole, SendResult
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ble_bridge.sim.capture import AirEvent, CaptureFormatError, read_pcap
-from ble_bridge.sim.faults import FaultPlan, LinkDrop
+from ble_bridge.air.capture import AirEvent, CaptureFormatError, read_pcap
+from ble_bridge.air.faults import FaultPlan, LinkDrop
 from ble_bridge.sim.scenario import ScenarioConfig, ScenarioResult, simulate
 from ble_bridge.wire.fragment import FragmentPayload
 from ble_bridge.wire.packet import PacketType, decode

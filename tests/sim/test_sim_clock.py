@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ble_bridge.sim.clock import IdleForeverError, Seeds, VirtualClockLoop, run_virtual
+from ble_bridge.air.clock import IdleForeverError, Seeds, VirtualClockLoop, run_virtual
 
 
 def test_sleeping_ten_minutes_takes_no_wall_time() -> None:

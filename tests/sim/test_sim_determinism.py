@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from ble_bridge.sim.faults import ClockSkew, Crash, FaultPlan, Heal, Loss, Movement, Partition
+from ble_bridge.air.faults import ClockSkew, Crash, FaultPlan, Heal, Loss, Movement, Partition
 from ble_bridge.sim.scenario import ScenarioConfig, ScenarioResult, simulate
 
 FAULTS = FaultPlan(

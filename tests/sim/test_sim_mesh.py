@@ -8,12 +8,12 @@ import random
 
 from sim_net import MeshNet
 
+from ble_bridge.air.clock import SIM_EPOCH, Seeds, run_virtual
+from ble_bridge.air.faults import Crash, FaultPlan
+from ble_bridge.air.profiles import IDEAL, PI_TUNED
+from ble_bridge.air.topology import grid, line, random_geometric
 from ble_bridge.mesh.config import MeshConfig
 from ble_bridge.mesh.router import DROP_REASONS
-from ble_bridge.sim.clock import SIM_EPOCH, Seeds, run_virtual
-from ble_bridge.sim.faults import Crash, FaultPlan
-from ble_bridge.sim.profiles import IDEAL, PI_TUNED
-from ble_bridge.sim.topology import grid, line, random_geometric
 from ble_bridge.wire.fragment import FragmentPayload
 from ble_bridge.wire.identity import Identity
 from ble_bridge.wire.packet import Packet, PacketType, encode

@@ -6,10 +6,10 @@ import asyncio
 
 from sim_net import Recorder
 
-from ble_bridge.sim.air import Air, SimTransport
-from ble_bridge.sim.clock import Seeds, run_virtual
-from ble_bridge.sim.profiles import PI_TUNED
-from ble_bridge.sim.topology import full
+from ble_bridge.air.air import Air, SimTransport
+from ble_bridge.air.clock import Seeds, run_virtual
+from ble_bridge.air.profiles import PI_TUNED
+from ble_bridge.air.topology import full
 
 BUDGET = PI_TUNED.max_links
 

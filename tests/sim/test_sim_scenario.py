@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ble_bridge.cli import main as cli_main
-from ble_bridge.mesh.router import DROP_REASONS
-from ble_bridge.sim.capture import read_pcap
-from ble_bridge.sim.faults import (
+from ble_bridge.air.capture import read_pcap
+from ble_bridge.air.faults import (
     ClockSkew,
     Crash,
     Delay,
@@ -23,6 +21,8 @@ from ble_bridge.sim.faults import (
     Partition,
     parse_faults,
 )
+from ble_bridge.cli import main as cli_main
+from ble_bridge.mesh.router import DROP_REASONS
 from ble_bridge.sim.scenario import ScenarioConfig, simulate
 
 

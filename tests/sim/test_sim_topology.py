@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ble_bridge.sim.topology import RandomWaypoint, full, grid, line, random_geometric, ring
+from ble_bridge.air.topology import RandomWaypoint, full, grid, line, random_geometric, ring
 
 
 def test_layouts_hear_exactly_their_intended_neighbours() -> None:

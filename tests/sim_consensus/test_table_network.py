@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from ble_bridge.air.clock import run_virtual
+from ble_bridge.air.faults import Crash, FaultPlan
+from ble_bridge.air.network import Network, SimNode
+from ble_bridge.air.profiles import IDEAL
+from ble_bridge.air.topology import full
 from ble_bridge.node import Node
 from ble_bridge.sim.byzantine import Behaviour, ByzantineBridge
-from ble_bridge.sim.clock import run_virtual
-from ble_bridge.sim.faults import Crash, FaultPlan
-from ble_bridge.sim.network import Network, SimNode
-from ble_bridge.sim.profiles import IDEAL
 from ble_bridge.sim.scenario import ScenarioConfig
 from ble_bridge.sim.sweep import run_seed
 from ble_bridge.sim.table import (
@@ -28,7 +29,6 @@ from ble_bridge.sim.table import (
     table_node_factory,
     table_session_id,
 )
-from ble_bridge.sim.topology import full
 
 
 def table(

@@ -8,7 +8,7 @@ majority node full and the minority alone: the chain stopped at the stall point 
 
 from __future__ import annotations
 
-from ble_bridge.sim.faults import Crash, FaultPlan
+from ble_bridge.air.faults import Crash, FaultPlan
 from ble_bridge.sim.scenario import ScenarioConfig
 from ble_bridge.sim.table import TableConfig, minority_groups, simulate_table
 

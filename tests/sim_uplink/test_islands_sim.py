@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from ble_bridge.air.broker import SimBroker, topic_matches
 from ble_bridge.cli import main as cli_main
-from ble_bridge.sim.broker import SimBroker, topic_matches
 from ble_bridge.sim.islands import IslandsConfig, IslandsRun, simulate_islands
 
 

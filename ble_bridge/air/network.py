@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,9 +18,19 @@ from ..wire.identity import Identity
 from .air import Air, AirLimits, SimTransport
 from .capture import PcapWriter
 from .clock import SIM_EPOCH, Seeds
-from .faults import FaultPlan, schedule
+from .faults import (
+    Crash,
+    Delay,
+    FaultPlan,
+    Heal,
+    LinkDrop,
+    Loss,
+    Movement,
+    Partition,
+    halves,
+)
 from .profiles import LinkProfile
-from .topology import Topology
+from .topology import RandomWaypoint, Topology
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +128,58 @@ class Network:
         """Start every node, then arm the fault plan."""
         for i in range(len(self.nodes)):
             await self.start_node(i)
-        schedule(self, self.faults, self.seeds.rng("faults"))
+        self.apply(self.faults, self.seeds.rng("faults"))
+
+    def apply(self, plan: FaultPlan, rng: random.Random) -> None:
+        """Set timers for every fault of ``plan`` relative to the loop's time now."""
+        loop = self.loop
+        t0 = loop.time()
+        air = self.air
+        for f in plan.faults:
+            if isinstance(f, Partition):
+                loop.call_at(t0 + f.at, air.partition, f.groups or halves(air.topology))
+            elif isinstance(f, Heal):
+                loop.call_at(t0 + f.at, air.heal)
+            elif isinstance(f, LinkDrop):
+                loop.call_at(t0 + f.at, self._drop_links, f.node, rng)
+            elif isinstance(f, Crash):
+                loop.call_at(t0 + f.at, self.spawn_crash, f.node, f.restart_after)
+            elif isinstance(f, Loss):
+                loop.call_at(t0 + f.start, self._set_loss, f.probability, f.nodes)
+                loop.call_at(t0 + f.end, self._set_loss, 0.0, None)
+            elif isinstance(f, Delay):
+                loop.call_at(t0 + f.start, self._set_delay, f.extra)
+                loop.call_at(t0 + f.end, self._set_delay, 0.0)
+            elif isinstance(f, Movement):
+                walker = RandomWaypoint(air.topology, rng, speed=f.speed, nodes=f.nodes)
+                loop.call_at(t0 + f.start, self._move, walker, f.tick)
+            # ClockSkew is applied as each node is built (wall_offset)
+
+    def _drop_links(self, node: int | None, rng: random.Random) -> None:
+        air = self.air
+        if node is None:
+            pairs = air.link_ids()
+            if pairs:
+                air.break_link(rng.choice(pairs), "supervision_timeout")
+            return
+        for link_id in air.link_ids(node):
+            air.break_link(link_id, "supervision_timeout")
+
+    def _set_loss(self, p: float, nodes: Sequence[int] | None) -> None:
+        self.air.loss = p
+        self.air.loss_nodes = frozenset(nodes) if nodes is not None else None
+        self.air.record("loss", p)
+
+    def _set_delay(self, extra: float) -> None:
+        self.air.extra_delay = extra
+        self.air.record("delay", extra)
+
+    def _move(self, walker: RandomWaypoint, tick: float) -> None:
+        if self.stopped:
+            return
+        walker.step(tick)
+        self.air.check_range()
+        self.loop.call_later(tick, self._move, walker, tick)
 
     async def start_node(self, index: int) -> SimNode:
         if self.nodes[index] is not None:

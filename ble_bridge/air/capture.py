@@ -8,7 +8,7 @@ the mesh frame exactly as sent on the link::
 ``event``: 0 delivered, 1 lost when the link dropped, 2 lost to an injected fault,
 3 injected from outside the air (test junk). ``role``: 0 the sender is the link's
 central (a write), 1 its peripheral (a notification). Timestamps are virtual time on
-:data:`~ble_bridge.sim.clock.SIM_EPOCH`.
+:data:`~ble_bridge.air.clock.SIM_EPOCH`.
 """
 
 from __future__ import annotations
