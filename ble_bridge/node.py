@@ -28,6 +28,8 @@ from .bridge import (
     OperationStatus,
     SessionHealth,
 )
+from .chat.commands import TableView
+from .chat.phone import PhoneChat, PhoneChatService, PhoneConfig
 from .config import ConfigError, apply_table, read_toml
 from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
@@ -116,11 +118,12 @@ class NodeConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     sessions: tuple[SessionSection, ...] = ()
+    phone: PhoneConfig = field(default_factory=PhoneConfig)
 
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session"}
+    known = {"node", "ble", "mesh", "bridge", "session", "phone"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -145,7 +148,8 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     ble = doc.get("ble", {})
     if not isinstance(ble, dict):
         raise ConfigError("[ble] must be a table")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions))
+    phone = apply_table(PhoneConfig(), doc.get("phone", {}), "phone")
+    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), phone)
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -295,6 +299,12 @@ class Node:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
                 self.seats[s.session_id] = Seat(player, s.session_id)
+        self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
+        if config.phone.enabled:
+            self.phone = PhoneChat(
+                self.identity, self.table_views, self.mesh.router.peers.get, config.phone
+            )
+            PhoneChatService(self.mesh, self.phone)
         board = board_by_name(config.node.board)
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
@@ -357,6 +367,26 @@ class Node:
                 log.debug("autoplay op refused: %s", reason)
         return n
 
+    def table_views(self) -> list[TableView]:
+        """The tables this node sits at, as the phone commands show them."""
+        views = []
+        for sid, s in self.sessions.items():
+            engine = self.bridge.engine(sid)
+            state = engine.state
+            balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
+            players = len(state.balances) if isinstance(state, CrapsState) else 0
+            views.append(
+                TableView(
+                    s.name,
+                    engine.height,
+                    self.bridge.health(sid).value,
+                    len(s.validators),
+                    players,
+                    balance_of,
+                )
+            )
+        return views
+
     # -- what the control socket reports ------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -396,6 +426,7 @@ class Node:
             "sessions": sessions,
             "bridge": _jsonable(stats),
             "mesh": self.mesh.stats(),
+            "phone": self.phone.status() if self.phone is not None else None,
         }
 
     def peers(self) -> list[dict[str, object]]:
@@ -410,6 +441,10 @@ class Node:
             if s.name == name or sid.hex() == name:
                 return sid
         raise KeyError(name)
+
+
+def _no_balance(_key: bytes) -> int | None:
+    return None
 
 
 def _jsonable(obj: object) -> object:

@@ -90,11 +90,12 @@ class MeshNode:
         *,
         ttl: int | None = None,
         neighbour: bytes | None = None,
+        sign: bool = True,
     ) -> Packet:
         """Originate a signed packet now; frames leave before this returns (``neighbour``:
-        only on that linked peer's links, see :meth:`Router.send`)."""
+        only on that linked peer's links; ``sign`` False: unsigned, see :meth:`Router.send`)."""
         packet = self.router.send(
-            self._now(), ptype, payload, recipient, ttl=ttl, neighbour=neighbour
+            self._now(), ptype, payload, recipient, ttl=ttl, neighbour=neighbour, sign=sign
         )
         self._pump()
         return packet
@@ -136,6 +137,10 @@ class MeshNode:
             self._pump()
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The node's clock (the event loop's time), the ``now`` its sans-IO parts use."""
+        return self._now()
 
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()
