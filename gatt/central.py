@@ -65,6 +65,8 @@ class CentralHost(Protocol):
 
     async def pause_advertising(self) -> bool: ...
 
+    def connect_failed(self, address: str) -> None: ...
+
     async def resume_advertising(self) -> None: ...
 
 
@@ -218,7 +220,10 @@ class MeshCentral:
         scanner = BleakScanner(
             detection_callback=self._heard,
             service_uuids=[self.config.profile.service_uuid],
-            bluez={"adapter": self.config.adapter},
+            # every received advert is a callback (the short id in ManufacturerData changes
+            # nothing and real RSSI may not either: btvirt reports a fixed 127), so a node
+            # that advertises again after a link ended is fresh again (candidate_fresh_s)
+            bluez={"adapter": self.config.adapter, "filters": {"DuplicateData": True}},
         )
         await scanner.start()
         try:
@@ -293,6 +298,7 @@ class MeshCentral:
             )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 2.0)
+            self.host.connect_failed(address)
             return
         finally:
             if paused:

@@ -304,6 +304,29 @@ class BleTransport(Transport):
         await self.peripheral.sync_advertising()
         return True
 
+    def connect_failed(self, address: str) -> None:
+        """A connect attempt failed. bluetoothd may still hold (or finish on its own) the LE
+        link, and bleak's Disconnect may not have reached it (seen on BlueZ 5.66 with one
+        daemon for several controllers): end it from our own bus if it shows up."""
+        self._spawn(self._end_failed_connect(address))
+
+    async def _end_failed_connect(self, address: str) -> None:
+        device = f"{self.peripheral.adapter_path}/dev_{address.replace(':', '_')}"
+        for wait in (0.5, 2.0, 5.0):
+            await asyncio.sleep(wait)
+            if (
+                address in self._central_by_addr
+                or address in self._periph_by_addr
+                or address in self.central.sessions
+                or address == self.central.connecting
+            ):
+                return  # linked after all (or trying again): nothing to end
+            if device in self.peripheral.connected_devices:
+                self.stats["failed_connect_disconnected"] += 1
+                log.info("connect to %s failed but BlueZ holds the link: disconnecting", address)
+                await self.peripheral.disconnect(device)
+                return
+
     async def resume_advertising(self) -> None:
         self.peripheral.paused = False
         await self.peripheral.sync_advertising()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from bleak import BleakClient, BleakScanner
-from gatt_harness import Node, address, fast_config, run, until
+from gatt_harness import SLACK, Node, address, fast_config, run, until
 
 from ble_bridge.mesh.service import MeshNode
 from ble_bridge.wire.identity import Identity
@@ -46,7 +46,7 @@ def test_a_half_open_link_is_closed_and_retried(fake_bluez: FakeBluezProcess) ->
         a, b = Node(0, **QUICK), Node(1, **QUICK)
         await a.start()
         await b.start()
-        s = await ctl.wait_for(lambda s: bool(s["half_open"]), timeout=20)
+        s = await ctl.wait_for(lambda s: bool(s["half_open"]), timeout=20 * SLACK)
         assert s["half_open"], s["stats"]
         await ctl.configure(connect_race=0.0)
         assert await until(
@@ -148,8 +148,8 @@ def test_bad_input_is_bounded_counted_and_closed(fake_bluez: FakeBluezProcess) -
         st = mesh.stats()
         assert st.get("accepted", 0) == 0 and st.get("delivered", 0) == 0, st  # all refused
         t0 = loop.time()
-        await asyncio.wait_for(gone.wait(), 20)
-        assert t.stats["closed_unidentified"] == 1 and loop.time() - t0 < 15
+        await asyncio.wait_for(gone.wait(), 20 * SLACK)
+        assert t.stats["closed_unidentified"] == 1 and loop.time() - t0 < 15 * SLACK
         await client.disconnect()
 
         # 2. connects and writes nothing; 3. subscribes and never writes: both "silent"
@@ -165,7 +165,7 @@ def test_bad_input_is_bounded_counted_and_closed(fake_bluez: FakeBluezProcess) -
                 char = client.services.get_characteristic(char_uuid)
                 assert char is not None
                 await client.start_notify(char, lambda _c, _d: None)
-            await asyncio.wait_for(gone.wait(), 20)
+            await asyncio.wait_for(gone.wait(), 20 * SLACK)
             await client.disconnect()
         assert t.stats["closed_silent"] == 2
         assert await until(lambda: not t.links() and not t.peripheral.connected_devices, 5)
