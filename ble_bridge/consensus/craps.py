@@ -405,6 +405,19 @@ class CrapsApp:
         if any(len(k) != KEY_LEN for k in keys):
             raise ValueError("validator keys must be 32 bytes")
         n = len(keys)
+        if self.rules.seats:
+            if n > self.rules.seats:
+                raise ValueError("more genesis validators than seats")
+            # a table formed at runtime: its opener (like every later player) is seated
+            # with the buy-in at once, no Join needed
+            return CrapsState(
+                rules=self.rules,
+                validators=keys,
+                balances=tuple((k, self.rules.starting_balance) for k in keys),
+                banned=(),
+                bank=n * self.rules.bank_fund_per_validator,
+                unclaimed=0,
+            )
         return CrapsState(
             rules=self.rules,
             validators=keys,

@@ -12,7 +12,6 @@ from ble_bridge.consensus.craps import (
     BetKind,
     CrapsApp,
     CrapsState,
-    Join,
     PlaceBet,
     TableRules,
     apply_op,
@@ -32,7 +31,7 @@ KEYS = [bytes([i]) * 32 for i in range(1, 8)]
 
 def _table(n: int = 1) -> CrapsState:
     state = CrapsApp(RULES).initial_state(KEYS[:1])
-    state = apply_op(state, KEYS[0], Join(), 1)
+    assert state.balance_of(KEYS[0]) == RULES.starting_balance  # the opener sits at once
     for k in KEYS[1:n]:
         state = seat_player(state, k, 0)
     return state
@@ -105,8 +104,6 @@ def test_players_sit_down_through_the_engine_and_bet() -> None:
     for e in group:
         e.start(0.0)
     now = 0.0
-    group[0].submit(now, bytes([1]))  # the opener takes its seat (Join)
-    now = exchange(group, now) + 0.5
     for k, e in enumerate(group[1:], start=1):
         e.request_join(now, nonce=k, buy_in=500)
         now = exchange(group, now) + 0.5
