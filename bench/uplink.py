@@ -12,8 +12,9 @@ several runs (median and worst printed; the last line carries the medians):
   clients, times the frames each carried; the verify rate is bare Ed25519 verifies per
   second of the same frames. (The issue writes the bound as "verifies/s x frames per
   message"; frames/s on both sides is the comparable unit, so it is read as above.)
-- cross_latency_ratio: p50 commit latency (submit -> commit at the submitter) of a craps
-  table whose 8 validators sit on two islands of 4 (wall clock, loopback air with the
+- cross_latency_ratio: p50 commit latency (submit -> commit at the submitter) at the light
+  load of ``bench/consensus.py`` (0.25 ledger ops/s a node) of a table whose 8 validators
+  sit on two islands of 4 (wall clock, loopback air with the
   ``pi-tuned`` profile, one gateway each, the real MQTT uplink), over the protocol
   minimum: three message delays of the slowest path, a radio hop to the gateway, the
   uplink hop (half the gateways' measured probe round trip through the broker) and a
@@ -249,11 +250,21 @@ def radio_hop(profile_name: str) -> float:
 
 
 async def latency_run(
-    broker: Mosquitto, duration: float, run: int, sizes: tuple[int, ...] = (4, 4)
+    broker: Mosquitto,
+    duration: float,
+    run: int,
+    light_rate: float,
+    sizes: tuple[int, ...] = (4, 4),
 ) -> dict[str, float]:
     cfg = UplinkConfig(broker=broker.url, mesh_id=f"bench-table-{run}")
     islands = Islands(
-        IslandsConfig(sizes=sizes, gateways=1 if len(sizes) > 1 else 0, seed=run, warmup=8.0),
+        IslandsConfig(
+            sizes=sizes,
+            gateways=1 if len(sizes) > 1 else 0,
+            seed=run,
+            warmup=8.0,
+            ledger_rate=light_rate,
+        ),
         lambda _k, _i, ident: UplinkTransport(cfg, ident.peer_id),
     )
     await islands.start()
@@ -303,7 +314,7 @@ async def amain(args: argparse.Namespace) -> int:
             fr.append(r["ratio"])
         lr: list[float] = []
         for run in range(1, args.runs + 1):
-            r = await latency_run(broker, args.duration, run)
+            r = await latency_run(broker, args.duration, run, args.light_rate)
             print(
                 f"# table run {run}: p50 {r['p50'] * 1000:.0f} ms over {r['ops']:.0f} ops, "
                 f"{r['heights']:.0f} heights; minimum {r['minimum'] * 1000:.0f} ms = 3 x "
@@ -312,7 +323,7 @@ async def amain(args: argparse.Namespace) -> int:
                 flush=True,
             )
             lr.append(r["ratio"])
-            one = await latency_run(broker, args.duration, run, sizes=(8,))
+            one = await latency_run(broker, args.duration, run, args.light_rate, sizes=(8,))
             print(
                 f"# reference run {run}: the same table on one island of 8 (no uplink): "
                 f"p50 {one['p50'] * 1000:.0f} ms, {one['heights']:.0f} heights; "
@@ -330,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs of each part (default 3)")
     ap.add_argument("--frames", type=int, default=5000, help="frames per throughput run")
     ap.add_argument("--duration", type=float, default=30.0, help="table seconds per run")
+    ap.add_argument(
+        "--light-rate", type=float, default=0.25, help="ops/s per node (as bench/consensus.py)"
+    )
     args = ap.parse_args(argv)
     return asyncio.run(amain(args))
 
