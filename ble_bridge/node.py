@@ -66,6 +66,8 @@ class NodeSection:
     board: str = "auto"
     control_socket: Path = Path("/run/ble-bridge/control.sock")
     status_interval: float = 2.0  # seconds between status LED / health updates
+    transport: Literal["ble", "sim"] = "ble"  # sim: loopback air with simulated neighbours
+    sim_peers: int = 3  # simulated neighbours with transport = "sim"
 
     @property
     def key_path(self) -> Path:

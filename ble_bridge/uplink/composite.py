@@ -110,3 +110,13 @@ class CompositeTransport(Transport):
         lid = self._from_child.get((index, link_id))
         if lid is not None and self._handler is not None:
             self._handler.frame_received(lid, data)
+
+    # -- to the children (added by the ble helper: the Transport API's optional calls) -----
+
+    def link_identified(self, link_id: int, peer_id: bytes, capabilities: int) -> None:
+        where = self._to_child.get(link_id)
+        if where is not None:
+            self.children[where[0]].link_identified(where[1], peer_id, capabilities)
+
+    def issues(self) -> list[str]:
+        return [issue for child in self.children for issue in child.issues()]
