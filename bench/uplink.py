@@ -217,11 +217,14 @@ def verify_rate(packets: Sequence[Packet], key: bytes) -> float:
 
 
 async def frames_run(broker: Mosquitto, n: int, run: int) -> dict[str, float]:
+    author, _, packets = signed_frames(min(n, 2000), run + 1000)
+    before = verify_rate(packets, author.signing_public)
     rate, recorded, drops = await gateway_rate(broker, n, run)
     frames_per_message = n / max(1, len(recorded))
     bare_msgs = await bare_rate(broker, recorded, run)
-    author, _, packets = signed_frames(min(n, 2000), run + 1000)
-    verifies = verify_rate(packets, author.signing_public)
+    author, _, packets = signed_frames(min(n, 2000), run + 2000)
+    # a shared machine's load moves; the better of two measurements is the bound
+    verifies = max(before, verify_rate(packets, author.signing_public))
     bound = min(bare_msgs * frames_per_message, verifies)
     return {
         "rate": rate,
@@ -326,8 +329,9 @@ async def amain(args: argparse.Namespace) -> int:
             one = await latency_run(broker, args.duration, run, args.light_rate, sizes=(8,))
             print(
                 f"# reference run {run}: the same table on one island of 8 (no uplink): "
-                f"p50 {one['p50'] * 1000:.0f} ms, {one['heights']:.0f} heights; "
-                f"{one['p50'] / (3 * one['hop']):.2f} x its 3 radio hops",
+                f"p50 {one['p50'] * 1000:.0f} ms, {one['heights']:.0f} heights, "
+                f"{one['p50'] / (3 * one['hop']):.2f} x its 3 radio hops; the two islands' "
+                f"p50 is {(r['p50'] - one['p50']) * 1000:+.0f} ms from it",
                 flush=True,
             )
     f_med, _ = summary("frames_ratio (goal >= 0.7)", fr, worst_is_max=False)
