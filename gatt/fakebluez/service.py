@@ -27,6 +27,8 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import BusType, MessageFlag
 
+from ble_bridge.transport import MAX_ATT_VALUE, frame_limit
+from gatt import advert as ad
 from gatt import dbus_patch
 from gatt.fakebluez import interfaces as I
 from gatt.fakebluez.config import FakeBluezConfig, LinkModel
@@ -39,6 +41,8 @@ ENCRYPT_FLAGS = frozenset(
     {"encrypt-write", "encrypt-authenticated-write", "secure-write", "encrypt-read",
      "encrypt-authenticated-read", "secure-read"}
 )  # fmt: skip
+MAX_VALUE_LEN = MAX_ATT_VALUE
+"""Largest attribute value (BT_ATT_MAX_VALUE_LEN): BlueZ cuts longer notifications to it."""
 DEFERRED_REPLY_DEPTH = 256
 """Queued frames on a link direction beyond which a write-command's reply waits (backpressure)."""
 
@@ -50,6 +54,11 @@ class BluezError(Exception):
         super().__init__(text)
         self.name = ERR + name
         self.text = text
+
+
+def value_limit(mtu: int) -> int:
+    """Bytes one write-command or notification carries: ``min(mtu - 3, 512)``."""
+    return frame_limit(mtu)
 
 
 def adapter_address(index: int) -> str:
@@ -82,6 +91,7 @@ class Advert:
     sender: str
     path: str
     props: dict[str, Any]
+    encoded: ad.EncodedAdvert
     active: bool = True
 
 
@@ -179,6 +189,8 @@ class Link:
     model: LinkModel
     alive: bool = True
     paired: bool = False
+    half_open: bool = False
+    """Connect race: only the central sees this link; writes vanish, nothing is notified."""
     mirrors: list[str] = field(default_factory=list)
     dirs: dict[int, Direction] = field(default_factory=dict)  # keyed by receiving adapter
 
@@ -199,6 +211,9 @@ class FakeBluez:
         ]
         self.tree: dict[str, dict[str, dict[str, Variant]]] = {}
         self.links: dict[frozenset[int], Link] = {}
+        self.half_open: dict[frozenset[int], tuple[int, int]] = {}
+        """Connect race, other way round: (central, peripheral) pairs where only the
+        peripheral sees a connection (a connected device that never writes)."""
         self.mirror_chars: dict[str, MirrorChar] = {}
         self.mirror_descs: dict[str, tuple[Link, int, str, str]] = {}
         self.fanout: dict[tuple[str, str], list[MirrorChar]] = {}
@@ -519,7 +534,7 @@ class FakeBluez:
             }
             for lk in self.links.values()
         ]
-        adverts = {a.index: sum(1 for ad in a.adverts.values() if ad.active) for a in self.adapters}
+        adverts = {a.index: sum(1 for x in a.adverts.values() if x.active) for a in self.adapters}
         registered = {
             a.index: {"apps": len(a.apps), "adverts": len(a.adverts)} for a in self.adapters
         }
@@ -529,6 +544,8 @@ class FakeBluez:
                 "links": links,
                 "advertising": adverts,
                 "registered": registered,
+                "half_open": [list(pair) for pair in self.half_open.values()]
+                + [[lk.central, lk.peripheral] for lk in self.links.values() if lk.half_open],
             }
         )
 
@@ -581,19 +598,25 @@ class FakeBluez:
         for b in self.adapters:
             if b is a or not b.advertising() or not self.config.in_range(a.index, b.index):
                 continue
-            adv = next(ad for ad in b.adverts.values() if ad.active)
-            uuids = [str(u).lower() for u in adv.props.get("ServiceUUIDs", [])]
+            adv = next(x for x in b.adverts.values() if x.active)
+            # a scanner sees what survives the encoding, as with a radio in between
+            heard = ad.decode(adv.encoded.on_air, adv.encoded.scan_rsp)
+            uuids = heard.uuids
             if not self._wanted(a, uuids):
                 continue
             a.last_seen[b.index] = now
             path = device_path(a.index, b.index)
             rssi = -45 - self.rng.randint(0, 20)
-            sdata = {str(k).lower(): v for k, v in adv.props.get("ServiceData", {}).items()}
-            mdata = dict(adv.props.get("ManufacturerData", {}))
+            sdata = {k: Variant("ay", v) for k, v in heard.service_data.items()}
+            mdata = {k: Variant("ay", v) for k, v in heard.manufacturer_data.items()}
             if path not in self.tree:
-                self._add_device(a, b, uuids, sdata, mdata, rssi, adv.props.get("LocalName"))
+                self._add_device(a, b, uuids, sdata, mdata, rssi, heard.name)
             else:
-                self.set_props(path, I.DEVICE, {"UUIDs": uuids, "ServiceData": sdata, "RSSI": rssi})
+                self.set_props(
+                    path,
+                    I.DEVICE,
+                    {"UUIDs": uuids, "ServiceData": sdata, "ManufacturerData": mdata, "RSSI": rssi},
+                )
 
     def _add_device(
         self,
@@ -715,7 +738,7 @@ class FakeBluez:
         if key in a.adverts:
             raise BluezError("AlreadyExists", "Already Exists")
         if len(a.adverts) >= 5:
-            raise BluezError("Failed", "Maximum advertisements reached")
+            raise BluezError("NotPermitted", "Maximum advertisements reached")
         self._spawn(self._load_adv(a, key, msg))
 
     async def _load_adv(self, a: Adapter, key: tuple[str, str], msg: Message) -> None:
@@ -734,7 +757,15 @@ class FakeBluez:
             self.error(msg, ERR + "Failed", "Failed to parse advertisement")
             return
         props = {k: v.value for k, v in reply.body[0].items()}
-        a.adverts[key] = Advert(key[0], key[1], props)
+        try:
+            encoded = ad.encode(props, self.adv_rules(a))
+        except ad.AdvertError as e:
+            # bluetoothd -d: "Advertising data too long or couldn't be generated."
+            self.stats["adv_refused"] += 1
+            log.info("advertisement %s refused: %s (%d bytes)", key[1], e.reason, e.size)
+            self.error(msg, ERR + "Failed", ad.REGISTER_FAILED)
+            return
+        a.adverts[key] = Advert(key[0], key[1], props, encoded)
         self._update_adv_count(a)
         self.reply(msg)
 
@@ -746,6 +777,16 @@ class FakeBluez:
         self._update_adv_count(a)
         self.reply(msg)
 
+    def adv_rules(self, a: Adapter) -> ad.BluezRules:
+        """How this fake bluetoothd encodes adverts on adapter ``a``."""
+        prop = self.tree.get(a.path, {}).get(I.ADAPTER, {}).get("Discoverable")
+        return ad.BluezRules(
+            version=self.config.version(),
+            experimental=self.config.experimental,
+            max_adv_len=self.config.max_adv_len,
+            adapter_discoverable=prop is not None and bool(prop.value),
+        )
+
     def _update_adv_count(self, a: Adapter) -> None:
         active = sum(1 for ad in a.adverts.values() if ad.active)
         self.set_props(a.path, I.ADV_MANAGER, {"ActiveInstances": active})
@@ -756,8 +797,16 @@ class FakeBluez:
         dev = msg.path or ""
         a = self.adapter_of(dev)
         b = self.adapters[self.remote_of(dev)]
-        if self.link_between(a.index, b.index):
+        link = self.link_between(a.index, b.index)
+        if link is not None and link.half_open and link.peripheral == a.index:
+            self.stats["connect_fail_half_open"] += 1
+            raise BluezError("Failed", "le-connection-abort-by-local")
+        if link is not None:
             raise BluezError("AlreadyConnected", "Already Connected")
+        if frozenset((a.index, b.index)) in self.half_open:
+            # bluetoothd: "Device ... is already connected"; the attempt fails
+            self.stats["connect_fail_half_open"] += 1
+            raise BluezError("Failed", "le-connection-abort-by-local")
         if not a.powered:
             raise BluezError("NotReady", "Resource Not Ready")
         cfg = self.config
@@ -795,6 +844,21 @@ class FakeBluez:
             self.set_props(dev, I.DEVICE, {"Connected": False})
             self.error(msg, ERR + "Failed", "le-connection-abort-by-local")
             return
+        if cfg.connect_race and self.rng.random() < cfg.connect_race:
+            side = cfg.connect_race_side
+            if side == "peripheral" or (side == "either" and self.rng.random() < 0.5):
+                self._race_peripheral_only(msg, a, b)
+                return
+            self.stats["connect_race_central_only"] += 1
+            m = cfg.link_model()
+            link = Link(a.index, b.index, LinkModel(m.latency_s, m.loss, m.mtu), half_open=True)
+            self.links[frozenset((a.index, b.index))] = link
+            link.dirs = {a.index: Direction(self, link), b.index: Direction(self, link)}
+            self._mirror(link, a.index, b.index)
+            self.set_props(dev, I.DEVICE, {"Connected": True})
+            self.set_props(dev, I.DEVICE, {"ServicesResolved": True})
+            self.reply(msg)
+            return
         m = cfg.link_model()
         link = Link(a.index, b.index, LinkModel(m.latency_s, m.loss, m.mtu))
         self.links[frozenset((a.index, b.index))] = link
@@ -815,6 +879,38 @@ class FakeBluez:
             self._update_adv_count(b)
         self.stats["connects"] += 1
         self.reply(msg)
+
+    def _race_peripheral_only(self, msg: Message, a: Adapter, b: Adapter) -> None:
+        """The ATT socket came up before mgmt's Device Connected: the central's attempt fails
+        while the peripheral keeps a connected device that will never write."""
+        self.stats["connect_race_peripheral_only"] += 1
+        self.half_open[frozenset((a.index, b.index))] = (a.index, b.index)
+        back = device_path(b.index, a.index)
+        if back not in self.tree:
+            self._add_device(b, a, [], {}, {}, -50, None)
+        self.set_props(back, I.DEVICE, {"Connected": True})
+        if self.config.adv_stops_on_connect:
+            for x in b.adverts.values():
+                x.active = False
+            self._update_adv_count(b)
+        dev = msg.path or ""
+        self.set_props(dev, I.DEVICE, {"Connected": True})
+        self.set_props(dev, I.DEVICE, {"Connected": False})
+        self.error(msg, ERR + "Failed", "Software caused connection abort")
+
+    def _end_half_open(self, a: int, b: int, reason: str) -> bool:
+        pair = self.half_open.pop(frozenset((a, b)), None)
+        if pair is None:
+            return False
+        central, peripheral = pair
+        self.set_props(device_path(peripheral, central), I.DEVICE, {"Connected": False})
+        p = self.adapters[peripheral]
+        if p.powered:
+            for x in p.adverts.values():
+                x.active = True
+            self._update_adv_count(p)
+        self.stats[f"half_open_ended_{reason}"] += 1
+        return True
 
     def _mirror(self, link: Link, viewer: int, server: int) -> None:
         """Publish the server's GATT applications under the viewer's device object."""
@@ -904,9 +1000,13 @@ class FakeBluez:
     def _disconnect(self, msg: Message) -> None:
         dev = msg.path or ""
         a = self.adapter_of(dev)
-        link = self.link_between(a.index, self.remote_of(dev))
-        if link is not None:
-            self.drop_link(link, "local")
+        remote = self.remote_of(dev)
+        link = self.link_between(a.index, remote)
+        if link is not None and (not link.half_open or link.central == a.index):
+            self.drop_link(link, "local")  # a half-open link exists for its central only
+        pair = self.half_open.get(frozenset((a.index, remote)))
+        if pair is not None and pair[1] == a.index:  # only the side that sees a connection
+            self._end_half_open(a.index, remote, "local")
         self.reply(msg)
 
     def _pair(self, msg: Message) -> None:
@@ -927,6 +1027,9 @@ class FakeBluez:
         if not on:
             for link in [lk for k, lk in list(self.links.items()) if index in k]:
                 self.drop_link(link, "power")
+            for pair in [k for k in self.half_open if index in k]:
+                x, y = tuple(pair)
+                self._end_half_open(x, y, "power")
             a.discovery.clear()
             a.filters.clear()
             self.set_props(a.path, I.ADAPTER, {"Discovering": False})
@@ -957,8 +1060,11 @@ class FakeBluez:
         if ENCRYPT_FLAGS & set(mc.flags) and not mc.link.paired:
             self.stats["refused_unpaired"] += 1
             raise BluezError("NotPermitted", "Not paired")  # BlueZ's create_gatt_dbus_error
-        limit = mc.link.model.mtu - 3 if kind == "command" else 512
-        if len(value) > limit:
+        if kind == "command" and len(value) > value_limit(mc.link.model.mtu):
+            # bt_att_send refuses a PDU longer than the ATT MTU (src/gatt-client.c)
+            self.stats["refused_oversize"] += 1
+            raise BluezError("Failed", "Failed to initiate write")
+        if len(value) > MAX_VALUE_LEN:
             self.stats["refused_oversize"] += 1
             raise BluezError("InvalidValueLength", "Invalid Length")
 
@@ -968,6 +1074,11 @@ class FakeBluez:
         kind = options["type"].value if "type" in options else "request"
         offset = options["offset"].value if "offset" in options else 0
         self._check_write(mc, kind, value)
+        if mc.link.half_open:
+            self.stats["writes_lost_half_open"] += 1
+            if kind == "command":
+                self.reply(msg)
+            return  # a write request never gets its answer: bleak times out
         self._enqueue_write(mc, value, kind, offset, msg)
 
     def _enqueue_write(
@@ -1062,6 +1173,8 @@ class FakeBluez:
     def _app_notify_call(self, mc: MirrorChar, member: str) -> None:
         """Tell the serving app its characteristic gained its first / lost its last subscriber."""
         subscribed = [m for m in self.fanout.get((mc.app_sender, mc.app_path), []) if m.notifying]
+        if mc.link.half_open:
+            return  # the server never learns of this link
         if (member == "StartNotify" and len(subscribed) == 1) or (
             member == "StopNotify" and not subscribed
         ):
@@ -1098,13 +1211,13 @@ class FakeBluez:
         self.stats["notifies_in"] += 1
         now = asyncio.get_running_loop().time()
         for mc in mirrors:
-            if not mc.notifying or not mc.link.alive:
+            if not mc.notifying or not mc.link.alive or mc.link.half_open:
                 continue
             model = mc.link.model
             if model.loss and self.rng.random() < model.loss:
                 self.stats["notifies_lost"] += 1
                 continue
-            limit = model.mtu - 3
+            limit = value_limit(model.mtu)
             if len(value) > limit:
                 self.stats["notifies_truncated"] += 1
             mc.pending.append(value[:limit])
@@ -1159,7 +1272,7 @@ class FakeBluez:
             if not data:
                 self._release_write(mc)
                 return
-            if len(data) <= mc.link.model.mtu - 3 and mc.link.alive:
+            if len(data) <= value_limit(mc.link.model.mtu) and mc.link.alive:
                 self._enqueue_write(mc, data, "command", 0, None)
             else:
                 self.stats["refused_oversize"] += 1
