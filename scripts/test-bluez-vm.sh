@@ -4,7 +4,8 @@
 # under QEMU.
 #
 #   sudo bash scripts/test-bluez-vm.sh [--logs DIR] [--duration S] [--nodes N]
-#                                      [--scenario play|kill] [--no-retry] [--debug]
+#                                      [--scenario play|kill] [--link-wait S] [--no-retry]
+#                                      [--debug (bluetoothd -d, btmon)] [--verbose (nodes -vv)]
 #
 # Environment: SUITE=bookworm (BlueZ 5.66, default) | trixie (BlueZ 5.82);
 #   BLUEZ_VM_KVM=1 boots with KVM instead of TCG (nested KVM hangs a guest kernel on some
@@ -37,6 +38,8 @@ DURATION=90
 SCENARIO=play
 RETRY=1
 DEBUG=0
+VERBOSE=1
+LINK_WAIT=180
 LOGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,6 +49,8 @@ while [ $# -gt 0 ]; do
     --scenario) SCENARIO=$2; shift 2 ;;
     --no-retry) RETRY=0; shift ;;
     --debug) DEBUG=1; shift ;;
+    --verbose) VERBOSE=2; shift ;;
+    --link-wait) LINK_WAIT=$2; shift 2 ;;
     -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "test-bluez-vm: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -181,7 +186,7 @@ boot() {
 #!/bin/sh
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 exec /opt/venv/bin/python /mnt/host/guest.py --nodes $NODES --duration $DURATION \\
-  --scenario $SCENARIO --out /mnt/host/out
+  --scenario $SCENARIO --link-wait $LINK_WAIT --verbose $VERBOSE --out /mnt/host/out
 EOF
   chmod +x "$share/guest.sh"
   rm -f "$share/exitcode"
@@ -221,7 +226,8 @@ while :; do
   say "attempt $attempt: $(($(date +%s) - t0)) s wall, guest status $rc"
   verdict=$(python3 "$HERE/verdict.py" "$share" "$NODES")
   if [ "$verdict" = retry ] && [ "$RETRY" = 1 ] && [ $attempt -eq 1 ]; then
-    say "retrying the whole VM once: the one-bluetoothd connect race struck (links not formed; bluetoothd: 'already connected')"
+    why=$(python3 -c 'import json, sys; print("; ".join(json.load(open(sys.argv[1]))["reasons"]))' "$share/verdict.json")
+    say "retrying the whole VM once (the environment, not the node: one-bluetoothd connect race or a controller that never came up): $why"
     attempt=2
     continue
   fi

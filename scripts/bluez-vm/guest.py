@@ -86,8 +86,9 @@ autoplay = true
 
 
 class Node:
-    def __init__(self, i: int, out: Path) -> None:
+    def __init__(self, i: int, out: Path, verbose: int) -> None:
         self.i = i
+        self.verbose = verbose
         self.conf = WORK / f"node{i}.toml"
         self.sock = WORK / f"node{i}.sock"
         self.out = out
@@ -100,7 +101,7 @@ class Node:
         log = (self.out / f"node{self.i}{suffix}.log").open("wb")
         exe = Path(sys.executable).with_name("ble-bridge")
         self.proc = subprocess.Popen(
-            [str(exe), "-v", "run", "--config", str(self.conf)],
+            [str(exe), "-" + "v" * self.verbose, "run", "--config", str(self.conf)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -301,6 +302,89 @@ async def foreign_write(adapter: str, peer_addr: str, payload: bytes) -> str:
         bus.disconnect()
 
 
+async def _call(
+    bus: Any, path: str, iface: str, member: str, sig: str = "", body: Any = None
+) -> Any:
+    from dbus_fast import Message, MessageType
+
+    reply = await bus.call(
+        Message(
+            destination="org.bluez",
+            path=path,
+            interface=iface,
+            member=member,
+            signature=sig,
+            body=body or [],
+        )
+    )
+    if reply.message_type == MessageType.ERROR:
+        raise RuntimeError(f"{member}: {reply.error_name} {reply.body}")
+    return reply.body
+
+
+async def probe_central(adapter: str, peer_addr: str) -> None:
+    """A bare D-Bus central (no bleak): connect, subscribe, write, then wait to be killed."""
+    from dbus_fast import BusType
+    from dbus_fast.aio import MessageBus
+    from dbus_fast.signature import Variant
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    apath = f"/org/bluez/{adapter}"
+    dev = f"{apath}/dev_{peer_addr.replace(':', '_')}"
+    om = "org.freedesktop.DBus.ObjectManager"
+    props = "org.freedesktop.DBus.Properties"
+
+    async def objects() -> dict[str, Any]:
+        body = await _call(bus, "/", om, "GetManagedObjects")
+        return dict(body[0])
+
+    if dev not in await objects():
+        await _call(bus, apath, "org.bluez.Adapter1", "StartDiscovery")
+        for _ in range(60):
+            await asyncio.sleep(0.5)
+            if dev in await objects():
+                break
+        with contextlib.suppress(RuntimeError):
+            await _call(bus, apath, "org.bluez.Adapter1", "StopDiscovery")
+    for attempt in range(5):
+        try:
+            await _call(bus, dev, "org.bluez.Device1", "Connect")
+            break
+        except RuntimeError as e:
+            print(f"probe: connect attempt {attempt}: {e}", flush=True)
+            await asyncio.sleep(2)
+    for _ in range(60):
+        got = await _call(bus, dev, props, "Get", "ss", ["org.bluez.Device1", "ServicesResolved"])
+        if got[0].value:
+            break
+        await asyncio.sleep(0.5)
+    objs = await objects()
+    chars = sorted(
+        p
+        for p, i in objs.items()
+        if p.startswith(dev + "/") and "org.bluez.GattCharacteristic1" in i
+    )
+    mesh = [
+        p
+        for p in chars
+        if str(objs[p]["org.bluez.GattCharacteristic1"]["UUID"].value).startswith("a1b2c3d4")
+        or "notify" in objs[p]["org.bluez.GattCharacteristic1"]["Flags"].value
+    ]
+    char = (mesh or chars)[-1]
+    await _call(bus, char, "org.bluez.GattCharacteristic1", "StartNotify")
+    await _call(
+        bus,
+        char,
+        "org.bluez.GattCharacteristic1",
+        "WriteValue",
+        "aya{sv}",
+        [b"\x01probe-junk", {"type": Variant("s", "command")}],
+    )
+    print(f"probe: ready {char}", flush=True)
+    while True:
+        await asyncio.sleep(60)
+
+
 def compare_blocks(n: int) -> tuple[int, list[str]]:
     """Compare every committed block two nodes both stored: (heights compared, conflicts)."""
     blocks: list[dict[int, bytes]] = []
@@ -333,7 +417,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     idents = [Identity.generate() for _ in range(n)]
     validators = [x.signing_public.hex() for x in idents]
     extra_ble = json.loads(args.ble) if args.ble else {}
-    nodes = [Node(i, out) for i in range(n)]
+    nodes = [Node(i, out, args.verbose) for i in range(n)]
     for i, ident in enumerate(idents):
         (WORK / f"node{i}").mkdir(exist_ok=True)
         ident.save(WORK / f"node{i}" / "identity.key")
@@ -363,7 +447,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.poll)
         result["t_links_s"] = round(t_links, 1) if t_links is not None else None
         progress(f"links formed after {result['t_links_s']} s" if t_links else "links NOT formed")
-        if t_links is not None and args.scenario == "kill":
+        if args.scenario == "kill":  # bluetoothd's behaviour is the point, links or not
             await kill_scenario(args, nodes, watch, addresses, out, result)
         elif t_links is not None:
             h0 = watch.min_height() or 0
@@ -413,6 +497,32 @@ async def kill_scenario(
     while time.monotonic() - t_play < 30:
         await asyncio.sleep(args.poll)
         await watch.poll()
+    # A bare D-Bus central on hci2 links to node 1, subscribes and writes; then it is killed.
+    probe = subprocess.Popen(
+        [sys.executable, __file__, "--probe-central", "hci2", addresses[1], "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert probe.stdout is not None
+    ready = ""
+    t_probe = time.monotonic()
+    while time.monotonic() - t_probe < 90:
+        line = await asyncio.to_thread(probe.stdout.readline)
+        if not line:
+            break
+        ev.append(line.strip())
+        if line.startswith("probe: ready"):
+            ready = line.strip()
+            break
+    await dbus_snapshot("probe-up", out)
+    probe.kill()
+    probe.wait()
+    ev.append(f"probe central killed with SIGKILL ({'after ' + ready if ready else 'never ready'})")
+    await asyncio.sleep(1)
+    await dbus_snapshot("probe-kill+1s", out)
+    await asyncio.sleep(9)
+    await dbus_snapshot("probe-kill+10s", out)
     await dbus_snapshot("before-kill", out)
     ev.append(f"before kill: heights {watch.history[-1][1]} links {watch.pairs()}")
     nodes[0].kill9()
@@ -472,9 +582,14 @@ def main() -> int:
     p.add_argument("--rejoin-wait", type=float, default=120.0)
     p.add_argument("--poll", type=float, default=2.0)
     p.add_argument("--scenario", choices=["play", "kill"], default="play")
+    p.add_argument("--verbose", type=int, default=1, choices=[1, 2], help="node -v count")
     p.add_argument("--ble", default="", help="extra [ble] keys as JSON")
     p.add_argument("--out", required=True)
+    p.add_argument("--probe-central", nargs=2, metavar=("ADAPTER", "PEER"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.probe_central:
+        asyncio.run(probe_central(*args.probe_central))
+        return 0
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     result = asyncio.run(main_async(args))
     Path(args.out, "result.json").write_text(json.dumps(result, indent=1))

@@ -3,7 +3,7 @@
 ``verdict.py SHARE`` reads ``SHARE/out/result.json`` (written by guest.py), the node logs and
 bluetoothd's log, writes ``SHARE/verdict.json``, prints a summary to stderr and, on stdout,
 one word: ``ok``, ``retry`` (failed only because links did not form while bluetoothd showed
-the one-bluetoothd connect race) or ``fail``. ``verdict.py --last-line SHARE`` prints the
+the one-bluetoothd connect race, or the VM's controllers did not all come up) or ``fail``. ``verdict.py --last-line SHARE`` prints the
 tier's last line from a verdict.json.
 """
 
@@ -31,7 +31,11 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
     btd = btd_log.read_text(errors="replace") if btd_log.exists() else ""
     race = len(re.findall(r"already connected", btd))
     reasons: list[str] = []
-    if not r:
+    init_error = out / "init-error.txt"
+    environment = init_error.exists()
+    if environment:
+        reasons.append("VM setup: " + init_error.read_text().strip())
+    elif not r:
         reasons.append("no result from the guest")
     else:
         if r.get("links", 0) != r.get("links_wanted", -1):
@@ -40,21 +44,29 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
             )
         if not r.get("rising"):
             reasons.append("heights not rising")
-        if not r.get("safety_ok", False):
+        if not r.get("safety_ok", True):
             reasons.append("safety: " + "; ".join(r.get("conflicts", [])[:3]))
         reasons += [ev for ev in r.get("events", []) if "exited" in ev]
+    notes = out / "init-notes.txt"
+    if notes.exists():
+        print("test-bluez-vm:   VM setup: " + notes.read_text().strip(), file=sys.stderr)
     if tracebacks:
         reasons.append("traceback in " + ",".join(tracebacks))
-    only_links = bool(reasons) and all(x.startswith("links") for x in reasons)
+    # Heights cannot rise on a table whose links never formed: that failure is the links'.
+    links_failed = any(x.startswith("links") for x in reasons)
+    only_links = links_failed and all(
+        x.startswith("links") or x == "heights not rising" for x in reasons
+    )
     return {
         "nodes": int(r.get("nodes", nodes)),
         "links": int(r.get("links", 0)),
         "heights": int(r.get("heights", 0)),
         "rising": "yes" if r.get("rising") else "no",
-        "safety": "ok" if r.get("safety_ok", False) else "violated",
+        # Violated only on evidence: two hashes or two blocks at one height.
+        "safety": "ok" if r.get("safety_ok", True) else "violated",
         "reasons": reasons,
         "connect_race_lines": race,
-        "retryable": only_links and race > 0,
+        "retryable": (only_links and race > 0) or environment,
         "t_links_s": r.get("t_links_s"),
         "heights_per_min": r.get("heights_per_min"),
         "played_s": r.get("played_s"),
