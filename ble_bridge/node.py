@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -34,13 +35,22 @@ from .control import ControlServer
 from .mesh.config import MeshConfig
 from .mesh.service import MeshNode
 from .store import Store
-from .transport import Transport
+from .transport import LinkRole, Transport
+from .uplink.composite import CompositeTransport
+from .uplink.config import UplinkConfig
 from .wire.identity import Identity, KeyFileError
 from .wire.messages import SESSION_ID_LEN
 
 log = logging.getLogger(__name__)
 
 APPS = ("craps",)
+
+
+def default_nickname(board: str, peer_id: bytes) -> str:
+    """The nickname a node announces unless ``[node] nickname`` sets one: the board and the
+    last 2 bytes of the peer id, e.g. ``pi4-3fa2`` (BitChat apps show no peer without one)."""
+    prefix = "bridge" if board == "generic" else board
+    return f"{prefix}-{peer_id[-2:].hex()}"
 
 
 def session_id_from_name(name: str) -> bytes:
@@ -56,6 +66,8 @@ class NodeSection:
     board: str = "auto"
     control_socket: Path = Path("/run/ble-bridge/control.sock")
     status_interval: float = 2.0  # seconds between status LED / health updates
+    transport: Literal["ble", "sim"] = "ble"  # sim: loopback air with simulated neighbours
+    sim_peers: int = 3  # simulated neighbours with transport = "sim"
 
     @property
     def key_path(self) -> Path:
@@ -108,11 +120,26 @@ class NodeConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     sessions: tuple[SessionSection, ...] = ()
+    uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
+
+
+_UPLINK_REQUIRED = ("broker", "mesh_id")
+_UPLINK_PLACEHOLDER = UplinkConfig(broker="mqtt://placeholder", mesh_id="placeholder")
+
+
+def parse_uplink(table: object) -> UplinkConfig:
+    """``[uplink]`` into an :class:`UplinkConfig` (``broker`` and ``mesh_id`` required)."""
+    if not isinstance(table, dict):
+        raise ConfigError("[uplink] must be a table")
+    missing = [k for k in _UPLINK_REQUIRED if k not in table]
+    if missing:
+        raise ConfigError(f"[uplink] needs {' and '.join(missing)}")
+    return apply_table(_UPLINK_PLACEHOLDER, table, "uplink")
 
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -137,7 +164,8 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     ble = doc.get("ble", {})
     if not isinstance(ble, dict):
         raise ConfigError("[ble] must be a table")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions))
+    uplink = parse_uplink(doc["uplink"]) if "uplink" in doc else None
+    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink)
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -238,7 +266,8 @@ class Node:
     SQLite file, ``"data_dir"`` (default) for ``<data_dir>/state.sqlite3``, None to keep
     consensus state in memory only. ``peer_keys``: peer id -> Ed25519 key pinned in the mesh.
     ``bridge_factory``/``app_factory``: what bridge and which application (by the session's
-    ``app`` name) the sessions run on.
+    ``app`` name) the sessions run on. ``uplink_transport``: the gateway's uplink (the
+    simulator's broker), instead of the MQTT one ``[uplink]`` would build.
     """
 
     def __init__(
@@ -253,15 +282,30 @@ class Node:
         peer_keys: Mapping[bytes, bytes] | None = None,
         bridge_factory: BridgeFactory = NetworkConsensusBridge,
         app_factory: Callable[[str], Application[Any]] = make_app,
+        uplink_transport: Transport | None = None,
     ) -> None:
-        self.config = config
         self.identity = identity or Identity.load(config.node.key_path)
+        if config.mesh.nickname is None:  # phones list no peer without a nickname
+            board_name = board_by_name(config.node.board).name
+            nickname = default_nickname(board_name, self.identity.peer_id)
+            config = dataclasses.replace(
+                config, mesh=dataclasses.replace(config.mesh, nickname=nickname)
+            )
+        self.config = config
         self.store_path = config.node.store_path if store_path == "data_dir" else store_path
         self.store: Store | None = None
         if self.store_path is not None:
             self.store_path.parent.mkdir(parents=True, exist_ok=True)
             self.store = Store(self.store_path)
-        self.transport = transport or build_ble_transport(config, self.identity)
+        self.radio = transport or build_ble_transport(config, self.identity)
+        self.transport: Transport = self.radio
+        self.uplink: Transport | None = uplink_transport
+        if self.uplink is None and config.uplink is not None:
+            from .uplink.service import UplinkTransport
+
+            self.uplink = UplinkTransport(config.uplink, self.identity.peer_id, rng=rng)
+        if self.uplink is not None:  # a gateway: radio links and remote gateways as one
+            self.transport = CompositeTransport([self.radio, self.uplink])
         self.mesh = MeshNode(
             self.identity, self.transport, config.mesh, rng=rng, wall_offset=wall_offset
         )
@@ -379,17 +423,31 @@ class Node:
                 }
                 for li in self.transport.links()
             ],
+            "uplink": self.uplink_status(),
             "sessions": sessions,
             "bridge": _jsonable(stats),
             "mesh": self.mesh.stats(),
         }
 
+    def uplink_status(self) -> object:
+        """The uplink's counters and remote gateways (None without an uplink)."""
+        snapshot = getattr(self.uplink, "snapshot", None)
+        return None if snapshot is None else _jsonable(snapshot())
+
     def peers(self) -> list[dict[str, object]]:
+        """Known peers; ``via`` says whether a neighbour is linked by radio or uplink."""
         loop = asyncio.get_running_loop()
-        return [
-            {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row.items()}
-            for row in self.mesh.router.peers.rows(loop.time())
-        ]
+        uplink = {li.link_id for li in self.transport.links() if li.role is LinkRole.UPLINK}
+        rows = []
+        for row in self.mesh.router.peers.rows(loop.time()):
+            out = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in row.items()}
+            links = row.get("links")
+            ids = set(links) if isinstance(links, list) else set()
+            out["via"] = sorted(
+                {"uplink" if lid in uplink else "radio" for lid in ids if isinstance(lid, int)}
+            )
+            rows.append(out)
+        return rows
 
     def session_by_name(self, name: str) -> bytes:
         for sid, s in self.sessions.items():
@@ -425,6 +483,7 @@ __all__ = [
     "KeyFileError",
     "Node",
     "NodeConfig",
+    "default_nickname",
     "load_node_config",
     "parse_node_config",
     "session_id_from_name",

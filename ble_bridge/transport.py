@@ -16,10 +16,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 ATT_HEADER = 3
-"""Bytes of ATT header in each write/notification: a frame may be ``mtu - 3`` bytes."""
+"""Bytes of ATT header in each write/notification."""
+MAX_ATT_VALUE = 512
+"""Largest attribute value (Core spec Vol 3 Part F 3.2.9): BlueZ cuts a longer notification
+or refuses a longer write whatever the MTU, so at MTU 517 a frame holds 512 bytes, not 514."""
 
 MIN_ATT_MTU = 23
 MAX_ATT_MTU = 517
+
+
+def frame_limit(mtu: int) -> int:
+    """Largest frame one write-without-response or notification carries at ATT MTU ``mtu``:
+    ``min(mtu - 3, 512)``, the same in both directions."""
+    return min(max(mtu, MIN_ATT_MTU) - ATT_HEADER, MAX_ATT_VALUE)
 
 
 class LinkRole(enum.StrEnum):
@@ -27,6 +36,7 @@ class LinkRole(enum.StrEnum):
 
     CENTRAL = "central"  # we connected out (bleak); we write, they notify
     PERIPHERAL = "peripheral"  # they connected to us (bless); they write, we notify
+    UPLINK = "uplink"  # a remote gateway heard through an MQTT broker (ble_bridge.uplink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +50,11 @@ class LinkInfo:
 
     @property
     def max_frame(self) -> int:
-        """Largest frame that fits one write/notification on this link."""
-        return max(self.mtu, MIN_ATT_MTU) - ATT_HEADER
+        """Largest frame that fits one write/notification on this link (:func:`frame_limit`;
+        an uplink carries no ATT attribute, so only its ``mtu - 3`` applies)."""
+        if self.role is LinkRole.UPLINK:
+            return max(self.mtu, MIN_ATT_MTU) - ATT_HEADER
+        return frame_limit(self.mtu)
 
 
 class SendResult(enum.Enum):
@@ -89,3 +102,13 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def queue_depth(self, link_id: int) -> int:
         """Frames waiting to go out on a link (0 for an unknown link)."""
+
+    def link_identified(self, link_id: int, peer_id: bytes, capabilities: int) -> None:  # noqa: B027
+        """The mesh bound ``link_id`` to ``peer_id``: its own verified announce arrived on it
+        (``capabilities``: the announce's bitfield). A transport that decides anything by peer
+        id (duplicate links, liveness) learns it here; the default ignores it."""
+
+    def issues(self) -> list[str]:
+        """Problems worth an operator's attention now (e.g. the advertisement refused), one
+        short line each; empty when all is well."""
+        return []

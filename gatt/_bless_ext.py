@@ -58,7 +58,11 @@ class MeshCharacteristic(BlueZGattCharacteristic):
 
 
 class MeshAdvertisement(BlueZLEAdvertisement):
-    """bless's advertisement without a local name and with the Discoverable flag."""
+    """bless's advertisement without a local name, with the Discoverable flag and with a
+    scan response (8 bytes of peer id as service data) for the bluetoothd versions that read
+    ``ScanResponseServiceData`` (5.80+ with ``--experimental``; others ignore it)."""
+
+    scan_response_service_data: dict[str, Any]
 
     @dbus_property(access=PropertyAccess.READ, disabled=True)  # type: ignore[untyped-decorator]
     def LocalName(self) -> "s":  # type: ignore[name-defined] # noqa: F821
@@ -67,3 +71,7 @@ class MeshAdvertisement(BlueZLEAdvertisement):
     @dbus_property(access=PropertyAccess.READ)  # type: ignore[untyped-decorator]
     def Discoverable(self) -> "b":  # type: ignore[name-defined] # noqa: F821
         return True
+
+    @dbus_property(access=PropertyAccess.READ)  # type: ignore[untyped-decorator]
+    def ScanResponseServiceData(self) -> "a{sv}":  # type: ignore[valid-type] # noqa: F722
+        return getattr(self, "scan_response_service_data", {})

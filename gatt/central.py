@@ -180,7 +180,8 @@ class MeshCentral:
 
     def _heard(self, device: BLEDevice, adv: AdvertisementData) -> None:
         peer = self.config.profile.peer_id_from(
-            {k.lower(): bytes(v) for k, v in adv.service_data.items()}
+            {k.lower(): bytes(v) for k, v in adv.service_data.items()},
+            {int(k): bytes(v) for k, v in adv.manufacturer_data.items()},
         )
         self._devices[device.address] = device
         self.policy.heard(device.address, peer, adv.rssi, self._loop_time())

@@ -69,11 +69,21 @@ class MeshPeripheral:
         on_device: DeviceHandler,
         on_bluez: BluezHandler | None = None,
         flags: tuple[str, ...] = CHARACTERISTIC_FLAGS,
+        adv_retry_base_s: float = 1.0,
+        adv_retry_max_s: float = 60.0,
     ) -> None:
         self.adapter = adapter
         self.adapter_path = f"/org/bluez/{adapter}"
         self.profile = profile
-        self.service_data = profile.service_data(peer_id)
+        self.adv_props = profile.advertisement(peer_id)
+        self.adv_retry_base_s = adv_retry_base_s
+        self.adv_retry_max_s = adv_retry_max_s
+        self.adv_error: str | None = None
+        """Why bluetoothd refused our advertisement (None while it is accepted)."""
+        self.adv_failures = 0
+        """Consecutive refusals; the next try waits base * 2**(n-1), capped."""
+        self._adv_retry: asyncio.TimerHandle | None = None
+        self._adv_retry_at = 0.0
         self.on_write = on_write
         self.on_device = on_device
         self.on_bluez = on_bluez
@@ -149,6 +159,9 @@ class MeshPeripheral:
 
     async def stop(self) -> None:
         """Withdraw the advertisement and the application; leave the bus."""
+        if self._adv_retry is not None:
+            self._adv_retry.cancel()
+            self._adv_retry = None
         for t in list(self._tasks):
             t.cancel()
         if self.bus is None:
@@ -173,18 +186,60 @@ class MeshPeripheral:
     async def _advertise(self) -> None:
         if self._adv is not None or self._adapter_obj is None:
             return
+        loop = asyncio.get_running_loop()
+        if self.adv_failures and loop.time() < self._adv_retry_at:
+            return  # refused lately: the retry timer tries again
         self._adv_index += 1
         adv = MeshAdvertisement(AdvType.PERIPHERAL, self._adv_index, self.app)
-        adv._service_uuids = [self.profile.service_uuid]
-        adv._service_data = {k: Variant("ay", v) for k, v in self.service_data.items()}
+        props = self.adv_props
+        adv._service_uuids = list(props["ServiceUUIDs"])
+        adv._service_data = {k: Variant("ay", v) for k, v in props.get("ServiceData", {}).items()}
+        adv._manufacturer_data = {
+            k: Variant("ay", v) for k, v in props.get("ManufacturerData", {}).items()
+        }
+        adv.scan_response_service_data = {
+            k: Variant("ay", v) for k, v in props.get("ScanResponseServiceData", {}).items()
+        }
         self.bus.export(adv.path, adv)
         iface = self._adapter_obj.get_interface(ADV_MANAGER_IFACE)
         try:
             await iface.call_register_advertisement(adv.path, {})
-        except Exception:
+        except Exception as e:
             self.bus.unexport(adv.path)
-            raise
+            self._refused(loop, e)
+            return
+        if self.adv_failures:
+            log.warning(
+                "advertising on %s again after %d refusal(s)", self.adapter, self.adv_failures
+            )
+        self.adv_failures = 0
+        self.adv_error = None
         self._adv = adv
+
+    def _refused(self, loop: asyncio.AbstractEventLoop, e: Exception) -> None:
+        """bluetoothd refused the advertisement: report it, keep running as a central, retry."""
+        self.adv_failures += 1
+        text = f"{getattr(e, 'type', None) or type(e).__name__}: {e}"  # D-Bus error name
+        delay = min(self.adv_retry_max_s, self.adv_retry_base_s * 2 ** (self.adv_failures - 1))
+        self._adv_retry_at = loop.time() + delay
+        if self.adv_error != text or self.adv_failures in (1, 10, 100):
+            log.warning(
+                "advertisement on %s refused (%s); %d refusal(s), retry in %.0fs; "
+                "the node still connects out as a central",
+                self.adapter,
+                text,
+                self.adv_failures,
+                delay,
+            )
+        self.adv_error = text
+        if self._adv_retry is not None:
+            self._adv_retry.cancel()
+        self._adv_retry = loop.call_later(delay, self._retry_advertising)
+
+    def _retry_advertising(self) -> None:
+        self._adv_retry = None
+        if self.bus is not None:
+            self._spawn(self.sync_advertising())
 
     async def stop_advertising(self) -> None:
         """Withdraw our advertisement (around outgoing connects, at exit)."""

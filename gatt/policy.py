@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ble_bridge.mesh.links import NeighbourLink, Rotation, RotationConfig, StrandedWatch
 from gatt.config import BleConfig
+from gatt.profile import id_before, same_peer
 
 STABLE_LINK_S = 10.0
 FORGET_AFTER_S = 60.0
@@ -73,7 +74,7 @@ class LinkPolicy:
             c.rssi, c.last_seen = rssi, now
             if peer_id is not None:
                 c.peer_id = peer_id
-        foreign = c.peer_id is not None and c.peer_id[:8] != self.our_peer_id[:8]
+        foreign = c.peer_id is not None and not same_peer(c.peer_id, self.our_peer_id)
         if foreign and rssi >= self.config.rssi_min:
             self.watch.heard(address, now)  # rotation: how long it has advertised unlinked
 
@@ -84,8 +85,9 @@ class LinkPolicy:
         return float(base * self.rng.uniform(1 - cfg.backoff_jitter, 1 + cfg.backoff_jitter))
 
     def we_initiate(self, peer_id: bytes | None) -> bool:
-        """True when we are the side that should connect (smaller peer id)."""
-        return peer_id is None or self.our_peer_id[:8] < peer_id[:8]
+        """True when we are the side that should connect (smaller peer id; ids as long as
+        known: a 6-byte short id from the advert, the full id once announced)."""
+        return peer_id is None or id_before(self.our_peer_id, peer_id)
 
     def next_candidates(
         self, now: float, links: int, linked: set[str], limit: int = 1
@@ -108,7 +110,7 @@ class LinkPolicy:
             if c.rssi < cfg.rssi_min:
                 self._count("skipped_rssi")
                 continue
-            if c.peer_id is not None and c.peer_id[:8] == self.our_peer_id[:8]:
+            if same_peer(c.peer_id, self.our_peer_id):
                 continue
             if not self.we_initiate(c.peer_id) and now - c.first_seen < cfg.tie_break_grace_s:
                 continue
@@ -179,6 +181,7 @@ class LinkPolicy:
             self._count("rotations")
         return rot
 
-    def keep_central(self, peer_id: bytes | None) -> bool:
-        """Both a central and a peripheral link to one node: keep our central one?"""
-        return self.we_initiate(peer_id)
+    def keep_central(self, peer_id: bytes | None) -> bool | None:
+        """Both a central and a peripheral link to one node: keep our central one? None while
+        the node's id is unknown (no short id advertised, no announce yet): keep both."""
+        return None if peer_id is None else self.we_initiate(peer_id)

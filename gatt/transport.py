@@ -39,6 +39,7 @@ from gatt.central import CentralSession, MeshCentral
 from gatt.config import BleConfig
 from gatt.peripheral import MeshPeripheral, address_of
 from gatt.policy import LinkPolicy
+from gatt.profile import SHORT_ID_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class _Link:
     address: str
     session: CentralSession | None = None
     since: float = 0.0
+    peer_id: bytes | None = None
+    """Bound by the peer's own announce on this link (:meth:`BleTransport.link_identified`)."""
+    capabilities: int = 0
 
 
 class BleTransport(Transport):
@@ -91,6 +95,8 @@ class BleTransport(Transport):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._senders: OrderedDict[bytes, float] = OrderedDict()
+        self._addr_peer: OrderedDict[str, bytes] = OrderedDict()
+        """address -> full peer id announced on a link from it (bounded, oldest forgotten)"""
 
     # ------------------------------------------------------------ Transport API
 
@@ -201,7 +207,7 @@ class BleTransport(Transport):
 
     def reachable(self, peer_id: bytes) -> bool:
         """A packet sent by ``peer_id`` arrived within :data:`MESH_PATH_S`."""
-        t = self._senders.get(bytes(peer_id[:8]))
+        t = self._senders.get(bytes(peer_id[:SHORT_ID_BYTES]))
         return t is not None and asyncio.get_running_loop().time() - t <= MESH_PATH_S
 
     async def drop_link(self, address: str, reason: str) -> None:
@@ -242,11 +248,15 @@ class BleTransport(Transport):
         addr = session.address
         peer = self._peer_of(addr)
         if addr in self._periph_by_addr:
-            if not self.policy.keep_central(peer):
+            keep = self.policy.keep_central(peer)
+            if keep is False:
                 self.stats["duplicate_kept_peripheral"] += 1
                 return False
-            self.stats["duplicate_kept_central"] += 1
-            self._link_down(self._periph_by_addr[addr], "duplicate")
+            if keep is None:
+                self.stats["duplicate_undecided"] += 1  # both stay until the peer announces
+            else:
+                self.stats["duplicate_kept_central"] += 1
+                self._link_down(self._periph_by_addr[addr], "duplicate")
         session.link_id = self._link_up(addr, session.mtu, LinkRole.CENTRAL, session)
         return True
 
@@ -270,8 +280,48 @@ class BleTransport(Transport):
         await self.peripheral.sync_advertising()
 
     def _peer_of(self, address: str) -> bytes | None:
+        """The peer id of the node at ``address``: announced on a link, else advertised."""
+        known = self._addr_peer.get(address)
+        if known is not None:
+            return known
         c = self.policy.candidates.get(address)
         return c.peer_id if c is not None else None
+
+    def link_identified(self, link_id: int, peer_id: bytes, capabilities: int) -> None:
+        link = self._links.get(link_id)
+        if link is None:
+            return
+        self._addr_peer[link.address] = bytes(peer_id)
+        self._addr_peer.move_to_end(link.address)
+        while len(self._addr_peer) > MESH_SENDERS_MAX:
+            self._addr_peer.popitem(last=False)
+        link.peer_id = bytes(peer_id)
+        link.capabilities = capabilities
+        self.stats["links_identified"] += 1
+        self._resolve_duplicate(link.address)
+
+    def _resolve_duplicate(self, addr: str) -> None:
+        """A central and a peripheral link to one node: now that its id is known, keep one."""
+        c_lid, p_lid = self._central_by_addr.get(addr), self._periph_by_addr.get(addr)
+        if c_lid is None or p_lid is None:
+            return
+        keep = self.policy.keep_central(self._peer_of(addr))
+        if keep is None:
+            return
+        if keep:
+            self.stats["duplicate_kept_central"] += 1
+            self._link_down(p_lid, "duplicate")
+        else:
+            self.stats["duplicate_kept_peripheral"] += 1
+            self._spawn(self.central.abandon(addr))
+
+    def issues(self) -> list[str]:
+        out = []
+        if self.peripheral.adv_error is not None:
+            out.append(
+                f"advertising refused x{self.peripheral.adv_failures}: {self.peripheral.adv_error}"
+            )
+        return out
 
     # ------------------------------------------------------------ peripheral side
 
@@ -280,11 +330,15 @@ class BleTransport(Transport):
         lid = self._periph_by_addr.get(addr)
         if lid is None:
             if addr in self._central_by_addr:
-                if self.policy.keep_central(self._peer_of(addr)):
+                keep = self.policy.keep_central(self._peer_of(addr))
+                if keep:
                     self.stats["duplicate_writes_ignored"] += 1
                     return
-                self.stats["duplicate_kept_peripheral"] += 1
-                self._spawn(self.central.abandon(addr))
+                if keep is None:
+                    self.stats["duplicate_undecided"] += 1
+                else:
+                    self.stats["duplicate_kept_peripheral"] += 1
+                    self._spawn(self.central.abandon(addr))
             elif len(self._links) >= self.config.link_budget:
                 # connected while our advertisement was being withdrawn: refuse politely
                 self.stats["inbound_over_budget"] += 1
@@ -326,7 +380,7 @@ class BleTransport(Transport):
         self.stats["frames_in"] += 1
         at = _SENDER_AT.get(data[0])
         if at is not None and len(data) >= at + 8:
-            sender = bytes(data[at : at + 8])
+            sender = bytes(data[at : at + SHORT_ID_BYTES])  # what adverts name
             self._senders[sender] = asyncio.get_running_loop().time()
             self._senders.move_to_end(sender)
             if len(self._senders) > MESH_SENDERS_MAX:

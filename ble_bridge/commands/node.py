@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,20 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a node on BlueZ (the systemd service runs this)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+    p.add_argument(
+        "--transport",
+        choices=("ble", "sim"),
+        default=None,
+        help="ble: BlueZ (default); sim: a loopback air on the wall clock with simulated "
+        "neighbours (overrides [node] transport)",
+    )
+    p.add_argument(
+        "--sim-peers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="simulated neighbours with --transport sim (default: [node] sim_peers, 3)",
+    )
     p.set_defaults(func=cmd_run)
 
     for name, helptext, func in (
@@ -50,28 +63,46 @@ def _install_loop_policy() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(config_path: Path) -> int:
+async def _serve(config_path: Path, transport: str | None, sim_peers: int | None) -> int:
+    from hardware import NodeHealth
+
+    from ..daemon import serve_until_signalled, status_line
     from ..node import Node, load_node_config
 
     config = load_node_config(config_path)
-    node = Node(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await node.start()
-    try:
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        await node.stop()
-    return 0
+    kind = transport or config.node.transport
+    peers = config.node.sim_peers if sim_peers is None else sim_peers
+    nodes: list[Node] = []
+    if kind == "sim":
+        from ..sim.local import LoopbackAir
+
+        try:
+            air = LoopbackAir(config, peers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+        async def start() -> None:
+            nodes.append(await air.start())
+
+        stop = air.stop
+    else:
+        node = Node(config)
+        nodes.append(node)
+        start, stop = node.start, node.stop
+
+    def alive() -> bool:
+        return bool(nodes) and nodes[0].health() is not getattr(NodeHealth, "ERROR", None)
+
+    def status() -> str:
+        return status_line(nodes[0].status()) if nodes else "starting"
+
+    return await serve_until_signalled(start, stop, alive=alive, status=status)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _install_loop_policy()
     try:
-        return asyncio.run(_serve(args.config))
+        return asyncio.run(_serve(args.config, args.transport, args.sim_peers))
     except (ConfigError, KeyFileError) as exc:
         print(f"ble-bridge run: {exc}", file=sys.stderr)
         return 2

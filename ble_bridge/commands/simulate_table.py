@@ -17,8 +17,10 @@ import math
 import sys
 from pathlib import Path
 
+from ..sim.broker import INTERNET_PROFILES
 from ..sim.byzantine import BEHAVIOURS, Behaviour
 from ..sim.faults import FaultSpecError
+from ..sim.islands import IslandsConfig, IslandsResult, IslandsRun, simulate_islands
 from ..sim.table import TableConfig, TableResult, plot_latency, simulate_table
 from .simulate import live_progress, register_mode, scenario_from_args, write_trace
 
@@ -36,6 +38,23 @@ def add_options(p: argparse.ArgumentParser) -> None:
         help="what the Byzantine validators do (default equivocate)",
     )
     g.add_argument("--plot", type=Path, metavar="FILE.png", help="plot commit latency over time")
+    u = p.add_argument_group("islands (gateways joined through a simulated MQTT broker)")
+    u.add_argument(
+        "--islands", type=int, default=1, metavar="N", help="split the nodes into N BLE islands"
+    )
+    u.add_argument(
+        "--split", metavar="A:B[:...]", help="nodes per island (default: --nodes shared evenly)"
+    )
+    u.add_argument("--gateways", type=int, default=1, metavar="K", help="gateways per island")
+    u.add_argument(
+        "--broker-outage", metavar="START:END", help="the broker is down from START to END s"
+    )
+    u.add_argument(
+        "--internet",
+        choices=sorted(INTERNET_PROFILES),
+        default="city",
+        help="the gateways' path to the broker (default city)",
+    )
     g.add_argument(
         "--store-dir",
         type=Path,
@@ -67,7 +86,132 @@ def table_config(args: argparse.Namespace) -> TableConfig:
     )
 
 
+def islands_run(args: argparse.Namespace) -> IslandsRun:
+    n = args.islands
+    if args.split:
+        try:
+            sizes = tuple(int(x) for x in args.split.split(":"))
+        except ValueError:
+            raise ValueError(f"--split {args.split!r}: sizes like 6:2") from None
+        if args.islands != 1 and len(sizes) != n:
+            raise ValueError("--split names a size for each of --islands")
+    else:
+        if n < 2:
+            raise ValueError("--islands must be at least 2")
+        sizes = tuple(args.nodes // n + (1 if i < args.nodes % n else 0) for i in range(n))
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError("islands: at least two, each with a node")
+    if not 1 <= args.gateways <= min(sizes):
+        raise ValueError("--gateways must be within 1..the smallest island")
+    outage = None
+    if args.broker_outage:
+        a, _, b = args.broker_outage.partition(":")
+        outage = (float(a), float(b))
+        if outage[1] <= outage[0]:
+            raise ValueError("--broker-outage: END must come after START")
+    unsupported = {
+        "--byzantine": args.byzantine,
+        "--partition": args.partition,
+        "--crash": args.crash,
+        "--capture": args.capture,
+        "--plot": args.plot,
+    }
+    for flag, value in unsupported.items():
+        if value:
+            raise ValueError(f"{flag} is not supported with --islands yet")
+    return IslandsRun(
+        islands=IslandsConfig(
+            sizes=sizes,
+            gateways=args.gateways,
+            profile=args.profile,
+            seed=args.seed,
+            warmup=CONSENSUS_WARMUP,
+        ),
+        duration=args.duration,
+        outage=outage,
+        internet=args.internet,
+    )
+
+
+def run_islands(args: argparse.Namespace) -> int:
+    try:
+        run = islands_run(args)
+    except ValueError as exc:
+        print(f"ble-bridge simulate: {exc}", file=sys.stderr)
+        return 2
+    result = simulate_islands(run)
+    if args.json:
+        print(json.dumps(islands_json(result), indent=2))
+    else:
+        print_islands_summary(result)
+        print(result.last_line())
+    return 0 if result.safe else 1
+
+
+def print_islands_summary(result: IslandsResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    r = result.run
+    sizes = "+".join(str(n) for n in r.islands.sizes)
+    table = Table(
+        title=f"craps table on islands {sizes}, {r.islands.gateways} gateway(s) each, "
+        f"{r.islands.profile} + {r.internet} uplink, {r.duration:.0f} s, seed {r.islands.seed}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("heights committed", str(result.heights)),
+        ("operations committed", str(result.ops)),
+        (
+            "commit latency p50 / p95",
+            f"{result.latency(0.5) * 1000:.1f} / {result.latency(0.95) * 1000:.1f} ms",
+        ),
+        ("frames up the uplink", str(result.uplink_frames)),
+        ("broker messages", str(result.broker_stats["messages"])),
+        ("safety", "ok" if result.safe else "violated"),
+        ("wall time", f"{result.wall_time:.1f} s"),
+    ]
+    if r.outage is not None:
+        for k in range(len(r.islands.sizes)):
+            rows.append(
+                (
+                    f"island {k}: heights during / after the outage",
+                    f"{result.island_gain(k, 'outage', 'heal')} / "
+                    f"{result.island_gain(k, 'heal', 'end')}",
+                )
+            )
+    rows += [(f"uplink: {k}", str(v)) for k, v in sorted(result.uplink_stats.items()) if v]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+def islands_json(result: IslandsResult) -> dict[str, object]:
+    r = result.run
+    return {
+        "islands": list(r.islands.sizes),
+        "gateways": r.islands.gateways,
+        "seed": r.islands.seed,
+        "duration": r.duration,
+        "outage": r.outage,
+        "heights": result.heights,
+        "ops": result.ops,
+        "latency_p50": _finite(result.latency(0.5)),
+        "latency_p95": _finite(result.latency(0.95)),
+        "safe": result.safe,
+        "final_heights": {f"{k}.{i}": h for (k, i), h in result.final_heights.items()},
+        "uplink_frames": result.uplink_frames,
+        "uplink": dict(sorted(result.uplink_stats.items())),
+        "broker": dict(sorted(result.broker_stats.items())),
+        "wall_time": result.wall_time,
+        "last_line": result.last_line(),
+    }
+
+
 def run_consensus(args: argparse.Namespace) -> int:
+    if args.islands != 1 or args.split:
+        return run_islands(args)
     try:
         config = table_config(args)
     except (ValueError, FaultSpecError) as exc:

@@ -1,8 +1,11 @@
 """``ble-bridge wire decode|encode``: inspect and craft mesh frames as one JSON object.
 
 ``decode`` prints ``version, type, ttl, timestamp, flags, sender, recipient, route,
-compressed, payload, signature, signature_valid, decoded``; ``encode`` reads the same JSON
-(``payload`` or, failing that, ``decoded`` gives the payload) and prints the frame as hex.
+compressed, payload, signature, signature_valid, decoded, decoded_error``; a frame that
+decodes but whose payload does not (a MESSAGE that is not UTF-8, a malformed announce) is
+still printed, with ``decoded`` null and the reason in ``decoded_error``, and exits 0 (the
+router relays such frames). ``encode`` reads the same JSON (``payload`` or, failing that,
+``decoded`` gives the payload; ``decoded_error`` is ignored) and prints the frame as hex.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ JSON_KEYS = (
     "signature",
     "signature_valid",
     "decoded",
+    "decoded_error",
 )
 
 
@@ -73,6 +77,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def frame_to_json(frame: bytes, verify_key: bytes | None = None) -> dict[str, Any]:
     """Decode ``frame`` into the inspection JSON object; raises :class:`WireError`."""
     p = decode(frame)
+    decoded: dict[str, Any] | None = None
+    error: str | None = None
+    try:
+        decoded = decode_payload(p.type, p.payload)
+    except WireError as exc:  # the frame is valid; only its payload is not understood
+        error = _reason(exc)
     return {
         "version": p.version,
         "type": p.type,
@@ -86,7 +96,8 @@ def frame_to_json(frame: bytes, verify_key: bytes | None = None) -> dict[str, An
         "payload": p.payload.hex(),
         "signature": None if p.signature is None else p.signature.hex(),
         "signature_valid": None if verify_key is None else p.verify(verify_key),
-        "decoded": decode_payload(p.type, p.payload),
+        "decoded": decoded,
+        "decoded_error": error,
     }
 
 

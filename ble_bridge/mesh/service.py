@@ -50,6 +50,8 @@ class MeshNode:
         self._timer_at: float | None = None
         self._running = False
         self.counters: Counter[str] = Counter()
+        self._identified: dict[int, bytes] = {}
+        """link id -> peer id last told to the transport (:meth:`Transport.link_identified`)"""
 
     @property
     def peer_id(self) -> bytes:
@@ -126,6 +128,7 @@ class MeshNode:
             self._pump()
 
     def link_down(self, link_id: int, reason: str) -> None:
+        self._identified.pop(link_id, None)
         if self._running:
             self.router.link_down(self._now(), link_id, reason)
             self._pump()
@@ -133,7 +136,21 @@ class MeshNode:
     def frame_received(self, link_id: int, data: bytes) -> None:
         if self._running:
             self.router.receive(self._now(), link_id, data)
+            self._tell_identity(link_id)
             self._pump()
+
+    def _tell_identity(self, link_id: int) -> None:
+        """Tell the transport when the router bound a link to its peer (or re-bound it)."""
+        link = self.router.peers.links.get(link_id)
+        if link is None or link.peer_id is None or self._identified.get(link_id) == link.peer_id:
+            return
+        self._identified[link_id] = link.peer_id
+        rec = self.router.peers.get(link.peer_id)
+        try:
+            self.transport.link_identified(link_id, link.peer_id, rec.capabilities if rec else 0)
+        except Exception:  # a transport bug must not stop the node
+            log.exception("transport.link_identified failed on link %d", link_id)
+            self.counters["transport_identify_error"] += 1
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from ..mesh.links import NeighbourLink, StrandedWatch
-from ..transport import LinkInfo, LinkRole, SendResult, Transport, TransportHandler
+from ..transport import LinkInfo, LinkRole, SendResult, Transport, TransportHandler, frame_limit
 from .capture import AirEvent, PcapWriter
 from .clock import Seeds
 from .profiles import LinkProfile
@@ -294,7 +294,7 @@ class Air:
         if link is None or link.down:
             self.stats["send_no_such_link"] += 1
             return SendResult.NO_SUCH_LINK
-        if len(frame) > link.mtu - 3:
+        if len(frame) > frame_limit(link.mtu):
             self.stats["send_too_large"] += 1
             return SendResult.TOO_LARGE
         d = link.outbound(node)

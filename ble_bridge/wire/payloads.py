@@ -2,8 +2,9 @@
 
 Announce is a TLV list (1-byte type, 1-byte length). Known TLVs: 0x01 nickname (UTF-8),
 0x02 X25519 public key, 0x03 Ed25519 public key, 0x04 up to 10 neighbour ids (8 bytes each),
-0x05 capabilities (little-endian bitfield, trailing zero bytes trimmed). Unknown TLVs are
-kept in order so a node can re-encode what it received.
+0x05 capabilities (little-endian bitfield, trailing zero bytes trimmed but at least one byte,
+as iOS ``PeerCapabilities.encoded()`` writes it: an empty set is ``05 01 00``). Unknown TLVs
+are kept in order so a node can re-encode what it received.
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ class Announce:
         if self.capabilities is not None:
             if self.capabilities < 0:
                 raise BadPayloadError("capabilities must be non-negative")
+            # minimal little-endian, never empty (an empty set is one zero byte)
             raw = self.capabilities.to_bytes(
                 max(1, (self.capabilities.bit_length() + 7) // 8), "little"
             )
-            tlv(TLV_CAPABILITIES, raw.rstrip(b"\x00"))
+            tlv(TLV_CAPABILITIES, raw)
         for t, v in self.unknown:
             tlv(t, v)
         return bytes(out)

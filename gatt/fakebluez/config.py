@@ -46,6 +46,20 @@ class FakeBluezConfig:
     """Forwarded calls in flight per serving app (dbus-daemon allows 128 pending replies)."""
     link_buffer: int = 65536
     """Frames queued per link direction before further ones are dropped and counted."""
+    connect_race: float = 0.0
+    """Probability that a Connect ends half-open, as with one bluetoothd driving several
+    controllers (the ATT socket connects before mgmt's "Device Connected"): the connecting
+    side fails ("failed to discover services, device disconnected") while the other side
+    keeps a connected device that never writes; or (half the time) the connecting side
+    gets a link whose notifications never arrive and whose writes go nowhere, and the other
+    side sees nothing. Only a Disconnect (or a power cycle) ends it."""
+    bluez_version: str = "5.66"
+    """The bluetoothd being imitated: 5.80+ reads the scan-response properties (with
+    ``experimental``); 5.66 is Debian bookworm's / Raspberry Pi OS's."""
+    experimental: bool = False
+    """``bluetoothd --experimental``."""
+    max_adv_len: int = 31
+    """Advertising data the controller takes (31: a Bluetooth 4.x legacy advert)."""
     seed: int = 1
     reach: dict[str, list[int]] | None = None
     """Radio range: adapter index (as a string) -> adapters it can hear and connect to
@@ -61,6 +75,10 @@ class FakeBluezConfig:
         """Adapters in a row: each hears only its neighbours (forces multi-hop)."""
         reach = {str(i): [j for j in (i - 1, i + 1) if 0 <= j < adapters] for i in range(adapters)}
         return cls(adapters=adapters, reach=reach, **kw)
+
+    def version(self) -> tuple[int, int]:
+        major, _, minor = self.bluez_version.partition(".")
+        return int(major), int(minor or 0)
 
     def link_model(self) -> LinkModel:
         return self.link if self.link is not None else LinkModel()

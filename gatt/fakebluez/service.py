@@ -27,6 +27,8 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import BusType, MessageFlag
 
+from ble_bridge.transport import MAX_ATT_VALUE, frame_limit
+from gatt import advert as ad
 from gatt import dbus_patch
 from gatt.fakebluez import interfaces as I
 from gatt.fakebluez.config import FakeBluezConfig, LinkModel
@@ -39,6 +41,8 @@ ENCRYPT_FLAGS = frozenset(
     {"encrypt-write", "encrypt-authenticated-write", "secure-write", "encrypt-read",
      "encrypt-authenticated-read", "secure-read"}
 )  # fmt: skip
+MAX_VALUE_LEN = MAX_ATT_VALUE
+"""Largest attribute value (BT_ATT_MAX_VALUE_LEN): BlueZ cuts longer notifications to it."""
 DEFERRED_REPLY_DEPTH = 256
 """Queued frames on a link direction beyond which a write-command's reply waits (backpressure)."""
 
@@ -50,6 +54,11 @@ class BluezError(Exception):
         super().__init__(text)
         self.name = ERR + name
         self.text = text
+
+
+def value_limit(mtu: int) -> int:
+    """Bytes one write-command or notification carries: ``min(mtu - 3, 512)``."""
+    return frame_limit(mtu)
 
 
 def adapter_address(index: int) -> str:
@@ -82,6 +91,7 @@ class Advert:
     sender: str
     path: str
     props: dict[str, Any]
+    encoded: ad.EncodedAdvert
     active: bool = True
 
 
@@ -581,19 +591,25 @@ class FakeBluez:
         for b in self.adapters:
             if b is a or not b.advertising() or not self.config.in_range(a.index, b.index):
                 continue
-            adv = next(ad for ad in b.adverts.values() if ad.active)
-            uuids = [str(u).lower() for u in adv.props.get("ServiceUUIDs", [])]
+            adv = next(x for x in b.adverts.values() if x.active)
+            # a scanner sees what survives the encoding, as with a radio in between
+            heard = ad.decode(adv.encoded.on_air, adv.encoded.scan_rsp)
+            uuids = heard.uuids
             if not self._wanted(a, uuids):
                 continue
             a.last_seen[b.index] = now
             path = device_path(a.index, b.index)
             rssi = -45 - self.rng.randint(0, 20)
-            sdata = {str(k).lower(): v for k, v in adv.props.get("ServiceData", {}).items()}
-            mdata = dict(adv.props.get("ManufacturerData", {}))
+            sdata = {k: Variant("ay", v) for k, v in heard.service_data.items()}
+            mdata = {k: Variant("ay", v) for k, v in heard.manufacturer_data.items()}
             if path not in self.tree:
-                self._add_device(a, b, uuids, sdata, mdata, rssi, adv.props.get("LocalName"))
+                self._add_device(a, b, uuids, sdata, mdata, rssi, heard.name)
             else:
-                self.set_props(path, I.DEVICE, {"UUIDs": uuids, "ServiceData": sdata, "RSSI": rssi})
+                self.set_props(
+                    path,
+                    I.DEVICE,
+                    {"UUIDs": uuids, "ServiceData": sdata, "ManufacturerData": mdata, "RSSI": rssi},
+                )
 
     def _add_device(
         self,
@@ -715,7 +731,7 @@ class FakeBluez:
         if key in a.adverts:
             raise BluezError("AlreadyExists", "Already Exists")
         if len(a.adverts) >= 5:
-            raise BluezError("Failed", "Maximum advertisements reached")
+            raise BluezError("NotPermitted", "Maximum advertisements reached")
         self._spawn(self._load_adv(a, key, msg))
 
     async def _load_adv(self, a: Adapter, key: tuple[str, str], msg: Message) -> None:
@@ -734,7 +750,15 @@ class FakeBluez:
             self.error(msg, ERR + "Failed", "Failed to parse advertisement")
             return
         props = {k: v.value for k, v in reply.body[0].items()}
-        a.adverts[key] = Advert(key[0], key[1], props)
+        try:
+            encoded = ad.encode(props, self.adv_rules(a))
+        except ad.AdvertError as e:
+            # bluetoothd -d: "Advertising data too long or couldn't be generated."
+            self.stats["adv_refused"] += 1
+            log.info("advertisement %s refused: %s (%d bytes)", key[1], e.reason, e.size)
+            self.error(msg, ERR + "Failed", ad.REGISTER_FAILED)
+            return
+        a.adverts[key] = Advert(key[0], key[1], props, encoded)
         self._update_adv_count(a)
         self.reply(msg)
 
@@ -745,6 +769,16 @@ class FakeBluez:
             raise BluezError("DoesNotExist", "Does Not Exist")
         self._update_adv_count(a)
         self.reply(msg)
+
+    def adv_rules(self, a: Adapter) -> ad.BluezRules:
+        """How this fake bluetoothd encodes adverts on adapter ``a``."""
+        prop = self.tree.get(a.path, {}).get(I.ADAPTER, {}).get("Discoverable")
+        return ad.BluezRules(
+            version=self.config.version(),
+            experimental=self.config.experimental,
+            max_adv_len=self.config.max_adv_len,
+            adapter_discoverable=prop is not None and bool(prop.value),
+        )
 
     def _update_adv_count(self, a: Adapter) -> None:
         active = sum(1 for ad in a.adverts.values() if ad.active)
@@ -957,8 +991,11 @@ class FakeBluez:
         if ENCRYPT_FLAGS & set(mc.flags) and not mc.link.paired:
             self.stats["refused_unpaired"] += 1
             raise BluezError("NotPermitted", "Not paired")  # BlueZ's create_gatt_dbus_error
-        limit = mc.link.model.mtu - 3 if kind == "command" else 512
-        if len(value) > limit:
+        if kind == "command" and len(value) > value_limit(mc.link.model.mtu):
+            # bt_att_send refuses a PDU longer than the ATT MTU (src/gatt-client.c)
+            self.stats["refused_oversize"] += 1
+            raise BluezError("Failed", "Failed to initiate write")
+        if len(value) > MAX_VALUE_LEN:
             self.stats["refused_oversize"] += 1
             raise BluezError("InvalidValueLength", "Invalid Length")
 
@@ -1104,7 +1141,7 @@ class FakeBluez:
             if model.loss and self.rng.random() < model.loss:
                 self.stats["notifies_lost"] += 1
                 continue
-            limit = model.mtu - 3
+            limit = value_limit(model.mtu)
             if len(value) > limit:
                 self.stats["notifies_truncated"] += 1
             mc.pending.append(value[:limit])
@@ -1159,7 +1196,7 @@ class FakeBluez:
             if not data:
                 self._release_write(mc)
                 return
-            if len(data) <= mc.link.model.mtu - 3 and mc.link.alive:
+            if len(data) <= value_limit(mc.link.model.mtu) and mc.link.alive:
                 self._enqueue_write(mc, data, "command", 0, None)
             else:
                 self.stats["refused_oversize"] += 1

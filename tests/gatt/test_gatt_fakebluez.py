@@ -45,7 +45,7 @@ async def discover() -> tuple[object, dict[str, bytes], int]:
 
     async with BleakScanner(seen, service_uuids=[SVC], bluez={"adapter": "hci1"}):
         dev, adv = await asyncio.wait_for(found, 5)
-    return dev, dict(adv.service_data), adv.rssi  # type: ignore[attr-defined]
+    return dev, dict(adv.manufacturer_data), adv.rssi  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -57,8 +57,8 @@ def test_discover_connect_mtu_write_and_notify_both_ways(fake_bluez: FakeBluezPr
     async def scenario() -> None:
         srv = Server()
         await srv.p.start()
-        dev, sdata, rssi = await discover()
-        assert sdata[SVC] == peer(0)
+        dev, mdata, rssi = await discover()
+        assert mdata == {0xFFFF: peer(0)[:6]}  # the short id: all a legacy advert has room for
         assert -100 < rssi < 0
         notes: list[bytes] = []
         async with BleakClient(dev, bluez={"adapter": "hci1"}) as client:  # type: ignore[arg-type]
@@ -79,7 +79,8 @@ def test_discover_connect_mtu_write_and_notify_both_ways(fake_bluez: FakeBluezPr
             assert await until(lambda: len(notes) == 2)
             assert notes[0] == b"to-central"
             assert notes[1] == bytes(range(182))
-            with pytest.raises(BleakDBusError, match="InvalidValueLength"):
+            # a write command longer than the ATT MTU: bt_att_send refuses it (gatt-client.c)
+            with pytest.raises(BleakDBusError, match="Failed to initiate write"):
                 await client.write_gatt_char(char, bytes(200), response=False)
         await srv.p.stop()
 
@@ -225,5 +226,80 @@ def test_missing_adapter_is_a_clear_error(fake_bluez: FakeBluezProcess) -> None:
         with pytest.raises(AdapterNotFound, match="hci7"):
             await p.start()
         await p.stop()
+
+    run(scenario())
+
+
+def test_a_47_byte_advert_is_refused_as_bluetoothd_refuses_it(fake_bluez: FakeBluezProcess) -> None:
+    """The advert every node sent before: flags + UUID list + 8 bytes of 128-bit service data."""
+
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        srv = Server()
+        srv.p.adv_props = {"ServiceUUIDs": [SVC], "ServiceData": {SVC: peer(0)}}
+        await srv.p.start()  # does not raise: the refusal is reported and retried
+        assert srv.p.adv_error is not None
+        assert (
+            "org.bluez.Error.Failed" in srv.p.adv_error or "Failed to register" in srv.p.adv_error
+        )
+        assert "Failed to register advertisement" in srv.p.adv_error
+        assert not srv.p.advertising
+        s = await ctl.wait_for(lambda s: s["stats"].get("adv_refused", 0) >= 2, timeout=15)
+        assert s["stats"]["adv_refused"] >= 2  # retried with backoff
+        assert s["advertising"]["0"] == 0
+        ctl.close()
+        await srv.p.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "fake_bluez_config", [FakeBluezConfig(adapters=2, link=LinkModel(mtu=517))]
+)
+def test_a_514_byte_notification_arrives_as_512(fake_bluez: FakeBluezProcess) -> None:
+    async def scenario() -> None:
+        srv = Server()
+        await srv.p.start()
+        dev, _, _ = await discover()
+        notes: list[bytes] = []
+        async with BleakClient(dev, bluez={"adapter": "hci1"}) as client:  # type: ignore[arg-type]
+            char = client.services.get_characteristic(CHR)
+            assert char is not None
+            assert char.max_write_without_response_size == 514  # what bleak derives from MTU
+            await client.start_notify(char, lambda _c, d: notes.append(bytes(d)))
+            srv.p.notify(bytes(range(256)) * 2 + b"\xaa\xbb")
+            assert await until(lambda: len(notes) == 1)
+            assert notes[0] == (bytes(range(256)) * 2)
+            with pytest.raises(BleakDBusError, match="Failed to initiate write"):
+                await client.write_gatt_char(char, bytes(514), response=False)
+            await client.write_gatt_char(char, bytes(512), response=False)
+            assert await until(lambda: any(len(w[2]) == 512 for w in srv.writes))
+        await srv.p.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "fake_bluez_config",
+    [FakeBluezConfig(adapters=2, bluez_version="5.82", experimental=True)],
+)
+def test_bluez_with_scan_response_properties_carries_8_bytes_of_peer_id(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    async def scenario() -> None:
+        srv = Server()
+        await srv.p.start()
+        found = asyncio.get_running_loop().create_future()
+
+        def seen(dev: object, adv: object) -> None:
+            if not found.done():
+                found.set_result(adv)
+
+        async with BleakScanner(seen, service_uuids=[SVC], bluez={"adapter": "hci1"}):
+            adv = await asyncio.wait_for(found, 5)
+        assert dict(adv.service_data) == {SVC: peer(0)}
+        assert dict(adv.manufacturer_data) == {0xFFFF: peer(0)[:6]}
+        assert PROFILE.peer_id_from(dict(adv.service_data), dict(adv.manufacturer_data)) == peer(0)
+        await srv.p.stop()
 
     run(scenario())

@@ -293,7 +293,7 @@ def test_send_fragments_to_each_links_limit() -> None:
     frames = r.frames_to_send()
     small = [f for link, f in frames if link == 1]
     large = [f for link, f in frames if link == 2]
-    assert all(len(f) <= 61 for f in small) and all(len(f) <= 514 for f in large)
+    assert all(len(f) <= 61 for f in small) and all(len(f) <= 512 for f in large)
     assert len(small) > len(large) > 1
 
 

@@ -41,7 +41,7 @@ def test_links_form_within_budget_and_ids_are_unique() -> None:
         for t, r in zip(ts, recs, strict=True):
             mine = [info.link_id for _, info in r.ups]
             assert len(mine) == len(set(mine))
-            assert all(info.mtu == 517 and info.max_frame == 514 for _, info in r.ups)
+            assert all(info.mtu == 517 and info.max_frame == 512 for _, info in r.ups)
             roles = {info.role for _, info in r.ups}
             assert roles <= {LinkRole.CENTRAL, LinkRole.PERIPHERAL}
             assert {i.link_id for i in t.links()} <= set(mine)

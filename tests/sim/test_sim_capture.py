@@ -27,7 +27,7 @@ def _capture(path: Path) -> ScenarioResult:
             duration=30.0,
             seed=4,
             rate=0.5,
-            payload_size=700,  # fragments on 514-byte frames
+            payload_size=700,  # fragments on 512-byte frames
             capture=path,
             faults=FaultPlan((LinkDrop(20.0, node=2),)),
         )

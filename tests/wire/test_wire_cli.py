@@ -33,6 +33,7 @@ EXPECTED_KEYS = {
     "signature",
     "signature_valid",
     "decoded",
+    "decoded_error",
 }
 
 
@@ -89,6 +90,7 @@ def test_decode_of_a_signed_v2_message_with_route(capsys: pytest.CaptureFixture[
         "signature": (p.signature or b"").hex(),
         "signature_valid": True,
         "decoded": {"text": "table 3: seven out"},
+        "decoded_error": None,
     }
 
 
@@ -159,12 +161,20 @@ def test_undecodable_input_exits_non_zero_with_the_reason(
     assert code != 0 and out == "" and reason in err
 
 
-def test_undecodable_payload_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_valid_frame_with_a_non_utf8_message_prints_the_payload_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     frame = encode(
         Packet(type=PacketType.MESSAGE, sender=ALICE.peer_id, payload=b"\xff", timestamp=1)
     )
-    code, _, err = run(capsys, "wire", "decode", frame.hex())
-    assert code != 0 and "UTF-8" in err
+    code, out, err = run(capsys, "wire", "decode", frame.hex())
+    assert code == 0 and err == ""
+    doc = json.loads(out)
+    assert doc["payload"] == "ff" and doc["decoded"] is None
+    assert "bad_payload" in doc["decoded_error"] and "UTF-8" in doc["decoded_error"]
+    # the printed object encodes back to the same frame (decoded_error is ignored)
+    code, out, _ = run(capsys, "wire", "encode", json.dumps(doc))
+    assert code == 0 and out.strip() == frame.hex()
 
 
 def test_bad_verify_key_is_rejected(capsys: pytest.CaptureFixture[str]) -> None:
