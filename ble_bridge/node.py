@@ -368,6 +368,8 @@ class Node:
             self.bridge.health(sid) is SessionHealth.PARTITIONED for sid in self.bridge.sessions
         ):
             return NodeHealth.PARTITIONED
+        if self.transport.issues():  # e.g. bluetoothd refuses our advertisement
+            return NodeHealth.DEGRADED
         return NodeHealth.HEALTHY
 
     async def _housekeeping(self) -> None:
@@ -414,6 +416,7 @@ class Node:
             "nickname": self.config.mesh.nickname,
             "health": self.health().value,
             "healthy": self.bridge.is_healthy(),
+            "issues": self.transport.issues(),
             "links": [
                 {
                     "link_id": li.link_id,

@@ -137,6 +137,8 @@ class Router:
         self._last_announce = float("-inf")
         self._next_housekeeping = 0.0
         self._last_timestamp = 0
+        self.extra_capabilities = 0
+        """Capability bits the transport adds to our announces (e.g. CAP_LINK_KEEPALIVE)."""
 
     # -- time ---------------------------------------------------------------------------
 
@@ -615,6 +617,8 @@ class Router:
         caps = self.config.capabilities
         if self.config.relay_deferral:
             caps = (caps or 0) | CAP_RELAY_DEFERRAL
+        if self.extra_capabilities:
+            caps = (caps or 0) | self.extra_capabilities
         return Announce(
             nickname=self.config.nickname,
             noise_key=ident.noise_public,

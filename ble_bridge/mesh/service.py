@@ -65,6 +65,7 @@ class MeshNode:
             self.router.wall_offset = time.time() - loop.time()
         self._running = True
         self.transport.attach(self)
+        self.router.extra_capabilities = self.transport.announce_capabilities()
         await self.transport.start()
         self._pump()
 
