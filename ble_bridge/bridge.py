@@ -37,6 +37,7 @@ from .consensus.engine import (
     OperationReissued,
     OperationRejected,
     SnapshotInstalled,
+    ValidatorsChanged,
 )
 from .consensus.quorum import max_faulty, quorum
 from .gossip import Gossip, GossipConfig, Item, pack
@@ -1120,6 +1121,22 @@ class NetworkConsensusBridge:
                     self._finish(pending, OperationStatus.COMMITTED, now)
         elif isinstance(ev, EvidenceFound):
             self.counters["evidence_found"] += 1
+        if isinstance(ev, ValidatorsChanged | SnapshotInstalled):
+            self._refresh_validators(s, now)
+
+    def _refresh_validators(self, s: _Session, now: float) -> None:
+        """The engine's set changed (a committed set change, a snapshot): contact, health
+        and gossip follow the set of the height being decided."""
+        keys = frozenset(s.engine.validators)
+        if keys == s.validators:
+            return
+        for k in keys - s.validators:
+            s.contact[k] = now  # a new validator gets the same grace as at the start
+        for k in s.validators - keys:
+            s.contact.pop(k, None)
+            s.announced.pop(k, None)
+        s.validators = keys
+        self.counters["validator_set_changes"] += 1
 
     def _finish(
         self, op: PendingOperation, status: OperationStatus, now: float, reason: str = ""

@@ -28,6 +28,8 @@ from .bridge import (
     OperationStatus,
     SessionHealth,
 )
+from .chat.commands import TableView
+from .chat.phone import PhoneChat, PhoneChatService, PhoneConfig
 from .config import ConfigError, apply_table, read_toml
 from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
@@ -121,6 +123,7 @@ class NodeConfig:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     sessions: tuple[SessionSection, ...] = ()
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
+    phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -139,7 +142,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -165,7 +168,8 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     if not isinstance(ble, dict):
         raise ConfigError("[ble] must be a table")
     uplink = parse_uplink(doc["uplink"]) if "uplink" in doc else None
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink)
+    phone = apply_table(PhoneConfig(), doc.get("phone", {}), "phone")
+    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone)
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -325,6 +329,12 @@ class Node:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
                 self.seats[s.session_id] = Seat(player, s.session_id)
+        self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
+        if config.phone.enabled:
+            self.phone = PhoneChat(
+                self.identity, self.table_views, self.mesh.router.peers.get, config.phone
+            )
+            PhoneChatService(self.mesh, self.phone)
         board = board_by_name(config.node.board)
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
@@ -368,6 +378,8 @@ class Node:
             self.bridge.health(sid) is SessionHealth.PARTITIONED for sid in self.bridge.sessions
         ):
             return NodeHealth.PARTITIONED
+        if self.transport.issues():  # e.g. bluetoothd refuses our advertisement
+            return NodeHealth.DEGRADED
         return NodeHealth.HEALTHY
 
     async def _housekeeping(self) -> None:
@@ -386,6 +398,26 @@ class Node:
             for reason in turn.refused:  # pending full etc.: planned again next tick
                 log.debug("autoplay op refused: %s", reason)
         return n
+
+    def table_views(self) -> list[TableView]:
+        """The tables this node sits at, as the phone commands show them."""
+        views = []
+        for sid, s in self.sessions.items():
+            engine = self.bridge.engine(sid)
+            state = engine.state
+            balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
+            players = len(state.balances) if isinstance(state, CrapsState) else 0
+            views.append(
+                TableView(
+                    s.name,
+                    engine.height,
+                    self.bridge.health(sid).value,
+                    len(s.validators),
+                    players,
+                    balance_of,
+                )
+            )
+        return views
 
     # -- what the control socket reports ------------------------------------------------
 
@@ -414,6 +446,7 @@ class Node:
             "nickname": self.config.mesh.nickname,
             "health": self.health().value,
             "healthy": self.bridge.is_healthy(),
+            "issues": self.transport.issues(),
             "links": [
                 {
                     "link_id": li.link_id,
@@ -427,6 +460,7 @@ class Node:
             "sessions": sessions,
             "bridge": _jsonable(stats),
             "mesh": self.mesh.stats(),
+            "phone": self.phone.status() if self.phone is not None else None,
         }
 
     def uplink_status(self) -> object:
@@ -454,6 +488,10 @@ class Node:
             if s.name == name or sid.hex() == name:
                 return sid
         raise KeyError(name)
+
+
+def _no_balance(_key: bytes) -> int | None:
+    return None
 
 
 def _jsonable(obj: object) -> object:

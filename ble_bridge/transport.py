@@ -108,6 +108,10 @@ class Transport(abc.ABC):
         (``capabilities``: the announce's bitfield). A transport that decides anything by peer
         id (duplicate links, liveness) learns it here; the default ignores it."""
 
+    def announce_capabilities(self) -> int:
+        """Capability bits this transport's behaviour adds to the node's announces."""
+        return 0
+
     def issues(self) -> list[str]:
         """Problems worth an operator's attention now (e.g. the advertisement refused), one
         short line each; empty when all is well."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from bleak import BleakClient, BleakScanner
@@ -64,6 +65,8 @@ class CentralHost(Protocol):
 
     async def pause_advertising(self) -> bool: ...
 
+    def connect_failed(self, address: str) -> None: ...
+
     async def resume_advertising(self) -> None: ...
 
 
@@ -90,6 +93,11 @@ class CentralSession:
         self._pump_task: asyncio.Task[None] | None = None
         self.active = True
         self.write_errors = 0
+        self.failed_in_a_row = 0
+        self.failures_to_close = cfg.write_failures_to_close
+        self.on_dead: Callable[[CentralSession, str], None] | None = None
+        """Called once when ``failures_to_close`` writes in a row failed (the peer's GATT
+        application vanished, the link is gone): the owner ends the session."""
 
     def start(self) -> None:
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
@@ -114,10 +122,14 @@ class CentralSession:
     async def _write(self, frame: bytes) -> None:
         try:
             await self.client.write_gatt_char(self.char, frame, response=False)
+            self.failed_in_a_row = 0
         except Exception as e:
             self.write_errors += 1
+            self.failed_in_a_row += 1
             if self.write_errors == 1:
-                log.info("write to %s failed: %s", self.address, e)
+                log.info("write to %s failed: %s: %s", self.address, type(e).__name__, e)
+            if self.failed_in_a_row == self.failures_to_close and self.on_dead is not None:
+                self.on_dead(self, f"{type(e).__name__}: {e}")
         finally:
             self._window.release()
 
@@ -155,6 +167,9 @@ class MeshCentral:
         self._task: asyncio.Task[None] | None = None
         self._running = False
         self._kick = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.connecting: str | None = None
+        """Address of the connect attempt in progress, if any."""
 
     async def start(self) -> None:
         self._running = True
@@ -205,7 +220,10 @@ class MeshCentral:
         scanner = BleakScanner(
             detection_callback=self._heard,
             service_uuids=[self.config.profile.service_uuid],
-            bluez={"adapter": self.config.adapter},
+            # every received advert is a callback (the short id in ManufacturerData changes
+            # nothing and real RSSI may not either: btvirt reports a fixed 127), so a node
+            # that advertises again after a link ended is fresh again (candidate_fresh_s)
+            bluez={"adapter": self.config.adapter, "filters": {"DuplicateData": True}},
         )
         await scanner.start()
         try:
@@ -244,12 +262,19 @@ class MeshCentral:
         await self._attempt(rot.join)
 
     async def _attempt(self, address: str) -> None:
-        cfg = self.config
         device = self._devices.get(address)
         self.policy.attempt(address, self._loop_time())
         if device is None:
             self.policy.failed(address, self._loop_time())
             return
+        self.connecting = address
+        try:
+            await self._attempt_connect(address, device)
+        finally:
+            self.connecting = None
+
+    async def _attempt_connect(self, address: str, device: BLEDevice) -> None:
+        cfg = self.config
         paused = cfg.pause_advertising_on_connect and await self.host.pause_advertising()
         client = BleakClient(
             device,
@@ -263,9 +288,17 @@ class MeshCentral:
             reason = classify_error(e)
             self.stats[f"connect_failed_{reason}"] += 1
             delay = self.policy.failed(address, self._loop_time())
-            log.info("connect %s failed (%s), retry in %.1fs", address, reason, delay)
+            log.info(
+                "connect %s failed (%s: %s: %s), retry in %.1fs",
+                address,
+                reason,
+                type(e).__name__,
+                e,
+                delay,
+            )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 2.0)
+            self.host.connect_failed(address)
             return
         finally:
             if paused:
@@ -295,7 +328,7 @@ class MeshCentral:
             await client.start_notify(char, lambda _c, data: self._frame(session, data))
         except Exception as e:
             self.stats["subscribe_failed"] += 1
-            log.info("subscribe to %s failed: %s", address, e)
+            log.info("subscribe to %s failed: %s: %s", address, type(e).__name__, e)
             del self.sessions[address]
             self.policy.failed(address, self._loop_time())
             await session.close()
@@ -308,9 +341,25 @@ class MeshCentral:
             self.abandoned.append(session)
             await session.abandon()
             return
+        session.on_dead = self._session_dead
         session.start()
         if cfg.hello_write:
             session.enqueue(b"")
+
+    def _session_dead(self, session: CentralSession, text: str) -> None:
+        if self.sessions.get(session.address) is not session:
+            return
+        self.stats["closed_write_failed"] += 1
+        log.info(
+            "link to %s: %d writes failed in a row (%s); closing it",
+            session.address,
+            session.failed_in_a_row,
+            text,
+        )
+        self.drop(session.address, "write_failed")
+        task = asyncio.get_running_loop().create_task(session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _frame(self, session: CentralSession, data: Any) -> None:
         if session.active:

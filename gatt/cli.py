@@ -28,6 +28,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="outgoing connects fail while advertising (BCM4345C0 rule)",
     )
+    p.add_argument(
+        "--connect-race",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a connect ends half-open, as with one bluetoothd driving "
+        "several controllers (one side connected, the other not)",
+    )
+    p.add_argument(
+        "--bluez-version",
+        default="5.66",
+        help="bluetoothd to imitate (5.80+ with --experimental reads scan-response properties)",
+    )
+    p.add_argument("--experimental", action="store_true", help="as bluetoothd --experimental")
     p.add_argument("--config", default="", help="full FakeBluezConfig as JSON (overrides)")
     p.set_defaults(func=run_fake_bluez)
 
@@ -75,6 +89,9 @@ def config_from_args(args: argparse.Namespace) -> FakeBluezConfig:
             link=LinkModel(latency_s=args.latency_ms / 1000.0, loss=args.loss, mtu=args.mtu),
             link_limit=args.link_limit,
             connect_fails_while_advertising=args.pi_controller,
+            connect_race=args.connect_race,
+            bluez_version=args.bluez_version,
+            experimental=args.experimental,
         )
     cfg.adapters = args.adapters
     return cfg

@@ -46,5 +46,23 @@ class BleConfig:
     hello_write: bool = True
     """After subscribing, write one empty frame so the peripheral learns our device and MTU
     at once (BlueZ tells a GATT server both only with a write); receivers ignore it."""
+    link_idle_timeout_s: float = 45.0
+    """A link to a mesh node with nothing received this long is closed and retried (nodes send
+    a keepalive after a third of it without other traffic; :mod:`ble_bridge.mesh.liveness`)."""
+    app_idle_timeout_s: float = 120.0
+    """Links to BitChat apps (which announce only every 15-30 s) are never closed sooner."""
+    first_frame_timeout_s: float = 20.0
+    """A link (or an inbound connection) that delivered nothing at all this long is half-open:
+    closed and retried."""
+    identify_timeout_s: float = 60.0
+    """A link whose peer never announced itself on it this long is closed."""
+    write_failures_to_close: int = 3
+    """Consecutive failed writes on a central link (its peer's GATT app vanished) that end it."""
+    adv_retry_base_s: float = 1.0
+    adv_retry_max_s: float = 60.0
+    """Backoff between attempts to register a refused advertisement."""
+    disconnect_stale_at_start: bool = True
+    """At start, disconnect LE connections bluetoothd still holds on our adapter (an earlier
+    process died with them): their peers see the link end at once and reconnect."""
     seed: int | None = None
     """Seed for backoff jitter (tests); None uses system randomness."""

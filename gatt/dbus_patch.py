@@ -80,7 +80,33 @@ def _write_callback_next(self: Any) -> None:
         self.bus._finalize(e)
 
 
+closed_socket_writes = 0
+"""Writes attempted on a bus whose socket was already closed (dropped, not a crash)."""
+
+
+def _closed(writer: Any) -> bool:
+    """The writer's socket is closed: its fd number may belong to another transport by now."""
+    sock = writer.sock
+    return sock is None or sock.fileno() == -1
+
+
+def _fail_queued(writer: Any, messages: Any, pop: Any) -> None:
+    """Fail every pending send of a writer whose socket is gone, touching no event loop fd
+    (uvloop refuses to remove a reader registered by the transport that reuses the fd)."""
+    global closed_socket_writes
+    closed_socket_writes += 1
+    err = OSError("D-Bus socket already closed")
+    if writer.fut is not None:
+        _set_exception(writer.fut, err)
+    writer.buf = None
+    while messages:
+        _set_exception(pop()[2], err)
+
+
 def _write_callback_fast(self: Any, remove_writer: bool = True) -> None:
+    if _closed(self):  # bleak tearing down a client's bus after a failed connect
+        _fail_queued(self, self.messages, self.messages.popleft)
+        return
     try:
         while True:
             if self.buf is None and not _next_message_fast(self):

@@ -37,6 +37,10 @@ class DoctorFacts:
     """adapter name -> {"Powered": bool, "Roles": [...], "interfaces": [...]}"""
     gatt_channels: int | None = None
     """``[GATT] Channels`` from main.conf (None when unset: BlueZ's default allows EATT)."""
+    exchange_mtu: int | None = None
+    """``[GATT] ExchangeMTU`` from main.conf (None when unset: BlueZ offers 517)."""
+    experimental: bool | None = None
+    """bluetoothd runs with ``--experimental`` (None: not known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +56,87 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def read_gatt_channels(path: Path = MAIN_CONF) -> int | None:
+def _gatt_int(key: str, path: Path) -> int | None:
     parser = configparser.ConfigParser(strict=False, inline_comment_prefixes=("#",))
     try:
         parser.read_string(path.read_text())
     except (OSError, configparser.Error):
         return None
-    value = parser.get("GATT", "Channels", fallback=None)
+    value = parser.get("GATT", key, fallback=None)
     return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def read_gatt_channels(path: Path = MAIN_CONF) -> int | None:
+    return _gatt_int("Channels", path)
+
+
+def read_exchange_mtu(path: Path = MAIN_CONF) -> int | None:
+    return _gatt_int("ExchangeMTU", path)
+
+
+def bluetoothd_experimental(proc: Path = Path("/proc")) -> bool | None:
+    """Is a running bluetoothd started with -E/--experimental? None when none is found."""
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"bluetoothd"):
+            return any(a in (b"-E", b"--experimental") for a in argv[1:])
+    return None
+
+
+def advert_finding(f: DoctorFacts) -> Finding:
+    """Encode the node's advertisement as this bluetoothd would; does it fit?"""
+    from gatt.advert import AdvertError, BluezRules, encode
+    from gatt.profile import GattProfile
+
+    adapter = f.adapters.get(f.adapter, {})
+    rules = BluezRules(
+        version=(f.version[0], f.version[1]) if f.version and len(f.version) >= 2 else (5, 66),
+        experimental=bool(f.experimental),
+        adapter_discoverable=bool(adapter.get("Discoverable")),
+        bredr=True,
+    )
+    try:
+        enc = encode(GattProfile().advertisement(bytes(8)), rules)
+    except AdvertError as e:
+        return Finding(
+            False,
+            "advertisement",
+            f"{e.size} bytes do not fit a {e.room}-byte legacy advert ({e.reason})",
+            "upgrade ble-bridge (its advert is 31 bytes: flags, the 128-bit UUID list, a 6-byte id)",
+        )
+    scan = (
+        f", scan response {len(enc.scan_rsp)} bytes (8-byte peer id)"
+        if enc.scan_rsp
+        else " (no scan response: needs BlueZ 5.80+ with --experimental)"
+    )
+    return Finding(True, "advertisement", f"{enc.size} of 31 bytes{scan}")
+
+
+def frame_finding(f: DoctorFacts) -> Finding:
+    from ble_bridge.transport import MAX_ATT_MTU, MIN_ATT_MTU, frame_limit
+
+    mtu = f.exchange_mtu if f.exchange_mtu is not None else MAX_ATT_MTU
+    if not MIN_ATT_MTU <= mtu <= MAX_ATT_MTU:
+        return Finding(
+            False,
+            "frame limit",
+            f"[GATT] ExchangeMTU = {mtu} is outside {MIN_ATT_MTU}..{MAX_ATT_MTU}",
+            "set `[GATT] ExchangeMTU = 517` in /etc/bluetooth/main.conf (deploy/bluetooth does)",
+        )
+    return Finding(
+        True,
+        "frame limit",
+        f"ATT MTU up to {mtu}: frames of at most {frame_limit(mtu)} bytes (min(MTU-3, 512))",
+    )
 
 
 def diagnose(f: DoctorFacts) -> list[Finding]:
@@ -146,6 +223,8 @@ def diagnose(f: DoctorFacts) -> list[Finding]:
                 "" if le_ok else "this controller cannot do BLE as both central and peripheral",
             )
         )
+    out.append(advert_finding(f))
+    out.append(frame_finding(f))
     if f.version is not None and f.version[:2] == (5, 66) and f.gatt_channels != 1:
         out.append(
             Finding(
@@ -155,12 +234,19 @@ def diagnose(f: DoctorFacts) -> list[Finding]:
                 "set `[GATT] Channels = 1` in /etc/bluetooth/main.conf, restart bluetooth",
             )
         )
+    elif f.gatt_channels == 1:
+        out.append(Finding(True, "EATT", "off ([GATT] Channels = 1)"))
+    else:
+        out.append(
+            Finding(True, "EATT", f"[GATT] Channels = {f.gatt_channels or 'default'} (fine here)")
+        )
     if f.version is not None and f.version[:2] >= (5, 80):
         out.append(
             Finding(
                 True,
                 "discoverable advertising (BlueZ 5.8x)",
-                "ble-bridge's advertisement sets Discoverable itself (bless's lacks it)",
+                "the advertisement sets Discoverable itself (bless's lacks the flag, and "
+                "5.82's discovery ignores adverts without it)",
             )
         )
     return out
@@ -205,6 +291,9 @@ async def gather(adapter: str) -> DoctorFacts:
                         facts.adapters[path.rsplit("/", 1)[-1]] = {
                             "Powered": props["Powered"].value if "Powered" in props else False,
                             "Roles": props["Roles"].value if "Roles" in props else [],
+                            "Discoverable": bool(props["Discoverable"].value)
+                            if "Discoverable" in props
+                            else False,
                             "interfaces": list(ifaces),
                         }
     finally:
@@ -219,6 +308,8 @@ async def gather(adapter: str) -> DoctorFacts:
         except (OSError, subprocess.TimeoutExpired):
             pass
     facts.gatt_channels = read_gatt_channels()
+    facts.exchange_mtu = read_exchange_mtu()
+    facts.experimental = bluetoothd_experimental()
     return facts
 
 

@@ -82,6 +82,10 @@ class MeshPeripheral:
         """Why bluetoothd refused our advertisement (None while it is accepted)."""
         self.adv_failures = 0
         """Consecutive refusals; the next try waits base * 2**(n-1), capped."""
+        self.disconnect_stale = False
+        """At the first registration, disconnect connections an earlier process left behind."""
+        self.stale_disconnected = 0
+        self._fresh = True
         self._adv_retry: asyncio.TimerHandle | None = None
         self._adv_retry_at = 0.0
         self.on_write = on_write
@@ -327,10 +331,31 @@ class MeshPeripheral:
         if reply.message_type != MessageType.METHOD_RETURN:
             return
         prefix = self.adapter_path + "/"
+        stale = []
         for path, ifaces in reply.body[0].items():
             dev = ifaces.get(DEVICE_IFACE)
             if path.startswith(prefix) and dev and dev["Connected"].value:
-                self._device_state(path, True)
+                stale.append(path)
+        fresh, self._fresh = self._fresh, False
+        if fresh and self.disconnect_stale and stale:
+            # bluetoothd keeps LE connections when the process that made or served them dies:
+            # a restarted node holds no session on them and its peers would wait for a timeout.
+            log.warning(
+                "%s: disconnecting %d connection(s) left by an earlier process: %s",
+                self.adapter,
+                len(stale),
+                ", ".join(address_of(p) for p in stale),
+            )
+            for path in stale:
+                try:
+                    await self.disconnect(path)
+                    self.stale_disconnected += 1
+                except Exception as e:
+                    log.warning("disconnect %s failed: %s", address_of(path), e)
+                    self._device_state(path, True)
+            return
+        for path in stale:
+            self._device_state(path, True)
 
     def _device_state(self, path: str, connected: bool) -> None:
         if connected == (path in self._connected):

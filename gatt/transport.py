@@ -23,11 +23,20 @@ import contextlib
 import itertools
 import logging
 import random
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ble_bridge.mesh.liveness import (
+    CAP_LINK_KEEPALIVE,
+    LinkLiveness,
+    LivenessConfig,
+    is_keepalive,
+    keepalive_frame,
+    kind_of,
+)
 from ble_bridge.transport import (
     LinkInfo,
     LinkRole,
@@ -80,7 +89,20 @@ class BleTransport(Transport):
             on_write=self._on_write,
             on_device=self._on_device,
             on_bluez=self._on_bluez,
+            adv_retry_base_s=config.adv_retry_base_s,
+            adv_retry_max_s=config.adv_retry_max_s,
         )
+        self.peripheral.disconnect_stale = config.disconnect_stale_at_start
+        self.liveness: LinkLiveness[int | str] = LinkLiveness(
+            LivenessConfig(
+                idle_s=config.link_idle_timeout_s,
+                app_idle_s=config.app_idle_timeout_s,
+                first_frame_s=config.first_frame_timeout_s,
+                identify_s=config.identify_timeout_s,
+            )
+        )
+        """Keys: link ids, and object paths of inbound connections that have not written."""
+        self._live_task: asyncio.Task[None] | None = None
         self.peripheral.want_advertising = lambda: len(self._links) < config.link_budget
         self.central = MeshCentral(config, self, self.policy)
         self._handler: TransportHandler | None = None
@@ -110,6 +132,7 @@ class BleTransport(Transport):
         self._notify_wake = asyncio.Event()
         await self.peripheral.start()
         self._pump = asyncio.get_running_loop().create_task(self._notify_pump())
+        self._live_task = asyncio.get_running_loop().create_task(self._liveness_loop())
         await self.central.start()
 
     async def stop(self) -> None:
@@ -119,6 +142,8 @@ class BleTransport(Transport):
         await self.central.stop()
         if self._pump is not None:
             self._pump.cancel()
+        if self._live_task is not None:
+            self._live_task.cancel()
         await self.peripheral.stop()
         for lid in list(self._links):
             self._link_down(lid, "stopped")
@@ -132,6 +157,7 @@ class BleTransport(Transport):
         if len(frame) > link.info.max_frame:
             self.stats["send_too_large"] += 1
             return SendResult.TOO_LARGE
+        self.liveness.sent(link_id, asyncio.get_running_loop().time())
         if link.session is not None:
             if not link.session.enqueue(bytes(frame)):
                 self.stats["send_queue_full"] += 1
@@ -170,7 +196,9 @@ class BleTransport(Transport):
     ) -> int:
         lid = next(self._ids)
         info = LinkInfo(lid, address, mtu, role)
-        self._links[lid] = _Link(info, address, session, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        self._links[lid] = _Link(info, address, session, now)
+        self.liveness.up(lid, now)
         (self._central_by_addr if role is LinkRole.CENTRAL else self._periph_by_addr)[address] = lid
         self.stats[f"link_up_{role.value}"] += 1
         if self._handler is not None:
@@ -182,6 +210,7 @@ class BleTransport(Transport):
         link = self._links.pop(link_id, None)
         if link is None:
             return
+        self.liveness.down(link_id)
         by_addr = self._central_by_addr if link.session is not None else self._periph_by_addr
         if by_addr.get(link.address) == link_id:
             del by_addr[link.address]
@@ -275,6 +304,29 @@ class BleTransport(Transport):
         await self.peripheral.sync_advertising()
         return True
 
+    def connect_failed(self, address: str) -> None:
+        """A connect attempt failed. bluetoothd may still hold (or finish on its own) the LE
+        link, and bleak's Disconnect may not have reached it (seen on BlueZ 5.66 with one
+        daemon for several controllers): end it from our own bus if it shows up."""
+        self._spawn(self._end_failed_connect(address))
+
+    async def _end_failed_connect(self, address: str) -> None:
+        device = f"{self.peripheral.adapter_path}/dev_{address.replace(':', '_')}"
+        for wait in (0.5, 2.0, 5.0):
+            await asyncio.sleep(wait)
+            if (
+                address in self._central_by_addr
+                or address in self._periph_by_addr
+                or address in self.central.sessions
+                or address == self.central.connecting
+            ):
+                return  # linked after all (or trying again): nothing to end
+            if device in self.peripheral.connected_devices:
+                self.stats["failed_connect_disconnected"] += 1
+                log.info("connect to %s failed but BlueZ holds the link: disconnecting", address)
+                await self.peripheral.disconnect(device)
+                return
+
     async def resume_advertising(self) -> None:
         self.peripheral.paused = False
         await self.peripheral.sync_advertising()
@@ -298,6 +350,7 @@ class BleTransport(Transport):
         link.peer_id = bytes(peer_id)
         link.capabilities = capabilities
         self.stats["links_identified"] += 1
+        self.liveness.identified(link_id, kind_of(capabilities), asyncio.get_running_loop().time())
         self._resolve_duplicate(link.address)
 
     def _resolve_duplicate(self, addr: str) -> None:
@@ -314,6 +367,9 @@ class BleTransport(Transport):
         else:
             self.stats["duplicate_kept_peripheral"] += 1
             self._spawn(self.central.abandon(addr))
+
+    def announce_capabilities(self) -> int:
+        return CAP_LINK_KEEPALIVE
 
     def issues(self) -> list[str]:
         out = []
@@ -345,11 +401,15 @@ class BleTransport(Transport):
                 self._spawn(self.peripheral.disconnect(device))
                 return
             lid = self._link_up(addr, min(mtu, 517), LinkRole.PERIPHERAL, None)
+            self.liveness.down(device)  # the inbound connection wrote: it is a link now
         self._deliver(lid, data)
 
     def _on_device(self, device: str, connected: bool) -> None:
         if connected:
+            if address_of(device) not in self._periph_by_addr:
+                self.liveness.up(device, asyncio.get_running_loop().time())  # must write soon
             return
+        self.liveness.down(device)
         addr = address_of(device)
         lid = self._periph_by_addr.get(addr)
         if lid is not None:
@@ -374,8 +434,9 @@ class BleTransport(Transport):
             bus.disconnect()
 
     def _deliver(self, link_id: int, data: bytes) -> None:
-        if not data:
-            self.stats["hello_writes"] += 1
+        self.liveness.heard(link_id, asyncio.get_running_loop().time())
+        if is_keepalive(data):
+            self.stats["hello_writes" if not data else "keepalives_in"] += 1
             return
         self.stats["frames_in"] += 1
         at = _SENDER_AT.get(data[0])
@@ -413,3 +474,70 @@ class BleTransport(Transport):
             sent += 1
             if sent % 32 == 0:
                 await asyncio.sleep(0)
+
+    # ------------------------------------------------------------ liveness
+
+    async def _liveness_loop(self) -> None:
+        """Close half-open and dead links, send keepalives (:mod:`ble_bridge.mesh.liveness`)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            nxt = self.liveness.next_deadline()
+            wait = 1.0 if nxt is None else min(1.0, max(0.05, nxt - loop.time()))
+            await asyncio.sleep(wait)
+            try:
+                self.check_liveness(loop.time())
+            except Exception:  # never lose the liveness timer
+                self.stats["liveness_errors"] += 1
+                log.exception("liveness check failed")
+
+    def check_liveness(self, now: float) -> None:
+        verdict = self.liveness.poll(now)
+        for key, why in verdict.close:
+            if isinstance(key, str):  # a connection that never wrote to us
+                addr = address_of(key)
+                if (
+                    addr in self._central_by_addr
+                    or addr in self._periph_by_addr
+                    or addr in self.central.sessions
+                    or addr == self.central.connecting
+                ):
+                    continue  # our own outgoing connection, or a link by now
+                self.stats[f"closed_{why}"] += 1
+                log.info("disconnecting %s: connected but wrote nothing (%s)", addr, why)
+                self._spawn(self.peripheral.disconnect(key))
+                continue
+            self.stats[f"closed_{why}"] += 1
+            link = self._links.get(key)
+            if link is None:
+                continue
+            log.info(
+                "closing link %d to %s (%s, peer %s): %s",
+                key,
+                link.address,
+                link.info.role.value,
+                link.peer_id.hex() if link.peer_id else "unknown",
+                why,
+            )
+            self._spawn(self._close_link(key, why))
+        wall_ms = int(time.time() * 1000)
+        for key in verdict.keepalive:
+            if not isinstance(key, int) or (link := self._links.get(key)) is None:
+                continue
+            frame = keepalive_frame(self.peer_id, wall_ms, link.info.max_frame)
+            if self.send(key, frame) is SendResult.QUEUED:
+                self.stats["keepalives_out"] += 1
+
+    async def _close_link(self, link_id: int, reason: str) -> None:
+        """End a link for good: our side of the LE connection goes too, so both sides retry."""
+        link = self._links.get(link_id)
+        if link is None:
+            return
+        if link.session is not None:
+            session = link.session
+            self.central.drop(link.address, reason)
+            await session.close()
+            return
+        self._link_down(link_id, reason)
+        for device in self.peripheral.connected_devices:
+            if address_of(device) == link.address:
+                await self.peripheral.disconnect(device)

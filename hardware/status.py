@@ -19,6 +19,7 @@ class NodeHealth(enum.Enum):
     HEALTHY = "healthy"
     PARTITIONED = "partitioned"
     ISOLATED = "isolated"
+    DEGRADED = "degraded"  # linked and in quorum, but the transport reports a problem
     STOPPED = "stopped"
 
 
@@ -26,6 +27,7 @@ class NodeHealth(enum.Enum):
 _PATTERNS: dict[NodeHealth, tuple[str, int, int]] = {
     NodeHealth.HEALTHY: ("default-on", 0, 0),
     NodeHealth.PARTITIONED: ("timer", 1000, 1000),
+    NodeHealth.DEGRADED: ("heartbeat", 0, 0),
     NodeHealth.ISOLATED: ("timer", 100, 100),
     NodeHealth.STOPPED: ("none", 0, 0),
 }

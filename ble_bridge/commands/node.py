@@ -126,6 +126,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
         return 0
     print(f"peer {reply['peer_id']}  health {reply['health']}  links {len(reply['links'])}")
+    uplink = reply.get("uplink")
+    if isinstance(uplink, dict):
+        state = "connected" if uplink.get("connected") else "disconnected"
+        gateways = uplink.get("gateways") or []
+        linked = sum(1 for g in gateways if g.get("link_id") is not None)
+        print(
+            f"  uplink {uplink.get('broker', '')} {state}, rtt {uplink.get('rtt_ms')} ms, "
+            f"{linked}/{len(gateways)} remote gateways linked"
+        )
     for s in reply["sessions"]:
         print(
             f"  session {s['name']}: height {s['height']} round {s['round']} {s['health']}, "

@@ -37,7 +37,8 @@ _COMMIT_DOMAIN = b"bitcraps/commit/v1"
 _DICE_DOMAIN = b"bitcraps/dice/v1"
 _TABLE_DOMAIN = b"bitcraps/table/v1"
 _SNAPSHOT_MAGIC = b"BCRP"
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
+MAX_SEATS = 16
 
 _V = TypeVar("_V")
 
@@ -72,13 +73,19 @@ _CONTRACT_BETS = frozenset({BetKind.PASS_LINE, BetKind.DONT_PASS})
 class TableRules:
     """Parameters of a table; part of the state so replicas with different rules diverge loudly."""
 
-    starting_balance: int = 1000
+    starting_balance: int = 1000  # also the buy-in of a player seated at runtime
     bank_fund_per_validator: int = 10_000
     commit_window: int = 6
     reveal_window: int = 6
     history_limit: int = 64
+    seats: int = 0  # seats of a table formed at runtime (1..16); 0: a pre-arranged session
+    min_bet: int = 1
 
     def __post_init__(self) -> None:
+        if not (self.seats == 0 or 1 <= self.seats <= MAX_SEATS):
+            raise ValueError(f"seats must be 1..{MAX_SEATS}")
+        if not 1 <= self.min_bet <= 1 << 32:
+            raise ValueError("min_bet out of range")
         if not 1 <= self.starting_balance <= 1 << 40:
             raise ValueError("starting_balance out of range")
         if not 0 <= self.bank_fund_per_validator <= 1 << 40:
@@ -104,6 +111,13 @@ class CrapsState:
 
     ``round`` counts commit-reveal rounds (one roll each); ``deadline`` is the height at
     whose end the current stage closes (0 while betting and nobody has committed yet).
+
+    Seats: ``validators`` are the seated players (each a validator of the session); at a
+    table formed at runtime they sit down with the buy-in when their AddValidator commits
+    and cash out when their RemoveValidator does (``minted`` counts the tokens that came in
+    and went out that way, so the ledger still balances). ``balances`` is keyed by player
+    key: players who are not validators (e.g. phones) can be added later without changing
+    how seats work.
     """
 
     rules: TableRules
@@ -121,12 +135,24 @@ class CrapsState:
     commits: tuple[tuple[bytes, bytes], ...] = ()
     reveals: tuple[tuple[bytes, bytes], ...] = ()
     history: tuple[tuple[int, int], ...] = ()
+    # tokens brought in by players seated at runtime minus those cashed out (may be < 0)
+    minted: int = 0
+    # players who left, with what they took (the last few; for ``history``)
+    cashed_out: tuple[tuple[bytes, int], ...] = ()
 
     @property
     def supply(self) -> int:
-        """Tokens that exist in this session: the bank fund plus every validator's stake."""
+        """Tokens that exist in this session: the genesis funds of the bank and of every
+        seat, plus what seats that opened or closed at runtime brought or took."""
         n = len(self.validators)
-        return n * (self.rules.bank_fund_per_validator + self.rules.starting_balance)
+        return n * (self.rules.bank_fund_per_validator + self.rules.starting_balance) + self.minted
+
+    @property
+    def seats_free(self) -> int | None:
+        """Seats still free at a table formed at runtime (None: a pre-arranged session)."""
+        if not self.rules.seats:
+            return None
+        return max(0, self.rules.seats - len(self.validators))
 
     @property
     def escrow(self) -> int:
@@ -379,6 +405,19 @@ class CrapsApp:
         if any(len(k) != KEY_LEN for k in keys):
             raise ValueError("validator keys must be 32 bytes")
         n = len(keys)
+        if self.rules.seats:
+            if n > self.rules.seats:
+                raise ValueError("more genesis validators than seats")
+            # a table formed at runtime: its opener (like every later player) is seated
+            # with the buy-in at once, no Join needed
+            return CrapsState(
+                rules=self.rules,
+                validators=keys,
+                balances=tuple((k, self.rules.starting_balance) for k in keys),
+                banned=(),
+                bank=n * self.rules.bank_fund_per_validator,
+                unclaimed=0,
+            )
         return CrapsState(
             rules=self.rules,
             validators=keys,
@@ -434,6 +473,17 @@ class CrapsApp:
             deadline=state.deadline if commits or state.stage == Stage.REVEALING else 0,
         )
 
+    def add_validator(
+        self, state: CrapsState, key: bytes, buy_in: int, ctx: BlockContext
+    ) -> CrapsState:
+        """Seat a player whose AddValidator committed (see ``consensus.validators``)."""
+        return seat_player(state, key, buy_in)
+
+    def remove_validator(self, state: CrapsState, key: bytes, ctx: BlockContext) -> CrapsState:
+        """Unseat a player whose RemoveValidator committed: its bets are forfeited to the
+        bank (the roll may be under way), its balance is cashed out."""
+        return unseat_player(state, key)
+
     def state_hash(self, state: CrapsState) -> bytes:
         return hashlib.sha256(self.snapshot(state)).digest()
 
@@ -442,6 +492,68 @@ class CrapsApp:
 
     def restore(self, data: bytes) -> CrapsState:
         return decode_state(data)
+
+
+CASHED_OUT_KEPT = 16
+
+
+def seat_player(state: CrapsState, key: bytes, buy_in: int) -> CrapsState:
+    """``key`` sits down with the table's buy-in (``buy_in`` 0 means the table's)."""
+    rules = state.rules
+    if len(key) != KEY_LEN:
+        raise InvalidOperation("bad_key")
+    if key in state.validators:
+        raise InvalidOperation("already_seated")
+    if key in state.banned:
+        raise InvalidOperation("banned")
+    if rules.seats and len(state.validators) >= rules.seats:
+        raise InvalidOperation("table_full", f"{rules.seats} seats taken")
+    if len(state.validators) >= MAX_VALIDATORS:
+        raise InvalidOperation("table_full")
+    if buy_in not in (0, rules.starting_balance):
+        raise InvalidOperation("bad_buy_in", f"the table's buy-in is {rules.starting_balance}")
+    stake = rules.starting_balance
+    # the seat's genesis share of the supply comes with it (bank fund + stake); the stake
+    # goes straight to the player, so nothing enters the unclaimed pool
+    return replace(
+        state,
+        validators=tuple(sorted((*state.validators, key))),
+        balances=_upsert(state.balances, key, stake),
+        bank=state.bank + rules.bank_fund_per_validator,
+    )
+
+
+def unseat_player(state: CrapsState, key: bytes) -> CrapsState:
+    """``key`` leaves: bets forfeited to the bank, balance (or unclaimed stake) cashed out."""
+    if key not in state.validators:
+        raise InvalidOperation("not_seated")
+    rules = state.rules
+    forfeited = sum(b.amount for b in state.bets if b.player == key)
+    balance = state.balance_of(key)
+    unclaimed = state.unclaimed
+    if balance is None:  # never joined: its stake leaves the unclaimed pool
+        unclaimed -= rules.starting_balance
+        out = rules.starting_balance
+    else:
+        out = balance
+    commits = _without(state.commits, key)
+    # the supply formula loses the seat's genesis share (bank fund + stake) while only
+    # ``out`` leaves the table (the bank keeps its fund): ``minted`` makes up the difference
+    minted = state.minted + rules.bank_fund_per_validator + rules.starting_balance - out
+    return replace(
+        state,
+        validators=tuple(v for v in state.validators if v != key),
+        balances=_without(state.balances, key),
+        banned=tuple(b for b in state.banned if b != key),
+        bank=state.bank + forfeited,
+        unclaimed=unclaimed,
+        bets=tuple(b for b in state.bets if b.player != key),
+        commits=commits,
+        reveals=_without(state.reveals, key),
+        deadline=state.deadline if commits or state.stage == Stage.REVEALING else 0,
+        minted=minted,
+        cashed_out=(*state.cashed_out, (key, out))[-CASHED_OUT_KEPT:],
+    )
 
 
 def check_op(state: CrapsState, submitter: bytes, op: Op) -> None:
@@ -466,6 +578,8 @@ def check_op(state: CrapsState, submitter: bytes, op: Op) -> None:
             raise InvalidOperation("wrong_phase", "pass/don't pass only on the come-out")
         if op.amount <= 0:
             raise InvalidOperation("bad_amount")
+        if op.amount < state.rules.min_bet:
+            raise InvalidOperation("below_min_bet", f"{op.amount} < {state.rules.min_bet}")
         if op.amount > balance:
             raise InvalidOperation("insufficient_balance", f"{op.amount} > {balance}")
         if state.exposure + _max_win(op.kind, op.amount) > state.bank:
@@ -566,10 +680,11 @@ def _first(pair: tuple[bytes, object]) -> bytes:
 
 # --- snapshot ---------------------------------------------------------------------------
 
-_RULES = struct.Struct(">QQIIH")
+_RULES = struct.Struct(">QQIIHHI")
 _SCALARS = struct.Struct(">QQBBBQQ")
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
 
 
 def encode_state(state: CrapsState) -> bytes:
@@ -583,6 +698,8 @@ def encode_state(state: CrapsState) -> bytes:
         r.commit_window,
         r.reveal_window,
         r.history_limit,
+        r.seats,
+        r.min_bet,
     )
     out += _U16.pack(len(state.validators)) + b"".join(state.validators)
     out += _SCALARS.pack(
@@ -606,6 +723,10 @@ def encode_state(state: CrapsState) -> bytes:
         for player, blob in pairs:
             out += player + blob
     out += _U16.pack(len(state.history)) + bytes((d1 << 4) | d2 for d1, d2 in state.history)
+    out += _I64.pack(state.minted)
+    out += _U16.pack(len(state.cashed_out))
+    for player, amount in state.cashed_out:
+        out += player + _U64.pack(amount)
     return bytes(out)
 
 
@@ -671,6 +792,10 @@ def decode_state(data: bytes) -> CrapsState:
         (rd.take(KEY_LEN), rd.take(SECRET_LEN)) for _ in range(rd.count(len(validators)))
     )
     history_raw = rd.take(rd.count(rules.history_limit))
+    (minted,) = rd.unpack(_I64)
+    cashed_out = tuple(
+        (rd.take(KEY_LEN), rd.unpack(_U64)[0]) for _ in range(rd.count(CASHED_OUT_KEPT))
+    )
     rd.done()
     history = tuple((b >> 4, b & 0x0F) for b in history_raw)
     state = CrapsState(
@@ -689,6 +814,8 @@ def decode_state(data: bytes) -> CrapsState:
         commits=commits,
         reveals=reveals,
         history=history,
+        minted=minted,
+        cashed_out=cashed_out,
     )
     _validate(state, known)
     return state
@@ -736,6 +863,10 @@ def _validate(s: CrapsState, known: set[bytes]) -> None:
         raise ValueError("unclaimed pool does not match the players who have not joined")
     if s.exposure > s.bank:
         raise ValueError("bank cannot cover the bets on the table")
+    if s.rules.seats and len(s.validators) > s.rules.seats:
+        raise ValueError("more players seated than the table has seats")
+    if abs(s.minted) > MAX_TOKENS or any(not 0 <= v <= MAX_TOKENS for _, v in s.cashed_out):
+        raise ValueError("minted or cashed-out amount out of range")
     if s.total_tokens != s.supply:
         raise ValueError("tokens not conserved")
 

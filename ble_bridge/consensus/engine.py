@@ -60,6 +60,7 @@ from ..wire.messages import (
     CommitRequest,
     CompactProposal,
     Evidence,
+    JoinRequest,
     Message,
     MessageError,
     MessageLimits,
@@ -78,7 +79,22 @@ from ..wire.messages import (
 from .app import Application, BlockContext, InvalidOperation
 from .mempool import Mempool
 from .quorum import AddResult, SignatureCache, VoteSet, max_faulty, quorum
-from .snapshot import Snapshot, chain_state_hash
+from .snapshot import Snapshot, rest_digest
+from .validators import (
+    AddValidator,
+    RemoveReason,
+    RemoveValidator,
+    SetHistory,
+    SetLink,
+    SetOpError,
+    SetState,
+    apply_set_op,
+    decode_set_op,
+    encode_set_op,
+    is_set_op,
+    state_hash_of,
+    verify_links,
+)
 
 S = TypeVar("S")
 
@@ -149,6 +165,16 @@ class EngineConfig:
     # an (empty) block this often, so the deadline passes (None: never)
     idle_block_interval: float | None = 1.0
     signature_cache: int = 16384
+    # validator-set changes (consensus.validators): a change committed at H counts from H+1
+    max_validators: int = 256  # an AddValidator above this many is refused
+    # a validator none of whose votes we verified for this many heights is removed by an
+    # operation the others commit (0: never); keep it longer than a restarted node needs
+    # to catch up and vote again, or a rebooting handheld is thrown out
+    silence_heights: int = 0
+    max_pending_joins: int = 32  # join requests heard and not yet committed (bounded)
+    join_stagger_heights: int = 2  # the k-th sponsor of a join (or removal) waits k x this
+    join_interval: float = 2.0  # a joiner repeats its request this often until it validates
+    join_min_interval: float = 0.5  # per key: a new request is considered at most this often
     limits: MessageLimits = DEFAULT_LIMITS
 
 
@@ -205,7 +231,25 @@ class SnapshotInstalled:
     state_hash: bytes
 
 
-Event = Committed | OperationRejected | OperationReissued | EvidenceFound | SnapshotInstalled
+@dataclass(frozen=True, slots=True)
+class ValidatorsChanged:
+    """The block committed at ``height`` changed the set: ``validators`` count from
+    ``height + 1`` on."""
+
+    height: int
+    validators: tuple[bytes, ...]
+    added: tuple[bytes, ...]
+    removed: tuple[bytes, ...]
+
+
+Event = (
+    Committed
+    | OperationRejected
+    | OperationReissued
+    | EvidenceFound
+    | SnapshotInstalled
+    | ValidatorsChanged
+)
 
 
 @dataclass(slots=True)
@@ -216,6 +260,8 @@ class _Executed:
     nonces: dict[bytes, int]
     banned: frozenset[bytes]
     state_hash: bytes
+    set_state: SetState
+    rest: bytes  # digest of everything but the validator set (for set-change proofs)
 
 
 @dataclass(slots=True)
@@ -265,14 +311,28 @@ class ConsensusEngine(Generic[S]):
         self.session_id = bytes(session_id)
         self.signer = signer
         self.key = signer.signing_public
-        self.validators: tuple[bytes, ...] = tuple(sorted(validators))
-        self._vindex = {v: i for i, v in enumerate(self.validators)}
-        self.is_validator = self.key in self._vindex
+        self.genesis_validators: tuple[bytes, ...] = tuple(sorted(validators))
+        self.validators: tuple[bytes, ...] = ()
+        self._vindex: dict[bytes, int] = {}
+        self.is_validator = False
+        self.quorum = 0
+        self.f = 0
+        # validator of the last height we heard a verified vote from it at (silence)
+        self._heard: dict[bytes, int] = {}
+        self._set_validators(self.genesis_validators)
+        self._history = SetHistory(self.genesis_validators)
+        self._set_state = SetState(self.genesis_validators)
+        # join requests heard: key -> (request, height first heard); and sponsoring state
+        self._joins: OrderedDict[bytes, tuple[JoinRequest, int]] = OrderedDict()
+        self._join_heard: OrderedDict[bytes, float] = OrderedDict()
+        # key -> height we submitted its AddValidator / RemoveValidator(silent) at
+        self._sponsored_joins: dict[bytes, int] = {}
+        self._sponsored_removals: dict[bytes, int] = {}
+        self._join: JoinRequest | None = None  # our own request while we join
+        self._join_due: float | None = None
         self.app = app
         self.config = config or EngineConfig()
         self.store = store
-        self.quorum = quorum(len(self.validators))
-        self.f = max_faulty(len(self.validators))
         self.cache = SignatureCache(self.config.signature_cache)
         self.stats: Counter[str] = Counter()
         self._outbox: list[Message] = []
@@ -290,7 +350,9 @@ class ConsensusEngine(Generic[S]):
         self._app_state: S = app.initial_state(self.validators)
         self._nonces: dict[bytes, int] = {}
         self._banned: frozenset[bytes] = frozenset()
-        self._state_hash = self._hash_state(self._app_state, self._nonces, self._banned)
+        _, self._state_hash = self._digests(
+            self._app_state, self._nonces, self._banned, self._set_state
+        )
         self._last_hash = genesis_hash(self.session_id, self.validators)
         self._last_header: BlockHeader | None = None
         self._last_cert: CommitCertificate | None = None
@@ -367,6 +429,62 @@ class ConsensusEngine(Generic[S]):
     @property
     def banned(self) -> frozenset[bytes]:
         return self._banned
+
+    # -- validator sets ----------------------------------------------------------------
+
+    @property
+    def validator_history(self) -> SetHistory:
+        """The set of every height and the links proving each change since genesis."""
+        return self._history
+
+    def validators_at(self, height: int) -> tuple[bytes, ...]:
+        """The validators of ``height`` (the newest set for heights beyond the next)."""
+        return self._history.set_at(height)
+
+    def join_nonce(self, key: bytes) -> int:
+        """The highest join nonce the chain committed for ``key`` (-1: never joined)."""
+        return self._set_state.nonce_of(key)
+
+    @property
+    def pending_joins(self) -> list[JoinRequest]:
+        """Join requests heard and not yet committed (bounded by ``max_pending_joins``)."""
+        return [req for req, _ in self._joins.values()]
+
+    def silent_heights(self, key: bytes) -> int:
+        """Heights since we last verified a vote of validator ``key`` (or since it joined,
+        or since this engine started)."""
+        return self._committed + 1 - self._heard.get(key, self._committed + 1)
+
+    def request_join(self, now: float, nonce: int, buy_in: int = 0) -> JoinRequest:
+        """Ask the session's validators to add us; repeated every ``join_interval`` until
+        the set of the next height holds our key. ``nonce`` must be above every join nonce
+        of ours the chain ever committed (a clock in milliseconds does)."""
+        req = JoinRequest.create(self.signer.sign, self.key, self.session_id, nonce, buy_in)
+        self._join = req
+        self._outbox.append(req)
+        self.stats["join_requests_sent"] += 1
+        self._join_due = now + self.config.join_interval
+        return req
+
+    def leave(self, now: float) -> bytes:
+        """Submit our own RemoveValidator; the set without us counts from the height after
+        the one that commits it. Returns the op id."""
+        return self.submit(now, encode_set_op(RemoveValidator(self.key, RemoveReason.LEAVE)))
+
+    def _set_validators(self, keys: Sequence[bytes], height: int = 0) -> tuple[bytes, ...]:
+        """Make ``keys`` the set of the height being decided; the keys added."""
+        new = tuple(sorted(keys))
+        added = tuple(k for k in new if k not in self._vindex)
+        self.validators = new
+        self._vindex = {v: i for i, v in enumerate(new)}
+        self.is_validator = self.key in self._vindex
+        self.quorum = quorum(len(new))
+        self.f = max_faulty(len(new))
+        for k in added:  # a new validator is not silent before it had its chance
+            self._heard[k] = max(self._heard.get(k, 0), height)
+        for k in [k for k in self._heard if k not in self._vindex]:
+            del self._heard[k]
+        return added
 
     def proposer(self, height: int, round: int) -> bytes:
         """Deterministic rotation over the sorted validator set."""
@@ -452,6 +570,8 @@ class ConsensusEngine(Generic[S]):
         """Earliest time :meth:`handle_timer` has something to do, or None."""
         times = [t for t, _, _ in self._timers.values()]
         times.extend(self._responses.values())
+        if self._join_due is not None:
+            times.append(self._join_due)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -467,6 +587,12 @@ class ConsensusEngine(Generic[S]):
             if due <= now:
                 del self._responses[key]
                 self._respond(now, key)
+        if self._join_due is not None and self._join_due <= now:
+            self._join_due = None
+            if self._join is not None and self.key not in self._vindex:
+                self._outbox.append(self._join)  # not in yet: ask again
+                self.stats["join_requests_sent"] += 1
+                self._join_due = now + self.config.join_interval
         self._progress(now)
 
     def state_announcement(self) -> StateAnnounce:
@@ -550,12 +676,113 @@ class ConsensusEngine(Generic[S]):
             self._note_height(now, msg.height + 1, None)
         elif isinstance(msg, SnapshotRequest):
             self._on_snapshot_request(now, msg)
+        elif isinstance(msg, JoinRequest):
+            self._on_join_request(now, msg)
         elif isinstance(msg, SnapshotResponse):
             self._responses.pop(("snapshot", msg.certificate.height), None)
             if msg.certificate.height > self._committed:
                 self.install_snapshot(now, msg.snapshot, msg.certificate)
             else:
                 self.stats["drop_snapshot_stale"] += 1
+
+    # -- validator-set changes ---------------------------------------------------------
+
+    def _on_join_request(self, now: float, req: JoinRequest) -> None:
+        """A key asks to validate: keep it (bounded, rate-limited per key) and sponsor it."""
+        cfg = self.config
+        key = req.key
+        pending = self._joins.get(key)
+        last = self._join_heard.get(key)
+        reason = None
+        if not self.is_validator:
+            reason = "join_not_validator"  # only validators sponsor
+        elif key in self._vindex:
+            reason = "join_already_validator"
+        elif req.nonce <= self._set_state.nonce_of(key):
+            reason = "join_replayed"
+        elif pending is not None and pending[0].nonce >= req.nonce:
+            reason = "join_duplicate"
+        elif last is not None and now - last < cfg.join_min_interval:
+            reason = "join_rate_limited"
+        elif pending is None and len(self._joins) >= cfg.max_pending_joins:
+            reason = "join_pending_full"
+        elif len(self.validators) >= cfg.max_validators:
+            reason = "join_table_full"
+        elif not req.verify(self.session_id, self.cache.verify):
+            reason = "join_bad_signature"
+        else:
+            add = getattr(self.app, "add_validator", None)
+            if add is not None:  # would the application seat it (e.g. a free seat)?
+                try:
+                    add(self._app_state, key, req.buy_in, self._ctx(self.key))
+                except InvalidOperation as exc:
+                    reason = f"join_{exc.reason}"
+                except Exception:
+                    reason = "join_app_error"
+        if reason is not None:
+            self.stats[f"drop_{reason}"] += 1
+            return
+        self._join_heard[key] = now
+        self._join_heard.move_to_end(key)
+        while len(self._join_heard) > 4 * cfg.max_pending_joins:
+            self._join_heard.popitem(last=False)
+        self._joins[key] = (req, self._committed + 1)
+        self._sponsored_joins.pop(key, None)  # a newer request: sponsor it afresh
+        self.stats["joins_heard"] += 1
+        self._relay.append(req)
+        self._sponsor(now)
+        self._wake_for_work(now)
+
+    def _rank(self, tag: bytes) -> int:
+        """Our place in a per-``tag`` order of the validators: who sponsors first."""
+        order = sorted(self.validators, key=lambda v: hashlib.sha256(tag + v).digest())
+        return order.index(self.key) if self.key in order else len(order)
+
+    def _sponsor(self, now: float) -> None:
+        """Submit the AddValidator of join requests and the removal of silent validators
+        whose turn came for us (the k-th sponsor in the per-key order waits k x
+        ``join_stagger_heights`` heights, so usually one validator submits each)."""
+        h = self._committed + 1
+        cfg = self.config
+        for key, (req, _) in list(self._joins.items()):
+            if key in self._vindex or req.nonce <= self._set_state.nonce_of(key):
+                del self._joins[key]
+                self._sponsored_joins.pop(key, None)
+        for d in (self._sponsored_joins, self._sponsored_removals):
+            for key in [k for k, at in d.items() if h - at > cfg.mempool_ttl_heights]:
+                del d[key]  # expired from the mempools: try again
+        for key in [k for k in self._sponsored_removals if k not in self._vindex]:
+            del self._sponsored_removals[key]
+        if not self.is_validator or not self._started:
+            return
+        stagger = cfg.join_stagger_heights
+        for key, (req, first) in list(self._joins.items()):
+            if key in self._sponsored_joins:
+                continue
+            if h - first < self._rank(key + req.signature) * stagger:
+                continue
+            self._sponsored_joins[key] = h
+            self._submit_set_op(now, AddValidator(req))
+        limit = cfg.silence_heights
+        if limit <= 0:
+            return
+        for v in self.validators:
+            if v == self.key or v in self._sponsored_removals:
+                continue
+            silent = self.silent_heights(v)
+            if silent <= limit or silent - limit < self._rank(v) * stagger:
+                continue
+            if len(self.validators) - len(self._sponsored_removals) <= 1:
+                break
+            self._sponsored_removals[v] = h
+            self._submit_set_op(now, RemoveValidator(v, RemoveReason.SILENT))
+
+    def _submit_set_op(self, now: float, change: AddValidator | RemoveValidator) -> None:
+        _, reason = self._sign_own(now, encode_set_op(change))
+        if reason is None:
+            self.stats["set_ops_submitted"] += 1
+        else:
+            self.stats[f"set_op_refused_{reason}"] += 1
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -568,6 +795,9 @@ class ConsensusEngine(Generic[S]):
             tuple(sorted(self._nonces.items())),
             self._banned,
             self.app.snapshot(self._app_state),
+            self._set_state.keys,
+            self._set_state.join_nonces,
+            tuple(self._history.links_before(self._committed)),
         )
         return snap.compress(), self._last_cert
 
@@ -584,13 +814,24 @@ class ConsensusEngine(Generic[S]):
         if certificate.height != snap.height or certificate.block_hash != snap.header.hash:
             self.stats["snapshot_certificate_mismatch"] += 1
             return False
-        if not certificate.verify(self.validators, self.session_id, self.cache):
+        # the set that signed it, proven link by link from the genesis set
+        signers = verify_links(
+            self.genesis_validators, snap.links, self.session_id, self.cache.verify, snap.height
+        )
+        if signers is None:
+            self.stats["snapshot_bad_set_links"] += 1
+            return False
+        if not certificate.verify(signers, self.session_id, self.cache):
             self.stats["snapshot_bad_certificate"] += 1
+            return False
+        if not snap.keys:
+            self.stats["snapshot_bad_state"] += 1
             return False
         try:
             app_state = self.app.restore(snap.app_state)
             nonces = dict(snap.nonces)
-            state_hash = self._hash_state(app_state, nonces, snap.banned)
+            sset = SetState(snap.keys, snap.join_nonces)
+            rest, state_hash = self._digests(app_state, nonces, snap.banned, sset)
         except Exception:  # app code parsing bytes from the air must not crash us
             self.stats["snapshot_bad_state"] += 1
             return False
@@ -599,7 +840,9 @@ class ConsensusEngine(Generic[S]):
             return False
         if self.store is not None:
             self.store.save_snapshot(self.session_id, snap.height, blob, certificate.encode())
-        self._adopt(snap.header, certificate, app_state, nonces, snap.banned, state_hash)
+        self._install_history(snap, certificate, rest, signers)
+        self._adopt(snap.header, certificate, app_state, nonces, snap.banned, state_hash, sset)
+        self._heard = {v: snap.height for v in self.validators}  # a fresh view of silence
         self._recent.clear()
         self.stats["snapshots_installed"] += 1
         self._events.append(SnapshotInstalled(snap.height, state_hash))
@@ -610,6 +853,11 @@ class ConsensusEngine(Generic[S]):
 
     def _on_vote(self, now: float, vote: Vote) -> None:
         h = self._committed + 1
+        if vote.height == h + 1 and vote.validator not in self._vindex:
+            # maybe a validator the block we are deciding adds: keep it for the next height
+            # (it is checked there), but it says nothing about who is ahead
+            self._other_height(now, vote, vote.height, None)
+            return
         if vote.validator not in self._vindex:
             self.stats["drop_not_validator"] += 1
             return
@@ -623,6 +871,7 @@ class ConsensusEngine(Generic[S]):
         result, ev = vs.add(vote)
         if result is AddResult.ADDED:
             self.stats["votes_counted"] += 1
+            self._heard[vote.validator] = h
             self._relay.append(vote)
             sent = self._hs.vote_sent.get((vote.round, vote.step))
             if sent is not None and vs.total == vs.threshold:
@@ -807,7 +1056,7 @@ class ConsensusEngine(Generic[S]):
             return
         if not (
             ev.is_consistent()
-            and ev.offender in self._vindex
+            and ev.offender in self.validators_at(ev.vote_a.height)
             and self._verify_vote(ev.vote_a)
             and self._verify_vote(ev.vote_b)
         ):
@@ -842,7 +1091,7 @@ class ConsensusEngine(Generic[S]):
         if cert.height - h > self.config.max_future_commits:
             self.stats["drop_certificate_too_far"] += 1
             return
-        if not cert.verify(self.validators, self.session_id, self.cache):
+        if not cert.verify(self.validators_at(cert.height), self.session_id, self.cache):
             self.stats["drop_bad_certificate"] += 1
             return
         self._heard_answer(now, "cert", cert.height)
@@ -855,6 +1104,7 @@ class ConsensusEngine(Generic[S]):
             return
         self.stats["certificates_accepted"] += 1
         for vote in cert.precommits(self.validators):
+            self._heard[vote.validator] = h
             _, ev = self._vote_set(vote.round, Step.PRECOMMIT).add(vote)
             if ev is not None:
                 self._found_evidence(ev)
@@ -883,8 +1133,12 @@ class ConsensusEngine(Generic[S]):
             self.stats["drop_commit_wrong_height"] += 1
             self._note_height(now, height, None)
             return
-        if not c.certificate.verify(self.validators, self.session_id, self.cache):
-            self.stats["drop_bad_certificate"] += 1
+        # the set of a height beyond the next is a guess (a block between may change it):
+        # such a commit is kept only if it verifies now, and verified again when it is next
+        if not c.certificate.verify(self.validators_at(height), self.session_id, self.cache):
+            self.stats["drop_bad_certificate" if height <= h else "drop_commit_unverified"] += 1
+            if height > h:
+                self._note_height(now, height, None)
             return
         self._heard_answer(now, "commit", height)
         if height < h:
@@ -984,6 +1238,7 @@ class ConsensusEngine(Generic[S]):
             if isinstance(msg, Vote):
                 self._late_conflict(msg)
                 if height == self._committed and self._verify_vote(msg):
+                    self._heard[msg.validator] = max(self._heard.get(msg.validator, 0), height)
                     # a late vote of the height we just decided: a neighbour that is still
                     # deciding it may need exactly this one from us (gossip passes it on)
                     self._relay.append(msg)
@@ -1310,7 +1565,28 @@ class ConsensusEngine(Generic[S]):
         return False
 
     def _valid(self, block: Block) -> bool:
-        return self._execute(block) is not None
+        """Would we vote for ``block``: it executes, and every removal of a silent
+        validator in it is one we see as silent too (a subjective check, for our votes
+        only: a committed block is executed without it)."""
+        if self._execute(block) is None:
+            return False
+        for op in block.ops:
+            if is_set_op(op.body) and not self._acceptable_set_op(op.body):
+                self.stats["vote_refused_not_silent"] += 1
+                return False
+        return True
+
+    def _acceptable_set_op(self, body: bytes) -> bool:
+        """False for the removal of a silent validator that we heard recently (half the
+        silence threshold: views differ by a few message delays)."""
+        try:
+            change = decode_set_op(body)
+        except SetOpError:
+            return True  # invalid anyway: execution refuses it
+        if not isinstance(change, RemoveValidator) or change.reason is not RemoveReason.SILENT:
+            return True
+        limit = self.config.silence_heights
+        return limit > 0 and self.silent_heights(change.key) >= max(1, limit // 2)
 
     # -- signing -----------------------------------------------------------------------
 
@@ -1440,10 +1716,13 @@ class ConsensusEngine(Generic[S]):
 
     # -- execution ---------------------------------------------------------------------
 
-    def _hash_state(
-        self, app_state: S, nonces: dict[bytes, int], banned: frozenset[bytes]
-    ) -> bytes:
-        return chain_state_hash(nonces, banned, self.app.state_hash(app_state))
+    def _digests(
+        self, app_state: S, nonces: dict[bytes, int], banned: frozenset[bytes], sset: SetState
+    ) -> tuple[bytes, bytes]:
+        """(rest digest, chain state hash) of a replicated state."""
+        app_hash = self.app.state_hash(app_state)
+        rest = rest_digest(nonces, banned, app_hash, sset.join_nonces)
+        return rest, state_hash_of(sset.keys, rest)
 
     def _ctx(self, proposer: bytes) -> BlockContext:
         return BlockContext(self._committed + 1, proposer, self.validators)
@@ -1480,13 +1759,14 @@ class ConsensusEngine(Generic[S]):
         state = self._app_state
         nonces = dict(self._nonces)
         banned = set(self._banned)
+        sset = self._set_state
         try:
             for ev in block.evidence:
                 if ev.offender in banned or ev.key in self._committed_evidence:
                     return None, "evidence_duplicate"
                 if not (
                     ev.is_consistent()
-                    and ev.offender in self._vindex
+                    and ev.offender in self.validators_at(ev.vote_a.height)
                     and self._verify_vote(ev.vote_a)
                     and self._verify_vote(ev.vote_b)
                 ):
@@ -1502,8 +1782,11 @@ class ConsensusEngine(Generic[S]):
                     op.submitter, op.signature, op.signing_bytes(self.session_id)
                 ):
                     return None, "op_bad_signature"
-                self.app.check(state, op.submitter, op.body, ctx)
-                state = self.app.apply(state, op.submitter, op.body, ctx)
+                if is_set_op(op.body):
+                    state, sset = self._apply_set_op(state, sset, op, ctx)
+                else:
+                    self.app.check(state, op.submitter, op.body, ctx)
+                    state = self.app.apply(state, op.submitter, op.body, ctx)
                 nonces[op.submitter] = op.nonce
             state = self.app.end_block(state, ctx)
         except InvalidOperation:
@@ -1511,10 +1794,40 @@ class ConsensusEngine(Generic[S]):
         except Exception:  # app code fed bytes from the air must not crash us
             return None, "app_error"
         frozen = frozenset(banned)
-        state_hash = self._hash_state(state, nonces, frozen)
+        rest, state_hash = self._digests(state, nonces, frozen, sset)
         if state_hash != hdr.state_hash:
             return None, "state_hash"
-        return _Executed(state, nonces, frozen, state_hash), ""
+        return _Executed(state, nonces, frozen, state_hash, sset, rest), ""
+
+    def _apply_set_op(
+        self, state: S, sset: SetState, op: Operation, ctx: BlockContext
+    ) -> tuple[S, SetState]:
+        """A set change on (app state, set state); raises InvalidOperation when refused.
+
+        The application hears of it through its optional ``add_validator(state, key,
+        buy_in, ctx)`` / ``remove_validator(state, key, ctx)`` (a table seats and unseats
+        players; it may refuse with InvalidOperation, e.g. a full table)."""
+        try:
+            change = decode_set_op(op.body)
+        except SetOpError as exc:
+            raise InvalidOperation("malformed_set_op", str(exc)) from None
+        new = apply_set_op(
+            sset,
+            op.submitter,
+            change,
+            self.session_id,
+            self.cache.verify,
+            self.config.max_validators,
+        )
+        if isinstance(change, AddValidator):
+            add = getattr(self.app, "add_validator", None)
+            if add is not None:
+                state = add(state, change.request.key, change.request.buy_in, ctx)
+        else:
+            remove = getattr(self.app, "remove_validator", None)
+            if remove is not None:
+                state = remove(state, change.key, ctx)
+        return state, new
 
     def _build_block(self, now: float) -> Block:
         """Batch valid mempool operations (and pending evidence) into a new block; each
@@ -1525,6 +1838,7 @@ class ConsensusEngine(Generic[S]):
         state = self._app_state
         nonces = dict(self._nonces)
         banned = set(self._banned)
+        sset = self._set_state
         evidence: list[Evidence] = []
         for ev in list(self._pending_evidence.values()):
             if len(evidence) >= cfg.max_block_evidence:
@@ -1543,11 +1857,18 @@ class ConsensusEngine(Generic[S]):
             n = len(op.encode())
             if len(ops) >= cfg.max_block_ops or size + n > cfg.max_block_bytes:
                 break
-            if op.nonce <= nonces.get(op.submitter, 0):
+            if op.nonce <= nonces.get(op.submitter, 0) or op.submitter not in self._vindex:
                 continue
+            new_set = sset
             try:
-                self.app.check(state, op.submitter, op.body, ctx)
-                new_state = self.app.apply(state, op.submitter, op.body, ctx)
+                if is_set_op(op.body):
+                    if not self._acceptable_set_op(op.body):
+                        self.stats["op_build_deferred_not_silent"] += 1
+                        continue
+                    new_state, new_set = self._apply_set_op(state, sset, op, ctx)
+                else:
+                    self.app.check(state, op.submitter, op.body, ctx)
+                    new_state = self.app.apply(state, op.submitter, op.body, ctx)
             except (InvalidOperation, ValueError, TypeError, KeyError, IndexError) as exc:
                 self.mempool.failures[op_id] += 1
                 reason = exc.reason if isinstance(exc, InvalidOperation) else "app_error"
@@ -1558,18 +1879,18 @@ class ConsensusEngine(Generic[S]):
                     self.mempool.skip(op.submitter, op.nonce)
                     self._events.append(OperationRejected(op_id, op.submitter, reason))
                 continue
-            state = new_state
+            state, sset = new_state, new_set
             ops.append(op)
             size += n
             nonces[op.submitter] = op.nonce
         state = self.app.end_block(state, ctx)
         frozen = frozenset(banned)
-        state_hash = self._hash_state(state, nonces, frozen)
+        rest, state_hash = self._digests(state, nonces, frozen, sset)
         header = BlockHeader(
             self._committed + 1, proposer, self._last_hash, state_hash, body_hash(ops, evidence)
         )
         block = Block(header, tuple(ops), tuple(evidence))
-        self._hs.executed[block.hash] = _Executed(state, nonces, frozen, state_hash)
+        self._hs.executed[block.hash] = _Executed(state, nonces, frozen, state_hash, sset, rest)
         return block
 
     # -- commit ------------------------------------------------------------------------
@@ -1595,6 +1916,7 @@ class ConsensusEngine(Generic[S]):
             a = self.config.latency_alpha
             prev = self.commit_latency
             self.commit_latency = sample if prev is None else (1 - a) * prev + a * sample
+        self._note_set_change(block.header, cert, executed)
         self._adopt(
             block.header,
             cert,
@@ -1602,6 +1924,7 @@ class ConsensusEngine(Generic[S]):
             executed.nonces,
             executed.banned,
             executed.state_hash,
+            executed.set_state,
         )
         self._recent[h] = (block, cert)
         self._commit_times[h] = now
@@ -1620,6 +1943,21 @@ class ConsensusEngine(Generic[S]):
         self._maybe_snapshot()
         self._after_commit(now, block.ops)
 
+    def _note_set_change(
+        self, header: BlockHeader, cert: CommitCertificate, executed: _Executed
+    ) -> None:
+        """Record the proof of a set change the block ``header`` commits (before adopting)."""
+        keys = executed.set_state.keys
+        if keys == self.validators:
+            return
+        self._history.record(SetLink(header, cert, keys, executed.rest))
+        added = tuple(k for k in keys if k not in self._vindex)
+        removed = tuple(k for k in self.validators if k not in keys)
+        self.stats["validator_set_changes"] += 1
+        self.stats["validators_added"] += len(added)
+        self.stats["validators_removed"] += len(removed)
+        self._events.append(ValidatorsChanged(header.height, keys, added, removed))
+
     def _adopt(
         self,
         header: BlockHeader,
@@ -1628,7 +1966,12 @@ class ConsensusEngine(Generic[S]):
         nonces: dict[bytes, int],
         banned: frozenset[bytes],
         state_hash: bytes,
+        set_state: SetState,
     ) -> None:
+        self._set_state = set_state
+        if set_state.keys != self.validators:
+            self._set_validators(set_state.keys, header.height + 1)
+            self._ahead = {v: x for v, x in self._ahead.items() if v in self._vindex}
         self._committed = header.height
         self._app_state = app_state
         self._nonces = nonces
@@ -1653,6 +1996,9 @@ class ConsensusEngine(Generic[S]):
                 # never commit now, so sending its body again cannot apply it twice.
                 self.mempool.remove(op_id)
                 reissue.append((op_id, op))
+            elif op.submitter not in self._vindex:
+                self.mempool.remove(op_id)  # removed from the set: its ops cannot commit
+                self._events.append(OperationRejected(op_id, op.submitter, "not_validator"))
             elif op.nonce <= self._nonces.get(op.submitter, 0):
                 # an op a build found invalid and a later nonce overtook: report why it was
                 # left out, not the nonce it lost
@@ -1671,6 +2017,10 @@ class ConsensusEngine(Generic[S]):
             else:
                 self._events.append(OperationRejected(old_id, self.key, refused))
         self.mempool.forget_skipped(self.committed_nonce)
+        if self._join is not None and self.key in self._vindex:
+            self._join, self._join_due = None, None  # we are in
+            self.stats["joined"] += 1
+        self._sponsor(now)
         self._ahead = {v: x for v, x in self._ahead.items() if x > h + 1}
         self._future = deque(m for m in self._future if _height_of(m) > h)
         for old in [x for x in self._future_commits if x <= h]:
@@ -1680,6 +2030,14 @@ class ConsensusEngine(Generic[S]):
         following = self._future_commits.pop(h + 1, None)
         if following is not None:  # catching up through a run of buffered commits
             self._on_commit_message(now, following)
+
+    def _install_history(
+        self, snap: Snapshot, cert: CommitCertificate, rest: bytes, signers: Sequence[bytes]
+    ) -> None:
+        """Take the snapshot's set history, plus the change its own block made, if any."""
+        self._history.replace(snap.links)
+        if tuple(sorted(signers)) != snap.keys:
+            self._history.record(SetLink(snap.header, cert, snap.keys, rest))
 
     def _maybe_snapshot(self) -> None:
         every = self.config.snapshot_interval
@@ -1706,9 +2064,23 @@ class ConsensusEngine(Generic[S]):
                 self.stats["recover_bad_snapshot"] += 1
             else:
                 nonces = dict(snap.nonces)
-                sh = self._hash_state(app_state, nonces, snap.banned)
-                if sh == snap.header.state_hash and cert.block_hash == snap.header.hash:
-                    self._adopt(snap.header, cert, app_state, nonces, snap.banned, sh)
+                sset = SetState(snap.keys, snap.join_nonces)
+                rest, sh = self._digests(app_state, nonces, snap.banned, sset)
+                signers = verify_links(
+                    self.genesis_validators,
+                    snap.links,
+                    self.session_id,
+                    self.cache.verify,
+                    snap.height,
+                )
+                if (
+                    sh == snap.header.state_hash
+                    and cert.block_hash == snap.header.hash
+                    and snap.keys
+                    and signers is not None
+                ):
+                    self._install_history(snap, cert, rest, signers)
+                    self._adopt(snap.header, cert, app_state, nonces, snap.banned, sh, sset)
                 else:
                     self.stats["recover_bad_snapshot"] += 1
         for height, block_bytes, cert_bytes in store.blocks_after(self.session_id, self._committed):
@@ -1725,6 +2097,7 @@ class ConsensusEngine(Generic[S]):
             if executed is None or cert.block_hash != block.hash:
                 self.stats["recover_bad_block"] += 1
                 break
+            self._note_set_change(block.header, cert, executed)
             self._adopt(
                 block.header,
                 cert,
@@ -1732,6 +2105,7 @@ class ConsensusEngine(Generic[S]):
                 executed.nonces,
                 executed.banned,
                 executed.state_hash,
+                executed.set_state,
             )
             self._recent[height] = (block, cert)
             for ev in block.evidence:
@@ -1739,6 +2113,8 @@ class ConsensusEngine(Generic[S]):
             self.stats["recovered_blocks"] += 1
         while len(self._recent) > self.config.recent_blocks:
             self._recent.popitem(last=False)
+        self._events = [e for e in self._events if not isinstance(e, ValidatorsChanged)]
+        self._heard = {v: self._committed for v in self.validators}  # grace after a restart
         self._hs = _Height()
         rec = store.last_signature(self.session_id)
         if rec is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..store import Store
 from ..wire.identity import Identity
 from ..wire.messages import (
+    CommitCertificate,
     Message,
     Operation,
     Proposal,
@@ -140,6 +141,7 @@ class SimNode:
     snapshot_installs: int = 0
     seen: list[bytes] = field(default_factory=list)
     crashes: int = 0
+    certs: dict[int, CommitCertificate] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -163,6 +165,7 @@ class SimNetwork:
         config: EngineConfig | None = None,
         store_dir: Path | None = None,
         announce_interval: float = 1.0,
+        genesis: Sequence[int] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.link = link or LinkModel()
@@ -185,7 +188,10 @@ class SimNetwork:
             )
             for i in range(n)
         ]
-        self.validators = [node.key for node in self.nodes]
+        self.validators = [node.key for node in self.nodes]  # every key that may validate
+        # the genesis set (the rest join at runtime with :meth:`join`)
+        self.genesis = [self.nodes[i].key for i in (range(n) if genesis is None else genesis)]
+        self._join_nonce = 0
         if store_dir is not None:
             for node in self.nodes:
                 node.store_path = store_dir / f"node{node.index}.sqlite"
@@ -203,7 +209,7 @@ class SimNetwork:
         # No fsync: a simulated crash kills the process, never the OS page cache.
         store = Store(node.store_path, durable=False) if node.store_path is not None else None
         node.engine = ConsensusEngine(
-            self.session_id, node.identity, self.validators, LedgerApp(), self.config, store
+            self.session_id, node.identity, self.genesis, LedgerApp(), self.config, store
         )
         node.engine.start(self.now)
         self._after(i)
@@ -241,6 +247,35 @@ class SimNetwork:
         self._after(i)
         return op_id
 
+    def join(self, i: int, buy_in: int = 0) -> bool:
+        """Node ``i`` asks to become a validator (repeats until it is one)."""
+        eng = self.nodes[i].engine
+        if eng is None or eng.is_validator:
+            return False
+        self._join_nonce += 1
+        eng.request_join(
+            self.now, nonce=int(self.now * 1000) * 1000 + self._join_nonce, buy_in=buy_in
+        )
+        self._after(i)
+        return True
+
+    def leave(self, i: int) -> bytes | None:
+        """Validator ``i`` submits its own RemoveValidator."""
+        eng = self.nodes[i].engine
+        if eng is None or not eng.is_validator:
+            return None
+        try:
+            op_id = eng.leave(self.now)
+        except ValueError:
+            return None
+        self._after(i)
+        return op_id
+
+    def validators_of(self, i: int) -> tuple[bytes, ...]:
+        """The set node ``i`` decides its next height with (empty when it is down)."""
+        eng = self.nodes[i].engine
+        return () if eng is None else eng.validators
+
     def load(self, rate: float, until: float, nodes: Sequence[int] | None = None) -> None:
         """Each chosen honest node submits ``add_op`` at ``rate`` ops/s (Poisson) until ``until``."""
         for i in nodes if nodes is not None else range(len(self.nodes)):
@@ -253,7 +288,9 @@ class SimNetwork:
         def tick() -> None:
             if self.now > until:
                 return
-            self.submit(i, add_op(self.rng.randint(1, 100)))
+            eng = self.nodes[i].engine
+            if eng is not None and eng.is_validator:
+                self.submit(i, add_op(self.rng.randint(1, 100)))
             self._schedule(self.now + self.rng.expovariate(rate), tick)
 
         return tick
@@ -300,6 +337,7 @@ class SimNetwork:
         for ev in eng.events():
             if isinstance(ev, Committed):
                 node.chain[ev.height] = ev.block.hash
+                node.certs[ev.height] = ev.certificate
                 node.committed_ops.extend(ev.ops)
                 node.commit_times.append((self.now, ev.height))
             elif isinstance(ev, SnapshotInstalled):
@@ -436,6 +474,25 @@ class SimNetwork:
         for i in chosen:
             for h, block in self.nodes[i].chain.items():
                 if by_height.setdefault(h, block) != block:
+                    return False
+        return True
+
+    def sets_agree(self, nodes: Sequence[int] | None = None) -> bool:
+        """Every chosen live node derived the same validator set for every height it
+        committed (and the next), and every certificate it committed is one of that set."""
+        chosen = self.honest() if nodes is None else list(nodes)
+        by_height: dict[int, tuple[bytes, ...]] = {}
+        for i in chosen:
+            node = self.nodes[i]
+            eng = node.engine
+            if eng is None:
+                continue
+            for h in range(1, eng.height + 2):
+                keys = eng.validators_at(h)
+                if by_height.setdefault(h, keys) != keys:
+                    return False
+            for h, cert in node.certs.items():
+                if not cert.verify(eng.validators_at(h), self.session_id, eng.cache):
                     return False
         return True
 

@@ -36,6 +36,11 @@ class MeshConfig:
     unsigned_relay_types: frozenset[int] = frozenset(
         {PacketType.NOISE_HANDSHAKE, PacketType.NOISE_ENCRYPTED, PacketType.FILE_TRANSFER}
     )
+    # unsigned packets of these types addressed to this node are delivered (BitChat's Noise
+    # handshake and transport frames, authenticated by the Noise session, not a signature)
+    deliver_unsigned_types: frozenset[int] = frozenset(
+        {PacketType.NOISE_HANDSHAKE, PacketType.NOISE_ENCRYPTED}
+    )
     # dedup
     seen_capacity: int = 4096
     seen_ttl: float = 300.0

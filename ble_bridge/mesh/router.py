@@ -35,6 +35,7 @@ from ..wire.packet import (
     WireError,
     decode,
     encode,
+    pad,
 )
 from ..wire.payloads import MAX_NEIGHBORS, Announce
 from .clock import MeshClock
@@ -137,6 +138,8 @@ class Router:
         self._last_announce = float("-inf")
         self._next_housekeeping = 0.0
         self._last_timestamp = 0
+        self.extra_capabilities = 0
+        """Capability bits the transport adds to our announces (e.g. CAP_LINK_KEEPALIVE)."""
 
     # -- time ---------------------------------------------------------------------------
 
@@ -292,7 +295,15 @@ class Router:
         self.seen.add(now, pid)
         self.stats["accepted"] += 1
         if packet.signature is None:
-            self.stats["unsigned_relayed_opaque"] += 1
+            if (
+                packet.recipient == self.peer_id
+                and packet.type in self.config.deliver_unsigned_types
+            ):
+                # BitChat's Noise frames are unsigned; the session authenticates them
+                self.stats["unsigned_delivered"] += 1
+                self._deliver(Delivered(packet, link.info.link_id, now))
+            else:
+                self.stats["unsigned_relayed_opaque"] += 1
         else:
             rec = self.peers.touch(sender)
             rec.last_heard = now
@@ -440,8 +451,12 @@ class Router:
         *,
         ttl: int | None = None,
         neighbour: bytes | None = None,
+        sign: bool = True,
     ) -> Packet:
         """Originate a signed packet; returns it (its ``packet_id`` is the dedup key).
+
+        ``sign`` False sends it unsigned and padded, as the BitChat apps send their Noise
+        frames (types 0x10/0x11: the Noise session authenticates them).
 
         It goes on every link, or only to the recipient's links when it is a neighbour,
         or (``neighbour``, a linked peer id) only to that neighbour's links without naming
@@ -477,9 +492,10 @@ class Router:
                 recipient=recipient,
                 wire_payload=packet.wire_payload,
             )
-        packet = packet.signed(self.identity)
+        if sign:
+            packet = packet.signed(self.identity)
         self.seen.add(now, packet.packet_id)
-        frame = encode(packet)
+        frame = encode(packet) if sign else pad(encode(packet))
         if neighbour is not None:
             links = self._peer_links(neighbour, set())
         else:
@@ -615,6 +631,8 @@ class Router:
         caps = self.config.capabilities
         if self.config.relay_deferral:
             caps = (caps or 0) | CAP_RELAY_DEFERRAL
+        if self.extra_capabilities:
+            caps = (caps or 0) | self.extra_capabilities
         return Announce(
             nickname=self.config.nickname,
             noise_key=ident.noise_public,

@@ -65,6 +65,7 @@ class MeshNode:
             self.router.wall_offset = time.time() - loop.time()
         self._running = True
         self.transport.attach(self)
+        self.router.extra_capabilities = self.transport.announce_capabilities()
         await self.transport.start()
         self._pump()
 
@@ -92,11 +93,12 @@ class MeshNode:
         *,
         ttl: int | None = None,
         neighbour: bytes | None = None,
+        sign: bool = True,
     ) -> Packet:
         """Originate a signed packet now; frames leave before this returns (``neighbour``:
-        only on that linked peer's links, see :meth:`Router.send`)."""
+        only on that linked peer's links; ``sign`` False: unsigned, see :meth:`Router.send`)."""
         packet = self.router.send(
-            self._now(), ptype, payload, recipient, ttl=ttl, neighbour=neighbour
+            self._now(), ptype, payload, recipient, ttl=ttl, neighbour=neighbour, sign=sign
         )
         self._pump()
         return packet
@@ -153,6 +155,10 @@ class MeshNode:
             self.counters["transport_identify_error"] += 1
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The node's clock (the event loop's time), the ``now`` its sans-IO parts use."""
+        return self._now()
 
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()

@@ -24,11 +24,12 @@ from pathlib import Path
 from ..air.network import Network, NodeSpec, SimNode
 from ..air.profiles import get_profile
 from ..air.topology import full
-from ..bridge import BridgeConfig
+from ..bridge import BridgeConfig, BridgeError
 from ..consensus.craps import TablePlayer, check_invariants
 from ..consensus.engine import Committed
+from ..consensus.testing import LedgerApp, add_op
 from ..mesh.config import MeshConfig
-from ..node import Node, NodeConfig, NodeSection, Seat, SessionSection
+from ..node import Node, NodeConfig, NodeSection, Seat, SessionSection, make_app
 from ..transport import Transport
 from ..wire.identity import Identity
 
@@ -50,6 +51,9 @@ class IslandsConfig:
     play_interval: float = 0.25
     warmup: float = 0.0
     """Seconds before the players sit down."""
+    ledger_rate: float = 0.0
+    """Above 0: instead of the craps table, the test ledger (``consensus.testing``) with
+    every node submitting an add op at this rate (Poisson), as ``bench/consensus.py``."""
     mesh: MeshConfig = field(default_factory=MeshConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
@@ -111,8 +115,10 @@ class Islands:
             if spec.index < cfg.gateways:
                 uplink = self.uplink_factory(island, spec.index, spec.identity)
                 self.uplinks[(island, spec.index)] = uplink
+            ledger = cfg.ledger_rate > 0
             node = Node(
                 node_config,
+                app_factory=(lambda _name: LedgerApp()) if ledger else make_app,
                 identity=spec.identity,
                 transport=spec.transport,
                 rng=spec.rng,
@@ -124,7 +130,7 @@ class Islands:
             key = (island, spec.index)
             rec = self.records.setdefault(key, Record())
             node.bridge.commit_hooks.append(self._hook(key, rec))
-            if key not in self.seats:
+            if key not in self.seats and not ledger:
                 rng = random.Random(f"islands-player-{cfg.seed}-{island}-{spec.index}")
                 self.seats[key] = Seat(
                     TablePlayer(spec.identity.signing_public, rng), self.session_id
@@ -173,6 +179,8 @@ class Islands:
         engine = node.bridge.engine(self.session_id)
         rec.final_height = engine.height
         rec.mesh_stats = node.mesh.stats()
+        if self.config.ledger_rate > 0:
+            return  # the test ledger has no craps invariants
         try:
             check_invariants(engine.state)
         except Exception as exc:  # any failure is a safety violation
@@ -182,6 +190,9 @@ class Islands:
         loop = asyncio.get_running_loop()
         if self.config.warmup > 0:
             await asyncio.sleep(self.config.warmup)
+        if self.config.ledger_rate > 0:
+            await self._load()
+            return
         while not self._stop.is_set():
             now = loop.time()
             for key, node in self.nodes().items():
@@ -193,6 +204,26 @@ class Islands:
                     if len(self.submitted) < 100_000:
                         self.submitted[op_id] = (key, now)
             await asyncio.sleep(self.config.play_interval)
+
+    async def _load(self) -> None:
+        """Add ops at ``ledger_rate`` per node, Poisson, at random nodes."""
+        loop = asyncio.get_running_loop()
+        rng = random.Random(f"islands-load-{self.config.seed}")
+        total = self.config.ledger_rate * self.config.nodes
+        while not self._stop.is_set():
+            await asyncio.sleep(rng.expovariate(total))
+            nodes = self.nodes()
+            if not nodes:
+                continue
+            key = sorted(nodes)[rng.randrange(len(nodes))]
+            try:
+                op_id = nodes[key].bridge.submit_operation(
+                    self.session_id, add_op(rng.randint(1, 1000))
+                )
+            except BridgeError:
+                continue
+            if len(self.submitted) < 100_000:
+                self.submitted[op_id] = (key, loop.time())
 
     # -- reading --------------------------------------------------------------------------
 

@@ -120,3 +120,9 @@ class CompositeTransport(Transport):
 
     def issues(self) -> list[str]:
         return [issue for child in self.children for issue in child.issues()]
+
+    def announce_capabilities(self) -> int:
+        caps = 0
+        for child in self.children:
+            caps |= child.announce_capabilities()
+        return caps

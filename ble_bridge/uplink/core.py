@@ -64,6 +64,7 @@ UPLINK_DROPS = frozenset(
         "budget_bytes",  # inbound bytes/s budget spent
         "type_filtered",  # a frame type that does not cross the uplink
         "seen",  # frame digest in the uplink's long seen window (a replay or a second copy)
+        "beyond_window",  # a packet older than what the seen window has forgotten
         "not_connected",  # a message arrived while we consider ourselves disconnected
     }
 )
@@ -115,28 +116,43 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class SeenWindow:
-    """Digests seen within ``ttl`` seconds, at most ``capacity`` (oldest evicted)."""
+    """Digests seen within ``ttl`` seconds, at most ``capacity`` (oldest evicted), each with
+    the signed timestamp of its packet.
+
+    ``horizon`` is the newest packet timestamp ever forgotten: a frame not in the window
+    whose packet is that old or older may be a replay of a forgotten one, so
+    :meth:`check_and_add` refuses it too. A hostile broker can therefore not replay a frame
+    once the window has forgotten it (the mesh's own freshness check rejects it later
+    still), however many genuine frames it floods to push it out."""
 
     capacity: int
     ttl: float
-    _seen: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[bytes, tuple[float, int]] = field(default_factory=OrderedDict)
     evicted: int = 0
+    horizon: int = -1
 
-    def check_and_add(self, now: float, key: bytes) -> bool:
-        """True if ``key`` was seen within the window; records it either way."""
-        at = self._seen.get(key)
-        if at is not None and now - at <= self.ttl:
-            return True
-        self._seen[key] = now
-        self._seen.move_to_end(key)
+    def check_and_add(self, now: float, key: bytes, stamp: int = 0) -> str | None:
+        """``"seen"`` (in the window), ``"beyond_window"`` (older than what it forgot), or
+        None: new, and now recorded."""
+        self._expire(now)
+        if key in self._seen:
+            return "seen"
+        if stamp <= self.horizon:
+            return "beyond_window"
+        self._seen[key] = (now, stamp)
+        while len(self._seen) > self.capacity:
+            _, (_, old) = self._seen.popitem(last=False)
+            self.evicted += 1
+            self.horizon = max(self.horizon, old)
+        return None
+
+    def _expire(self, now: float) -> None:
         while self._seen:
-            first_key, first_at = next(iter(self._seen.items()))
-            if len(self._seen) > self.capacity:
-                self.evicted += 1
-            elif now - first_at <= self.ttl:
+            at, stamp = next(iter(self._seen.values()))
+            if now - at <= self.ttl:
                 break
-            del self._seen[first_key]
-        return False
+            self._seen.popitem(last=False)
+            self.horizon = max(self.horizon, stamp)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -437,8 +453,10 @@ class GatewayCore:
             if ptype is None or ptype not in self.types:
                 self._drop("type_filtered", gw)
                 continue
-            if self.seen.check_and_add(now, hashlib.blake2b(frame, digest_size=16).digest()):
-                self._drop("seen", gw)
+            digest = hashlib.blake2b(frame, digest_size=16).digest()
+            seen = self.seen.check_and_add(now, digest, int.from_bytes(frame[3:11], "big"))
+            if seen is not None:
+                self._drop(seen, gw)
                 continue
             gw.frames_in += 1
             gw.bytes_in += len(frame)
@@ -662,6 +680,7 @@ class GatewayCore:
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 1),
             "queued_frames": len(self._pending),
             "seen_entries": len(self.seen),
+            "seen_evicted": self.seen.evicted,
             "stats": dict(self.stats),
             "gateways": [
                 {

@@ -31,6 +31,20 @@ MAX_INFLIGHT = 64
 MAX_BACKLOG = 1024
 
 
+class _ClientLog(logging.Filter):
+    """aiomqtt reports a full incoming queue only in its log: count it, log it sparingly."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        super().__init__()
+        self.core = core
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "queue is full" in record.getMessage():
+            self.core.stats["inbound_queue_full"] += 1
+            return self.core.stats["inbound_queue_full"] in (1, 10, 100, 1000, 10000)
+        return True
+
+
 class UplinkTransport(Transport):
     """Remote gateways heard on an MQTT broker, one link each."""
 
@@ -51,6 +65,9 @@ class UplinkTransport(Transport):
         self._stalled: asyncio.Event | None = None
         self._running = False
         self._offset = time.time() - time.monotonic()
+        self._log = logging.getLogger(f"{__name__}.client.{peer_id.hex()}")
+        if not self._log.filters:
+            self._log.addFilter(_ClientLog(self.core))
 
     def _wall(self, now: float) -> int:
         return int((now + self._offset) * 1000)
@@ -142,6 +159,7 @@ class UplinkTransport(Transport):
             else aiomqtt.ProtocolVersion.V311,
             "max_queued_incoming_messages": cfg.inbound_queue,
             "max_queued_outgoing_messages": MAX_BACKLOG,
+            "logger": self._log,
         }
 
     async def _run(self) -> None:
@@ -158,6 +176,7 @@ class UplinkTransport(Transport):
         connected = False
         try:
             async with aiomqtt.Client(**self._client_args()) as client:
+                client.pending_calls_threshold = MAX_INFLIGHT + 1  # ours are bounded
                 for topic, qos, no_local in self.core.subscriptions():
                     if self.config.mqtt_version == 5:
                         opts = SubscribeOptions(qos=qos, noLocal=no_local)

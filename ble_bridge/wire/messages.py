@@ -70,6 +70,12 @@ Kinds and bodies::
                          proposer, which the rotation names: ~57 bytes shorter; expanded
                          like a VoteSet)
 
+    0x12 JoinRequest     key(32) nonce(8) buy_in(8) signature(64)
+                         (a key asks to become a validator of the session; signed by
+                         that key over "ble-bridge/join/v1" session_id key nonce buy_in;
+                         a validator sponsors it as an AddValidator operation, see
+                         consensus.validators)
+
     (v): unsigned LEB128 varint below 2**64, shortest form only (7 bits a byte, low
     first, high bit set while more follow); (i): an index into the sorted validator set,
     1 byte for sets of up to 256 validators, else 2 (big-endian).
@@ -187,6 +193,7 @@ class Kind(enum.IntEnum):
     VOTE_SET = 0x0F
     OPERATION_REF = 0x10
     PROPOSAL_REF = 0x11
+    JOIN_REQUEST = 0x12
 
 
 class Step(enum.IntEnum):
@@ -910,6 +917,63 @@ class Commit:
         return cls(block, cert)
 
 
+JOIN_DOMAIN = b"ble-bridge/join/v1"
+JOIN_REQUEST_LEN = 32 + 8 + 8 + SIGNATURE_LEN
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """A key's signed wish to become a validator of one session (kind 0x12): a validator
+    that hears it sponsors it as an AddValidator operation (``consensus.validators``)."""
+
+    key: bytes
+    nonce: int
+    buy_in: int
+    signature: bytes
+
+    @staticmethod
+    def signing_bytes_for(session_id: bytes, key: bytes, nonce: int, buy_in: int) -> bytes:
+        return JOIN_DOMAIN + session_id + key + nonce.to_bytes(8, "big") + buy_in.to_bytes(8, "big")
+
+    def signing_bytes(self, session_id: bytes) -> bytes:
+        return self.signing_bytes_for(session_id, self.key, self.nonce, self.buy_in)
+
+    @classmethod
+    def create(
+        cls,
+        sign: Callable[[bytes], bytes],
+        key: bytes,
+        session_id: bytes,
+        nonce: int,
+        buy_in: int = 0,
+    ) -> JoinRequest:
+        if not (0 <= nonce < 1 << 64 and 0 <= buy_in < 1 << 64) or len(key) != KEY_LEN:
+            raise ValueError("join request fields out of range")
+        return cls(key, nonce, buy_in, sign(cls.signing_bytes_for(session_id, key, nonce, buy_in)))
+
+    def verify(self, session_id: bytes, verify: Callable[[bytes, bytes, bytes], bool]) -> bool:
+        return verify(self.key, self.signature, self.signing_bytes(session_id))
+
+    def encode(self) -> bytes:
+        return (
+            self.key
+            + self.nonce.to_bytes(8, "big")
+            + self.buy_in.to_bytes(8, "big")
+            + self.signature
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, limits: MessageLimits = DEFAULT_LIMITS) -> JoinRequest:
+        if len(data) != JOIN_REQUEST_LEN:
+            raise MessageError("bad join request length")
+        return cls(
+            bytes(data[:32]),
+            int.from_bytes(data[32:40], "big"),
+            int.from_bytes(data[40:48], "big"),
+            bytes(data[48:]),
+        )
+
+
 Message = (
     Proposal
     | Vote
@@ -924,6 +988,7 @@ Message = (
     | CertificateRequest
     | CompactProposal
     | ProposalRequest
+    | JoinRequest
 )
 
 _KIND_OF: dict[type, Kind] = {
@@ -940,6 +1005,7 @@ _KIND_OF: dict[type, Kind] = {
     CertificateRequest: Kind.CERTIFICATE_REQUEST,
     CompactProposal: Kind.COMPACT_PROPOSAL,
     ProposalRequest: Kind.PROPOSAL_REQUEST,
+    JoinRequest: Kind.JOIN_REQUEST,
 }
 
 _DECODERS: dict[Kind, Callable[[bytes, MessageLimits], Message]] = {
@@ -956,6 +1022,7 @@ _DECODERS: dict[Kind, Callable[[bytes, MessageLimits], Message]] = {
     Kind.CERTIFICATE_REQUEST: CertificateRequest.decode,
     Kind.COMPACT_PROPOSAL: CompactProposal.decode,
     Kind.PROPOSAL_REQUEST: ProposalRequest.decode,
+    Kind.JOIN_REQUEST: JoinRequest.decode,
 }
 
 
@@ -1305,6 +1372,7 @@ __all__ = [
     "CommitRequest",
     "CompactProposal",
     "Evidence",
+    "JoinRequest",
     "Kind",
     "Message",
     "MessageError",

@@ -53,6 +53,8 @@ class FakeBluezConfig:
     keeps a connected device that never writes; or (half the time) the connecting side
     gets a link whose notifications never arrive and whose writes go nowhere, and the other
     side sees nothing. Only a Disconnect (or a power cycle) ends it."""
+    connect_race_side: str = "either"
+    """Which half stays up in a race: "peripheral", "central" or "either" (at random)."""
     bluez_version: str = "5.66"
     """The bluetoothd being imitated: 5.80+ reads the scan-response properties (with
     ``experimental``); 5.66 is Debian bookworm's / Raspberry Pi OS's."""

@@ -189,6 +189,8 @@ class Link:
     model: LinkModel
     alive: bool = True
     paired: bool = False
+    half_open: bool = False
+    """Connect race: only the central sees this link; writes vanish, nothing is notified."""
     mirrors: list[str] = field(default_factory=list)
     dirs: dict[int, Direction] = field(default_factory=dict)  # keyed by receiving adapter
 
@@ -209,6 +211,9 @@ class FakeBluez:
         ]
         self.tree: dict[str, dict[str, dict[str, Variant]]] = {}
         self.links: dict[frozenset[int], Link] = {}
+        self.half_open: dict[frozenset[int], tuple[int, int]] = {}
+        """Connect race, other way round: (central, peripheral) pairs where only the
+        peripheral sees a connection (a connected device that never writes)."""
         self.mirror_chars: dict[str, MirrorChar] = {}
         self.mirror_descs: dict[str, tuple[Link, int, str, str]] = {}
         self.fanout: dict[tuple[str, str], list[MirrorChar]] = {}
@@ -529,7 +534,7 @@ class FakeBluez:
             }
             for lk in self.links.values()
         ]
-        adverts = {a.index: sum(1 for ad in a.adverts.values() if ad.active) for a in self.adapters}
+        adverts = {a.index: sum(1 for x in a.adverts.values() if x.active) for a in self.adapters}
         registered = {
             a.index: {"apps": len(a.apps), "adverts": len(a.adverts)} for a in self.adapters
         }
@@ -539,6 +544,8 @@ class FakeBluez:
                 "links": links,
                 "advertising": adverts,
                 "registered": registered,
+                "half_open": [list(pair) for pair in self.half_open.values()]
+                + [[lk.central, lk.peripheral] for lk in self.links.values() if lk.half_open],
             }
         )
 
@@ -790,8 +797,16 @@ class FakeBluez:
         dev = msg.path or ""
         a = self.adapter_of(dev)
         b = self.adapters[self.remote_of(dev)]
-        if self.link_between(a.index, b.index):
+        link = self.link_between(a.index, b.index)
+        if link is not None and link.half_open and link.peripheral == a.index:
+            self.stats["connect_fail_half_open"] += 1
+            raise BluezError("Failed", "le-connection-abort-by-local")
+        if link is not None:
             raise BluezError("AlreadyConnected", "Already Connected")
+        if frozenset((a.index, b.index)) in self.half_open:
+            # bluetoothd: "Device ... is already connected"; the attempt fails
+            self.stats["connect_fail_half_open"] += 1
+            raise BluezError("Failed", "le-connection-abort-by-local")
         if not a.powered:
             raise BluezError("NotReady", "Resource Not Ready")
         cfg = self.config
@@ -829,6 +844,21 @@ class FakeBluez:
             self.set_props(dev, I.DEVICE, {"Connected": False})
             self.error(msg, ERR + "Failed", "le-connection-abort-by-local")
             return
+        if cfg.connect_race and self.rng.random() < cfg.connect_race:
+            side = cfg.connect_race_side
+            if side == "peripheral" or (side == "either" and self.rng.random() < 0.5):
+                self._race_peripheral_only(msg, a, b)
+                return
+            self.stats["connect_race_central_only"] += 1
+            m = cfg.link_model()
+            link = Link(a.index, b.index, LinkModel(m.latency_s, m.loss, m.mtu), half_open=True)
+            self.links[frozenset((a.index, b.index))] = link
+            link.dirs = {a.index: Direction(self, link), b.index: Direction(self, link)}
+            self._mirror(link, a.index, b.index)
+            self.set_props(dev, I.DEVICE, {"Connected": True})
+            self.set_props(dev, I.DEVICE, {"ServicesResolved": True})
+            self.reply(msg)
+            return
         m = cfg.link_model()
         link = Link(a.index, b.index, LinkModel(m.latency_s, m.loss, m.mtu))
         self.links[frozenset((a.index, b.index))] = link
@@ -849,6 +879,38 @@ class FakeBluez:
             self._update_adv_count(b)
         self.stats["connects"] += 1
         self.reply(msg)
+
+    def _race_peripheral_only(self, msg: Message, a: Adapter, b: Adapter) -> None:
+        """The ATT socket came up before mgmt's Device Connected: the central's attempt fails
+        while the peripheral keeps a connected device that will never write."""
+        self.stats["connect_race_peripheral_only"] += 1
+        self.half_open[frozenset((a.index, b.index))] = (a.index, b.index)
+        back = device_path(b.index, a.index)
+        if back not in self.tree:
+            self._add_device(b, a, [], {}, {}, -50, None)
+        self.set_props(back, I.DEVICE, {"Connected": True})
+        if self.config.adv_stops_on_connect:
+            for x in b.adverts.values():
+                x.active = False
+            self._update_adv_count(b)
+        dev = msg.path or ""
+        self.set_props(dev, I.DEVICE, {"Connected": True})
+        self.set_props(dev, I.DEVICE, {"Connected": False})
+        self.error(msg, ERR + "Failed", "Software caused connection abort")
+
+    def _end_half_open(self, a: int, b: int, reason: str) -> bool:
+        pair = self.half_open.pop(frozenset((a, b)), None)
+        if pair is None:
+            return False
+        central, peripheral = pair
+        self.set_props(device_path(peripheral, central), I.DEVICE, {"Connected": False})
+        p = self.adapters[peripheral]
+        if p.powered:
+            for x in p.adverts.values():
+                x.active = True
+            self._update_adv_count(p)
+        self.stats[f"half_open_ended_{reason}"] += 1
+        return True
 
     def _mirror(self, link: Link, viewer: int, server: int) -> None:
         """Publish the server's GATT applications under the viewer's device object."""
@@ -938,9 +1000,13 @@ class FakeBluez:
     def _disconnect(self, msg: Message) -> None:
         dev = msg.path or ""
         a = self.adapter_of(dev)
-        link = self.link_between(a.index, self.remote_of(dev))
-        if link is not None:
-            self.drop_link(link, "local")
+        remote = self.remote_of(dev)
+        link = self.link_between(a.index, remote)
+        if link is not None and (not link.half_open or link.central == a.index):
+            self.drop_link(link, "local")  # a half-open link exists for its central only
+        pair = self.half_open.get(frozenset((a.index, remote)))
+        if pair is not None and pair[1] == a.index:  # only the side that sees a connection
+            self._end_half_open(a.index, remote, "local")
         self.reply(msg)
 
     def _pair(self, msg: Message) -> None:
@@ -961,6 +1027,9 @@ class FakeBluez:
         if not on:
             for link in [lk for k, lk in list(self.links.items()) if index in k]:
                 self.drop_link(link, "power")
+            for pair in [k for k in self.half_open if index in k]:
+                x, y = tuple(pair)
+                self._end_half_open(x, y, "power")
             a.discovery.clear()
             a.filters.clear()
             self.set_props(a.path, I.ADAPTER, {"Discovering": False})
@@ -1005,6 +1074,11 @@ class FakeBluez:
         kind = options["type"].value if "type" in options else "request"
         offset = options["offset"].value if "offset" in options else 0
         self._check_write(mc, kind, value)
+        if mc.link.half_open:
+            self.stats["writes_lost_half_open"] += 1
+            if kind == "command":
+                self.reply(msg)
+            return  # a write request never gets its answer: bleak times out
         self._enqueue_write(mc, value, kind, offset, msg)
 
     def _enqueue_write(
@@ -1099,6 +1173,8 @@ class FakeBluez:
     def _app_notify_call(self, mc: MirrorChar, member: str) -> None:
         """Tell the serving app its characteristic gained its first / lost its last subscriber."""
         subscribed = [m for m in self.fanout.get((mc.app_sender, mc.app_path), []) if m.notifying]
+        if mc.link.half_open:
+            return  # the server never learns of this link
         if (member == "StartNotify" and len(subscribed) == 1) or (
             member == "StopNotify" and not subscribed
         ):
@@ -1135,7 +1211,7 @@ class FakeBluez:
         self.stats["notifies_in"] += 1
         now = asyncio.get_running_loop().time()
         for mc in mirrors:
-            if not mc.notifying or not mc.link.alive:
+            if not mc.notifying or not mc.link.alive or mc.link.half_open:
                 continue
             model = mc.link.model
             if model.loss and self.rng.random() < model.loss:

@@ -13,7 +13,15 @@ import pytest
 from gatt_harness import run
 
 from gatt import cli
-from gatt.doctor import DoctorFacts, diagnose, gather, parse_version, read_gatt_channels
+from gatt.doctor import (
+    DoctorFacts,
+    bluetoothd_experimental,
+    diagnose,
+    gather,
+    parse_version,
+    read_exchange_mtu,
+    read_gatt_channels,
+)
 from gatt.fakebluez import FakeBluezProcess
 from gatt.fakebluez.bus import dbus_daemon_path
 
@@ -44,6 +52,36 @@ def test_doctor_flags_eatt_on_5_66_and_a_powered_off_adapter() -> None:
     facts.gatt_channels = 1
     facts.adapters["hci0"]["Powered"] = True
     assert all(f.ok for f in diagnose(facts))
+
+
+def test_doctor_encodes_the_advert_and_reports_the_frame_limit(tmp_path: Path) -> None:
+    facts = DoctorFacts(
+        bus_ok=True, bluez_running=True, version=(5, 66), adapters={"hci0": GOOD_ADAPTER},
+        gatt_channels=1,
+    )  # fmt: skip
+    found = {f.check: f for f in diagnose(facts)}
+    assert found["advertisement"].ok and found["advertisement"].detail.startswith("31 of 31 bytes")
+    assert "no scan response" in found["advertisement"].detail
+    assert found["frame limit"].ok and "at most 512 bytes" in found["frame limit"].detail
+    assert found["EATT"].ok
+    facts.exchange_mtu = 185
+    assert "at most 182 bytes" in {f.check: f for f in diagnose(facts)}["frame limit"].detail
+    facts.exchange_mtu = 1000
+    assert not {f.check: f for f in diagnose(facts)}["frame limit"].ok
+    facts.version, facts.experimental, facts.exchange_mtu = (5, 82), True, None
+    found = {f.check: f for f in diagnose(facts)}
+    assert "scan response 26 bytes" in found["advertisement"].detail
+    assert found["discoverable advertising (BlueZ 5.8x)"].ok
+    conf = tmp_path / "main.conf"
+    conf.write_text("[GATT]\nExchangeMTU = 247\n")
+    assert read_exchange_mtu(conf) == 247
+    proc = tmp_path / "proc"
+    (proc / "42").mkdir(parents=True)
+    (proc / "42" / "cmdline").write_bytes(b"/usr/libexec/bluetooth/bluetoothd\0-n\0-E\0")
+    assert bluetoothd_experimental(proc) is True
+    (proc / "42" / "cmdline").write_bytes(b"/usr/libexec/bluetooth/bluetoothd\0")
+    assert bluetoothd_experimental(proc) is False
+    assert bluetoothd_experimental(tmp_path / "none") is None
 
 
 def test_doctor_flags_missing_bluetoothd_old_bluez_and_missing_adapter() -> None:

@@ -9,7 +9,7 @@ import time
 import pytest
 from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakDBusError, BleakGATTProtocolError
-from gatt_harness import address, peer, run, until
+from gatt_harness import SLACK, address, peer, run, until
 
 from gatt import dbus_patch
 from gatt.fakebluez import FakeBluezConfig, FakeBluezProcess, FakeControl, LinkModel
@@ -44,7 +44,7 @@ async def discover() -> tuple[object, dict[str, bytes], int]:
             found.set_result((dev, adv))
 
     async with BleakScanner(seen, service_uuids=[SVC], bluez={"adapter": "hci1"}):
-        dev, adv = await asyncio.wait_for(found, 5)
+        dev, adv = await asyncio.wait_for(found, 5 * SLACK)
     return dev, dict(adv.manufacturer_data), adv.rssi  # type: ignore[attr-defined]
 
 
@@ -113,9 +113,9 @@ def test_advertising_stops_when_central_connects_and_peripheral_readvertises(
         await srv.p.start()
         dev, _, _ = await discover()
         async with BleakClient(dev, bluez={"adapter": "hci1"}):  # type: ignore[arg-type]
-            s = await ctl.wait_for(lambda s: s["stats"].get("connects") == 1)
+            s = await ctl.wait_for(lambda s: s["stats"].get("connects") == 1, timeout=10 * SLACK)
             # BlueZ stopped the advertisement; the peripheral registered a new one
-            s = await ctl.wait_for(lambda s: s["advertising"]["0"] == 1)
+            s = await ctl.wait_for(lambda s: s["advertising"]["0"] == 1, timeout=10 * SLACK)
             assert s["advertising"]["0"] == 1
         ctl.close()
         await srv.p.stop()
@@ -244,7 +244,7 @@ def test_a_47_byte_advert_is_refused_as_bluetoothd_refuses_it(fake_bluez: FakeBl
         )
         assert "Failed to register advertisement" in srv.p.adv_error
         assert not srv.p.advertising
-        s = await ctl.wait_for(lambda s: s["stats"].get("adv_refused", 0) >= 2, timeout=15)
+        s = await ctl.wait_for(lambda s: s["stats"].get("adv_refused", 0) >= 2, timeout=15 * SLACK)
         assert s["stats"]["adv_refused"] >= 2  # retried with backoff
         assert s["advertising"]["0"] == 0
         ctl.close()
@@ -296,7 +296,7 @@ def test_bluez_with_scan_response_properties_carries_8_bytes_of_peer_id(
                 found.set_result(adv)
 
         async with BleakScanner(seen, service_uuids=[SVC], bluez={"adapter": "hci1"}):
-            adv = await asyncio.wait_for(found, 5)
+            adv = await asyncio.wait_for(found, 5 * SLACK)
         assert dict(adv.service_data) == {SVC: peer(0)}
         assert dict(adv.manufacturer_data) == {0xFFFF: peer(0)[:6]}
         assert PROFILE.peer_id_from(dict(adv.service_data), dict(adv.manufacturer_data)) == peer(0)

@@ -266,7 +266,10 @@ def parse_private_message_tlv(data: bytes) -> tuple[str, str] | None:
         off += 2
         if t not in (0x00, 0x01) or off + ln > len(data):
             return None
-        v = data[off : off + ln].decode("utf-8")
+        try:  # String(data:encoding:) is nil for bad UTF-8; a later TLV may set it again
+            v: str | None = data[off : off + ln].decode("utf-8")
+        except UnicodeDecodeError:
+            v = None
         off += ln
         if t == 0x00:
             mid = v

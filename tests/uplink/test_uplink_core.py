@@ -235,12 +235,37 @@ def test_token_bucket_and_seen_window() -> None:
     assert tb.ready_at(0.0, 1) == 0.5
     assert TokenBucket(0.0, 1.0).take(0.0, 1e9)  # rate 0: no limit
     sw = SeenWindow(capacity=3, ttl=10.0)
-    assert not sw.check_and_add(0.0, b"a")
-    assert sw.check_and_add(5.0, b"a")
-    assert not sw.check_and_add(11.0, b"a")  # forgotten after ttl
-    for k in (b"b", b"c", b"d", b"e"):
-        sw.check_and_add(12.0, k)
-    assert len(sw) == 3 and sw.evicted >= 1
+    assert sw.check_and_add(0.0, b"a", 100) is None
+    assert sw.check_and_add(5.0, b"a", 100) == "seen"
+    assert sw.check_and_add(11.0, b"a", 100) == "beyond_window"  # forgotten: a replay
+    assert sw.horizon == 100
+    for i, k in enumerate((b"b", b"c", b"d", b"e")):
+        assert sw.check_and_add(12.0, k, 200 + i) is None
+    assert len(sw) == 3 and sw.evicted == 1 and sw.horizon == 200
+    assert sw.check_and_add(12.0, b"b", 200) == "beyond_window"  # pushed out, still refused
+    assert sw.check_and_add(12.0, b"f", 300) is None
+
+
+def test_a_flood_cannot_push_a_frame_out_of_the_window_and_replay_it() -> None:
+    c = core(seen_capacity=16, frames_per_s=0.0, bytes_per_s=0.0)
+    present(c, GW1)
+    c.events()
+    ident = Identity.from_seed(b"\x06" * 32)
+
+    def at(ts: int, tag: bytes) -> bytes:
+        p = Packet(
+            type=PacketType.CONSENSUS, sender=ident.peer_id, payload=tag, timestamp=ts, ttl=1
+        )
+        return encode(p.signed(ident))
+
+    victim = at(1000, b"victim")
+    c.receive(0.1, c.topics.all, frames_msg(c, GW1, [victim]))
+    flood = [at(1001 + i, b"flood %d" % i) for i in range(40)]
+    c.receive(0.2, c.topics.all, frames_msg(c, GW1, flood, seq=2))
+    c.events()
+    c.receive(0.3, c.topics.all, frames_msg(c, GW1, [victim], seq=3))
+    assert not [e for e in c.events() if isinstance(e, FrameIn)]
+    assert c.stats["beyond_window"] == 1
 
 
 def test_topics_parse() -> None:

@@ -1,0 +1,111 @@
+"""Host side of the real-BlueZ tier: judge one VM boot from the files it left in its share.
+
+``verdict.py SHARE`` reads ``SHARE/out/result.json`` (written by guest.py), the node logs and
+bluetoothd's log, writes ``SHARE/verdict.json``, prints a summary to stderr and, on stdout,
+one word: ``ok``, ``retry`` (failed only because links did not form while bluetoothd showed
+the one-bluetoothd connect race, or the VM's controllers did not all come up) or ``fail``. ``verdict.py --last-line SHARE`` prints the
+tier's last line from a verdict.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def judge(share: Path, nodes: int) -> dict[str, Any]:
+    out = share / "out"
+    try:
+        r: dict[str, Any] = json.loads((out / "result.json").read_text())
+    except (OSError, ValueError):
+        r = {}
+    tracebacks = [
+        log.name
+        for log in sorted(out.glob("node*.log"))
+        if "Traceback" in log.read_text(errors="replace")
+    ]
+    btd_log = out / "bluetoothd.log"
+    btd = btd_log.read_text(errors="replace") if btd_log.exists() else ""
+    race = len(re.findall(r"already connected", btd))
+    reasons: list[str] = []
+    init_error = out / "init-error.txt"
+    environment = init_error.exists()
+    if environment:
+        reasons.append("VM setup: " + init_error.read_text().strip())
+    elif not r:
+        reasons.append("no result from the guest")
+    else:
+        if r.get("links", 0) != r.get("links_wanted", -1):
+            reasons.append(
+                f"links {r.get('links')}/{r.get('links_wanted')} (half-open {r.get('half_open')})"
+            )
+        if not r.get("rising"):
+            reasons.append("heights not rising")
+        if not r.get("safety_ok", True):
+            reasons.append("safety: " + "; ".join(r.get("conflicts", [])[:3]))
+        reasons += [ev for ev in r.get("events", []) if "exited" in ev]
+    notes = out / "init-notes.txt"
+    if notes.exists():
+        print("test-bluez-vm:   VM setup: " + notes.read_text().strip(), file=sys.stderr)
+    if tracebacks:
+        reasons.append("traceback in " + ",".join(tracebacks))
+    # Heights cannot rise on a table whose links never formed: that failure is the links'.
+    links_failed = any(x.startswith("links") for x in reasons)
+    only_links = links_failed and all(
+        x.startswith("links") or x == "heights not rising" for x in reasons
+    )
+    return {
+        "nodes": int(r.get("nodes", nodes)),
+        "links": int(r.get("links", 0)),
+        "heights": int(r.get("heights", 0)),
+        "rising": "yes" if r.get("rising") else "no",
+        # Violated only on evidence: two hashes or two blocks at one height.
+        "safety": "ok" if r.get("safety_ok", True) else "violated",
+        "reasons": reasons,
+        "connect_race_lines": race,
+        "retryable": (only_links and race > 0) or environment,
+        "t_links_s": r.get("t_links_s"),
+        "heights_per_min": r.get("heights_per_min"),
+        "played_s": r.get("played_s"),
+        "rejoin_s": r.get("rejoin_s"),
+        "hash_heights": r.get("hash_heights"),
+        "blocks_compared": r.get("blocks_compared"),
+        "events": r.get("events", []),
+    }
+
+
+def last_line(v: dict[str, Any]) -> str:
+    return (
+        f"bluez-vm nodes={v['nodes']} links={v['links']} heights={v['heights']} "
+        f"rising={v['rising']} safety={v['safety']}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--last-line"]:
+        print(last_line(json.loads((Path(argv[1]) / "verdict.json").read_text())))
+        return 0
+    share = Path(argv[0])
+    nodes = int(argv[1]) if len(argv) > 1 else 0
+    v = judge(share, nodes)
+    (share / "verdict.json").write_text(json.dumps(v, indent=1))
+    err = sys.stderr
+    print(f"test-bluez-vm:   {'; '.join(v['reasons']) or 'all checks passed'}", file=err)
+    for ev in v["events"]:
+        print(f"test-bluez-vm:   {ev}", file=err)
+    print(
+        f"test-bluez-vm:   links after {v['t_links_s']} s; {v['heights_per_min']} heights/min "
+        f"over {v['played_s']} s; {v['hash_heights']} heights hash-checked, "
+        f"{v['blocks_compared']} stored blocks compared; rejoin {v['rejoin_s']} s; "
+        f"bluetoothd 'already connected' lines: {v['connect_race_lines']}",
+        file=err,
+    )
+    print("ok" if not v["reasons"] else "retry" if v["retryable"] else "fail")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

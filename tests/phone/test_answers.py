@@ -1,0 +1,133 @@
+"""A node answers frames built byte for byte as the BitChat apps build them: a signed public
+``!`` command, and a Noise XX handshake plus private message (rules in upstream_rules.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from test_visible import WALL, IdleTransport
+from upstream_rules import (
+    build_v1,
+    ios_encode_announce,
+    parse_private_message_tlv,
+    parse_v1,
+    peer_id_of,
+    pkcs7_pad,
+    private_message_tlv,
+    sign_v1,
+    verify,
+)
+
+from ble_bridge.chat.commands import HELP
+from ble_bridge.chat.phone import pump
+from ble_bridge.node import Node, parse_node_config
+from ble_bridge.noise.protocol import HandshakeXX, public_bytes
+from ble_bridge.transport import LinkInfo, LinkRole
+from ble_bridge.wire.identity import Identity
+
+
+class Phone:
+    """The keys and frames of one BitChat phone, built from the upstream rules."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.signing = Ed25519PrivateKey.generate()
+        self.signing_public = self.signing.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.noise = X25519PrivateKey.generate()
+        self.peer_id = peer_id_of(public_bytes(self.noise))
+
+    def announce(self, ts: int) -> bytes:
+        payload = ios_encode_announce(self.name, public_bytes(self.noise), self.signing_public, 0)
+        return sign_v1(self.signing, 0x01, self.peer_id, payload, ts)
+
+    def public(self, text: str, ts: int) -> bytes:
+        return sign_v1(self.signing, 0x02, self.peer_id, text.encode(), ts)
+
+    def noise_frame(self, ptype: int, payload: bytes, to: bytes, ts: int) -> bytes:
+        # BLEService: unsigned, recipient set, ttl 7, padded for BLE (BLEOutboundPacketPolicy)
+        return pkcs7_pad(build_v1(ptype, self.peer_id, payload, ts, recipient=to))
+
+
+def node_with_table(tmp: Path) -> Node:
+    ident = Identity.from_seed(b"answer-node")
+    doc = {
+        "node": {"data_dir": str(tmp), "control_socket": "", "board": "pi4"},
+        "session": [{"name": "craps-1", "validators": [ident.signing_public.hex()]}],
+    }
+    node = Node(
+        parse_node_config(doc),
+        identity=ident,
+        transport=IdleTransport(),
+        store_path=None,
+        wall_offset=WALL,
+    )
+    node.mesh.router.link_up(0.0, LinkInfo(1, "phone", 517, LinkRole.PERIPHERAL))
+    return node
+
+
+def ms(now: float) -> int:
+    return int((WALL + now) * 1000)
+
+
+def deliver(node: Node, now: float, frame: bytes) -> list[bytes]:
+    router = node.mesh.router
+    router.receive(now, 1, frame)
+    assert node.phone is not None
+    pump(router, node.phone, now)
+    return [f for _, f in router.frames_to_send()]
+
+
+def test_a_public_command_from_an_ios_built_frame_gets_a_public_reply(tmp_path: Path) -> None:
+    node = node_with_table(tmp_path)
+    phone = Phone("alice")
+    deliver(node, 0.1, phone.announce(ms(0.1)))
+    out = deliver(node, 0.2, phone.public("!tables", ms(0.2)))
+    replies = [f for f in map(parse_v1, out) if f is not None and f.type == 0x02]
+    assert len(replies) == 1
+    reply = replies[0]
+    assert reply.sender == node.identity.peer_id and reply.recipient is None
+    text = reply.payload.decode()
+    assert text.startswith("tables: craps-1 h") and len(reply.payload) < 100
+    assert verify(reply, node.identity.signing_public)  # as the phone checks it
+    # help for an unknown command, once per window even under a flood
+    outs = [deliver(node, 0.3 + i * 0.01, phone.public("!dance", ms(0.3) + i)) for i in range(20)]
+    helps = [f for o in outs for f in map(parse_v1, o) if f is not None and f.type == 0x02]
+    assert len(helps) == 1 and HELP in helps[0].payload.decode()
+    assert node.phone is not None and node.phone.commands.stats["help_suppressed"] == 19
+
+
+def test_a_noise_dm_from_an_ios_built_handshake_gets_a_private_reply(tmp_path: Path) -> None:
+    node = node_with_table(tmp_path)
+    me = node.identity.peer_id
+    phone = Phone("bob")
+    deliver(node, 0.1, phone.announce(ms(0.1)))
+    hs = HandshakeXX(True, phone.noise)
+    out = deliver(node, 0.2, phone.noise_frame(0x10, hs.write(), me, ms(0.2)))
+    (m2,) = [f for f in map(parse_v1, out) if f is not None and f.type == 0x10]
+    assert m2.recipient == phone.peer_id and m2.signature is None and len(m2.payload) == 96
+    hs.read(m2.payload)
+    out = deliver(node, 0.3, phone.noise_frame(0x10, hs.write(), me, ms(0.3)))
+    assert out == []  # message 3 needs no answer
+    est = hs.split()
+    assert est.remote_static == node.identity.noise_public
+    dm = b"\x01" + private_message_tlv("6F1C0D6E-1A2B-4C3D-8E9F-0123456789AB", "!balance")
+    out = deliver(node, 0.4, phone.noise_frame(0x11, est.send.encrypt(dm), me, ms(0.4)))
+    frames = [f for f in map(parse_v1, out) if f is not None and f.type == 0x11]
+    plain = [est.receive.decrypt(f.payload) for f in frames]
+    assert plain[0] == b"\x03" + b"6F1C0D6E-1A2B-4C3D-8E9F-0123456789AB"  # delivered
+    assert plain[1][0] == 0x01
+    pm = parse_private_message_tlv(plain[1][1:])
+    assert pm is not None and pm[1] == "no seat at any table"
+    assert node.phone is not None and node.phone.stats["dm_replies"] == 1
+    # the same ciphertext again in a new frame (so past the router's dedup): dropped, counted
+    wire = est.send.encrypt(dm)
+    assert len(deliver(node, 0.5, phone.noise_frame(0x11, wire, me, ms(0.5)))) == 2
+    assert deliver(node, 0.6, phone.noise_frame(0x11, wire, me, ms(0.6))) == []
+    assert node.phone.noise.stats["decrypt_replayed"] == 1
+    tampered = bytearray(est.send.encrypt(dm))
+    tampered[6] ^= 0x40
+    assert deliver(node, 0.7, phone.noise_frame(0x11, bytes(tampered), me, ms(0.7))) == []
+    assert node.phone.noise.stats["decrypt_bad_tag"] == 1
