@@ -79,12 +79,16 @@ class PhoneChat:
         self.peers = peers
         self.stats: Counter[str] = Counter()
         self._queue: OrderedDict[bytes, deque[bytes]] = OrderedDict()  # peer -> plaintexts
+        self._next_expire = float("-inf")
 
     # -- receive ---------------------------------------------------------------------
 
     def on_packet(self, now: float, event: Delivered, direct_peer: bytes | None) -> list[Outgoing]:
         """Handle one delivered packet; ``direct_peer`` is the peer bound to its link."""
         p = event.packet
+        if now >= self._next_expire:  # idle sessions and stale handshakes, every 5 s at most
+            self._next_expire = now + 5.0
+            self.noise.expire(now)
         try:
             if p.type == PacketType.MESSAGE:
                 return self._public(now, event, direct_peer)
@@ -135,7 +139,6 @@ class PhoneChat:
         return best == self.peer_id
 
     def _handshake(self, now: float, sender: bytes, payload: bytes) -> list[Outgoing]:
-        self.noise.expire(now)
         result = self.noise.on_handshake(now, sender, bytes(payload))
         out = []
         if result.reply is not None:

@@ -168,7 +168,9 @@ class NoiseSessions:
             raise NoiseError("rate_limited")
 
     def _room_check(self, now: float) -> None:
-        self.expire(now)
+        if self.half_open < self.config.max_half_open:
+            return
+        self.expire(now)  # only when full: expire() walks every session
         if self.half_open >= self.config.max_half_open:
             raise NoiseError("half_open_full")
 
