@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from ..errors import ExitCode, StartupError, StorageFailure
 from ..wire.identity import KeyFileError
 
 DEFAULT_CONFIG = Path("/etc/ble-bridge/config.toml")
@@ -105,7 +106,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(args.config, args.transport, args.sim_peers))
     except (ConfigError, KeyFileError) as exc:
         print(f"ble-bridge run: {exc}", file=sys.stderr)
-        return 2
+        return int(ExitCode.USAGE)
+    except StartupError as exc:
+        print(f"ble-bridge run: {exc.line}", file=sys.stderr)
+        return int(exc.code)
+    except StorageFailure as exc:
+        print(f"ble-bridge run: error: storage failed: {exc}", file=sys.stderr)
+        return int(ExitCode.STORAGE)
 
 
 def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
