@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from .config import ConfigError, apply_table, read_toml
 from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
 from .control import ControlServer
+from .errors import ExitCode, StartupError
 from .mesh.config import MeshConfig
 from .mesh.service import MeshNode
 from .store import Store
@@ -199,6 +202,75 @@ def build_ble_transport(config: NodeConfig, identity: Identity) -> Transport:
     return BleTransport(apply_table(base, config.ble, "ble"), identity.peer_id)
 
 
+DATA_DIR_MIN_FREE = 1 << 20
+"""Bytes a data dir must have free at start (SQLite's WAL, the signer state, the snapshot)."""
+
+
+def check_data_dir(path: Path, min_free: int = DATA_DIR_MIN_FREE) -> None:
+    """Is ``path`` a directory we can write, with room? Else a one-line StartupError.
+
+    It is created if missing (with its parents). A probe file is written, fsynced and
+    removed: a read-only mount, a file where the directory should be, missing permission
+    and a full disk each give their own problem text and exit code 6.
+    """
+    fix_perm = f"make {path} a writable directory of the ble-bridge user ([node] data_dir)"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StartupError(
+            ExitCode.DATA_DIR, f"data dir {path} is not a directory", fix_perm
+        ) from None
+    except OSError as exc:
+        raise _data_dir_error(path, exc, "cannot be created", fix_perm) from None
+    if not path.is_dir():
+        raise StartupError(ExitCode.DATA_DIR, f"data dir {path} is not a directory", fix_perm)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ble-bridge write probe\n" * 16)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _data_dir_error(path, exc, "is not writable", fix_perm) from None
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < min_free:
+        raise StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is full ({free // 1024} KiB free, need {min_free // 1024} KiB)",
+            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
+        )
+
+
+def _data_dir_error(path: Path, exc: OSError, what: str, fix_perm: str) -> StartupError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is full ({exc.strerror})",
+            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
+        )
+    if exc.errno == errno.EROFS:
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is on a read-only filesystem",
+            "remount it read-write (an SD card remounted read-only after errors needs fsck) "
+            "or point [node] data_dir at a writable place",
+        )
+    if exc.errno == errno.ENOTDIR:
+        return StartupError(
+            ExitCode.DATA_DIR, f"data dir {path}: a parent is not a directory", fix_perm
+        )
+    return StartupError(
+        ExitCode.DATA_DIR, f"data dir {path} {what} ({exc.strerror or exc})", fix_perm
+    )
+
+
 class BridgeFactory(Protocol):
     """Builds the node's bridge (the simulator injects a Byzantine one)."""
 
@@ -296,6 +368,8 @@ class Node:
         tables_path: Path | Literal["data_dir"] | None = "data_dir",
     ) -> None:
         self.identity = identity or Identity.load(config.node.key_path)
+        if store_path == "data_dir":  # the service's own state dir: writable, with room
+            check_data_dir(config.node.data_dir)
         if config.mesh.nickname is None:  # phones list no peer without a nickname
             board_name = board_by_name(config.node.board).name
             nickname = default_nickname(board_name, self.identity.peer_id)
