@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hardware import NodeHealth, StatusLed, board_by_name
+from hardware.gpio import GpioConfig
 
 from .bridge import (
     BridgeConfig,
@@ -130,6 +131,7 @@ class NodeConfig:
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
     tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
+    hardware: GpioConfig = field(default_factory=GpioConfig)  # [hardware]: button and LED
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -148,7 +150,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables", "hardware"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -178,7 +180,10 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     tables = apply_table(TablesConfig(), doc.get("tables", {}), "tables")
     if not 1 <= tables.default_seats <= 16:
         raise ConfigError("[tables] default_seats must be 1..16")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables)
+    hw = apply_table(GpioConfig(), doc.get("hardware", {}), "hardware")
+    if not 0 <= hw.debounce_s < hw.long_press_s:
+        raise ConfigError("[hardware] needs 0 <= debounce_s < long_press_s")
+    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables, hw)
 
 
 def load_node_config(path: Path) -> NodeConfig:
