@@ -349,7 +349,9 @@ class Node:
     consensus state in memory only. ``peer_keys``: peer id -> Ed25519 key pinned in the mesh.
     ``bridge_factory``/``app_factory``: what bridge and which application (by the session's
     ``app`` name) the sessions run on. ``uplink_transport``: the gateway's uplink (the
-    simulator's broker), instead of the MQTT one ``[uplink]`` would build.
+    simulator's broker), instead of the MQTT one ``[uplink]`` would build. ``tables_path``:
+    the runtime tables file (default ``<data_dir>/tables.json`` when the store is the data
+    dir's, else none).
     """
 
     def __init__(
@@ -410,8 +412,9 @@ class Node:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
                 self.seats[s.session_id] = Seat(player, s.session_id)
-        if tables_path == "data_dir":
-            tables_path = config.node.data_dir / table_registry.FILE_NAME
+        if tables_path == "data_dir":  # beside the SQLite file of the data dir, if any
+            on_disk = store_path == "data_dir"
+            tables_path = config.node.data_dir / table_registry.FILE_NAME if on_disk else None
         self.tables = TableService(
             self.identity,
             self.mesh,
