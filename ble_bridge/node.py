@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
+import os
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,9 +36,12 @@ from .config import ConfigError, apply_table, read_toml
 from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
 from .control import ControlServer
+from .errors import ExitCode, StartupError
 from .mesh.config import MeshConfig
 from .mesh.service import MeshNode
 from .store import Store
+from .tables import registry as table_registry
+from .tables.service import TablesConfig, TableService
 from .transport import LinkRole, Transport
 from .uplink.composite import CompositeTransport
 from .uplink.config import UplinkConfig
@@ -124,6 +129,7 @@ class NodeConfig:
     sessions: tuple[SessionSection, ...] = ()
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
+    tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -142,7 +148,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -169,7 +175,10 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
         raise ConfigError("[ble] must be a table")
     uplink = parse_uplink(doc["uplink"]) if "uplink" in doc else None
     phone = apply_table(PhoneConfig(), doc.get("phone", {}), "phone")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone)
+    tables = apply_table(TablesConfig(), doc.get("tables", {}), "tables")
+    if not 1 <= tables.default_seats <= 16:
+        raise ConfigError("[tables] default_seats must be 1..16")
+    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables)
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -191,6 +200,75 @@ def build_ble_transport(config: NodeConfig, identity: Identity) -> Transport:
     base = BleConfig(link_budget=board.link_budget)
     base.pause_advertising_on_connect = not board.advertise_while_connecting
     return BleTransport(apply_table(base, config.ble, "ble"), identity.peer_id)
+
+
+DATA_DIR_MIN_FREE = 1 << 20
+"""Bytes a data dir must have free at start (SQLite's WAL, the signer state, the snapshot)."""
+
+
+def check_data_dir(path: Path, min_free: int = DATA_DIR_MIN_FREE) -> None:
+    """Is ``path`` a directory we can write, with room? Else a one-line StartupError.
+
+    It is created if missing (with its parents). A probe file is written, fsynced and
+    removed: a read-only mount, a file where the directory should be, missing permission
+    and a full disk each give their own problem text and exit code 6.
+    """
+    fix_perm = f"make {path} a writable directory of the ble-bridge user ([node] data_dir)"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StartupError(
+            ExitCode.DATA_DIR, f"data dir {path} is not a directory", fix_perm
+        ) from None
+    except OSError as exc:
+        raise _data_dir_error(path, exc, "cannot be created", fix_perm) from None
+    if not path.is_dir():
+        raise StartupError(ExitCode.DATA_DIR, f"data dir {path} is not a directory", fix_perm)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ble-bridge write probe\n" * 16)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _data_dir_error(path, exc, "is not writable", fix_perm) from None
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < min_free:
+        raise StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is full ({free // 1024} KiB free, need {min_free // 1024} KiB)",
+            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
+        )
+
+
+def _data_dir_error(path: Path, exc: OSError, what: str, fix_perm: str) -> StartupError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is full ({exc.strerror})",
+            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
+        )
+    if exc.errno == errno.EROFS:
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is on a read-only filesystem",
+            "remount it read-write (an SD card remounted read-only after errors needs fsck) "
+            "or point [node] data_dir at a writable place",
+        )
+    if exc.errno == errno.ENOTDIR:
+        return StartupError(
+            ExitCode.DATA_DIR, f"data dir {path}: a parent is not a directory", fix_perm
+        )
+    return StartupError(
+        ExitCode.DATA_DIR, f"data dir {path} {what} ({exc.strerror or exc})", fix_perm
+    )
 
 
 class BridgeFactory(Protocol):
@@ -271,7 +349,9 @@ class Node:
     consensus state in memory only. ``peer_keys``: peer id -> Ed25519 key pinned in the mesh.
     ``bridge_factory``/``app_factory``: what bridge and which application (by the session's
     ``app`` name) the sessions run on. ``uplink_transport``: the gateway's uplink (the
-    simulator's broker), instead of the MQTT one ``[uplink]`` would build.
+    simulator's broker), instead of the MQTT one ``[uplink]`` would build. ``tables_path``:
+    the runtime tables file (default ``<data_dir>/tables.json`` when the store is the data
+    dir's, else none).
     """
 
     def __init__(
@@ -287,8 +367,11 @@ class Node:
         bridge_factory: BridgeFactory = NetworkConsensusBridge,
         app_factory: Callable[[str], Application[Any]] = make_app,
         uplink_transport: Transport | None = None,
+        tables_path: Path | Literal["data_dir"] | None = "data_dir",
     ) -> None:
         self.identity = identity or Identity.load(config.node.key_path)
+        if store_path == "data_dir":  # the service's own state dir: writable, with room
+            check_data_dir(config.node.data_dir)
         if config.mesh.nickname is None:  # phones list no peer without a nickname
             board_name = board_by_name(config.node.board).name
             nickname = default_nickname(board_name, self.identity.peer_id)
@@ -329,6 +412,21 @@ class Node:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
                 self.seats[s.session_id] = Seat(player, s.session_id)
+        if tables_path == "data_dir":  # beside the SQLite file of the data dir, if any
+            on_disk = store_path == "data_dir"
+            tables_path = config.node.data_dir / table_registry.FILE_NAME if on_disk else None
+        self.tables = TableService(
+            self.identity,
+            self.mesh,
+            self.bridge,
+            config.tables,
+            nickname=config.mesh.nickname or "",
+            path=tables_path,
+        )
+        for s in config.sessions:
+            if s.app == "craps":
+                self.tables.adopt(s.session_id, s.name, autoplay=s.session_id in self.seats)
+        self.tables.restore()
         self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
         if config.phone.enabled:
             self.phone = PhoneChat(
@@ -343,6 +441,7 @@ class Node:
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
+        await self.tables.start()
         if self.seats or self.led.path is not None:  # else housekeeping has nothing to do
             self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
         if self.config.node.control_socket != Path():
@@ -365,6 +464,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        await self.tables.stop()
         await self.bridge.stop()
         await self.mesh.stop()
         self.led.show(NodeHealth.STOPPED)
@@ -402,17 +502,19 @@ class Node:
     def table_views(self) -> list[TableView]:
         """The tables this node sits at, as the phone commands show them."""
         views = []
-        for sid, s in self.sessions.items():
+        names = {sid: s.name for sid, s in self.sessions.items()}
+        names.update({sid: t.genesis.name for sid, t in self.tables.tables.items()})
+        for sid, name in names.items():
             engine = self.bridge.engine(sid)
             state = engine.state
             balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
             players = len(state.balances) if isinstance(state, CrapsState) else 0
             views.append(
                 TableView(
-                    s.name,
+                    name,
                     engine.height,
                     self.bridge.health(sid).value,
-                    len(s.validators),
+                    len(engine.validators),
                     players,
                     balance_of,
                 )
@@ -435,11 +537,12 @@ class Node:
                     "round": engine.round,
                     "state_hash": engine.state_hash.hex(),
                     "health": self.bridge.health(sid).value,
-                    "validators": len(s.validators),
+                    "validators": len(engine.validators),
                     "active_participants": self.bridge.active_participants(sid),
                     "pending_operations": len(self.bridge.pending_operations(sid)),
                 }
             )
+        sessions.extend(self.tables.status())
         return {
             "peer_id": self.identity.peer_id.hex(),
             "signing_public": self.identity.signing_public.hex(),
@@ -461,6 +564,11 @@ class Node:
             "bridge": _jsonable(stats),
             "mesh": self.mesh.stats(),
             "phone": self.phone.status() if self.phone is not None else None,
+            "tables": {
+                "directory": len(self.tables.directory),
+                "drops": dict(self.tables.directory.drops),
+                **dict(self.tables.counters),
+            },
         }
 
     def uplink_status(self) -> object:
@@ -486,6 +594,9 @@ class Node:
     def session_by_name(self, name: str) -> bytes:
         for sid, s in self.sessions.items():
             if s.name == name or sid.hex() == name:
+                return sid
+        for sid, t in self.tables.tables.items():
+            if t.genesis.name == name or sid.hex() == name:
                 return sid
         raise KeyError(name)
 

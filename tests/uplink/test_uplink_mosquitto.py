@@ -19,6 +19,7 @@ import pytest
 from ble_bridge.node import Node
 from ble_bridge.sim.islands import Islands, IslandsConfig
 from ble_bridge.uplink.config import UplinkConfig
+from ble_bridge.uplink.core import UPLINK_DROPS
 from ble_bridge.uplink.mosquitto import Mosquitto
 from ble_bridge.uplink.service import UplinkTransport
 from ble_bridge.uplink.wire import Kind, Presence, decode_message, encode_message, encode_presence
@@ -49,13 +50,14 @@ def run(
     body: Callable[[Islands], Awaitable[None]],
     *,
     gateways: int = 2,
+    sizes: tuple[int, ...] = (4, 4),
     **uplink: object,
 ) -> Islands:
     cfg = uplink_config(broker, **uplink)
 
     async def main() -> Islands:
         islands = Islands(
-            IslandsConfig(sizes=(4, 4), gateways=gateways),
+            IslandsConfig(sizes=sizes, gateways=gateways),
             lambda _k, _i, ident: UplinkTransport(cfg, ident.peer_id),
         )
         await islands.start()
@@ -108,6 +110,61 @@ def test_two_islands_commit_one_table_and_survive_a_broker_restart(mosquitto: Mo
     islands = run(mosquitto, body)
     assert islands.safe(), islands.records
     assert seen["reconnects"] >= 8  # every one of the 4 gateways connected again
+
+
+def test_six_and_two_the_quorum_island_keeps_going_during_an_outage(
+    mosquitto: Mosquitto,
+) -> None:
+    """8 validators split 6 + 2: with the broker gone the island of 6 (a quorum) keeps
+    committing, the island of 2 pauses; after the broker returns both commit again."""
+    gains: dict[str, int] = {}
+
+    async def body(islands: Islands) -> None:
+        await commit_some(islands, 3)
+        mosquitto.kill()
+        ok = await islands.wait_for(
+            lambda: all(not uplink_of(islands, k).core.connected for k in islands.uplinks), WAIT
+        )
+        assert ok
+        big0, small0 = (
+            islands.min_height(0),
+            max(h for (k, _), h in islands.heights().items() if k == 1),
+        )
+        await commit_some_island(islands, 0, 3)
+        gains["small"] = max(h for (k, _), h in islands.heights().items() if k == 1) - small0
+        gains["big"] = islands.min_height(0) - big0
+        await local_chat_works(islands, 1)  # the paused island's own mesh still works
+        mosquitto.start()
+        await commit_some(islands, 3)
+
+    islands = run(mosquitto, body, gateways=1, sizes=(6, 2))
+    assert islands.safe(), islands.records
+    assert gains["big"] >= 3
+    assert gains["small"] <= 1  # one height in flight at most: 2 of 8 is no quorum
+
+
+async def commit_some_island(islands: Islands, island: int, more: int) -> None:
+    target = islands.min_height(island) + more
+    ok = await islands.wait_for(lambda: islands.min_height(island) >= target, WAIT)
+    assert ok, f"island {island}: no {more} more heights in {WAIT} s: {islands.heights()}"
+
+
+async def local_chat_works(islands: Islands, island: int) -> None:
+    """A public chat message (which never crosses the uplink) from the island's last node
+    reaches every other node of the island over the radio."""
+    got: set[int] = set()
+    nodes = {i: n for (k, i), n in islands.nodes().items() if k == island}
+    last = max(nodes)
+    tag = b"local %d %d" % (island, len(islands.latencies))
+    for i, node in nodes.items():
+        if i != last:
+            node.mesh.subscribe(
+                PacketType.MESSAGE,
+                lambda ev, i=i: got.add(i) if tag in ev.packet.payload else None,  # type: ignore[misc]
+            )
+    nodes[last].mesh.send(PacketType.MESSAGE, tag)
+    ok = await islands.wait_for(lambda: len(got) == len(nodes) - 1, WAIT)
+    assert ok, f"island {island}: local chat reached only {sorted(got)}"
 
 
 def tamper(frame: bytes) -> bytes:
@@ -237,7 +294,9 @@ def test_budget_holds_under_a_flood_and_the_table_keeps_going(mosquitto: Mosquit
         loop = asyncio.get_running_loop()
         window["start"] = loop.time()
         h0 = islands.min_height()
-        await flooder(mosquitto, 1500, counts)
+        flood = asyncio.create_task(flooder(mosquitto, 1500, counts))
+        await local_chat_works(islands, 0)  # the radio mesh works while the uplink floods
+        await flood
         await commit_some(islands, 3)
         window["end"] = loop.time()
         window["gain"] = islands.min_height() - h0
@@ -269,12 +328,28 @@ async def bad_publisher(broker: Mosquitto) -> None:
         await client.publish(f"{base}/presence/{'ab' * 8}", b"not json")
 
 
+async def junk_flood(broker: Mosquitto, n: int) -> None:
+    """As fast as the broker takes them: ``n`` garbage messages on the mesh's ``all``."""
+    base = f"ble-bridge/{MESH}"
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="junk-flood") as client:
+        for i in range(n):
+            await client.publish(f"{base}/all", b"BBU junk %d " % i + os.urandom(64))
+            if i % 200 == 0:
+                await asyncio.sleep(0)
+
+
 def test_malformed_unknown_mesh_and_oversized_are_counted(mosquitto: Mosquitto) -> None:
     async def body(islands: Islands) -> None:
         await commit_some(islands, 2)
         await bad_publisher(mosquitto)
+        flood = asyncio.create_task(junk_flood(mosquitto, 20000))
+        await local_chat_works(islands, 0)
+        await flood
         await asyncio.sleep(1.0)
         await commit_some(islands, 3)
+        for k in islands.uplinks:  # bounded whatever came in
+            u = uplink_of(islands, k)
+            assert u.core.connected and len(u._backlog) <= 1024
 
     islands = run(mosquitto, body, gateways=1)
     assert islands.safe()
@@ -282,6 +357,11 @@ def test_malformed_unknown_mesh_and_oversized_are_counted(mosquitto: Mosquitto) 
     for key in islands.uplinks:
         total.update(uplink_of(islands, key).core.stats)
     assert total["malformed"] >= 2 * 4  # both gateways saw the junk
+    # the junk flood (right magic, wrong version): each message read was dropped and
+    # counted, or aiomqtt's bounded queue discarded it (counted as inbound_queue_full)
+    dropped = sum(total[r] for r in UPLINK_DROPS) + total["inbound_queue_full"]
+    assert total["bad_version"] > 0
+    assert dropped >= 2 * 20000
     assert total["unknown_mesh"] >= 2
     assert total["oversized"] >= 2
     assert total["unknown_topic"] >= 2
@@ -307,6 +387,7 @@ def test_a_broker_that_accepts_and_never_delivers(mosquitto: Mosquitto) -> None:
             for k in islands.uplinks:
                 node: Node = islands.nodes()[k]
                 assert node.uplink is not None and not node.uplink.links()
+            await local_chat_works(islands, 0)  # the island's own mesh is untouched
         finally:
             os.kill(pid, signal.SIGCONT)
         await commit_some(islands, 3)
