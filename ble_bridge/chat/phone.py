@@ -59,6 +59,9 @@ class Outgoing:
 
 
 PeerLookup = Callable[[bytes], PeerRecord | None]
+PrivateHook = Callable[[float, PeerRecord, str], str | None]
+"""Sees each private command line first (e.g. ``!pair``, owner commands): its reply, ""
+for handled without a reply, None to leave the line to :class:`Commands`."""
 
 
 class PhoneChat:
@@ -80,6 +83,7 @@ class PhoneChat:
         self.stats: Counter[str] = Counter()
         self._queue: OrderedDict[bytes, deque[bytes]] = OrderedDict()  # peer -> plaintexts
         self._next_expire = float("-inf")
+        self.private_hook: PrivateHook | None = None
 
     # -- receive ---------------------------------------------------------------------
 
@@ -169,8 +173,10 @@ class PhoneChat:
             self.stats["dm_unannounced_sender"] += 1  # no signed announce binds its keys
             return out
         text = pm.content if pm.content.lstrip().startswith("!") else "!" + pm.content.strip()
-        reply = self.commands.handle(now, rec.signing_key, text, private=True)
-        if reply is not None:
+        reply = self.private_hook(now, rec, text) if self.private_hook is not None else None
+        if reply is None:
+            reply = self.commands.handle(now, rec.signing_key, text, private=True)
+        if reply:  # "" from the hook: handled, nothing to say
             self.stats["dm_replies"] += 1
             out += self.send_private(now, sender, self.private_message(reply))
         return out
