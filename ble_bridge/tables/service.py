@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus
+from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus, SessionHealth
+from ..chat.events import EventsConfig, TableChat, short_name
 from ..consensus.craps import CrapsApp, CrapsState, Phase, Stage
 from ..consensus.engine import ConsensusEngine
 from ..consensus.validators import RemoveReason, RemoveValidator, encode_set_op
 from ..mesh.router import Delivered
 from ..mesh.service import MeshNode
 from ..wire.identity import Identity, verify_signature
+from ..wire.packet import PacketType
 from . import registry
 from .directory import TABLE_ANNOUNCE_TYPE, AnnounceSchedule, TableAnnounce, TableDirectory
 from .errors import TableError
@@ -57,6 +59,9 @@ class TablesConfig:
     silence_heights: int = 40
     tick_interval: float = 0.5
     roll_retry: float = 8.0  # a commit/reveal not committed after this long is sent again
+    # table events as public BitChat lines (runtime and pre-arranged tables alike)
+    chat: bool = True
+    chat_interval: float = 2.0  # at most one line per table this often
 
 
 @dataclass(slots=True)
@@ -109,6 +114,11 @@ class TableService:
         self.counters: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._last_nonce = 0
+        self.chat = TableChat(
+            identity.signing_public,
+            EventsConfig(enabled=config.chat, interval=config.chat_interval),
+        )
+        self._chat_seen: dict[bytes, tuple[int, bool]] = {}  # table -> (height, healthy)
         mesh.subscribe(TABLE_ANNOUNCE_TYPE, self._on_packet)
 
     # -- life --------------------------------------------------------------------------
@@ -449,6 +459,43 @@ class TableService:
             if engine.is_validator:
                 self._maybe_announce(now, t, engine)
         self._play(now)
+        self._chat_events(now)
+
+    def _chat_events(self, now: float) -> None:
+        """Feed the tables' committed states to the chat; send the lines that are due."""
+        if not self.config.chat:
+            return
+        nicks: dict[bytes, str] | None = None
+        for sid, name in list(self.names.items()):
+            if sid not in self.bridge.sessions:
+                continue
+            engine = self.bridge.engine(sid)
+            state = engine.state
+            if not isinstance(state, CrapsState):
+                continue
+            seen = (engine.height, self.bridge.health(sid) is SessionHealth.ACTIVE)
+            if self._chat_seen.get(sid) == seen:
+                continue
+            self._chat_seen[sid] = seen
+            if nicks is None:
+                nicks = self._nicknames()
+                nicks[self.identity.signing_public] = self.nickname or "me"
+            self.chat.observe(
+                now,
+                sid,
+                name,
+                engine.height,
+                state,
+                healthy=seen[1],
+                nick=_nick_of(nicks),
+            )
+        for line in self.chat.due(now):
+            try:
+                self.mesh.send(PacketType.MESSAGE, line.encode("utf-8"))
+            except ValueError:
+                self.counters["chat_send_refused"] += 1
+                continue
+            self.counters["chat_lines"] += 1
 
     def _maybe_announce(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> None:
         state = engine.state
@@ -546,6 +593,8 @@ class TableService:
         self.tables.pop(sid, None)
         self.names.pop(sid, None)
         self._sitting.pop(sid, None)
+        self._chat_seen.pop(sid, None)
+        self.chat.forget(sid)
         self.bridge.close_session(sid)
         self._save()
 
@@ -619,6 +668,10 @@ class TableService:
             return asyncio.get_running_loop().time()
         except RuntimeError:
             return 0.0
+
+
+def _nick_of(nicks: dict[bytes, str]) -> Callable[[bytes], str]:
+    return lambda k: nicks.get(k) or short_name(k)
 
 
 __all__ = ["RuntimeTable", "TableService", "TablesConfig"]
