@@ -191,6 +191,10 @@ def _diff(prev: CrapsState, state: CrapsState, nick: Nickname) -> list[str]:
     for k in sorted(before - after):
         took = cashed.get(k)
         events.append(f"{nick(k)} left" + (f" with {took}" if took is not None else ""))
+    old_phones = {k for k, _ in prev.phones}
+    for k, _ in state.phones:
+        if k not in old_phones:
+            events.append(f"{nick(k)} joined from a phone")
     old_bets = {(b.player, b.kind): b.amount for b in prev.bets}
     rolled = state.round != prev.round
     if not rolled:
@@ -201,8 +205,9 @@ def _diff(prev: CrapsState, state: CrapsState, nick: Nickname) -> list[str]:
     if rolled and state.history != prev.history and state.history:
         d1, d2 = state.history[-1]
         events.append(f"rolled {d1}+{d2}={d1 + d2}: {_outcome(prev, d1 + d2)}")
-        old = dict(prev.balances)
-        won = [f"{nick(k)} +{v - old[k]}" for k, v in state.balances if k in old and v > old[k]]
+        old = dict(prev.balances) | dict(prev.phones)
+        now_ = (*state.balances, *state.phones)
+        won = [f"{nick(k)} +{v - old[k]}" for k, v in now_ if k in old and v > old[k]]
         if won:
             events.append("paid " + ", ".join(won))
     elif rolled:

@@ -25,7 +25,8 @@ from typing import Any
 
 from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus, SessionHealth
 from ..chat.events import EventsConfig, TableChat, short_name
-from ..consensus.craps import CrapsApp, CrapsState, Phase, Stage
+from ..consensus.app import BlockContext, InvalidOperation
+from ..consensus.craps import CrapsApp, CrapsState, Phase, PhoneOp, Stage, encode_op
 from ..consensus.engine import ConsensusEngine
 from ..consensus.validators import RemoveReason, RemoveValidator, encode_set_op
 from ..mesh.router import Delivered
@@ -449,6 +450,41 @@ class TableService:
     def session_by_name(self, name: str) -> bytes:
         return self._resolve(name)
 
+    def phone_command(self, now: float, text: str, announce: bytes, message: bytes) -> str:
+        """A phone's public ``!join TABLE`` / ``!bet TABLE KIND N`` (its own signed frames):
+        checked here as every validator will check it, then submitted as a PhoneOp. The
+        reply is one short line; the table's chat line says it once it committed."""
+        words = text.split()
+        table = words[1] if len(words) > 1 else ""
+        # case-insensitive, as the validators compare it (phone_proof.parse_command)
+        sid = next((k for k, n in self.names.items() if n.lower() == table.lower()), None)
+        if sid is None or sid not in self.bridge.sessions:
+            self.counters["phone_unknown_table"] += 1
+            return f"no table {table[:20]!r} here; !tables lists them"
+        engine = self.bridge.engine(sid)
+        state = engine.state
+        name = self.names[sid]
+        if not engine.is_validator or not isinstance(state, CrapsState):
+            self.counters["phone_not_seated"] += 1
+            return f"this node does not sit at {name}; ask near its players"
+        if not isinstance(engine.app, CrapsApp):
+            return f"{name} takes no phone players"
+        try:
+            body = encode_op(PhoneOp(announce, message))
+            ctx = BlockContext(engine.height + 1, self.identity.signing_public, engine.validators)
+            engine.app.check(state, self.identity.signing_public, body, ctx)
+        except (InvalidOperation, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, InvalidOperation) else "phone_bad_frame"
+            self.counters[f"phone_refused_{reason}"] += 1
+            return f"{name}: refused ({_PHONE_REFUSALS.get(reason, reason)})"
+        try:
+            self.bridge.submit_operation(sid, body)
+        except BridgeError as exc:
+            self.counters[f"phone_submit_{exc.reason}"] += 1
+            return f"{name}: busy, try again"
+        self.counters["phone_ops"] += 1
+        return f"{name}: {words[0][1:].lower()} sent; the table will say when it is in"
+
     # -- the tick ----------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
@@ -615,7 +651,10 @@ class TableService:
         )
         try:
             self.bridge.open_session(
-                genesis.session_id, [genesis.opener], CrapsApp(genesis.rules), engine_cfg
+                genesis.session_id,
+                [genesis.opener],
+                CrapsApp(genesis.rules, genesis.name),
+                engine_cfg,
             )
         except BridgeError as exc:
             if exc.reason == "too_many_sessions":
@@ -714,6 +753,23 @@ class TableService:
             return asyncio.get_running_loop().time()
         except RuntimeError:
             return 0.0
+
+
+_PHONE_REFUSALS = {
+    "phone_wrong_table": "wrong table name",
+    "phone_malformed": "usage: !bet TABLE pass|dont-pass|field N",
+    "phone_replayed": "already counted",
+    "phone_replayed_old": "already counted",
+    "not_joined": "!join the table first",
+    "already_joined": "you sit there already",
+    "insufficient_balance": "balance too small",
+    "below_min_bet": "below the minimum bet",
+    "wrong_stage": "dice rolling, try again soon",
+    "wrong_phase": "pass/dont-pass on the come-out only",
+    "too_many_bets": "enough bets this roll",
+    "table_full": "no room for more phone players",
+    "bank_exposure": "the bank cannot cover it",
+}
 
 
 def _nick_of(nicks: dict[bytes, str]) -> Callable[[bytes], str]:
