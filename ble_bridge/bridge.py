@@ -40,6 +40,7 @@ from .consensus.engine import (
     ValidatorsChanged,
 )
 from .consensus.quorum import max_faulty, quorum
+from .events import kv
 from .gossip import Gossip, GossipConfig, Item, pack
 from .mesh.router import Delivered
 from .mesh.seen import SeenCache
@@ -1230,7 +1231,18 @@ class NetworkConsensusBridge:
         if s.health is before:
             return
         self.counters[f"health_{s.health.value}"] += 1
-        log.info("session %s: %s -> %s", s.id.hex()[:8], before.value, s.health.value)
+        log.log(
+            logging.WARNING if s.health is SessionHealth.PARTITIONED else logging.INFO,
+            kv(
+                "table_health",
+                session=s.id.hex()[:8],
+                to=s.health.value,
+                was=before.value,
+                height=s.engine.height,
+                in_contact=in_contact,
+                validators=n,
+            ),
+        )
         if before is SessionHealth.PARTITIONED:
             # Healing: tell the others where we are now; their answers drive catch-up.
             s.announce_interval = self.config.announce_min_interval

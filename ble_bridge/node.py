@@ -37,7 +37,9 @@ from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
 from .control import ControlServer
 from .errors import ExitCode, StartupError
+from .events import LogSection, NodeEvents, TableSeen, kv
 from .mesh.config import MeshConfig
+from .mesh.router import DROP_REASONS
 from .mesh.service import MeshNode
 from .store import Store
 from .transport import LinkRole, Transport
@@ -127,6 +129,7 @@ class NodeConfig:
     sessions: tuple[SessionSection, ...] = ()
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
+    log: LogSection = field(default_factory=LogSection)  # [log]: periodic INFO lines
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -145,7 +148,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "log"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -172,7 +175,8 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
         raise ConfigError("[ble] must be a table")
     uplink = parse_uplink(doc["uplink"]) if "uplink" in doc else None
     phone = apply_table(PhoneConfig(), doc.get("phone", {}), "phone")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone)
+    log_section = apply_table(LogSection(), doc.get("log", {}), "log")
+    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, log_section)
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -413,20 +417,29 @@ class Node:
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
+        self._events = NodeEvents(config.log)
 
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
-        if self.seats or self.led.path is not None:  # else housekeeping has nothing to do
+        if self.seats or self.led.path is not None or log.isEnabledFor(logging.INFO):
+            # else housekeeping has nothing to do (the simulator's nodes: no seats, no LED,
+            # no INFO log; their virtual-clock schedule stays what it was)
             self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
         if self.config.node.control_socket != Path():
             self.control = ControlServer(self, self.config.node.control_socket)
             await self.control.start()
         log.info(
-            "node %s up: %d session(s), store %s",
-            self.identity.peer_id.hex(),
-            len(self.sessions),
-            self.store_path or "none (memory)",
+            kv(
+                "start",
+                peer=self.identity.peer_id.hex(),
+                nickname=self.config.mesh.nickname,
+                transport=type(self.radio).__name__,
+                adapter=str(self.config.ble.get("adapter", "")) or None,
+                tables=",".join(s.name for s in self.sessions.values()) or None,
+                store=str(self.store_path) if self.store_path else "memory",
+                control=str(self.config.node.control_socket) if self.control else None,
+            )
         )
 
     async def stop(self) -> None:
@@ -458,9 +471,53 @@ class Node:
 
     async def _housekeeping(self) -> None:
         while True:
-            self.led.show(self.health())
-            self.autoplay()
+            try:
+                health = self.health()
+                self.led.show(health)
+                self.autoplay()
+                self.log_events(health)
+            except Exception:  # the LED, autoplay and the log must keep going
+                log.exception("housekeeping failed")
             await asyncio.sleep(self.config.node.status_interval)
+
+    def log_events(self, health: NodeHealth | None = None) -> None:
+        """Health changes, table joins, every N-th commit, drops per minute (events.py)."""
+        health = health or self.health()
+        tables = []
+        for sid, s in self.sessions.items():
+            engine = self.bridge.engine(sid)
+            tables.append(
+                TableSeen(
+                    s.name,
+                    engine.height,
+                    engine.round,
+                    engine.state_hash.hex(),
+                    self.bridge.health(sid).value,
+                    self.bridge.active_participants(sid),
+                    len(s.validators),
+                    self.bridge.counters["operations_committed"],
+                )
+            )
+        now = asyncio.get_running_loop().time()
+        lines = self._events.tick(
+            now, health.value, len(self.transport.links()), tables, self.drop_counts
+        )
+        for level, line in lines:
+            log.log(level, line)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Frames and messages dropped so far, by reason: the mesh's and the bridge's (with
+        its engines'), without the duplicates and own packets every flood and gossip bring
+        (``status`` has those)."""
+        stats = self.mesh.router.stats
+        out = {
+            f"mesh_{k}": v
+            for k, v in stats.items()
+            if k in DROP_REASONS and k not in ("duplicate", "own_packet") and v
+        }
+        drops = self.bridge.stats().drops
+        out.update({f"bridge_{k}": v for k, v in drops.items() if k != "duplicate"})
+        return out
 
     def autoplay(self) -> int:
         """Submit what the autoplaying table players want now; returns how many ops."""
