@@ -418,6 +418,23 @@ class NetworkConsensusBridge:
         self._after(s)
         return ProposalId(op_id)
 
+    def request_join(self, session_id: bytes, nonce: int, buy_in: int = 0) -> None:
+        """Ask a session's validators to seat us (a signed join request, repeated by the
+        engine until the set of a coming height holds our key)."""
+        s = self._session(session_id)
+        if s.engine.is_validator:
+            raise BridgeError("already_validator")
+        s.engine.request_join(self._now(), nonce, buy_in)
+        self.counters["join_requests"] += 1
+        self._after(s)
+
+    def contact_ages(self, session_id: bytes) -> dict[bytes, float]:
+        """Seconds since we last heard each validator of the session (0 for ourselves)."""
+        s = self._session(session_id)
+        now = self._now()
+        me = self.identity.signing_public
+        return {v: 0.0 if v == me else max(0.0, now - t) for v, t in s.contact.items()}
+
     def operation(self, proposal_id: bytes) -> PendingOperation | None:
         """The tracked state of a submitted operation (pending or recently finished)."""
         for s in self.sessions.values():

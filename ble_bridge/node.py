@@ -42,6 +42,8 @@ from .mesh.config import MeshConfig
 from .mesh.router import DROP_REASONS
 from .mesh.service import MeshNode
 from .store import Store
+from .tables import registry as table_registry
+from .tables.service import TablesConfig, TableService
 from .transport import LinkRole, Transport
 from .uplink.composite import CompositeTransport
 from .uplink.config import UplinkConfig
@@ -129,6 +131,7 @@ class NodeConfig:
     sessions: tuple[SessionSection, ...] = ()
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
+    tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
     log: LogSection = field(default_factory=LogSection)  # [log]: periodic INFO lines
 
 
@@ -148,7 +151,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "log"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables", "log"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -175,8 +178,13 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
         raise ConfigError("[ble] must be a table")
     uplink = parse_uplink(doc["uplink"]) if "uplink" in doc else None
     phone = apply_table(PhoneConfig(), doc.get("phone", {}), "phone")
+    tables = apply_table(TablesConfig(), doc.get("tables", {}), "tables")
+    if not 1 <= tables.default_seats <= 16:
+        raise ConfigError("[tables] default_seats must be 1..16")
     log_section = apply_table(LogSection(), doc.get("log", {}), "log")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, log_section)
+    return NodeConfig(
+        node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables, log_section
+    )
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -363,6 +371,7 @@ class Node:
         bridge_factory: BridgeFactory = NetworkConsensusBridge,
         app_factory: Callable[[str], Application[Any]] = make_app,
         uplink_transport: Transport | None = None,
+        tables_path: Path | Literal["data_dir"] | None = "data_dir",
     ) -> None:
         self.identity = identity or Identity.load(config.node.key_path)
         if store_path == "data_dir":  # the service's own state dir: writable, with room
@@ -407,6 +416,20 @@ class Node:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
                 self.seats[s.session_id] = Seat(player, s.session_id)
+        if tables_path == "data_dir":
+            tables_path = config.node.data_dir / table_registry.FILE_NAME
+        self.tables = TableService(
+            self.identity,
+            self.mesh,
+            self.bridge,
+            config.tables,
+            nickname=config.mesh.nickname or "",
+            path=tables_path,
+        )
+        for s in config.sessions:
+            if s.app == "craps":
+                self.tables.adopt(s.session_id, s.name, autoplay=s.session_id in self.seats)
+        self.tables.restore()
         self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
         if config.phone.enabled:
             self.phone = PhoneChat(
@@ -422,6 +445,7 @@ class Node:
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
+        await self.tables.start()
         if self.seats or self.led.path is not None or log.isEnabledFor(logging.INFO):
             # else housekeeping has nothing to do (the simulator's nodes: no seats, no LED,
             # no INFO log; their virtual-clock schedule stays what it was)
@@ -452,6 +476,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        await self.tables.stop()
         await self.bridge.stop()
         await self.mesh.stop()
         self.led.show(NodeHealth.STOPPED)
@@ -533,17 +558,19 @@ class Node:
     def table_views(self) -> list[TableView]:
         """The tables this node sits at, as the phone commands show them."""
         views = []
-        for sid, s in self.sessions.items():
+        names = {sid: s.name for sid, s in self.sessions.items()}
+        names.update({sid: t.genesis.name for sid, t in self.tables.tables.items()})
+        for sid, name in names.items():
             engine = self.bridge.engine(sid)
             state = engine.state
             balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
             players = len(state.balances) if isinstance(state, CrapsState) else 0
             views.append(
                 TableView(
-                    s.name,
+                    name,
                     engine.height,
                     self.bridge.health(sid).value,
-                    len(s.validators),
+                    len(engine.validators),
                     players,
                     balance_of,
                 )
@@ -566,11 +593,12 @@ class Node:
                     "round": engine.round,
                     "state_hash": engine.state_hash.hex(),
                     "health": self.bridge.health(sid).value,
-                    "validators": len(s.validators),
+                    "validators": len(engine.validators),
                     "active_participants": self.bridge.active_participants(sid),
                     "pending_operations": len(self.bridge.pending_operations(sid)),
                 }
             )
+        sessions.extend(self.tables.status())
         return {
             "peer_id": self.identity.peer_id.hex(),
             "signing_public": self.identity.signing_public.hex(),
@@ -592,6 +620,11 @@ class Node:
             "bridge": _jsonable(stats),
             "mesh": self.mesh.stats(),
             "phone": self.phone.status() if self.phone is not None else None,
+            "tables": {
+                "directory": len(self.tables.directory),
+                "drops": dict(self.tables.directory.drops),
+                **dict(self.tables.counters),
+            },
         }
 
     def uplink_status(self) -> object:
@@ -617,6 +650,9 @@ class Node:
     def session_by_name(self, name: str) -> bytes:
         for sid, s in self.sessions.items():
             if s.name == name or sid.hex() == name:
+                return sid
+        for sid, t in self.tables.tables.items():
+            if t.genesis.name == name or sid.hex() == name:
                 return sid
         raise KeyError(name)
 
