@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hardware import NodeHealth, StatusLed, board_by_name
+from hardware.gpio import GpioConfig
 
 from .bridge import (
     BridgeConfig,
@@ -140,6 +141,7 @@ class NodeConfig:
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
     tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # [metrics]: Prometheus
+    hardware: GpioConfig = field(default_factory=GpioConfig)  # [hardware]: button and LED
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -158,7 +160,8 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables", "metrics"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
+    known |= {"metrics", "hardware"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -189,8 +192,11 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     if not 1 <= tables.default_seats <= 16:
         raise ConfigError("[tables] default_seats must be 1..16")
     metrics = apply_table(MetricsConfig(), doc.get("metrics", {}), "metrics")
+    hw = apply_table(GpioConfig(), doc.get("hardware", {}), "hardware")
+    if not 0 <= hw.debounce_s < hw.long_press_s:
+        raise ConfigError("[hardware] needs 0 <= debounce_s < long_press_s")
     return NodeConfig(
-        node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables, metrics
+        node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables, metrics, hw
     )
 
 
