@@ -58,6 +58,7 @@ from .wire.messages import (
     CommitRequest,
     CompactProposal,
     Evidence,
+    JoinRequest,
     Kind,
     Message,
     MessageError,
@@ -279,6 +280,7 @@ class _Session:
         # (sender, kind) -> (start of its rate window, requests passed in it)
         self.requests: dict[tuple[bytes, str], tuple[float, int]] = {}
         self.recent_height = 0
+        self.join_answered = -math.inf  # when we last announced our state to a joiner
         self.gossip = Gossip(config.gossip_config)
         self.flood_own = True  # until validator neighbours are known
         self.peer_of: dict[bytes, bytes] = {}  # validator signing key -> its mesh peer id
@@ -747,6 +749,17 @@ class NetworkConsensusBridge:
             if not ok:
                 self._drop("vote_bad_signature")
                 return
+        elif (
+            isinstance(msg, JoinRequest)
+            and s.engine.is_validator
+            and now - s.join_answered >= self.config.announce_min_interval
+        ):
+            # A joiner (repeating its request until it counts) follows the chain without
+            # being a validator: gossip passes it nothing and a busy validator sends no
+            # heartbeat. Tell it where the chain is, at most once per announce interval.
+            s.join_answered = now
+            self.counters["join_announcements"] += 1
+            self._announce(s, now)
         if item.vouched and item.via is not None and item.via in s.gossip.neighbours:
             _named(s, item.via, msg)
         self.counters["messages_processed"] += 1
@@ -1333,6 +1346,10 @@ _UNSIGNED_KINDS = frozenset(
         Kind.PROPOSAL_REQUEST,
     }
 )
+# Catch-up answers an engine may refuse for now and take later (a commit of a height whose
+# validator set it does not know yet: a joiner two heights behind): the same answer sent
+# again in a later epoch is new, or a joiner that saw it too early never takes it.
+_REPEATABLE_KINDS = frozenset({Kind.COMMIT, Kind.CERTIFICATE})
 _KIND_AT = 1 + SESSION_ID_LEN
 _GOSSIPED = (Vote, Proposal, CompactProposal, Operation, Evidence)
 _REF_KINDS = (Kind.VOTE_SET, Kind.OPERATION_REF, Kind.PROPOSAL_REF)  # need the validator set
@@ -1367,11 +1384,12 @@ _NAMED_BLOCKS = 16  # block hashes remembered per gossip neighbour
 
 def _dedup_key(payload: bytes, sender: bytes | None, epoch: int) -> bytes:
     """Payload hash. Signed messages are the same message whoever relays or replays them.
-    Unsigned kinds (announcements, catch-up requests) are keyed by the authenticated sender
-    and a time ``epoch`` too: two nodes announcing one state are two announcements, and a
-    request repeated after its answer was lost is a new request."""
+    Unsigned kinds (announcements, catch-up requests) and catch-up answers are keyed by the
+    authenticated sender and a time ``epoch`` too: two nodes announcing one state are two
+    announcements, a request repeated after its answer was lost is a new request, and an
+    answer repeated later is a new answer."""
     kind = payload[_KIND_AT] & 0x7F if len(payload) > _KIND_AT else 0
-    if kind not in _UNSIGNED_KINDS:
+    if kind not in _UNSIGNED_KINDS and kind not in _REPEATABLE_KINDS:
         return hashlib.blake2b(payload, digest_size=16).digest()
     key = (sender or b"") + epoch.to_bytes(8, "big", signed=True)
     return hashlib.blake2b(payload, digest_size=16, key=key).digest()

@@ -8,7 +8,7 @@ error and the connection closed; it never disturbs the node.
 
 Table requests (typed; a refusal carries ``"reason"`` and ``"refused": true``, the CLI's
 exit code 2): ``{"cmd": "table_list"}``, ``{"cmd": "table_open", "name": S, "seats": N,
-"buy_in": N, "min_bet": N}`` (numbers optional), ``{"cmd": "table_join", "name": S}``,
+"buy_in": N, "min_bet": N}`` (numbers optional), ``{"cmd": "table_join", "name": S, "open": BOOL}`` (``open``: open it if none is heard),
 ``{"cmd": "table_leave", "name": S}``, ``{"cmd": "table_show", "name": S}``,
 ``{"cmd": "bet", "table": S, "kind": "pass"|"dont-pass"|"field", "amount": N}``,
 ``{"cmd": "balance", "table": S (optional)}``, ``{"cmd": "history", "table": S}``.
@@ -54,6 +54,8 @@ class TableHost(Protocol):
     ) -> dict[str, Any]: ...
 
     def join(self, name: str) -> dict[str, Any]: ...
+
+    def sit(self, name: str) -> dict[str, Any]: ...
 
     def leave(self, name: str) -> dict[str, Any]: ...
 
@@ -219,6 +221,8 @@ def _table_request(tables: TableHost, cmd: str, request: dict[str, Any]) -> dict
             _number(request, "min_bet"),
         )
     if cmd == "table_join":
+        if request.get("open") is True:
+            return tables.sit(_text(request, "name"))
         return tables.join(_text(request, "name"))
     if cmd == "table_leave":
         return tables.leave(_text(request, "name"))

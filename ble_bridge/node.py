@@ -39,6 +39,7 @@ from .control import ControlServer
 from .errors import ExitCode, StartupError
 from .mesh.config import MeshConfig
 from .mesh.service import MeshNode
+from .metrics import MetricsConfig, MetricsServer
 from .store import Store
 from .tables import registry as table_registry
 from .tables.service import TablesConfig, TableService
@@ -130,6 +131,7 @@ class NodeConfig:
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
     tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # [metrics]: Prometheus
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -148,7 +150,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables", "metrics"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -178,7 +180,10 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     tables = apply_table(TablesConfig(), doc.get("tables", {}), "tables")
     if not 1 <= tables.default_seats <= 16:
         raise ConfigError("[tables] default_seats must be 1..16")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables)
+    metrics = apply_table(MetricsConfig(), doc.get("metrics", {}), "metrics")
+    return NodeConfig(
+        node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables, metrics
+    )
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -349,7 +354,9 @@ class Node:
     consensus state in memory only. ``peer_keys``: peer id -> Ed25519 key pinned in the mesh.
     ``bridge_factory``/``app_factory``: what bridge and which application (by the session's
     ``app`` name) the sessions run on. ``uplink_transport``: the gateway's uplink (the
-    simulator's broker), instead of the MQTT one ``[uplink]`` would build.
+    simulator's broker), instead of the MQTT one ``[uplink]`` would build. ``tables_path``:
+    the runtime tables file (default ``<data_dir>/tables.json`` when the store is the data
+    dir's, else none).
     """
 
     def __init__(
@@ -410,8 +417,9 @@ class Node:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
                 self.seats[s.session_id] = Seat(player, s.session_id)
-        if tables_path == "data_dir":
-            tables_path = config.node.data_dir / table_registry.FILE_NAME
+        if tables_path == "data_dir":  # beside the SQLite file of the data dir, if any
+            on_disk = store_path == "data_dir"
+            tables_path = config.node.data_dir / table_registry.FILE_NAME if on_disk else None
         self.tables = TableService(
             self.identity,
             self.mesh,
@@ -434,6 +442,7 @@ class Node:
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         await self.mesh.start()
@@ -444,6 +453,9 @@ class Node:
         if self.config.node.control_socket != Path():
             self.control = ControlServer(self, self.config.node.control_socket)
             await self.control.start()
+        if self.config.metrics.listen:
+            self.metrics = MetricsServer(self.config.metrics, self.status)
+            await self.metrics.start()
         log.info(
             "node %s up: %d session(s), store %s",
             self.identity.peer_id.hex(),
@@ -452,6 +464,9 @@ class Node:
         )
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
         if self.control is not None:
             await self.control.stop()
             self.control = None
@@ -547,15 +562,7 @@ class Node:
             "health": self.health().value,
             "healthy": self.bridge.is_healthy(),
             "issues": self.transport.issues(),
-            "links": [
-                {
-                    "link_id": li.link_id,
-                    "peer": li.peer_address,
-                    "mtu": li.mtu,
-                    "role": li.role.value,
-                }
-                for li in self.transport.links()
-            ],
+            "links": self.link_rows(),
             "uplink": self.uplink_status(),
             "sessions": sessions,
             "bridge": _jsonable(stats),
@@ -567,6 +574,32 @@ class Node:
                 **dict(self.tables.counters),
             },
         }
+
+    def link_rows(self) -> list[dict[str, object]]:
+        """Every live link (radio or uplink) with the router's own counters for it."""
+        states = self.mesh.router.peers.links
+        rows: list[dict[str, object]] = []
+        for li in self.transport.links():
+            row: dict[str, object] = {
+                "link_id": li.link_id,
+                "peer": li.peer_address,
+                "mtu": li.mtu,
+                "role": li.role.value,
+            }
+            st = states.get(li.link_id)
+            if st is not None:
+                row.update(
+                    peer_id=None if st.peer_id is None else st.peer_id.hex(),
+                    frames_in=st.frames_in,
+                    bytes_in=st.bytes_in,
+                    frames_out=st.frames_out,
+                    bytes_out=st.bytes_out,
+                    send_failures=st.send_failures,
+                    loss=round(st.loss, 4),
+                    queue_depth=self.transport.queue_depth(li.link_id),
+                )
+            rows.append(row)
+        return rows
 
     def uplink_status(self) -> object:
         """The uplink's counters and remote gateways (None without an uplink)."""

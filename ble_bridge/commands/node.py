@@ -142,6 +142,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  uplink {uplink.get('broker', '')} {state}, rtt {uplink.get('rtt_ms')} ms, "
             f"{linked}/{len(gateways)} remote gateways linked"
         )
+    for li in reply["links"]:
+        print(
+            f"  link {li['link_id']} {li['role']} {li['peer']}: "
+            f"in {li.get('frames_in', 0)} frames / {li.get('bytes_in', 0)} B, "
+            f"out {li.get('frames_out', 0)} frames / {li.get('bytes_out', 0)} B, "
+            f"{li.get('send_failures', 0)} failed sends"
+        )
     for s in reply["sessions"]:
         print(
             f"  session {s['name']}: height {s['height']} round {s['round']} {s['health']}, "

@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     li.set_defaults(func=cmd_list)
     j = tsub.add_parser("join", help="ask a table's seats to seat you; waits until seated")
     j.add_argument("name", help="table name (or id prefix, 4+ hex digits)")
+    j.add_argument(
+        "--open",
+        action="store_true",
+        help="open it here when no such table is heard (an older one heard later wins "
+        "while you sit alone: you move there)",
+    )
     common(j, wait=True)
     j.set_defaults(func=cmd_join)
     lv = tsub.add_parser("leave", help="leave a table (cash out); waits for the commit")
@@ -189,7 +195,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_join(args: argparse.Namespace) -> int:
     def body() -> int:
-        reply = _call(args, {"cmd": "table_join", "name": args.name})
+        reply = _call(args, {"cmd": "table_join", "name": args.name, "open": args.open})
         if reply is None:
             return FAILED
         name = reply["table"]

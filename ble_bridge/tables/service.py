@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import secrets
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +65,9 @@ class RuntimeTable:
     schedule: AnnounceSchedule
     leaving: bytes | None = None  # op id of our RemoveValidator while it is pending
     was_seated: bool = False
+    # opened by :meth:`TableService.sit`: while we sit alone, an older table of the same
+    # name heard nearby wins and we move there (two people opened it at once)
+    yields: bool = False
 
 
 @dataclass(slots=True)
@@ -98,7 +99,8 @@ class TableService:
         self.config = config
         self.nickname = nickname
         self.path = path
-        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        # the mesh's wall clock (the simulator's is virtual, so runs repeat by seed)
+        self._wall_ms = wall_ms or (lambda: mesh.router.wall_ms(self._now()))
         self.directory = TableDirectory(
             verify_signature, capacity=config.directory_capacity, ttl=config.directory_ttl
         )
@@ -183,7 +185,7 @@ class TableService:
                 buy_in=cfg.default_buy_in if buy_in is None else buy_in,
                 min_bet=cfg.default_min_bet if min_bet is None else min_bet,
                 created_ms=self._wall_ms(),
-                nonce=secrets.randbits(64),
+                nonce=self.mesh.router.rng.getrandbits(64),
             )
         except GenesisError as exc:
             raise TableError("bad_table", str(exc)) from None
@@ -193,6 +195,23 @@ class TableService:
         self.counters["tables_opened"] += 1
         log.info("opened table %s (%s)", name, genesis.session_id.hex())
         return self.show(genesis.session_id.hex())
+
+    def sit(self, name: str) -> dict[str, Any]:
+        """Join the table ``name`` heard nearby, or open it when none is heard (while we
+        sit alone at it, an older table of that name heard later wins: we move there)."""
+        if self._mine(name) is not None:
+            return self.join(name)  # refused: already there or on the way
+        found = [h for h in self.directory.find(self._now(), name) if h.name == name]
+        free = [h for h in found if h.announce.seats_taken < h.announce.genesis.seats]
+        if not free:
+            if found:
+                raise TableError("table_full", f"{name!r} is full")
+            shown = self.open(name)
+            self.tables[bytes.fromhex(shown["id"])].yields = True
+            return shown
+        # several of that name (opened at once, the younger ones moving to the oldest)
+        oldest = min(free, key=lambda h: (h.announce.genesis.created_ms, h.session_id))
+        return self.join(oldest.session_id.hex())
 
     def join(self, name: str) -> dict[str, Any]:
         mine = self._mine(name)
@@ -447,8 +466,35 @@ class TableService:
                 self._request_join(t)
                 self._save()
             if engine.is_validator:
+                if t.yields and self._yield(now, t, engine):
+                    continue
                 self._maybe_announce(now, t, engine)
         self._play(now)
+
+    def _yield(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> bool:
+        """Move to an older table of the same name when we sit alone at ours."""
+        me = self.identity.signing_public
+        if engine.validators != (me,):
+            t.yields = False  # someone sat down at ours: it stays
+            return False
+        if engine.pending_joins:
+            return False
+        ours = (t.genesis.created_ms, t.genesis.session_id)
+        for h in self.directory.find(now, t.genesis.name):
+            g = h.announce.genesis
+            if h.name != t.genesis.name or (g.created_ms, h.session_id) >= ours:
+                continue
+            if h.announce.seats_taken >= g.seats:
+                continue
+            log.info("table %s: an older one is near, moving there", t.genesis.name)
+            self.counters["tables_merged"] += 1
+            self._forget(t.genesis.session_id)
+            try:
+                self.join(h.session_id.hex())
+            except TableError as exc:
+                self.counters[f"merge_refused_{exc.reason}"] += 1
+            return True
+        return False
 
     def _maybe_announce(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> None:
         state = engine.state

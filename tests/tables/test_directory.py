@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -155,7 +157,7 @@ def test_schedule_backs_off_resets_on_change_and_stops_when_full() -> None:
             s.sent_now(t, state)
             sent.append(t)
         t += 0.5
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert gaps[:4] == [2.0, 4.0, 8.0, 16.0] and max(gaps) == 16.0
     assert s.due(60.0, (2, 0), full=False)  # what we would say changed: at once
     s.sent_now(60.0, (2, 0))

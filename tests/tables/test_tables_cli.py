@@ -132,6 +132,8 @@ def test_every_table_command_its_json_and_its_clear_errors(
     assert code == 0, err
     assert out.startswith("seated at sim-open at height") and "balance 1000" in out
     assert "already sit at 'sim-open'" in refused(capsys, node, "table", "join", "sim-open")
+    code, out, _ = run(capsys, node, "table", "join", "corner", "--open", "--json")
+    assert code == 0 and json.loads(out)["seated"] and json.loads(out)["seats_taken"] == 1
     code, out, _ = run(capsys, node, "table", "show", "sim-open", "--json")
     shown = json.loads(out)
     assert shown["seated"] and shown["seats_taken"] == 2 and len(shown["validators"]) == 2
@@ -154,7 +156,7 @@ def test_every_table_command_its_json_and_its_clear_errors(
 
     # roll until a point is set: pass bets are then not allowed in this phase
     def point_set() -> bool:
-        code, out, _ = run(capsys, node, "table", "show", "felt", "--json")
+        _code, out, _ = run(capsys, node, "table", "show", "felt", "--json")
         t = json.loads(out)
         if t["phase"] == "point":
             return True
@@ -195,7 +197,7 @@ def test_every_table_command_its_json_and_its_clear_errors(
     code, out, _ = run(capsys, node, "table", "show", "felt", "--json")
     height = json.loads(out)["height"]
     doc = json.loads((node.tmp / "data" / "tables.json").read_text())
-    assert sorted(t["name"] for t in doc["tables"]) == ["felt", "felt2"]
+    assert sorted(t["name"] for t in doc["tables"]) == ["corner", "felt", "felt2"]
     assert b"Traceback" not in node.stop()
     node.start()
     code, out, _ = run(capsys, node, "table", "show", "felt", "--json")
