@@ -151,3 +151,31 @@ def test_signer_file_of_another_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ForeignSignerFile):
         net.start([1])
     assert SignerFile.open(mine, net.nodes[0].key, durable=False).floor(net.session_id) is None
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_signer_file_restored_from_an_old_backup_is_caught_by_the_database(
+    tmp_path: Path, n: int
+) -> None:
+    """The file is valid and ours but older than what the database says this key signed
+    (a restored backup): the node does not trust it, catches up first, never signs twice."""
+    net = SimNetwork(n, seed=5, store_dir=tmp_path, signer_files=True)
+    net.start()
+    net.submit(0, add_op(1))
+    assert net.run_until_height(1, max_time=net.now + 30)
+    victim = n - 1
+    node = net.nodes[victim]
+    assert node.signer_path is not None
+    backup = node.signer_path.read_bytes()
+    for k in range(3):
+        net.submit(k % n, add_op(2 + k))
+        assert net.run_until_height(2 + k, max_time=net.now + 30)
+    stuck = crash_after_signing(net, victim, lose_outbox=True)
+    node.signer_path.write_bytes(backup)
+    net.restart(victim)
+    eng = node.engine
+    assert eng is not None and eng.catching_up_signer is not None
+    assert "above its signer state" in eng.catching_up_signer
+    net.load(2.0, until=net.now + 20)
+    assert net.run_until_height(stuck + 2, max_time=net.now + 120)
+    assert net.double_signs == 0 and net.agreement()
