@@ -36,10 +36,13 @@ from .consensus.engine import (
     EvidenceFound,
     OperationReissued,
     OperationRejected,
+    SignerGuard,
+    SignerNotice,
     SnapshotInstalled,
     ValidatorsChanged,
 )
 from .consensus.quorum import max_faulty, quorum
+from .errors import StorageFailure
 from .gossip import Gossip, GossipConfig, Item, pack
 from .mesh.router import Delivered
 from .mesh.seen import SeenCache
@@ -58,6 +61,7 @@ from .wire.messages import (
     CommitRequest,
     CompactProposal,
     Evidence,
+    JoinRequest,
     Kind,
     Message,
     MessageError,
@@ -279,6 +283,7 @@ class _Session:
         # (sender, kind) -> (start of its rate window, requests passed in it)
         self.requests: dict[tuple[bytes, str], tuple[float, int]] = {}
         self.recent_height = 0
+        self.join_answered = -math.inf  # when we last announced our state to a joiner
         self.gossip = Gossip(config.gossip_config)
         self.flood_own = True  # until validator neighbours are known
         self.peer_of: dict[bytes, bytes] = {}  # validator signing key -> its mesh peer id
@@ -325,6 +330,13 @@ class NetworkConsensusBridge:
         self._links = 0
         self._retired: Counter[str] = Counter()  # engine stats of closed sessions
         self._flush_handle: asyncio.Handle | None = None
+        # the double-sign guard every engine gets (the node's signer-state file), and why
+        # a session must catch up before it signs (None: it may sign at once)
+        self.signer: SignerGuard | None = None
+        self.catch_up_reason: Callable[[bytes], str | None] | None = None
+        # set when a storage error (or a bug) stopped the bridge: it signs nothing more
+        self.failure: str | None = None
+        self.on_failure: Callable[[str, BaseException], None] | None = None
         mesh.subscribe(PacketType.CONSENSUS, self._on_packet)
 
     # -- life -------------------------------------------------------------------------
@@ -372,6 +384,8 @@ class NetworkConsensusBridge:
             app,
             engine_config or self.config.engine,
             self.store,
+            self.signer,
+            None if self.catch_up_reason is None else self.catch_up_reason(session_id),
         )
         s = _Session(engine, self._now(), self.config)
         self.sessions[engine.session_id] = s
@@ -403,8 +417,14 @@ class NetworkConsensusBridge:
             raise BridgeError("pending_full", f"{len(s.pending)} operations pending")
         if not s.engine.is_validator:
             raise BridgeError("not_validator")
+        if self.failure is not None:
+            raise BridgeError("failed", self.failure)
         now = self._now()
-        op_id = s.engine.submit(now, op)
+        try:
+            op_id = s.engine.submit(now, op)
+        except StorageFailure as exc:
+            self._fail(exc)
+            raise BridgeError("failed", self.failure or str(exc)) from exc
         pending = PendingOperation(
             ProposalId(op_id),
             s.id,
@@ -416,6 +436,23 @@ class NetworkConsensusBridge:
         self.counters["operations_submitted"] += 1
         self._after(s)
         return ProposalId(op_id)
+
+    def request_join(self, session_id: bytes, nonce: int, buy_in: int = 0) -> None:
+        """Ask a session's validators to seat us (a signed join request, repeated by the
+        engine until the set of a coming height holds our key)."""
+        s = self._session(session_id)
+        if s.engine.is_validator:
+            raise BridgeError("already_validator")
+        s.engine.request_join(self._now(), nonce, buy_in)
+        self.counters["join_requests"] += 1
+        self._after(s)
+
+    def contact_ages(self, session_id: bytes) -> dict[bytes, float]:
+        """Seconds since we last heard each validator of the session (0 for ourselves)."""
+        s = self._session(session_id)
+        now = self._now()
+        me = self.identity.signing_public
+        return {v: 0.0 if v == me else max(0.0, now - t) for v, t in s.contact.items()}
 
     def operation(self, proposal_id: bytes) -> PendingOperation | None:
         """The tracked state of a submitted operation (pending or recently finished)."""
@@ -490,6 +527,12 @@ class NetworkConsensusBridge:
     # -- inbound ----------------------------------------------------------------------
 
     def _on_packet(self, event: Delivered) -> None:
+        try:
+            self._on_packet_unguarded(event)
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _on_packet_unguarded(self, event: Delivered) -> None:
         peers = self.mesh.router.peers
         link = peers.links.get(event.link_id) if event.link_id is not None else None
         via = link.peer_id if link is not None else None
@@ -657,6 +700,12 @@ class NetworkConsensusBridge:
             self._drain_handle = self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
+        try:
+            self._drain_unguarded()
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _drain_unguarded(self) -> None:
         """Round-robin over sessions, a batch each, so one busy session cannot stall another."""
         self._drain_handle = None
         if not self._running:
@@ -695,9 +744,12 @@ class NetworkConsensusBridge:
                 return
             s.announced[item.sender] = msg
             eng = s.engine
+            eng.note_presence(now, item.sender, msg.height)
             if eng.height < msg.height <= eng.height + eng.config.snapshot_gap:
                 try:
                     eng.receive(now, msg)
+                except StorageFailure:
+                    raise
                 except Exception:
                     self._drop("engine_error")
                     log.exception("engine failed on a state announcement")
@@ -730,11 +782,24 @@ class NetworkConsensusBridge:
             if not ok:
                 self._drop("vote_bad_signature")
                 return
+        elif (
+            isinstance(msg, JoinRequest)
+            and s.engine.is_validator
+            and now - s.join_answered >= self.config.announce_min_interval
+        ):
+            # A joiner (repeating its request until it counts) follows the chain without
+            # being a validator: gossip passes it nothing and a busy validator sends no
+            # heartbeat. Tell it where the chain is, at most once per announce interval.
+            s.join_answered = now
+            self.counters["join_announcements"] += 1
+            self._announce(s, now)
         if item.vouched and item.via is not None and item.via in s.gossip.neighbours:
             _named(s, item.via, msg)
         self.counters["messages_processed"] += 1
         try:
             s.engine.receive(now, msg)
+        except StorageFailure:
+            raise  # not the message's fault: the node stops signing (see _fail)
         except Exception:  # never let one message kill the bridge
             self._drop("engine_error")
             log.exception("engine failed on a %s", type(msg).__name__)
@@ -907,6 +972,12 @@ class NetworkConsensusBridge:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        try:
+            self._flush_unguarded()
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _flush_unguarded(self) -> None:
         """Send each neighbour its queued messages, batched; hold them while its link is
         busy (so they batch up instead of queueing frame after frame behind each other)."""
         self._flush_handle = None
@@ -1121,6 +1192,11 @@ class NetworkConsensusBridge:
                     self._finish(pending, OperationStatus.COMMITTED, now)
         elif isinstance(ev, EvidenceFound):
             self.counters["evidence_found"] += 1
+        elif isinstance(ev, SignerNotice):
+            if ev.catching_up:
+                log.warning("signer catch_up session=%s reason=%s", s.id.hex()[:8], ev.text)
+            else:
+                log.info("signer resumed session=%s %s", s.id.hex()[:8], ev.text)
         if isinstance(ev, ValidatorsChanged | SnapshotInstalled):
             self._refresh_validators(s, now)
 
@@ -1169,6 +1245,12 @@ class NetworkConsensusBridge:
             s.timer = self._loop.call_at(at, self._on_timer, s)
 
     def _on_timer(self, s: _Session) -> None:
+        try:
+            self._on_timer_unguarded(s)
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _on_timer_unguarded(self, s: _Session) -> None:
         s.timer = None
         s.timer_at = None
         if not self._running or self.sessions.get(s.id) is not s:
@@ -1179,6 +1261,12 @@ class NetworkConsensusBridge:
     # -- housekeeping -----------------------------------------------------------------
 
     def _tick(self) -> None:
+        try:
+            self._tick_unguarded()
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _tick_unguarded(self) -> None:
         self._tick_handle = None
         if not self._running or self._loop is None:
             return
@@ -1247,6 +1335,8 @@ class NetworkConsensusBridge:
             return False
         try:
             s.engine.receive(now, ahead)  # the engine rate-limits its own requests
+        except StorageFailure:
+            raise
         except Exception:
             self._drop("engine_error")
             log.exception("engine failed on a state announcement")
@@ -1282,6 +1372,32 @@ class NetworkConsensusBridge:
         self.counters["announcements"] += 1
         self.transmit(s.id, ann)
 
+    # -- failure ----------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        """A storage error (disk full, I/O error) or a bug in a callback: stop signing at
+        once (timers cancelled, nothing more is processed or sent), keep the reason for
+        health and status, tell the owner (the node exits so systemd restarts it)."""
+        if self.failure is not None:
+            return
+        if isinstance(exc, StorageFailure):
+            self.failure = f"storage failed: {exc}"
+            log.error("bridge stopped signing reason=%r", self.failure)
+        else:
+            self.failure = f"bug: {type(exc).__name__}: {exc}"
+            log.error("bridge stopped signing reason=%r", self.failure, exc_info=exc)
+        self._running = False
+        for sess in self.sessions.values():
+            if sess.timer is not None:
+                sess.timer.cancel()
+                sess.timer = None
+        for h in (self._drain_handle, self._tick_handle, self._flush_handle):
+            if h is not None:
+                h.cancel()
+        self._drain_handle = self._tick_handle = self._flush_handle = None
+        if self.on_failure is not None:
+            self.on_failure(self.failure, exc)
+
     # -- helpers ----------------------------------------------------------------------
 
     def _session(self, session_id: bytes) -> _Session:
@@ -1316,6 +1432,10 @@ _UNSIGNED_KINDS = frozenset(
         Kind.PROPOSAL_REQUEST,
     }
 )
+# Catch-up answers an engine may refuse for now and take later (a commit of a height whose
+# validator set it does not know yet: a joiner two heights behind): the same answer sent
+# again in a later epoch is new, or a joiner that saw it too early never takes it.
+_REPEATABLE_KINDS = frozenset({Kind.COMMIT, Kind.CERTIFICATE})
 _KIND_AT = 1 + SESSION_ID_LEN
 _GOSSIPED = (Vote, Proposal, CompactProposal, Operation, Evidence)
 _REF_KINDS = (Kind.VOTE_SET, Kind.OPERATION_REF, Kind.PROPOSAL_REF)  # need the validator set
@@ -1350,11 +1470,12 @@ _NAMED_BLOCKS = 16  # block hashes remembered per gossip neighbour
 
 def _dedup_key(payload: bytes, sender: bytes | None, epoch: int) -> bytes:
     """Payload hash. Signed messages are the same message whoever relays or replays them.
-    Unsigned kinds (announcements, catch-up requests) are keyed by the authenticated sender
-    and a time ``epoch`` too: two nodes announcing one state are two announcements, and a
-    request repeated after its answer was lost is a new request."""
+    Unsigned kinds (announcements, catch-up requests) and catch-up answers are keyed by the
+    authenticated sender and a time ``epoch`` too: two nodes announcing one state are two
+    announcements, a request repeated after its answer was lost is a new request, and an
+    answer repeated later is a new answer."""
     kind = payload[_KIND_AT] & 0x7F if len(payload) > _KIND_AT else 0
-    if kind not in _UNSIGNED_KINDS:
+    if kind not in _UNSIGNED_KINDS and kind not in _REPEATABLE_KINDS:
         return hashlib.blake2b(payload, digest_size=16).digest()
     key = (sender or b"") + epoch.to_bytes(8, "big", signed=True)
     return hashlib.blake2b(payload, digest_size=16, key=key).digest()

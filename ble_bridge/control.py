@@ -5,6 +5,13 @@ Requests are one JSON object per line, at most ``MAX_REQUEST`` bytes: ``{"cmd": 
 ``{"cmd": "operation", "id": HEX}``. Each gets one JSON line back: ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "..."}``. A malformed or oversized request is answered with an
 error and the connection closed; it never disturbs the node.
+
+Table requests (typed; a refusal carries ``"reason"`` and ``"refused": true``, the CLI's
+exit code 2): ``{"cmd": "table_list"}``, ``{"cmd": "table_open", "name": S, "seats": N,
+"buy_in": N, "min_bet": N}`` (numbers optional), ``{"cmd": "table_join", "name": S, "open": BOOL}`` (``open``: open it if none is heard),
+``{"cmd": "table_leave", "name": S}``, ``{"cmd": "table_show", "name": S}``,
+``{"cmd": "bet", "table": S, "kind": "pass"|"dont-pass"|"field", "amount": N}``,
+``{"cmd": "balance", "table": S (optional)}``, ``{"cmd": "history", "table": S}``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .bridge import BridgeError, PendingOperation, ProposalId
+from .tables.errors import TableError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,31 @@ class Operations(Protocol):
     def operation(self, proposal_id: bytes) -> PendingOperation | None: ...
 
 
+class TableHost(Protocol):
+    """The runtime tables of a node (``ble_bridge.tables.service.TableService`` is one);
+    each request raises :class:`TableError` when it cannot succeed now."""
+
+    def listing(self) -> list[dict[str, Any]]: ...
+
+    def open(
+        self, name: str, seats: int | None, buy_in: int | None, min_bet: int | None
+    ) -> dict[str, Any]: ...
+
+    def join(self, name: str) -> dict[str, Any]: ...
+
+    def sit(self, name: str) -> dict[str, Any]: ...
+
+    def leave(self, name: str) -> dict[str, Any]: ...
+
+    def show(self, table: str) -> dict[str, Any]: ...
+
+    def bet(self, table: str, kind: str, amount: int) -> dict[str, Any]: ...
+
+    def balance(self, table: str | None) -> list[dict[str, Any]]: ...
+
+    def history(self, table: str) -> dict[str, Any]: ...
+
+
 class ControlApi(Protocol):
     """What the control server calls on a node (``ble_bridge.node.Node`` is one)."""
 
@@ -46,6 +79,9 @@ class ControlApi(Protocol):
     def peers(self) -> list[dict[str, object]]: ...
 
     def session_by_name(self, name: str) -> bytes: ...
+
+    @property
+    def tables(self) -> TableHost: ...
 
 
 class ControlServer:
@@ -112,6 +148,11 @@ class ControlServer:
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
         node = self.node
+        if isinstance(cmd, str) and cmd in _TABLE_CMDS:
+            try:
+                return {"ok": True, **_table_request(node.tables, cmd, request)}
+            except TableError as exc:
+                return {"ok": False, "refused": True, "reason": exc.reason, "error": exc.message}
         if cmd == "status":
             return {"ok": True, **node.status()}
         if cmd == "peers":
@@ -137,6 +178,64 @@ class ControlServer:
                 "reason": found.reason,
             }
         return {"ok": False, "error": f"unknown cmd {cmd!r}"}
+
+
+_TABLE_CMDS = frozenset(
+    {
+        "table_list",
+        "table_open",
+        "table_join",
+        "table_leave",
+        "table_show",
+        "bet",
+        "balance",
+        "history",
+    }
+)
+
+
+def _text(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise TableError("bad_request", f"{key!r} must be a non-empty string")
+    return value
+
+
+def _number(request: dict[str, Any], key: str, required: bool = False) -> int | None:
+    value = request.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TableError("bad_request", f"{key!r} must be an integer")
+    return value
+
+
+def _table_request(tables: TableHost, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+    if cmd == "table_list":
+        return {"tables": tables.listing()}
+    if cmd == "table_open":
+        return tables.open(
+            _text(request, "name"),
+            _number(request, "seats"),
+            _number(request, "buy_in"),
+            _number(request, "min_bet"),
+        )
+    if cmd == "table_join":
+        if request.get("open") is True:
+            return tables.sit(_text(request, "name"))
+        return tables.join(_text(request, "name"))
+    if cmd == "table_leave":
+        return tables.leave(_text(request, "name"))
+    if cmd == "table_show":
+        return tables.show(_text(request, "name"))
+    if cmd == "bet":
+        amount = _number(request, "amount", required=True)
+        assert amount is not None
+        return tables.bet(_text(request, "table"), _text(request, "kind"), amount)
+    if cmd == "balance":
+        table = request.get("table")
+        return {"balances": tables.balance(None if table is None else _text(request, "table"))}
+    return tables.history(_text(request, "table"))
 
 
 async def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
+import os
 import random
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hardware import NodeHealth, StatusLed, board_by_name
+from hardware.gpio import GpioConfig
 
 from .bridge import (
     BridgeConfig,
@@ -34,9 +38,14 @@ from .config import ConfigError, apply_table, read_toml
 from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
 from .control import ControlServer
+from .errors import ExitCode, StartupError, StorageFailure
 from .mesh.config import MeshConfig
 from .mesh.service import MeshNode
-from .store import Store
+from .metrics import MetricsConfig, MetricsServer
+from .signer import ForeignSignerFile, Opened, SignerFile, signer_path_for
+from .store import Store, migrate_legacy, open_store, signer_catch_up
+from .tables import registry as table_registry
+from .tables.service import TablesConfig, TableService
 from .transport import LinkRole, Transport
 from .uplink.composite import CompositeTransport
 from .uplink.config import UplinkConfig
@@ -70,10 +79,16 @@ class NodeSection:
     status_interval: float = 2.0  # seconds between status LED / health updates
     transport: Literal["ble", "sim"] = "ble"  # sim: loopback air with simulated neighbours
     sim_peers: int = 3  # simulated neighbours with transport = "sim"
+    signer_file: Path | None = None  # default: <key_file>.signer, beside the key
+    failure_exit_s: float = 5.0  # a node that stopped signing shows it this long, then exits
 
     @property
     def key_path(self) -> Path:
         return self.key_file or self.data_dir / "identity.key"
+
+    @property
+    def signer_path(self) -> Path:
+        return self.signer_file or signer_path_for(self.key_path)
 
     @property
     def store_path(self) -> Path:
@@ -124,6 +139,9 @@ class NodeConfig:
     sessions: tuple[SessionSection, ...] = ()
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
+    tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # [metrics]: Prometheus
+    hardware: GpioConfig = field(default_factory=GpioConfig)  # [hardware]: button and LED
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -142,7 +160,8 @@ def parse_uplink(table: object) -> UplinkConfig:
 
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
-    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone"}
+    known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
+    known |= {"metrics", "hardware"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -169,7 +188,16 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
         raise ConfigError("[ble] must be a table")
     uplink = parse_uplink(doc["uplink"]) if "uplink" in doc else None
     phone = apply_table(PhoneConfig(), doc.get("phone", {}), "phone")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone)
+    tables = apply_table(TablesConfig(), doc.get("tables", {}), "tables")
+    if not 1 <= tables.default_seats <= 16:
+        raise ConfigError("[tables] default_seats must be 1..16")
+    metrics = apply_table(MetricsConfig(), doc.get("metrics", {}), "metrics")
+    hw = apply_table(GpioConfig(), doc.get("hardware", {}), "hardware")
+    if not 0 <= hw.debounce_s < hw.long_press_s:
+        raise ConfigError("[hardware] needs 0 <= debounce_s < long_press_s")
+    return NodeConfig(
+        node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables, metrics, hw
+    )
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -191,6 +219,130 @@ def build_ble_transport(config: NodeConfig, identity: Identity) -> Transport:
     base = BleConfig(link_budget=board.link_budget)
     base.pause_advertising_on_connect = not board.advertise_while_connecting
     return BleTransport(apply_table(base, config.ble, "ble"), identity.peer_id)
+
+
+DATA_DIR_MIN_FREE = 1 << 20
+"""Bytes a data dir must have free at start (SQLite's WAL, the signer state, the snapshot)."""
+
+
+def check_data_dir(path: Path, min_free: int = DATA_DIR_MIN_FREE) -> None:
+    """Is ``path`` a directory we can write, with room? Else a one-line StartupError.
+
+    It is created if missing (with its parents). A probe file is written, fsynced and
+    removed: a read-only mount, a file where the directory should be, missing permission
+    and a full disk each give their own problem text and exit code 6.
+    """
+    fix_perm = f"make {path} a writable directory of the ble-bridge user ([node] data_dir)"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StartupError(
+            ExitCode.DATA_DIR, f"data dir {path} is not a directory", fix_perm
+        ) from None
+    except OSError as exc:
+        raise _data_dir_error(path, exc, "cannot be created", fix_perm) from None
+    if not path.is_dir():
+        raise StartupError(ExitCode.DATA_DIR, f"data dir {path} is not a directory", fix_perm)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ble-bridge write probe\n" * 16)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _data_dir_error(path, exc, "is not writable", fix_perm) from None
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < min_free:
+        raise StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is full ({free // 1024} KiB free, need {min_free // 1024} KiB)",
+            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
+        )
+
+
+def _data_dir_error(path: Path, exc: OSError, what: str, fix_perm: str) -> StartupError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is full ({exc.strerror})",
+            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
+        )
+    if exc.errno == errno.EROFS:
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"data dir {path} is on a read-only filesystem",
+            "remount it read-write (an SD card remounted read-only after errors needs fsck) "
+            "or point [node] data_dir at a writable place",
+        )
+    if exc.errno == errno.ENOTDIR:
+        return StartupError(
+            ExitCode.DATA_DIR, f"data dir {path}: a parent is not a directory", fix_perm
+        )
+    return StartupError(
+        ExitCode.DATA_DIR, f"data dir {path} {what} ({exc.strerror or exc})", fix_perm
+    )
+
+
+def open_state(
+    store_path: Path, signer_path: Path, key: bytes, *, new_key: bool = False
+) -> tuple[Store, SignerFile, Callable[[bytes], str | None]]:
+    """The node's database and signer-state file, and why a session must catch up before
+    it signs (None: it may sign at once). A broken or foreign database is moved aside,
+    a corrupt signer file too (each reported in one log line); a signer file of another
+    key is a StartupError (exit 2): the node refuses to sign rather than guess."""
+    try:
+        signer = SignerFile.open(signer_path, key)
+    except ForeignSignerFile as exc:
+        raise StartupError(
+            ExitCode.USAGE,
+            f"signer state {signer_path} belongs to key {exc.found.hex()[:16]}, not this"
+            f" node's {key.hex()[:16]}",
+            "put this node's own identity key back, or, if the key was replaced on purpose,"
+            " move the signer file away (the node then catches up before it signs)",
+        ) from None
+    except StorageFailure as exc:
+        raise StartupError(
+            ExitCode.DATA_DIR, str(exc), "make the key's directory writable ([node] signer_file)"
+        ) from None
+    if new_key and signer.opened is Opened.MISSING:
+        signer.opened, signer.note = Opened.CREATED, ""
+    if signer.note:
+        log.warning("%s", signer.note)
+    try:
+        opened = open_store(store_path, key)
+    except OSError as exc:
+        signer.close()
+        raise StartupError(
+            ExitCode.DB_CORRUPT,
+            f"database {store_path} is unusable and cannot be moved aside ({exc.strerror or exc})",
+            f"move {store_path} (and its -wal/-shm files) away by hand; the node then syncs"
+            " from its peers",
+        ) from None
+    except (sqlite3.Error, StorageFailure) as exc:
+        signer.close()
+        raise StartupError(
+            ExitCode.DB_CORRUPT,
+            f"database {store_path} cannot be opened ({exc})",
+            f"move {store_path} away by hand; the node then syncs from its peers",
+        ) from None
+    if opened.note:
+        log.warning("state %s", opened.note)
+    migrated = migrate_legacy(signer, opened)
+    if migrated:
+        log.info("signer state created from the database sessions=%d", migrated)
+    store = opened.store
+
+    def reason(session: bytes) -> str | None:
+        return signer_catch_up(signer, opened, session)
+
+    return store, signer, reason
 
 
 class BridgeFactory(Protocol):
@@ -271,7 +423,9 @@ class Node:
     consensus state in memory only. ``peer_keys``: peer id -> Ed25519 key pinned in the mesh.
     ``bridge_factory``/``app_factory``: what bridge and which application (by the session's
     ``app`` name) the sessions run on. ``uplink_transport``: the gateway's uplink (the
-    simulator's broker), instead of the MQTT one ``[uplink]`` would build.
+    simulator's broker), instead of the MQTT one ``[uplink]`` would build. ``tables_path``:
+    the runtime tables file (default ``<data_dir>/tables.json`` when the store is the data
+    dir's, else none).
     """
 
     def __init__(
@@ -287,8 +441,11 @@ class Node:
         bridge_factory: BridgeFactory = NetworkConsensusBridge,
         app_factory: Callable[[str], Application[Any]] = make_app,
         uplink_transport: Transport | None = None,
+        tables_path: Path | Literal["data_dir"] | None = "data_dir",
     ) -> None:
         self.identity = identity or Identity.load(config.node.key_path)
+        if store_path == "data_dir":  # the service's own state dir: writable, with room
+            check_data_dir(config.node.data_dir)
         if config.mesh.nickname is None:  # phones list no peer without a nickname
             board_name = board_by_name(config.node.board).name
             nickname = default_nickname(board_name, self.identity.peer_id)
@@ -298,9 +455,24 @@ class Node:
         self.config = config
         self.store_path = config.node.store_path if store_path == "data_dir" else store_path
         self.store: Store | None = None
+        self.signer: SignerFile | None = None
+        self.failure: str | None = None  # why the node stopped signing (health error)
+        self.failure_code = ExitCode.OK
+        self.on_failure: Callable[[str, ExitCode], None] | None = None
+        catch_up = None
         if self.store_path is not None:
             self.store_path.parent.mkdir(parents=True, exist_ok=True)
-            self.store = Store(self.store_path)
+            signer_path = (
+                config.node.signer_path
+                if store_path == "data_dir"
+                else self.store_path.with_name(self.store_path.name + ".signer")
+            )
+            # an identity handed in without a key file on disk (a simulation, a test) was
+            # made just now: a missing signer file is then a new one, not a lost one
+            injected = identity is not None and not config.node.key_path.exists()
+            self.store, self.signer, catch_up = open_state(
+                self.store_path, signer_path, self.identity.signing_public, new_key=injected
+            )
         self.radio = transport or build_ble_transport(config, self.identity)
         self.transport: Transport = self.radio
         self.uplink: Transport | None = uplink_transport
@@ -319,6 +491,9 @@ class Node:
         self.bridge = bridge_factory(
             self.mesh, self.identity, store=self.store, config=config.bridge
         )
+        self.bridge.signer = self.signer
+        self.bridge.catch_up_reason = catch_up
+        self.bridge.on_failure = self._bridge_failed
         self.sessions: dict[bytes, SessionSection] = {}
         self.seats: dict[bytes, Seat] = {}  # autoplaying table players
         for s in config.sessions:
@@ -329,6 +504,21 @@ class Node:
                 # secrets for commit-reveal must be unpredictable: system randomness
                 player = TablePlayer(self.identity.signing_public, random.SystemRandom())
                 self.seats[s.session_id] = Seat(player, s.session_id)
+        if tables_path == "data_dir":  # beside the SQLite file of the data dir, if any
+            on_disk = store_path == "data_dir"
+            tables_path = config.node.data_dir / table_registry.FILE_NAME if on_disk else None
+        self.tables = TableService(
+            self.identity,
+            self.mesh,
+            self.bridge,
+            config.tables,
+            nickname=config.mesh.nickname or "",
+            path=tables_path,
+        )
+        for s in config.sessions:
+            if s.app == "craps":
+                self.tables.adopt(s.session_id, s.name, autoplay=s.session_id in self.seats)
+        self.tables.restore()
         self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
         if config.phone.enabled:
             self.phone = PhoneChat(
@@ -339,15 +529,22 @@ class Node:
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
+        await self.tables.start()
         if self.seats or self.led.path is not None:  # else housekeeping has nothing to do
-            self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
+            task = asyncio.create_task(self._housekeeping(), name="node-housekeeping")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
         if self.config.node.control_socket != Path():
             self.control = ControlServer(self, self.config.node.control_socket)
             await self.control.start()
+        if self.config.metrics.listen:
+            self.metrics = MetricsServer(self.config.metrics, self.status)
+            await self.metrics.start()
         log.info(
             "node %s up: %d session(s), store %s",
             self.identity.peer_id.hex(),
@@ -356,6 +553,9 @@ class Node:
         )
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
         if self.control is not None:
             await self.control.stop()
             self.control = None
@@ -365,13 +565,45 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        await self.tables.stop()
         await self.bridge.stop()
         await self.mesh.stop()
         self.led.show(NodeHealth.STOPPED)
         if self.store is not None:
             self.store.close()
+        if self.signer is not None:
+            self.signer.close()
+
+    # -- failure: stop signing, show it, exit ----------------------------------------------
+
+    def fail(self, reason: str, code: ExitCode) -> None:
+        """Stop signing for good: health ``error`` with ``reason`` (status, LED, the
+        watchdog stops), then ``ble-bridge run`` exits with ``code`` after
+        ``[node] failure_exit_s`` so systemd restarts it from its durable state."""
+        if self.failure is not None:
+            return
+        self.failure, self.failure_code = reason, code
+        log.error("node failed code=%d reason=%r", int(code), reason)
+        self.led.show(NodeHealth.ERROR)
+        if self.bridge.failure is None:
+            self.bridge._fail(RuntimeError(reason))
+        if self.on_failure is not None:
+            self.on_failure(reason, code)
+
+    def _bridge_failed(self, reason: str, exc: BaseException) -> None:
+        self.fail(reason, ExitCode.STORAGE if isinstance(exc, StorageFailure) else ExitCode.BUG)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("task %s died", task.get_name(), exc_info=exc)
+            self.fail(f"bug: task {task.get_name()} died: {exc!r}", ExitCode.BUG)
 
     def health(self) -> NodeHealth:
+        if self.failure is not None or self.bridge.failure is not None:
+            return NodeHealth.ERROR
         if not self.transport.links():
             return NodeHealth.ISOLATED
         if any(
@@ -402,17 +634,19 @@ class Node:
     def table_views(self) -> list[TableView]:
         """The tables this node sits at, as the phone commands show them."""
         views = []
-        for sid, s in self.sessions.items():
+        names = {sid: s.name for sid, s in self.sessions.items()}
+        names.update({sid: t.genesis.name for sid, t in self.tables.tables.items()})
+        for sid, name in names.items():
             engine = self.bridge.engine(sid)
             state = engine.state
             balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
             players = len(state.balances) if isinstance(state, CrapsState) else 0
             views.append(
                 TableView(
-                    s.name,
+                    name,
                     engine.height,
                     self.bridge.health(sid).value,
-                    len(s.validators),
+                    len(engine.validators),
                     players,
                     balance_of,
                 )
@@ -435,33 +669,70 @@ class Node:
                     "round": engine.round,
                     "state_hash": engine.state_hash.hex(),
                     "health": self.bridge.health(sid).value,
-                    "validators": len(s.validators),
+                    "validators": len(engine.validators),
                     "active_participants": self.bridge.active_participants(sid),
                     "pending_operations": len(self.bridge.pending_operations(sid)),
                 }
             )
+        sessions.extend(self.tables.status())
         return {
             "peer_id": self.identity.peer_id.hex(),
             "signing_public": self.identity.signing_public.hex(),
             "nickname": self.config.mesh.nickname,
             "health": self.health().value,
+            "error": self.failure or self.bridge.failure,
+            "signer": self.signer_status(),
             "healthy": self.bridge.is_healthy(),
             "issues": self.transport.issues(),
-            "links": [
-                {
-                    "link_id": li.link_id,
-                    "peer": li.peer_address,
-                    "mtu": li.mtu,
-                    "role": li.role.value,
-                }
-                for li in self.transport.links()
-            ],
+            "links": self.link_rows(),
             "uplink": self.uplink_status(),
             "sessions": sessions,
             "bridge": _jsonable(stats),
             "mesh": self.mesh.stats(),
             "phone": self.phone.status() if self.phone is not None else None,
+            "tables": {
+                "directory": len(self.tables.directory),
+                "drops": dict(self.tables.directory.drops),
+                **dict(self.tables.counters),
+            },
         }
+
+    def signer_status(self) -> dict[str, Any] | None:
+        """The signer-state file and the sessions still catching up before they sign."""
+        if self.signer is None:
+            return None
+        waiting = {}
+        for sid in self.bridge.sessions:
+            why = self.bridge.engine(sid).catching_up_signer
+            if why is not None:
+                waiting[sid.hex()] = why
+        return {"file": str(self.signer.path), "writes": self.signer.writes, "catching_up": waiting}
+
+    def link_rows(self) -> list[dict[str, object]]:
+        """Every live link (radio or uplink) with the router's own counters for it."""
+        states = self.mesh.router.peers.links
+        rows: list[dict[str, object]] = []
+        for li in self.transport.links():
+            row: dict[str, object] = {
+                "link_id": li.link_id,
+                "peer": li.peer_address,
+                "mtu": li.mtu,
+                "role": li.role.value,
+            }
+            st = states.get(li.link_id)
+            if st is not None:
+                row.update(
+                    peer_id=None if st.peer_id is None else st.peer_id.hex(),
+                    frames_in=st.frames_in,
+                    bytes_in=st.bytes_in,
+                    frames_out=st.frames_out,
+                    bytes_out=st.bytes_out,
+                    send_failures=st.send_failures,
+                    loss=round(st.loss, 4),
+                    queue_depth=self.transport.queue_depth(li.link_id),
+                )
+            rows.append(row)
+        return rows
 
     def uplink_status(self) -> object:
         """The uplink's counters and remote gateways (None without an uplink)."""
@@ -486,6 +757,9 @@ class Node:
     def session_by_name(self, name: str) -> bytes:
         for sid, s in self.sessions.items():
             if s.name == name or sid.hex() == name:
+                return sid
+        for sid, t in self.tables.tables.items():
+            if t.genesis.name == name or sid.hex() == name:
                 return sid
         raise KeyError(name)
 

@@ -12,6 +12,7 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv bluez dbus rsync >/dev/null
 
 id ble-bridge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ble-bridge --shell /usr/sbin/nologin ble-bridge
+getent group gpio >/dev/null || groupadd --system gpio  # the unit's SupplementaryGroups=
 usermod -aG bluetooth ble-bridge
 
 mkdir -p "$prefix"

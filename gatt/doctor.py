@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -19,8 +20,11 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import BusType
 
+from ble_bridge.errors import ExitCode, StartupError
+
 MIN_VERSION = (5, 55)
 MAIN_CONF = Path("/etc/bluetooth/main.conf")
+SYSTEM_BUS_DEFAULT = "unix:path=/var/run/dbus/system_bus_socket"
 
 
 @dataclass(slots=True)
@@ -254,11 +258,32 @@ def diagnose(f: DoctorFacts) -> list[Finding]:
 
 async def gather(adapter: str) -> DoctorFacts:
     """Observe D-Bus and BlueZ (read-only)."""
+    facts = await gather_bus(adapter)
+    if not facts.bus_ok:
+        return facts
+    tool = shutil.which("bluetoothctl")
+    if tool:
+        try:
+            out = subprocess.run(
+                [tool, "--version"], capture_output=True, text=True, timeout=5
+            ).stdout
+            facts.version = parse_version(out)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    facts.gatt_channels = read_gatt_channels()
+    facts.exchange_mtu = read_exchange_mtu()
+    facts.experimental = bluetoothd_experimental()
+    return facts
+
+
+async def gather_bus(adapter: str) -> DoctorFacts:
+    """What the system bus tells: is it there, is org.bluez on it, which adapters it has."""
     facts = DoctorFacts(adapter=adapter)
     try:
-        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM).connect(), 10.0)
     except Exception as e:
-        facts.bus_error = str(e)
+        where = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_DEFAULT
+        facts.bus_error = f"{where}: {e or type(e).__name__}"
         return facts
     facts.bus_ok = True
     try:
@@ -298,19 +323,37 @@ async def gather(adapter: str) -> DoctorFacts:
                         }
     finally:
         bus.disconnect()
-    tool = shutil.which("bluetoothctl")
-    if tool:
-        try:
-            out = subprocess.run(
-                [tool, "--version"], capture_output=True, text=True, timeout=5
-            ).stdout
-            facts.version = parse_version(out)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    facts.gatt_channels = read_gatt_channels()
-    facts.exchange_mtu = read_exchange_mtu()
-    facts.experimental = bluetoothd_experimental()
     return facts
+
+
+# the doctor's checks that stop `ble-bridge run` at start, with the exit code of each
+_STARTUP_CODES = {
+    "system D-Bus": ExitCode.NO_SYSTEM_BUS,
+    "D-Bus access": ExitCode.BLUETOOTHD_ABSENT,
+    "bluetoothd": ExitCode.BLUETOOTHD_ABSENT,
+    "adapter": ExitCode.ADAPTER_MISSING,
+}
+
+
+def startup_problem(f: DoctorFacts) -> StartupError | None:
+    """The first of the doctor's findings that a node cannot start with, as a StartupError.
+
+    Only what the bus tells counts (:func:`gather_bus`): no system bus, org.bluez absent or
+    refusing us, the adapter missing. The other findings (power, EATT, version) are logged
+    warnings at most; a node may still work, and bluetoothd may power the adapter later.
+    """
+    for finding in diagnose(f):
+        code = _STARTUP_CODES.get(finding.check)
+        if code is not None and not finding.ok:
+            return StartupError(code, f"{finding.check}: {finding.detail}", finding.fix)
+    return None
+
+
+async def preflight(adapter: str) -> None:
+    """Raise the StartupError of the first problem the doctor finds on the bus, if any."""
+    problem = startup_problem(await gather_bus(adapter))
+    if problem is not None:
+        raise problem
 
 
 def run_doctor(adapter: str) -> int:

@@ -18,6 +18,7 @@ subscribers. The transport coalesces identical frames queued for several periphe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -406,12 +407,21 @@ class MeshPeripheral:
 
     async def _bluez_back(self) -> None:
         log.warning("bluetoothd is back; registering again")
-        for attempt in range(50):
+        delay, attempt = 0.1, 0
+        while self.bus is not None:  # until it works or we stop: 5 s was too short under load
             try:
                 await self._register()
                 break
             except Exception as e:  # adapters may appear a moment later
-                log.debug("re-register attempt %d: %s", attempt, e)
-                await asyncio.sleep(0.1)
+                attempt += 1
+                (log.warning if attempt % 20 == 0 else log.debug)(
+                    "re-register attempt %d failed: %s", attempt, e
+                )
+                if self._registered and self._adapter_obj is not None:
+                    with contextlib.suppress(Exception):  # a half-done register blocks the next
+                        await self.app.unregister(self._adapter_obj)
+                    self._registered = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
         if self.on_bluez is not None:
             self.on_bluez(True)

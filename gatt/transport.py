@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ble_bridge.errors import ExitCode, StartupError
 from ble_bridge.mesh.liveness import (
     CAP_LINK_KEEPALIVE,
     LinkLiveness,
@@ -46,7 +47,8 @@ from ble_bridge.transport import (
 )
 from gatt.central import CentralSession, MeshCentral
 from gatt.config import BleConfig
-from gatt.peripheral import MeshPeripheral, address_of
+from gatt.doctor import preflight
+from gatt.peripheral import AdapterNotFound, MeshPeripheral, address_of
 from gatt.policy import LinkPolicy
 from gatt.profile import SHORT_ID_BYTES
 
@@ -128,9 +130,17 @@ class BleTransport(Transport):
     async def start(self) -> None:
         if self._started:
             return
+        # no bus, no bluetoothd, no such adapter: one line and its exit code (the doctor's)
+        await preflight(self.config.adapter)
         self._started = True
         self._notify_wake = asyncio.Event()
-        await self.peripheral.start()
+        try:
+            await self.peripheral.start()
+        except AdapterNotFound as exc:  # vanished between the preflight and now
+            self._started = False
+            raise StartupError(
+                ExitCode.ADAPTER_MISSING, str(exc), "check `ble-bridge doctor` and [ble] adapter"
+            ) from exc
         self._pump = asyncio.get_running_loop().create_task(self._notify_pump())
         self._live_task = asyncio.get_running_loop().create_task(self._liveness_loop())
         await self.central.start()

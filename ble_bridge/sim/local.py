@@ -7,6 +7,9 @@ BlueZ. Beside it the air holds ``peers`` simulated handhelds (in-memory state, t
 restarted node finds the same neighbours and the same demo table again. Together they open
 the demo table (``demo-table``: the node and its peers as validators, everyone autoplaying):
 a person can try the service, control socket, metrics, watchdog and LED without a radio.
+The first simulated neighbour also opens a table at runtime, ``sim-open`` (8 seats, only
+itself seated), so ``ble-bridge table list`` has something to show and
+``ble-bridge table join sim-open`` something to join.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from ..air.network import Network, NodeSpec, SimNode
 from ..air.profiles import PI_TUNED, LinkProfile
 from ..air.topology import full
 from ..node import Node, NodeConfig, SessionSection
+from ..signer import new_key_signer_file
 from ..wire.identity import Identity
 
 DEMO_TABLE = "demo-table"
+OPEN_TABLE = "sim-open"
 SEED_FILE = "sim-peers.seed"
 MAX_SIM_PEERS = 15
 
@@ -65,7 +70,9 @@ class LoopbackAir:
             raise ValueError(f"--sim-peers must be 0..{MAX_SIM_PEERS}")
         key = config.node.key_path
         if not key.exists():  # a demo node may start from an empty data dir
-            Identity.generate().save(key)
+            new = Identity.generate()
+            new.save(key)
+            new_key_signer_file(key, new.signing_public)
         self.identity = Identity.load(key)
         self.peer_ids = peer_identities(config.node.data_dir, peers)
         self.config = with_demo_table(config, self.identity, self.peer_ids)
@@ -94,14 +101,18 @@ class LoopbackAir:
             bridge=self.config.bridge,
             sessions=tuple(s for s in self.config.sessions if s.name == DEMO_TABLE),
         )
-        return Node(
+        node = Node(
             peer_config,
             identity=peer,
             transport=spec.transport,
             rng=spec.rng,
             store_path=None,
             peer_keys=self._pins,
+            tables_path=None,
         )
+        if spec.index == 1:
+            node.tables.open(OPEN_TABLE)
+        return node
 
     async def start(self) -> Node:
         """Build the air, start every node; returns the node (index 0)."""

@@ -99,6 +99,7 @@ class TableNode(Node):
             rng=spec.rng,
             wall_offset=spec.wall_offset,
             store_path=store_path,
+            tables_path=store_path.with_suffix(".tables.json") if store_path else None,
             peer_keys={i.peer_id: i.signing_public for i in identities},
             bridge_factory=bridge,
             app_factory=lambda _name: app(),

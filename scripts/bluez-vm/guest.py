@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ble_bridge.control import request
+from ble_bridge.signer import new_key_signer_file
 from ble_bridge.wire.identity import Identity
 
 WORK = Path("/run/bluez-vm")
@@ -431,6 +432,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     for i, ident in enumerate(idents):
         (WORK / f"node{i}").mkdir(exist_ok=True)
         ident.save(WORK / f"node{i}" / "identity.key")
+        new_key_signer_file(WORK / f"node{i}" / "identity.key", ident.signing_public)
         nodes[i].conf.write_text(node_config(i, validators, extra_ble))
     result: dict[str, Any] = {"nodes": n, "addresses": addresses, "events": []}
     t_start = time.monotonic()

@@ -1,0 +1,670 @@
+"""TableService: a node's runtime tables, its table directory and the commands on them.
+
+The thin asyncio service over :mod:`.directory`, :mod:`.registry` and :mod:`.play`: one
+timer (``tick_interval``) announces the runtime tables we sit at when their schedules say
+so, plays our part in each roll, notices when a join or a leave took effect, and keeps
+``tables.json`` up to date. Announcements heard from the mesh go to the directory.
+
+Every request method checks what it can before anything is submitted and raises
+:class:`~.errors.TableError` (one line, a reason) when the request cannot succeed now;
+read methods return JSON-ready dicts. The control server calls these through its
+``TableHost`` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus
+from ..consensus.craps import CrapsApp, CrapsState, Phase, Stage
+from ..consensus.engine import ConsensusEngine
+from ..consensus.validators import RemoveReason, RemoveValidator, encode_set_op
+from ..mesh.router import Delivered
+from ..mesh.service import MeshNode
+from ..wire.identity import Identity, verify_signature
+from . import registry
+from .directory import TABLE_ANNOUNCE_TYPE, AnnounceSchedule, TableAnnounce, TableDirectory
+from .errors import TableError
+from .genesis import GenesisError, TableGenesis
+from .play import KIND_NAMES, RollPlanner, bet_kind, check_bet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TablesConfig:
+    """``[tables]``: runtime tables, their announcements and the directory."""
+
+    default_seats: int = 8
+    default_buy_in: int = 1000
+    default_min_bet: int = 1
+    announce_min_interval: float = 2.0  # seconds, while what we announce changes
+    announce_max_interval: float = 60.0  # ...doubling up to this while it does not
+    directory_capacity: int = 64  # tables remembered from announcements
+    directory_ttl: float = 180.0  # a table unheard for this long leaves the list
+    # a validator silent for this many heights is removed by the others (0: never); longer
+    # than a restarted handheld needs to catch up and sign again
+    silence_heights: int = 40
+    tick_interval: float = 0.5
+    roll_retry: float = 8.0  # a commit/reveal not committed after this long is sent again
+
+
+@dataclass(slots=True)
+class RuntimeTable:
+    genesis: TableGenesis
+    role: str  # opened | joined
+    join_nonce: int
+    schedule: AnnounceSchedule
+    leaving: bytes | None = None  # op id of our RemoveValidator while it is pending
+    was_seated: bool = False
+    # opened by :meth:`TableService.sit`: while we sit alone, an older table of the same
+    # name heard nearby wins and we move there (two people opened it at once)
+    yields: bool = False
+
+
+@dataclass(slots=True)
+class _Sitting:
+    """A table (runtime or pre-arranged) whose rolls we take part in."""
+
+    name: str
+    planner: RollPlanner
+    ops: dict[bytes, float] = field(default_factory=dict)  # op id -> submitted at
+
+
+class TableService:
+    """See the module docstring. ``path``: the tables file (None: keep nothing)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        mesh: MeshNode,
+        bridge: NetworkConsensusBridge,
+        config: TablesConfig,
+        *,
+        nickname: str,
+        path: Path | None,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.mesh = mesh
+        self.bridge = bridge
+        self.config = config
+        self.nickname = nickname
+        self.path = path
+        # the mesh's wall clock (the simulator's is virtual, so runs repeat by seed)
+        self._wall_ms = wall_ms or (lambda: mesh.router.wall_ms(self._now()))
+        self.directory = TableDirectory(
+            verify_signature, capacity=config.directory_capacity, ttl=config.directory_ttl
+        )
+        self.tables: dict[bytes, RuntimeTable] = {}
+        self.names: dict[bytes, str] = {}  # every craps table we follow: id -> name
+        self._sitting: dict[bytes, _Sitting] = {}
+        self._autoplayed: set[bytes] = set()
+        self.counters: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+        self._last_nonce = 0
+        mesh.subscribe(TABLE_ANNOUNCE_TYPE, self._on_packet)
+
+    # -- life --------------------------------------------------------------------------
+
+    def adopt(self, session_id: bytes, name: str, *, autoplay: bool = False) -> None:
+        """A pre-arranged ``[[session]]`` craps table: the commands work on it too."""
+        self.names[session_id] = name
+        if autoplay:
+            self._autoplayed.add(session_id)
+
+    def restore(self) -> int:
+        """Reopen the tables of ``tables.json`` (the engines resume from the store)."""
+        if self.path is None:
+            return 0
+        n = 0
+        for rec in registry.load(self.path):
+            sid = rec.genesis.session_id
+            if sid in self.tables or sid in self.bridge.sessions:
+                continue
+            try:
+                self._open_engine(rec.genesis)
+            except BridgeError as exc:
+                log.error("cannot reopen table %s: %s", rec.genesis.name, exc)
+                continue
+            self._add(rec.genesis, rec.role, rec.join_nonce)
+            self._last_nonce = max(self._last_nonce, rec.join_nonce)
+            n += 1
+        return n
+
+    async def start(self) -> None:
+        for sid, t in self.tables.items():
+            engine = self.bridge.engine(sid)
+            if t.role == "joined" and not engine.is_validator and t.leaving is None:
+                # asked before a restart and not in yet (or removed meanwhile): ask again
+                self._request_join(t)
+        self._task = asyncio.create_task(self._run(), name="tables")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.tick(self._now())
+            except Exception:  # a bug here must not end the tables service
+                self.counters["tick_error"] += 1
+                log.exception("tables tick failed")
+            await asyncio.sleep(self.config.tick_interval)
+
+    # -- requests ----------------------------------------------------------------------
+
+    def open(
+        self,
+        name: str,
+        seats: int | None = None,
+        buy_in: int | None = None,
+        min_bet: int | None = None,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        if any(self.names.get(sid) == name for sid in self.names):
+            raise TableError("table_exists", f"you already sit at a table named {name!r}")
+        try:
+            genesis = TableGenesis(
+                name=name,
+                opener=self.identity.signing_public,
+                opener_nick=self.nickname,
+                seats=cfg.default_seats if seats is None else seats,
+                buy_in=cfg.default_buy_in if buy_in is None else buy_in,
+                min_bet=cfg.default_min_bet if min_bet is None else min_bet,
+                created_ms=self._wall_ms(),
+                nonce=self.mesh.router.rng.getrandbits(64),
+            )
+        except GenesisError as exc:
+            raise TableError("bad_table", str(exc)) from None
+        self._open_engine(genesis)
+        self._add(genesis, "opened", 0)
+        self._save()
+        self.counters["tables_opened"] += 1
+        log.info("opened table %s (%s)", name, genesis.session_id.hex())
+        return self.show(genesis.session_id.hex())
+
+    def sit(self, name: str) -> dict[str, Any]:
+        """Join the table ``name`` heard nearby, or open it when none is heard (while we
+        sit alone at it, an older table of that name heard later wins: we move there)."""
+        if self._mine(name) is not None:
+            return self.join(name)  # refused: already there or on the way
+        found = [h for h in self.directory.find(self._now(), name) if h.name == name]
+        free = [h for h in found if h.announce.seats_taken < h.announce.genesis.seats]
+        if not free:
+            if found:
+                raise TableError("table_full", f"{name!r} is full")
+            shown = self.open(name)
+            self.tables[bytes.fromhex(shown["id"])].yields = True
+            return shown
+        # several of that name (opened at once, the younger ones moving to the oldest)
+        oldest = min(free, key=lambda h: (h.announce.genesis.created_ms, h.session_id))
+        return self.join(oldest.session_id.hex())
+
+    def join(self, name: str) -> dict[str, Any]:
+        mine = self._mine(name)
+        if mine is not None:
+            if self.bridge.engine(mine).is_validator:
+                raise TableError("already_seated", f"you already sit at {name!r}")
+            raise TableError("join_pending", f"your join request for {name!r} is on its way")
+        now = self._now()
+        found = self.directory.find(now, name)
+        if not found:
+            raise TableError(
+                "unknown_table",
+                f"no table {name!r} heard nearby (ble-bridge table list shows what is around)",
+            )
+        if len(found) > 1:
+            ids = ", ".join(h.session_id.hex()[:8] for h in found)
+            raise TableError("ambiguous_table", f"several tables are named {name!r}: {ids}")
+        heard = found[0]
+        ann = heard.announce
+        if ann.seats_taken >= ann.genesis.seats:
+            raise TableError("table_full", f"{name!r} is full ({ann.genesis.seats} seats)")
+        genesis = ann.genesis
+        self._open_engine(genesis)
+        t = self._add(genesis, "joined", self._next_nonce())
+        self._request_join(t)
+        self._save()
+        self.counters["joins_requested"] += 1
+        return self.show(genesis.session_id.hex())
+
+    def leave(self, name: str) -> dict[str, Any]:
+        sid = self._resolve(name)
+        t = self.tables.get(sid)
+        if t is None:
+            raise TableError("not_runtime", f"{name!r} is a pre-arranged table (config.toml)")
+        engine = self.bridge.engine(sid)
+        if not engine.is_validator:
+            # not seated (yet): nothing to commit, forget it here
+            self._forget(sid)
+            return {"table": t.genesis.name, "id": sid.hex(), "left": True, "op": None}
+        if len(engine.validators) <= 1:
+            raise TableError("last_validator", "you are the last seat: the table would end")
+        if t.leaving is not None:
+            raise TableError("leave_pending", "your leave is already on its way")
+        me = self.identity.signing_public
+        op = encode_set_op(RemoveValidator(me, RemoveReason.LEAVE))
+        pid = self._submit(sid, op)
+        t.leaving = pid
+        return {"table": t.genesis.name, "id": sid.hex(), "left": False, "op": pid.hex()}
+
+    def bet(self, table: str, kind: str, amount: int) -> dict[str, Any]:
+        sid = self._resolve(table)
+        k = bet_kind(kind)
+        state = self._state(sid)
+        if not self.bridge.engine(sid).is_validator:
+            raise TableError("not_seated", f"you do not sit at {table!r} (yet)")
+        body = check_bet(state, self.identity.signing_public, table, k, amount)
+        pid = self._submit(sid, body)
+        self.counters["bets_submitted"] += 1
+        return {"table": self.names[sid], "op": pid.hex(), "kind": kind, "amount": amount}
+
+    # -- reads -------------------------------------------------------------------------
+
+    def listing(self) -> list[dict[str, Any]]:
+        now = self._now()
+        rows: dict[bytes, dict[str, Any]] = {}
+        for h in self.directory.entries(now):
+            g = h.announce.genesis
+            rows[h.session_id] = {
+                "name": g.name,
+                "id": h.session_id.hex(),
+                "opener": g.opener_nick or g.opener.hex()[:8],
+                "seats_taken": h.announce.seats_taken,
+                "seats": g.seats,
+                "players": h.announce.players,
+                "height": h.announce.height,
+                "hops": h.hops,
+                "last_heard": round(now - h.last_heard, 1),
+                "announcer": h.announce.nickname,
+                "buy_in": g.buy_in,
+                "min_bet": g.min_bet,
+                "here": False,
+            }
+        for sid, name in self.names.items():
+            engine = self.bridge.engine(sid)
+            state = engine.state
+            if not isinstance(state, CrapsState):
+                continue
+            t = self.tables.get(sid)
+            row = rows.setdefault(
+                sid,
+                {
+                    "name": name,
+                    "id": sid.hex(),
+                    "opener": t.genesis.opener_nick if t is not None else "(config)",
+                    "hops": 0,
+                    "last_heard": None,
+                    "announcer": self.nickname,
+                },
+            )
+            seated = self._seat_counts(state)
+            row.update(
+                seats_taken=seated[0],
+                seats=state.rules.seats or len(state.validators),
+                players=seated[1],
+                height=max(engine.height, int(row.get("height") or 0)),
+                buy_in=state.rules.starting_balance,
+                min_bet=state.rules.min_bet,
+                here=True,
+                seated=engine.is_validator,
+            )
+        return sorted(rows.values(), key=lambda r: (r["name"], r["id"]))
+
+    def show(self, table: str) -> dict[str, Any]:
+        sid = self._resolve(table)
+        engine = self.bridge.engine(sid)
+        state = self._state(sid)
+        me = self.identity.signing_public
+        ages = self.bridge.contact_ages(sid)
+        nicks = self._nicknames()
+        validators = []
+        for key in engine.validators:
+            age = ages.get(key)
+            validators.append(
+                {
+                    "key": key.hex(),
+                    "nickname": self.nickname if key == me else nicks.get(key, ""),
+                    "me": key == me,
+                    "heard_s_ago": None if age is None else round(age, 1),
+                    "in_contact": age is not None and age <= self.bridge.config.contact_timeout,
+                    "silent_heights": engine.silent_heights(key),
+                    "balance": state.balance_of(key),
+                }
+            )
+        t = self.tables.get(sid)
+        seats_taken, players = self._seat_counts(state)
+        return {
+            "table": self.names[sid],
+            "id": sid.hex(),
+            "runtime": t is not None,
+            "opener": t.genesis.opener_nick if t is not None else None,
+            "height": engine.height,
+            "health": self.bridge.health(sid).value,
+            "seated": engine.is_validator,
+            "joining": t is not None and t.role == "joined" and not engine.is_validator,
+            "leaving": t is not None and t.leaving is not None,
+            "phase": "point" if state.phase == Phase.POINT else "come-out",
+            "point": state.point or None,
+            "stage": "betting" if state.stage == Stage.BETTING else "revealing",
+            "round": state.round,
+            "seats": state.rules.seats or len(state.validators),
+            "seats_taken": seats_taken,
+            "players": players,
+            "buy_in": state.rules.starting_balance,
+            "min_bet": state.rules.min_bet,
+            "bank": state.bank,
+            "bets": [
+                {
+                    "player": b.player.hex(),
+                    "nickname": self.nickname if b.player == me else nicks.get(b.player, ""),
+                    "kind": KIND_NAMES[b.kind],
+                    "amount": b.amount,
+                }
+                for b in state.bets
+            ],
+            "balances": {k.hex(): v for k, v in state.balances},
+            "balance": state.balance_of(me),
+            "validators": validators,
+        }
+
+    def balance(self, table: str | None) -> list[dict[str, Any]]:
+        sids = [self._resolve(table)] if table is not None else list(self.names)
+        me = self.identity.signing_public
+        out = []
+        for sid in sids:
+            state = self.bridge.engine(sid).state
+            if not isinstance(state, CrapsState):
+                continue
+            out.append(
+                {
+                    "table": self.names[sid],
+                    "balance": state.balance_of(me),
+                    "on_table": sum(b.amount for b in state.bets if b.player == me),
+                    "height": self.bridge.engine(sid).height,
+                }
+            )
+        return out
+
+    def history(self, table: str) -> dict[str, Any]:
+        sid = self._resolve(table)
+        state = self._state(sid)
+        nicks = self._nicknames()
+        return {
+            "table": self.names[sid],
+            "height": self.bridge.engine(sid).height,
+            "rolls": [{"dice": [d1, d2], "total": d1 + d2} for d1, d2 in state.history],
+            "cashed_out": [
+                {"player": k.hex(), "nickname": nicks.get(k, ""), "amount": v}
+                for k, v in state.cashed_out
+            ],
+        }
+
+    def status(self) -> list[dict[str, Any]]:
+        """The runtime tables for ``status``: like [[session]] rows."""
+        rows = []
+        for sid, t in self.tables.items():
+            engine = self.bridge.engine(sid)
+            rows.append(
+                {
+                    "name": t.genesis.name,
+                    "id": sid.hex(),
+                    "app": "craps",
+                    "runtime": True,
+                    "height": engine.height,
+                    "round": engine.round,
+                    "state_hash": engine.state_hash.hex(),
+                    "health": self.bridge.health(sid).value,
+                    "validators": len(engine.validators),
+                    "seated": engine.is_validator,
+                    "active_participants": self.bridge.active_participants(sid),
+                    "pending_operations": len(self.bridge.pending_operations(sid)),
+                }
+            )
+        return rows
+
+    def session_by_name(self, name: str) -> bytes:
+        return self._resolve(name)
+
+    # -- the tick ----------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        for sid, t in list(self.tables.items()):
+            engine = self.bridge.engine(sid)
+            if engine.is_validator and not t.was_seated:
+                t.was_seated = True
+                self.counters["seated"] += 1
+                log.info("seated at table %s at height %d", t.genesis.name, engine.height)
+            if t.leaving is not None:
+                op = self.bridge.operation(t.leaving)
+                if not engine.is_validator or (
+                    op is not None and op.status is OperationStatus.COMMITTED
+                ):
+                    self.counters["left"] += 1
+                    self._forget(sid)
+                    continue
+                if op is None or op.status is OperationStatus.FAILED:
+                    t.leaving = None  # refused or lost: the person may try again
+            elif t.was_seated and not engine.is_validator:
+                # removed by the others (we were silent): stay a follower, ask again
+                t.was_seated = False
+                self.counters["removed"] += 1
+                t.join_nonce = self._next_nonce()
+                self._request_join(t)
+                self._save()
+            if engine.is_validator:
+                if t.yields and self._yield(now, t, engine):
+                    continue
+                self._maybe_announce(now, t, engine)
+        self._play(now)
+
+    def _yield(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> bool:
+        """Move to an older table of the same name when we sit alone at ours."""
+        me = self.identity.signing_public
+        if engine.validators != (me,):
+            t.yields = False  # someone sat down at ours: it stays
+            return False
+        if engine.pending_joins:
+            return False
+        ours = (t.genesis.created_ms, t.genesis.session_id)
+        for h in self.directory.find(now, t.genesis.name):
+            g = h.announce.genesis
+            if h.name != t.genesis.name or (g.created_ms, h.session_id) >= ours:
+                continue
+            if h.announce.seats_taken >= g.seats:
+                continue
+            log.info("table %s: an older one is near, moving there", t.genesis.name)
+            self.counters["tables_merged"] += 1
+            self._forget(t.genesis.session_id)
+            try:
+                self.join(h.session_id.hex())
+            except TableError as exc:
+                self.counters[f"merge_refused_{exc.reason}"] += 1
+            return True
+        return False
+
+    def _maybe_announce(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> None:
+        state = engine.state
+        if not isinstance(state, CrapsState):
+            return
+        taken, players = self._seat_counts(state)
+        key = (taken, players)
+        if not t.schedule.due(now, key, full=taken >= t.genesis.seats):
+            return
+        ttl = self.mesh.router.config.ttl
+        ann = TableAnnounce(
+            t.genesis,
+            self.identity.signing_public,
+            self.nickname,
+            taken,
+            players,
+            engine.height,
+            ttl,
+        ).signed(self.identity.sign)
+        try:
+            self.mesh.send(TABLE_ANNOUNCE_TYPE, ann.encode(), ttl=ttl)
+        except ValueError:
+            self.counters["announce_oversized"] += 1
+            return
+        t.schedule.sent_now(now, key)
+        self.counters["announcements_sent"] += 1
+
+    def _play(self, now: float) -> None:
+        me = self.identity.signing_public
+        for sid in list(self.names):
+            if sid in self._autoplayed or sid not in self.bridge.sessions:
+                continue
+            engine = self.bridge.engine(sid)
+            state = engine.state
+            if not engine.is_validator or not isinstance(state, CrapsState):
+                continue
+            sit = self._sitting.get(sid)
+            if sit is None:
+                sit = _Sitting(self.names[sid], RollPlanner(me, sid, self.identity.sign))
+                self._sitting[sid] = sit
+            for body in sit.planner.next_ops(state, now, self.config.roll_retry):
+                try:
+                    pid = self.bridge.submit_operation(sid, body)
+                except BridgeError as exc:
+                    self.counters[f"roll_refused_{exc.reason}"] += 1
+                    continue
+                self.counters["roll_ops"] += 1
+                sit.ops[pid] = now
+            if len(sit.ops) > 64:
+                sit.ops = dict(list(sit.ops.items())[-32:])
+
+    # -- inbound -----------------------------------------------------------------------
+
+    def _on_packet(self, event: Delivered) -> None:
+        packet = event.packet
+        heard = self.directory.receive(event.received_at, packet.payload, packet.ttl)
+        if heard is None:
+            return
+        t = self.tables.get(heard.session_id)
+        if t is not None and heard.announce.announcer != self.identity.signing_public:
+            engine = self.bridge.engine(heard.session_id)
+            t.schedule.heard_other(event.received_at, heard.announce.height, engine.height)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _open_engine(self, genesis: TableGenesis) -> None:
+        engine_cfg = dataclasses.replace(
+            self.bridge.config.engine,
+            max_validators=genesis.seats,
+            silence_heights=self.config.silence_heights,
+        )
+        try:
+            self.bridge.open_session(
+                genesis.session_id, [genesis.opener], CrapsApp(genesis.rules), engine_cfg
+            )
+        except BridgeError as exc:
+            if exc.reason == "too_many_sessions":
+                raise TableError("too_many_tables", "this node follows too many tables") from None
+            raise TableError(exc.reason, f"cannot open the table: {exc}") from None
+
+    def _add(self, genesis: TableGenesis, role: str, nonce: int) -> RuntimeTable:
+        c = self.config
+        t = RuntimeTable(
+            genesis,
+            role,
+            nonce,
+            AnnounceSchedule(self._now(), c.announce_min_interval, c.announce_max_interval),
+        )
+        sid = genesis.session_id
+        self.tables[sid] = t
+        self.names[sid] = genesis.name
+        return t
+
+    def _forget(self, sid: bytes) -> None:
+        self.tables.pop(sid, None)
+        self.names.pop(sid, None)
+        self._sitting.pop(sid, None)
+        self.bridge.close_session(sid)
+        self._save()
+
+    def _request_join(self, t: RuntimeTable) -> None:
+        try:
+            self.bridge.request_join(t.genesis.session_id, t.join_nonce, t.genesis.buy_in)
+        except BridgeError as exc:
+            self.counters[f"join_refused_{exc.reason}"] += 1
+
+    def _next_nonce(self) -> int:
+        self._last_nonce = max(self._last_nonce + 1, self._wall_ms())
+        return self._last_nonce
+
+    def _submit(self, sid: bytes, body: bytes) -> Any:
+        try:
+            return self.bridge.submit_operation(sid, body)
+        except BridgeError as exc:
+            if exc.reason == "pending_full":
+                raise TableError("busy", "too many operations in flight; try again") from None
+            if exc.reason == "not_validator":
+                raise TableError("not_seated", "you do not sit at this table") from None
+            raise TableError(exc.reason, str(exc)) from None
+
+    def _mine(self, name: str) -> bytes | None:
+        for sid, n in self.names.items():
+            if n == name or (len(name) >= 4 and sid.hex().startswith(name.lower())):
+                return sid
+        return None
+
+    def _resolve(self, name: str) -> bytes:
+        sid = self._mine(name)
+        if sid is None or sid not in self.bridge.sessions:
+            raise TableError(
+                "unknown_table",
+                f"you do not sit at a table {name!r} (ble-bridge table list; table join NAME)",
+            )
+        return sid
+
+    def _state(self, sid: bytes) -> CrapsState:
+        state = self.bridge.engine(sid).state
+        if not isinstance(state, CrapsState):
+            raise TableError("not_craps", f"{self.names[sid]!r} is not a craps table")
+        return state
+
+    @staticmethod
+    def _seat_counts(state: CrapsState) -> tuple[int, int]:
+        seated = set(state.validators)
+        return len(seated), sum(1 for k, _ in state.balances if k not in seated)
+
+    def _nicknames(self) -> dict[bytes, str]:
+        out = {}
+        for rec in self.mesh.router.peers:
+            if rec.signing_key is not None and rec.nickname:
+                out[rec.signing_key] = rec.nickname
+        return out
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        records = [
+            registry.TableRecord(t.genesis, t.role, t.join_nonce) for t in self.tables.values()
+        ]
+        try:
+            registry.save(self.path, records)
+        except OSError as exc:
+            self.counters["save_failed"] += 1
+            log.error("cannot write %s: %s", self.path, exc)
+
+    def _now(self) -> float:
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return 0.0
+
+
+__all__ = ["RuntimeTable", "TableService", "TablesConfig"]

@@ -1,0 +1,189 @@
+"""Tables formed at runtime over the loopback air (virtual clock, deterministic by seed):
+8 nodes each sitting down at a random time end at one table with one history; a crashed
+validator is removed by the others; a table that lost its quorum pauses and resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+
+from ble_bridge.air.clock import run_virtual
+from ble_bridge.air.network import Network
+from ble_bridge.air.profiles import PI_TUNED
+from ble_bridge.air.topology import full
+from ble_bridge.bridge import SessionHealth
+from ble_bridge.sim.runtime import SIM_TABLES, Bettor, ChurnLog, RuntimeNode, runtime_node_factory
+from ble_bridge.tables.errors import TableError
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def nodes(net: Network) -> list[RuntimeNode]:
+    return [n for n in net.nodes if isinstance(n, RuntimeNode)]
+
+
+async def bet_loop(net: Network, bettor: Bettor, until: float) -> None:
+    while net.now < until:
+        for n in nodes(net):
+            bettor.play(n)
+        await asyncio.sleep(2.0)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_eight_nodes_sitting_down_at_random_times_end_at_one_table(seed: int) -> None:
+    log = ChurnLog()
+
+    async def main() -> tuple[list[RuntimeNode], Bettor]:
+        net = Network(full(8), PI_TUNED, runtime_node_factory(log), seed=seed, trace=False)
+        await net.start()
+        rng = random.Random(seed)
+        t0 = net.now
+
+        def sit(i: int) -> None:
+            node = net.nodes[i]
+            assert isinstance(node, RuntimeNode)
+            try:
+                node.tables.sit("party")
+            except TableError as exc:  # e.g. the table it heard is full for a moment
+                net.loop.call_later(3.0, sit, i)
+                assert exc.reason in ("table_full", "join_pending"), exc
+
+        for i in range(8):
+            net.loop.call_at(t0 + rng.uniform(0.5, 25.0), sit, i)
+        bettor = Bettor()
+        await asyncio.sleep(30.0)
+        await bet_loop(net, bettor, t0 + 120.0)
+        out = nodes(net)
+        await net.stop()
+        return out, bettor
+
+    ns, bettor = run_virtual(main(), seed=seed)
+    ids = {sid for n in ns for sid in n.tables.tables}
+    assert len(ids) == 1, f"{len(ids)} tables at the end"
+    [sid] = ids
+    seated = [n for n in ns if n.bridge.engine(sid).is_validator]
+    assert len(seated) == 8
+    sets = {n.bridge.engine(sid).validators for n in ns}
+    assert len(sets) == 1 and len(next(iter(sets))) == 8
+    assert log.agreement(sid)
+    heights = [n.bridge.engine(sid).height for n in ns]
+    assert max(heights) - min(heights) <= 1 and min(heights) > 8
+    assert bettor.placed > 10
+    # one history: every node's rolls are the same prefix of the longest
+    rolls = sorted((n.bridge.engine(sid).state.history for n in ns), key=len)
+    assert all(r == rolls[-1][: len(r)] for r in rolls) and rolls[0]
+
+
+async def seat(net: Network, node: RuntimeNode, name: str) -> None:
+    """Join ``name`` as soon as it is heard; wait until seated."""
+    end = net.now + 60.0
+    while not node.tables.directory.find(net.now, name):
+        assert net.now < end, "table never heard"
+        await asyncio.sleep(0.5)
+    node.tables.join(name)
+    while not any(node.bridge.engine(sid).is_validator for sid in node.tables.tables):
+        assert net.now < end, "never seated"
+        await asyncio.sleep(0.5)
+
+
+def table_of(ns: list[RuntimeNode]) -> bytes:
+    [sid] = {sid for n in ns for sid in n.tables.tables}
+    return sid
+
+
+def test_a_crashed_validator_is_removed_and_the_table_goes_on() -> None:
+    log = ChurnLog()
+    tables = dataclasses.replace(SIM_TABLES, silence_heights=12)
+
+    async def main() -> dict[str, object]:
+        net = Network(
+            full(5), PI_TUNED, runtime_node_factory(log, tables=tables), seed=3, trace=False
+        )
+        await net.start()
+        ns = nodes(net)
+        ns[0].tables.open("felt")
+        for n in ns[1:]:
+            await seat(net, n, "felt")
+        bettor = Bettor()
+        await bet_loop(net, bettor, net.now + 20.0)
+        sid = table_of(ns)
+        before = ns[0].bridge.engine(sid).validators
+        crashed = ns[4].identity.signing_public
+        await net.stop_node(4, crash=True)
+        at = ns[0].bridge.engine(sid).height
+        await bet_loop(net, bettor, net.now + 120.0)
+        alive = ns[:4]
+        out = {
+            "before": before,
+            "after": {n.bridge.engine(sid).validators for n in alive},
+            "crashed": crashed,
+            "heights": (at, [n.bridge.engine(sid).height for n in alive]),
+            "agree": log.agreement(sid),
+        }
+        await net.stop()
+        return out
+
+    r = run_virtual(main(), seed=3)
+    assert len(r["before"]) == 5  # type: ignore[arg-type]
+    after = r["after"]
+    assert isinstance(after, set) and len(after) == 1
+    [keys] = after
+    assert len(keys) == 4 and r["crashed"] not in keys
+    at, heights = r["heights"]  # type: ignore[misc]
+    assert min(heights) > at + 12  # removed, and the table kept committing after
+    assert r["agree"]
+
+
+def test_quorum_loss_pauses_the_table_and_healing_resumes_it(tmp_path: Path) -> None:
+    log = ChurnLog()
+
+    async def main() -> dict[str, object]:
+        net = Network(
+            full(4), PI_TUNED, runtime_node_factory(log, store_dir=tmp_path), seed=5, trace=False
+        )
+        await net.start()
+        ns = nodes(net)
+        ns[0].tables.open("felt")
+        for n in ns[1:]:
+            await seat(net, n, "felt")
+        bettor = Bettor()
+        await bet_loop(net, bettor, net.now + 10.0)
+        sid = table_of(ns)
+        net.air.partition([(0, 1), (2, 3)])  # 2 of 4: no side holds a quorum of 3
+        await asyncio.sleep(20.0)
+        paused_at = ns[0].bridge.engine(sid).height
+        await bet_loop(net, bettor, net.now + 20.0)
+        paused = {
+            "heights": [n.bridge.engine(sid).height for n in ns],
+            "health": {n.bridge.health(sid) for n in ns},
+            "status": {s["health"] for n in ns for s in n.status()["sessions"]},
+            "led": {n.health().value for n in ns},
+        }
+        net.air.heal()
+        await bet_loop(net, bettor, net.now + 40.0)
+        out = {
+            "paused_at": paused_at,
+            "paused": paused,
+            "resumed": [n.bridge.engine(sid).height for n in ns],
+            "health": {n.bridge.health(sid) for n in ns},
+            "agree": log.agreement(sid),
+            "validators": len(ns[0].bridge.engine(sid).validators),
+        }
+        await net.stop()
+        return out
+
+    r = run_virtual(main(), seed=5)
+    paused = r["paused"]
+    assert isinstance(paused, dict)
+    assert r["validators"] == 4
+    assert max(paused["heights"]) <= r["paused_at"] + 1  # type: ignore[operator]
+    assert paused["health"] == {SessionHealth.PARTITIONED}
+    assert paused["status"] == {"partitioned"} and paused["led"] == {"partitioned"}
+    resumed = r["resumed"]
+    assert isinstance(resumed, list) and min(resumed) > max(paused["heights"]) + 3
+    assert r["health"] == {SessionHealth.ACTIVE}
+    assert r["agree"]
