@@ -179,3 +179,50 @@ def test_signer_file_restored_from_an_old_backup_is_caught_by_the_database(
     net.load(2.0, until=net.now + 20)
     assert net.run_until_height(stuck + 2, max_time=net.now + 120)
     assert net.double_signs == 0 and net.agreement()
+
+
+def test_own_vote_on_the_air_above_the_floor_means_catch_up_first(tmp_path: Path) -> None:
+    """The key signing elsewhere (or a forgotten vote surfacing): a verified vote of our own
+    key above what the signer file holds stops signing and raises the floor durably."""
+    from ble_bridge.wire.messages import Step, Vote
+
+    net = SimNetwork(4, seed=8, store_dir=tmp_path, signer_files=True)
+    net.start()
+    net.submit(0, add_op(1))
+    assert net.run_until_height(1, max_time=net.now + 30)
+    node = net.nodes[3]
+    eng = node.engine
+    assert eng is not None and eng.catching_up_signer is None
+    h = eng.height + 1
+    twin = Vote.create(
+        node.identity.sign, node.key, net.session_id, Step.PREVOTE, h, 5, b"\x07" * 32
+    )
+    eng.receive(net.now, twin)
+    assert eng.catching_up_signer is not None and "height" in eng.catching_up_signer
+    assert eng._signed_floor is not None and eng._signed_floor >= (h, 5, int(Step.PREVOTE))
+    assert node.signer_path is not None
+    floor = SignerFile.open(node.signer_path, node.key, durable=False).floor(net.session_id)
+    assert floor is not None and floor.key >= (h, 5, int(Step.PREVOTE))
+    net.signed[(3, h, 5, int(Step.PREVOTE))] = twin.encode()  # count it as ours
+    net.load(2.0, until=net.now + 20)
+    assert net.run_until_height(h + 2, max_time=net.now + 120)
+    assert net.double_signs == 0 and net.agreement()
+
+
+def test_a_table_whose_every_node_lost_its_signer_file_starts_after_the_idle_wait(
+    tmp_path: Path,
+) -> None:
+    """Nobody votes while everyone catches up: present (announcing) validators and the idle
+    wait let them start, above round 0, and the table commits."""
+    net = SimNetwork(3, seed=9, store_dir=tmp_path, signer_files=True)
+    for node in net.nodes:
+        assert node.signer_path is not None
+        node.signer_path.unlink()
+    net.start()
+    assert all(n.engine is not None and n.engine.catching_up_signer for n in net.nodes)
+    net.submit(0, add_op(1))
+    idle = net.config.signer_catch_up_idle
+    assert not net.run_until_height(1, max_time=net.now + idle / 2)
+    assert net.run_until_height(1, max_time=net.now + idle + 60)
+    assert net.double_signs == 0 and net.agreement()
+    assert all(k[2] >= 1 for k in net.signed), "signed in round 0 after a lost state"
