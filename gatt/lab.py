@@ -122,6 +122,7 @@ def run_lab(
     progress: bool = True,
 ) -> LabResult:
     """Start the fake and ``nodes`` node processes, watch for ``duration`` s, stop all."""
+    from ble_bridge.signer import new_key_signer_file
     from ble_bridge.wire.identity import Identity
 
     cfg = fake_config or FakeBluezConfig(adapters=nodes, link=LinkModel(mtu=247))
@@ -139,6 +140,7 @@ def run_lab(
         for i, ident in enumerate(idents):
             (root / f"node{i}").mkdir()
             ident.save(root / f"node{i}" / "identity.key")
+            new_key_signer_file(root / f"node{i}" / "identity.key", ident.signing_public)
             conf = root / f"node{i}.toml"
             conf.write_text(_toml_config(i, root, validators, ble_table))
             socks.append(root / f"node{i}.sock")

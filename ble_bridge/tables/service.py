@@ -29,6 +29,7 @@ from ..consensus.app import BlockContext, InvalidOperation
 from ..consensus.craps import CrapsApp, CrapsState, Phase, PhoneOp, Stage, encode_op
 from ..consensus.engine import ConsensusEngine
 from ..consensus.validators import RemoveReason, RemoveValidator, encode_set_op
+from ..events import kv
 from ..mesh.router import Delivered
 from ..mesh.service import MeshNode
 from ..wire.identity import Identity, verify_signature
@@ -204,7 +205,7 @@ class TableService:
         self._add(genesis, "opened", 0)
         self._save()
         self.counters["tables_opened"] += 1
-        log.info("opened table %s (%s)", name, genesis.session_id.hex())
+        log.info(kv("table_opened", table=name, session=genesis.session_id.hex()))
         return self.show(genesis.session_id.hex())
 
     def sit(self, name: str) -> dict[str, Any]:
@@ -493,7 +494,7 @@ class TableService:
             if engine.is_validator and not t.was_seated:
                 t.was_seated = True
                 self.counters["seated"] += 1
-                log.info("seated at table %s at height %d", t.genesis.name, engine.height)
+                log.info(kv("table_seated", table=t.genesis.name, height=engine.height))
             if t.leaving is not None:
                 op = self.bridge.operation(t.leaving)
                 if not engine.is_validator or (
@@ -569,7 +570,7 @@ class TableService:
                 continue
             if h.announce.seats_taken >= g.seats:
                 continue
-            log.info("table %s: an older one is near, moving there", t.genesis.name)
+            log.info(kv("table_move", table=t.genesis.name, why="an older one is near"))
             self.counters["tables_merged"] += 1
             self._forget(t.genesis.session_id)
             try:
