@@ -218,6 +218,16 @@ def load_node_config(path: Path) -> NodeConfig:
     return parse_node_config(read_toml(path))
 
 
+def _balance_of(state: CrapsState) -> Callable[[bytes], int | None]:
+    """A seat's balance, else a phone player's."""
+
+    def of(key: bytes) -> int | None:
+        bal = state.balance_of(key)
+        return bal if bal is not None else state.phone_balance(key)
+
+    return of
+
+
 def make_app(name: str) -> Application[Any]:
     if name == "craps":
         return CrapsApp()
@@ -512,7 +522,10 @@ class Node:
         self.seats: dict[bytes, Seat] = {}  # autoplaying table players
         for s in config.sessions:
             validators = s.validator_keys()
-            self.bridge.open_session(s.session_id, validators, app_factory(s.app))
+            app = app_factory(s.app)
+            if isinstance(app, CrapsApp) and app.table_name is None:
+                app.table_name = s.name  # what phones write in !join NAME
+            self.bridge.open_session(s.session_id, validators, app)
             self.sessions[s.session_id] = s
             if s.autoplay and self.identity.signing_public in validators:
                 # secrets for commit-reveal must be unpredictable: system randomness
@@ -536,7 +549,11 @@ class Node:
         self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
         if config.phone.enabled:
             self.phone = PhoneChat(
-                self.identity, self.table_views, self.mesh.router.peers.get, config.phone
+                self.identity,
+                self.table_views,
+                self.mesh.router.peers.get,
+                config.phone,
+                play=self.tables.phone_command,
             )
             PhoneChatService(self.mesh, self.phone)
         board = board_by_name(config.node.board)
@@ -706,7 +723,7 @@ class Node:
         for sid, name in names.items():
             engine = self.bridge.engine(sid)
             state = engine.state
-            balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
+            balance_of = _balance_of(state) if isinstance(state, CrapsState) else _no_balance
             players = len(state.balances) if isinstance(state, CrapsState) else 0
             views.append(
                 TableView(
