@@ -131,3 +131,28 @@ def test_a_noise_dm_from_an_ios_built_handshake_gets_a_private_reply(tmp_path: P
     tampered[6] ^= 0x40
     assert deliver(node, 0.7, phone.noise_frame(0x11, bytes(tampered), me, ms(0.7))) == []
     assert node.phone.noise.stats["decrypt_bad_tag"] == 1
+
+
+def _texts(out: list[bytes]) -> list[str]:
+    return [f.payload.decode() for f in map(parse_v1, out) if f is not None and f.type == 0x02]
+
+
+def test_join_and_bet_from_a_phone_are_checked_and_submitted_with_its_own_frames(
+    tmp_path: Path,
+) -> None:
+    node = node_with_table(tmp_path)
+    phone = Phone("carol")
+    deliver(node, 0.1, phone.announce(ms(0.1)))
+    # before joining, a bet is refused in words, and nothing is submitted
+    out = deliver(node, 0.2, phone.public("!bet craps-1 pass 10", ms(0.2)))
+    assert _texts(out) == ["craps-1: refused (!join the table first)"]
+    assert node.tables.counters["phone_ops"] == 0
+    out = deliver(node, 0.3, phone.public("!join CRAPS-1", ms(0.3)))
+    assert _texts(out) == ["craps-1: join sent; the table will say when it is in"]
+    assert node.tables.counters["phone_ops"] == 1
+    sid = next(iter(node.sessions))
+    assert len(node.bridge.engine(sid).mempool) == 1  # the PhoneOp, waiting to be proposed
+    out = deliver(node, 7.0, phone.public("!join nowhere", ms(7.0)))
+    assert _texts(out) == ["no table 'nowhere' here; !tables lists them"]
+    # every play line went to the tables service with the phone's frames
+    assert node.phone.stats["play_requests"] == 3
