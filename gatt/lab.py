@@ -169,7 +169,11 @@ async def _status(sock: Path) -> dict[str, Any] | None:
 
 
 async def _watch(
-    socks: list[Path], duration: float, progress: bool, chaos: Chaos | None = None
+    socks: list[Path],
+    duration: float,
+    progress: bool,
+    chaos: Chaos | None = None,
+    on_poll: Callable[[], None] | None = None,
 ) -> LabResult:
     seen: dict[int, str] = {}
     result = LabResult()
@@ -178,6 +182,8 @@ async def _watch(
     end = loop.time() + duration
     while loop.time() < end:
         replies = await asyncio.gather(*(_status(s) for s in socks))
+        if on_poll is not None:
+            on_poll()
         if chaos is not None:
             view = [r or last[i] for i, r in enumerate(replies)]
             killed = chaos.step(loop.time(), view, [r is not None for r in replies])
@@ -232,12 +238,14 @@ def run_lab(
     max_kills: int | None = None,
     seed: int | None = None,
     root: Path | None = None,
+    on_poll: Callable[[list[int]], None] | None = None,
 ) -> LabResult:
     """Start the fake and ``nodes`` node processes, watch for ``duration`` s, stop all.
 
     ``chaos``: every so many seconds SIGKILL a random node and restart it on its state dir
     (:class:`Chaos`); with ``max_kills`` the watch ends once that many kills rejoined.
     ``root``: where the keys, configs, state dirs and node logs go (default: a new temp dir).
+    ``on_poll``: called with the node processes' pids after each poll (once a second).
     """
     from ble_bridge.signer import new_key_signer_file
     from ble_bridge.wire.identity import Identity
@@ -277,7 +285,8 @@ def run_lab(
         monkey = None
         if chaos is not None:
             monkey = Chaos(chaos, procs, spawn, random.Random(seed), max_kills)
-        return asyncio.run(_watch(socks, duration, progress, monkey))
+        poll = None if on_poll is None else (lambda: on_poll([p.pid for p in procs]))
+        return asyncio.run(_watch(socks, duration, progress, monkey, poll))
     finally:
         for p in procs:
             p.terminate()
