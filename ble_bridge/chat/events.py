@@ -103,9 +103,9 @@ class TableChat:
         events: list[str] = []
         if prev is None:
             if height <= 1:
-                seats = f"{state.rules.seats} seats" if state.rules.seats else "open"
+                seats = f"{state.rules.seats} seats, " if state.rules.seats else ""
                 events.append(
-                    f"table {name} opened ({seats}, buy-in {state.rules.starting_balance},"
+                    f"table {name} opened ({seats}buy-in {state.rules.starting_balance},"
                     f" min bet {state.rules.min_bet}): !join {name}"
                 )
         else:
