@@ -24,6 +24,7 @@ check() {  # check NAME COMMAND...
   checks=$((checks + 1))
   if "${@:2}"; then echo "ok   $1"; else echo "FAIL $1"; failed=$((failed + 1)); fi
 }
+quiet() { "$@" >/dev/null; }
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 
 echo "bundle: scripts/bundle.sh --arch x86_64" >&2
@@ -43,18 +44,18 @@ snapshot() {  # what must be equal after an install and a rerun
     etc/udev/rules.d/99-ble-bridge-leds.rules; ls -l etc/systemd/system/multi-user.target.wants/ \
     | grep -o "ble-bridge.service.*"; stat -c "%n %a %U %G" var/lib/ble-bridge var/lib/ble-bridge/identity.key etc/ble-bridge; id ble-bridge'
 }
-installed_ok() {
-  [ -L "$root/etc/systemd/system/multi-user.target.wants/ble-bridge.service" ] &&
-    [ "$(stat -c '%a %U' "$root/var/lib/ble-bridge/identity.key")" = "600 ble-bridge" ] &&
-    in_root /opt/ble-bridge/.venv/bin/ble-bridge keygen --show /var/lib/ble-bridge/identity.key >/dev/null &&
-    [ "$(grep -c -- '--- ble-bridge' "$root/etc/bluetooth/main.conf")" = 1 ] &&
-    in_root id -nG ble-bridge | grep -qw bluetooth && in_root id -nG ble-bridge | grep -qw gpio
+installed_ok() {  # installed_ok LABEL
+  check "$1: unit enabled" test -L "$root/etc/systemd/system/multi-user.target.wants/ble-bridge.service"
+  check "$1: key 0600 ble-bridge" test "$(in_root stat -c '%a %U' /var/lib/ble-bridge/identity.key)" = "600 ble-bridge"
+  check "$1: the venv's ble-bridge reads the key" quiet in_root /opt/ble-bridge/.venv/bin/ble-bridge keygen --show /var/lib/ble-bridge/identity.key
+  check "$1: BlueZ block once" test "$(grep -c -- '--- ble-bridge' "$root/etc/bluetooth/main.conf")" = 1
+  check "$1: groups bluetooth gpio" bash -c "chroot '$root' id -nG ble-bridge | grep -qw bluetooth && chroot '$root' id -nG ble-bridge | grep -qw gpio"
 }
 
 out=$(in_root bash /src/deploy/install.sh --offline /bundle 2>&1) || { echo "$out"; false; }
 check "install exits 0" true
 check "install says what is deferred to first boot" grep -q "^deferred: ble-bridge.service" <<<"$out"
-check "installed: enabled, key 0600, BlueZ block once, groups" installed_ok
+installed_ok installed
 first=$(snapshot)
 check "no network drop-in without [metrics]/[uplink]" test ! -e "$root/etc/systemd/system/ble-bridge.service.d/network.conf"
 verify=$(systemd-analyze --root="$root" verify ble-bridge.service 2>&1) && check "systemd-analyze verify (installed root)" test -z "$verify" \
@@ -72,7 +73,7 @@ if in_root bash /src/deploy/install.sh --offline /broken >/dev/null 2>&1; then c
 check "the failed run left no working venv" test ! -x "$root/opt/ble-bridge/.venv/bin/ble-bridge"
 in_root bash /src/deploy/install.sh --offline /bundle >/dev/null 2>&1
 check "rerun after the failure completes it (same result)" test "$(snapshot)" = "$first"
-check "installed again" installed_ok
+installed_ok "after the failed run"
 
 printf '\n[uplink]\nbroker = "mqtt://127.0.0.1:1883"\nmesh_id = "test"\n' >> "$root/etc/ble-bridge/config.toml"
 in_root bash /src/deploy/install.sh --offline /bundle >/dev/null 2>&1
