@@ -108,7 +108,7 @@ fi
 # 6. udev rule, unit, and the network drop-in only when [metrics] or [uplink] is configured.
 install -m 0644 "$src/deploy/99-ble-bridge-leds.rules" /etc/udev/rules.d/99-ble-bridge-leds.rules
 install -m 0644 "$src/deploy/ble-bridge.service" "$unitdir/ble-bridge.service"
-if grep -Eq '^\s*\[(metrics|uplink)\]' "$conf"; then
+if bash "$src/deploy/needs-network.sh" "$conf"; then
   install -d -m 0755 "$unitdir/ble-bridge.service.d"
   install -m 0644 "$src/deploy/ble-bridge.service.d/network.conf" "$unitdir/ble-bridge.service.d/network.conf"
   say "IP sockets allowed ([metrics] or [uplink] in $conf)"

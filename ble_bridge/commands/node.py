@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="simulated neighbours with --transport sim (default: [node] sim_peers, 3)",
     )
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, default_log_level=logging.INFO)
 
     for name, helptext, func in (
         ("status", "a running node's health, sessions and counters", cmd_status),
