@@ -19,54 +19,16 @@ signal. Last line: ``node rss_mb=<float> rss_growth_mb=<float> cpu_core_pct=<flo
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gatt.fakebluez import FakeBluezConfig, LinkModel
-from gatt.lab import run_lab
+from gatt.lab import ProcRecorder, run_lab
 
 GOALS = {"rss_mb": 64.0, "rss_growth_mb": 1.0, "cpu_core_pct": 15.0}
-WINDOW_S = 30.0
-TICK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _sample(pid: int) -> tuple[float, float] | None:
-    """(RSS in MiB, CPU seconds) of a process, None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        statm = Path(f"/proc/{pid}/statm").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-    rss = int(statm.split()[1]) * PAGE / 2**20
-    return rss, cpu
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        self.rss: dict[int, list[tuple[float, float]]] = {}
-        self.cpu: dict[int, list[tuple[float, float]]] = {}
-
-    def __call__(self, pids: list[int]) -> None:
-        now = time.monotonic() - self.t0
-        for pid in pids:
-            got = _sample(pid)
-            if got is None:
-                continue
-            self.rss.setdefault(pid, []).append((now, got[0]))
-            self.cpu.setdefault(pid, []).append((now, got[1]))
-
-    def around(self, pid: int, t: float) -> float:
-        xs = [r for when, r in self.rss[pid] if abs(when - t) <= WINDOW_S / 2]
-        return statistics.median(xs) if xs else float("nan")
 
 
 def main() -> int:
@@ -75,7 +37,7 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=4)
     args = ap.parse_args()
     duration = args.minutes * 60.0
-    rec = Recorder()
+    rec = ProcRecorder()
     result = run_lab(
         args.nodes,
         duration,
@@ -83,16 +45,11 @@ def main() -> int:
         progress=False,
         on_poll=rec,
     )
-    end = max(t for xs in rec.rss.values() for t, _ in xs)
-    half = end / 2
-    last = {pid: rec.around(pid, end - WINDOW_S / 2) for pid in rec.rss}
-    mid = {pid: rec.around(pid, half) for pid in rec.rss}
-    growth = {pid: last[pid] - mid[pid] for pid in rec.rss}
-    cpus = []
-    for xs in rec.cpu.values():
-        (t_a, c_a), (t_b, c_b) = xs[0], xs[-1]
-        if t_b > t_a:
-            cpus.append(100.0 * (c_b - c_a) / (t_b - t_a))
+    pids = sorted(rec.rss)
+    last = {pid: rec.rss_end(pid) for pid in pids}
+    mid = {pid: rec.rss_around(pid, rec.end / 2) for pid in pids}
+    growth = {pid: last[pid] - mid[pid] for pid in pids}
+    cpus = [rec.cpu_pct(pid) for pid in pids]
     values = {
         "rss_mb": max(last.values()),
         "rss_growth_mb": max(growth.values()),

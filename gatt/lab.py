@@ -298,3 +298,52 @@ def run_lab(
         fake.close()
         if progress:
             print(f"lab: node logs in {root}", file=sys.stderr)
+
+
+def proc_sample(pid: int) -> tuple[float, float] | None:
+    """(RSS in MiB, CPU seconds user+system) of a process from /proc; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        statm = Path(f"/proc/{pid}/statm").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return rss, cpu
+
+
+class ProcRecorder:
+    """``run_lab(on_poll=…)``: RSS and CPU time of every node process, once a poll."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        self.t0 = time.monotonic()
+        self.window_s = window_s
+        self.rss: dict[int, list[tuple[float, float]]] = {}
+        self.cpu: dict[int, list[tuple[float, float]]] = {}
+
+    def __call__(self, pids: list[int]) -> None:
+        now = time.monotonic() - self.t0
+        for pid in pids:
+            got = proc_sample(pid)
+            if got is None:
+                continue
+            self.rss.setdefault(pid, []).append((now, got[0]))
+            self.cpu.setdefault(pid, []).append((now, got[1]))
+
+    @property
+    def end(self) -> float:
+        return max(t for xs in self.rss.values() for t, _ in xs)
+
+    def rss_around(self, pid: int, t: float) -> float:
+        """Median RSS of ``pid`` in the window centred on ``t`` (nan if no sample there)."""
+        xs = [r for when, r in self.rss[pid] if abs(when - t) <= self.window_s / 2]
+        return statistics.median(xs) if xs else math.nan
+
+    def rss_end(self, pid: int) -> float:
+        return self.rss_around(pid, self.end - self.window_s / 2)
+
+    def cpu_pct(self, pid: int) -> float:
+        """Mean CPU of ``pid`` over its samples, in percent of one core."""
+        (t_a, c_a), (t_b, c_b) = self.cpu[pid][0], self.cpu[pid][-1]
+        return 100.0 * (c_b - c_a) / (t_b - t_a) if t_b > t_a else math.nan

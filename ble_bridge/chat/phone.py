@@ -49,6 +49,7 @@ class PhoneConfig:
 
     enabled: bool = True
     answer_public: bool = True
+    answer_private: bool = True  # False: a simulated phone, which reads DMs and answers none
     commands: ChatConfig = field(default_factory=ChatConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     queue_per_peer: int = 4
@@ -83,6 +84,7 @@ class PhoneChat:
     ) -> None:
         self.identity = identity
         self.play = play
+        self.last_dm: str | None = None  # with answer_private off: the last DM text read
         self._announces: OrderedDict[bytes, bytes] = OrderedDict()  # peer -> signed frame
         self.peer_id = identity.peer_id
         self.config = config or PhoneConfig()
@@ -208,6 +210,9 @@ class PhoneChat:
         out = self.send_private(
             now, sender, typed(NoisePayloadType.DELIVERED, pm.message_id.encode("utf-8"))
         )
+        if not self.config.answer_private:
+            self.last_dm = pm.content
+            return out
         rec = self.peers(sender)
         remote = self.noise.remote_static(sender)
         if rec is None or rec.signing_key is None or rec.noise_key != remote:

@@ -1876,7 +1876,7 @@ class ConsensusEngine(Generic[S]):
 
     def _remember(self, key: bytes, signature: bytes, message: bytes) -> None:
         """Seed the verification cache with a signature we made ourselves."""
-        self.cache._seen[key + signature + message] = True
+        self.cache.remember(key, signature, message)
 
     def _verify_vote(self, vote: Vote) -> bool:
         return self.cache.verify(
