@@ -10,7 +10,7 @@
 # Topology: by default one VM per node, as on real Pis: each VM has its own kernel, bluetoothd
 # and one controller; the controllers are those of one `btvirt -s` LE server on the host (the
 # image's own btvirt, in a private mount namespace so its /tmp sockets are this run's), each
-# VM's second serial port connected to it and attached in the guest with btattach (H4); the
+# VM's second serial port wired to it and its controller created on /dev/vhci (relay.py); the
 # host's watch.py judges the table from the rows every VM writes. --one-vm (and --scenario
 # kill, which inspects one bluetoothd) runs all nodes on `btvirt -L -lN` controllers of one
 # bluetoothd in one VM instead: there the one-bluetoothd connect race (ATT before mgmt's
@@ -309,7 +309,7 @@ boot_split() {
   for i in $(seq 0 $((NODES - 1))); do
     local share=$att/vm$i
     mkdir -p "$share"
-    cp "$HERE/guest.py" "$share/"
+    cp "$HERE/guest.py" "$HERE/relay.py" "$share/"
     {
       echo '#!/bin/sh'
       echo 'export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1'
