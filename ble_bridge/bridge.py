@@ -43,6 +43,7 @@ from .consensus.engine import (
 )
 from .consensus.quorum import max_faulty, quorum
 from .errors import StorageFailure
+from .events import kv
 from .gossip import Gossip, GossipConfig, Item, pack
 from .mesh.router import Delivered
 from .mesh.seen import SeenCache
@@ -1194,9 +1195,9 @@ class NetworkConsensusBridge:
             self.counters["evidence_found"] += 1
         elif isinstance(ev, SignerNotice):
             if ev.catching_up:
-                log.warning("signer catch_up session=%s reason=%s", s.id.hex()[:8], ev.text)
+                log.warning(kv("signer_catch_up", session=s.id.hex()[:8], reason=ev.text))
             else:
-                log.info("signer resumed session=%s %s", s.id.hex()[:8], ev.text)
+                log.info(kv("signer_resumed", session=s.id.hex()[:8], note=ev.text))
         if isinstance(ev, ValidatorsChanged | SnapshotInstalled):
             self._refresh_validators(s, now)
 
@@ -1318,7 +1319,18 @@ class NetworkConsensusBridge:
         if s.health is before:
             return
         self.counters[f"health_{s.health.value}"] += 1
-        log.info("session %s: %s -> %s", s.id.hex()[:8], before.value, s.health.value)
+        log.log(
+            logging.WARNING if s.health is SessionHealth.PARTITIONED else logging.INFO,
+            kv(
+                "table_health",
+                session=s.id.hex()[:8],
+                to=s.health.value,
+                was=before.value,
+                height=s.engine.height,
+                in_contact=in_contact,
+                validators=n,
+            ),
+        )
         if before is SessionHealth.PARTITIONED:
             # Healing: tell the others where we are now; their answers drive catch-up.
             s.announce_interval = self.config.announce_min_interval
@@ -1382,10 +1394,10 @@ class NetworkConsensusBridge:
             return
         if isinstance(exc, StorageFailure):
             self.failure = f"storage failed: {exc}"
-            log.error("bridge stopped signing reason=%r", self.failure)
+            log.error(kv("signing_stopped", reason=self.failure))
         else:
             self.failure = f"bug: {type(exc).__name__}: {exc}"
-            log.error("bridge stopped signing reason=%r", self.failure, exc_info=exc)
+            log.error(kv("signing_stopped", reason=self.failure), exc_info=exc)
         self._running = False
         for sess in self.sessions.values():
             if sess.timer is not None:

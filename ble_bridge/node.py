@@ -39,7 +39,9 @@ from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
 from .control import ControlServer
 from .errors import ExitCode, StartupError, StorageFailure
+from .events import LogSection, NodeEvents, TableSeen, kv
 from .mesh.config import MeshConfig
+from .mesh.router import DROP_REASONS
 from .mesh.service import MeshNode
 from .metrics import MetricsConfig, MetricsServer
 from .signer import ForeignSignerFile, Opened, SignerFile, signer_path_for
@@ -142,6 +144,7 @@ class NodeConfig:
     tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # [metrics]: Prometheus
     hardware: GpioConfig = field(default_factory=GpioConfig)  # [hardware]: button and LED
+    log: LogSection = field(default_factory=LogSection)  # [log]: periodic INFO lines
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -161,7 +164,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
     known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
-    known |= {"metrics", "hardware"}
+    known |= {"metrics", "hardware", "log"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -195,13 +198,34 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     hw = apply_table(GpioConfig(), doc.get("hardware", {}), "hardware")
     if not 0 <= hw.debounce_s < hw.long_press_s:
         raise ConfigError("[hardware] needs 0 <= debounce_s < long_press_s")
+    log_section = apply_table(LogSection(), doc.get("log", {}), "log")
     return NodeConfig(
-        node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables, metrics, hw
+        node,
+        dict(ble),
+        mesh,
+        bridge,
+        tuple(sessions),
+        uplink,
+        phone,
+        tables,
+        metrics,
+        hw,
+        log_section,
     )
 
 
 def load_node_config(path: Path) -> NodeConfig:
     return parse_node_config(read_toml(path))
+
+
+def _balance_of(state: CrapsState) -> Callable[[bytes], int | None]:
+    """A seat's balance, else a phone player's."""
+
+    def of(key: bytes) -> int | None:
+        bal = state.balance_of(key)
+        return bal if bal is not None else state.phone_balance(key)
+
+    return of
 
 
 def make_app(name: str) -> Application[Any]:
@@ -314,7 +338,7 @@ def open_state(
     if new_key and signer.opened is Opened.MISSING:
         signer.opened, signer.note = Opened.CREATED, ""
     if signer.note:
-        log.warning("%s", signer.note)
+        log.warning(kv("signer_state", note=signer.note))
     try:
         opened = open_store(store_path, key)
     except OSError as exc:
@@ -333,10 +357,10 @@ def open_state(
             f"move {store_path} away by hand; the node then syncs from its peers",
         ) from None
     if opened.note:
-        log.warning("state %s", opened.note)
+        log.warning(kv("database", note=opened.note))
     migrated = migrate_legacy(signer, opened)
     if migrated:
-        log.info("signer state created from the database sessions=%d", migrated)
+        log.info(kv("signer_state_created", source="database", sessions=migrated))
     store = opened.store
 
     def reason(session: bytes) -> str | None:
@@ -498,7 +522,10 @@ class Node:
         self.seats: dict[bytes, Seat] = {}  # autoplaying table players
         for s in config.sessions:
             validators = s.validator_keys()
-            self.bridge.open_session(s.session_id, validators, app_factory(s.app))
+            app = app_factory(s.app)
+            if isinstance(app, CrapsApp) and app.table_name is None:
+                app.table_name = s.name  # what phones write in !join NAME
+            self.bridge.open_session(s.session_id, validators, app)
             self.sessions[s.session_id] = s
             if s.autoplay and self.identity.signing_public in validators:
                 # secrets for commit-reveal must be unpredictable: system randomness
@@ -522,20 +549,27 @@ class Node:
         self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
         if config.phone.enabled:
             self.phone = PhoneChat(
-                self.identity, self.table_views, self.mesh.router.peers.get, config.phone
+                self.identity,
+                self.table_views,
+                self.mesh.router.peers.get,
+                config.phone,
+                play=self.tables.phone_command,
             )
             PhoneChatService(self.mesh, self.phone)
         board = board_by_name(config.node.board)
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
+        self._events = NodeEvents(config.log)
         self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
         await self.tables.start()
-        if self.seats or self.led.path is not None:  # else housekeeping has nothing to do
+        if self.seats or self.led.path is not None or log.isEnabledFor(logging.INFO):
+            # else housekeeping has nothing to do (the simulator's nodes: no seats, no LED,
+            # no INFO log; their virtual-clock schedule stays what it was)
             task = asyncio.create_task(self._housekeeping(), name="node-housekeeping")
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
@@ -546,10 +580,16 @@ class Node:
             self.metrics = MetricsServer(self.config.metrics, self.status)
             await self.metrics.start()
         log.info(
-            "node %s up: %d session(s), store %s",
-            self.identity.peer_id.hex(),
-            len(self.sessions),
-            self.store_path or "none (memory)",
+            kv(
+                "start",
+                peer=self.identity.peer_id.hex(),
+                nickname=self.config.mesh.nickname,
+                transport=type(self.radio).__name__,
+                adapter=str(self.config.ble.get("adapter", "")) or None,
+                tables=",".join(s.name for s in self.sessions.values()) or None,
+                store=str(self.store_path) if self.store_path else "memory",
+                control=str(self.config.node.control_socket) if self.control else None,
+            )
         )
 
     async def stop(self) -> None:
@@ -583,7 +623,7 @@ class Node:
         if self.failure is not None:
             return
         self.failure, self.failure_code = reason, code
-        log.error("node failed code=%d reason=%r", int(code), reason)
+        log.error(kv("node_failed", code=int(code), reason=reason))
         self.led.show(NodeHealth.ERROR)
         if self.bridge.failure is None:
             self.bridge._fail(RuntimeError(reason))
@@ -598,7 +638,7 @@ class Node:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("task %s died", task.get_name(), exc_info=exc)
+            log.error(kv("task_died", task=task.get_name()), exc_info=exc)
             self.fail(f"bug: task {task.get_name()} died: {exc!r}", ExitCode.BUG)
 
     def health(self) -> NodeHealth:
@@ -616,9 +656,53 @@ class Node:
 
     async def _housekeeping(self) -> None:
         while True:
-            self.led.show(self.health())
+            health = self.health()
+            self.led.show(health)
             self.autoplay()
+            try:
+                self.log_events(health)
+            except Exception:  # the log must not take the node down
+                log.exception("log_events_failed")
             await asyncio.sleep(self.config.node.status_interval)
+
+    def log_events(self, health: NodeHealth | None = None) -> None:
+        """Health changes, table joins, every N-th commit, drops per minute (events.py)."""
+        health = health or self.health()
+        tables = []
+        for sid, s in self.sessions.items():
+            engine = self.bridge.engine(sid)
+            tables.append(
+                TableSeen(
+                    s.name,
+                    engine.height,
+                    engine.round,
+                    engine.state_hash.hex(),
+                    self.bridge.health(sid).value,
+                    self.bridge.active_participants(sid),
+                    len(s.validators),
+                    self.bridge.counters["operations_committed"],
+                )
+            )
+        now = asyncio.get_running_loop().time()
+        lines = self._events.tick(
+            now, health.value, len(self.transport.links()), tables, self.drop_counts
+        )
+        for level, line in lines:
+            log.log(level, line)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Frames and messages dropped so far, by reason: the mesh's and the bridge's (with
+        its engines'), without the duplicates and own packets every flood and gossip bring
+        (``status`` has those)."""
+        stats = self.mesh.router.stats
+        out = {
+            f"mesh_{k}": v
+            for k, v in stats.items()
+            if k in DROP_REASONS and k not in ("duplicate", "own_packet") and v
+        }
+        drops = self.bridge.stats().drops
+        out.update({f"bridge_{k}": v for k, v in drops.items() if k != "duplicate"})
+        return out
 
     def autoplay(self) -> int:
         """Submit what the autoplaying table players want now; returns how many ops."""
@@ -639,7 +723,7 @@ class Node:
         for sid, name in names.items():
             engine = self.bridge.engine(sid)
             state = engine.state
-            balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
+            balance_of = _balance_of(state) if isinstance(state, CrapsState) else _no_balance
             players = len(state.balances) if isinstance(state, CrapsState) else 0
             views.append(
                 TableView(

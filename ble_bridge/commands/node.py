@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="simulated neighbours with --transport sim (default: [node] sim_peers, 3)",
     )
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, default_log_level=logging.INFO)
 
     for name, helptext, func in (
         ("status", "a running node's health, sessions and counters", cmd_status),
@@ -117,9 +117,17 @@ async def _serve(config_path: Path, transport: str | None, sim_peers: int | None
     def status() -> str:
         return status_line(nodes[0].status()) if nodes else "starting"
 
-    code = await serve_until_signalled(
-        start, stop, alive=alive, status=status, stop_event=stop_event
-    )
+    from ..memtrace import interval_from_env, trace_forever
+
+    trace_every = interval_from_env()  # BLE_BRIDGE_TRACEMALLOC=<s>: where memory grows
+    tracer = None if trace_every is None else asyncio.create_task(trace_forever(trace_every))
+    try:
+        code = await serve_until_signalled(
+            start, stop, alive=alive, status=status, stop_event=stop_event
+        )
+    finally:
+        if tracer is not None:
+            tracer.cancel()
     if nodes and nodes[0].failure is not None:
         print(f"ble-bridge run: error: {nodes[0].failure}", file=sys.stderr)
         return int(nodes[0].failure_code)

@@ -229,7 +229,7 @@ def test_disk_full_while_playing_is_health_error_then_exit_8(tmp_path: Path) -> 
     assert lines[-1].startswith("ble-bridge run: error: storage failed: "), lines[-3:]
     text = "\n".join(lines)
     assert "Exception in callback" not in text and "never retrieved" not in text
-    assert any("bridge stopped signing" in ln for ln in lines)
+    assert any("signing_stopped reason=" in ln for ln in lines)
 
 
 class _FullDisk:

@@ -52,7 +52,7 @@ def signed_here(net: SimNetwork, i: int) -> bool:
 def crash_after_signing(net: SimNetwork, i: int, lose_outbox: bool) -> int:
     """Submit work, run until node ``i`` signed at the height in progress, crash it there;
     returns that height."""
-    net.submit((i + 1) % len(net.nodes), add_op(7))
+    net.submit(0, add_op(7))
     deadline = net.now + 30
     while net.now < deadline and not signed_here(net, i):
         net.run(net.now + 0.005)
@@ -226,3 +226,31 @@ def test_a_table_whose_every_node_lost_its_signer_file_starts_after_the_idle_wai
     assert net.run_until_height(1, max_time=net.now + idle + 60)
     assert net.double_signs == 0 and net.agreement()
     assert all(k[2] >= 1 for k in net.signed), "signed in round 0 after a lost state"
+
+
+@pytest.mark.parametrize("lose_outbox", [True, False])
+def test_four_validators_one_down_one_lost_its_state_finish_the_height(
+    tmp_path: Path, lose_outbox: bool
+) -> None:
+    """The two others precommitted and wait without a precommit quorum (no timeout fires);
+    the node that lost its state votes only two rounds up, one vote, not f+1 = 2. Once their
+    re-broadcasts back off to the cap they follow it there, and the height finishes."""
+    net = SimNetwork(4, seed=21, store_dir=tmp_path, signer_files=True)
+    net.start()
+    for k in range(3):
+        net.submit(k % 4, add_op(1 + k))
+        assert net.run_until_height(k + 1, max_time=net.now + 30)
+    net.crash(3)  # down for good
+    stuck = crash_after_signing(net, 2, lose_outbox)
+    node = net.nodes[2]
+    assert node.store_path is not None and node.signer_path is not None
+    damage(node.store_path, "lost", 1)
+    node.signer_path.unlink()
+    net.restart(2)
+    net.load(2.0, until=net.now + 100, nodes=[0, 1, 2])
+    assert net.run_until_height(stuck + 1, max_time=net.now + 300, nodes=[0, 1, 2])
+    assert net.double_signs == 0 and net.agreement([0, 1, 2])
+    followed = sum(
+        e.stats["round_followed_when_stuck"] for n in net.nodes[:2] if (e := n.engine) is not None
+    )
+    assert followed >= 1
