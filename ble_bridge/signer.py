@@ -153,6 +153,13 @@ def signer_path_for(key_path: Path) -> Path:
     return key_path.with_name(key_path.name + ".signer")
 
 
+def new_key_signer_file(key_path: Path, signing_public: bytes) -> Path:
+    """Beside a key just created: its empty signer state (it has signed nothing)."""
+    path = signer_path_for(key_path)
+    SignerFile.create(path, signing_public).close()
+    return path
+
+
 class SignerFile:
     """The open signer-state file of one key (every session of the node)."""
 

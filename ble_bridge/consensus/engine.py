@@ -1550,9 +1550,30 @@ class ConsensusEngine(Generic[S]):
             self.stats["rebroadcasts"] += 1
             if self._hint_height > self._committed + 1:
                 self._request_catch_up(now)
+            stuck = hs.rebroadcasts >= self.config.rebroadcast_backoff
             hs.rebroadcasts = min(hs.rebroadcasts + 1, self.config.rebroadcast_backoff)
             delay = self._timeout("rebroadcast", round + hs.rebroadcasts)  # backs off, capped
             self._set_timer(now, "rebroadcast", delay, round)
+            if stuck and self._follow_when_stuck(now):
+                return
+
+    def _follow_when_stuck(self, now: float) -> bool:
+        """Stuck in a round (re-broadcasts backed off to the cap) without a quorum of
+        precommits of any kind in it, while a validator votes in a later round: follow it there. The f+1
+        rule cannot fire when fewer than f+1 are up there — e.g. a node that lost its signer
+        state skips the rounds it may have signed in while another validator is down —
+        and without a precommit quorum no timeout moves this round on. Entering a later round is
+        always safe (locks and quorums decide); a liar can only move a stalled node."""
+        hs = self._hs
+        rnd = hs.round
+        if self._vote_set(rnd, Step.PRECOMMIT).has_quorum_any():
+            return False  # the precommit timeout moves this round on
+        later = [r for (r, _), vs in hs.votes.items() if r > rnd and vs.votes]
+        if not later:
+            return False
+        self.stats["round_followed_when_stuck"] += 1
+        self._start_round(now, max(later))
+        return True
 
     def _progress(self, now: float) -> None:
         """Apply the algorithm's upon-rules until nothing changes."""
@@ -1855,7 +1876,7 @@ class ConsensusEngine(Generic[S]):
 
     def _remember(self, key: bytes, signature: bytes, message: bytes) -> None:
         """Seed the verification cache with a signature we made ourselves."""
-        self.cache._seen[key + signature + message] = True
+        self.cache.remember(key, signature, message)
 
     def _verify_vote(self, vote: Vote) -> bool:
         return self.cache.verify(

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..signer import SignerFile
 from ..store import Store, open_store, signer_catch_up
@@ -36,7 +37,7 @@ from ..wire.messages import (
     decode_message,
     encode_message,
 )
-from .app import BlockContext, InvalidOperation
+from .app import Application, BlockContext, InvalidOperation
 from .byzantine import Behaviour, misbehave
 from .engine import Committed, ConsensusEngine, EngineConfig, SignerNotice, SnapshotInstalled
 
@@ -174,11 +175,13 @@ class SimNetwork:
         announce_interval: float = 1.0,
         genesis: Sequence[int] | None = None,
         signer_files: bool = False,
+        app_factory: Callable[[], Application[Any]] | None = None,
     ) -> None:
         """``signer_files``: each node (needs ``store_dir``) keeps a signer-state file
         beside its database, created with its key, and opens both the way a real node
         does (a broken database is moved aside; a lost state means catch-up first)."""
         self.rng = random.Random(seed)
+        self.app_factory: Callable[[], Application[Any]] = app_factory or LedgerApp
         self.link = link or LinkModel()
         self.config = config or EngineConfig()
         self.session_id = hashlib.sha256(b"sim-session-%d" % seed).digest()[:16]
@@ -242,7 +245,7 @@ class SimNetwork:
             self.session_id,
             node.identity,
             self.genesis,
-            LedgerApp(),
+            self.app_factory(),
             self.config,
             store,
             guard,

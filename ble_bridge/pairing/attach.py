@@ -24,6 +24,7 @@ from hardware.service import PanelService
 
 from ..bridge import NetworkConsensusBridge, SessionHealth
 from ..chat.phone import PhoneChat
+from ..events import kv
 from ..mesh.service import MeshNode
 from ..store import Store
 from ..tables.errors import TableError
@@ -92,7 +93,8 @@ class OwnerFeatures:
             self._apply_nickname(nick.decode("utf-8", "replace"))
         if panel_io is None:
             panel_io, why = open_panel_io(hardware, board)
-            log.info("%s", why)
+            quiet = why.get("reason") == "no_pins"  # off-Pi: nothing worth an INFO line
+            log.log(logging.DEBUG if quiet else logging.INFO, "%s", kv("panel", **why))
         self.panel: PanelService | None = None
         if panel_io.has_button or panel_io.has_led:
             panel = Panel(
@@ -166,7 +168,7 @@ class OwnerFeatures:
         self.store.set_meta(NICK_META, nickname.encode("utf-8"))
         router = self.node.mesh.router
         router._announce_soon(now)  # phones list the new name soon
-        log.info("nickname set by an owner nickname=%s", nickname)
+        log.info("%s", kv("nickname_set", by="owner", nickname=nickname))
 
     def open_table(self, name: str, seats: int | None) -> str:
         t = self.node.tables.open(name, seats, None, None)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..chat.commands import HELP, PRIVATE_REPLY_MAX
+from ..events import kv
 from ..mesh.peers import PeerRecord
 from ..store import OwnerRecord, Store
 from ..tables.errors import TableError
@@ -80,12 +81,8 @@ class Pairing:
         code = self.config.button_code if origin == "button" else ""
         self.window.open(now, self.config.window_s if duration is None else duration, code=code,
                          origin=origin)  # fmt: skip
-        log.info(
-            "pairing window open origin=%s seconds=%g code=%s",
-            origin,
-            self.window.deadline - now,
-            self.window.code,
-        )
+        seconds = round(self.window.deadline - now, 1)
+        log.info("%s", kv("pairing_open", origin=origin, seconds=seconds, code=self.window.code))
         self._changed(now)
         return self.window.status(now)
 
@@ -114,7 +111,7 @@ class Pairing:
                 listener(is_open)
             except Exception:  # a listener's bug must not break pairing
                 self.stats["listener_error"] += 1
-                log.exception("pairing listener failed")
+                log.exception("%s", kv("pairing_listener_failed"))
 
     async def run(self) -> None:
         """The one timer: close the window at its deadline."""
@@ -155,7 +152,7 @@ class Pairing:
             raise ValueError(f"{ident} matches {len(found)} owners; give more digits")
         for o in found:
             self.store.remove_owner(o.key)
-            log.info("owner removed id=%s nickname=%s", o.key.hex()[:16], o.nickname)
+            log.info("%s", kv("owner_removed", id=o.key.hex()[:16], nickname=o.nickname))
         return [o.key.hex() for o in found]
 
     # -- the DM hook -------------------------------------------------------------------
@@ -187,7 +184,7 @@ class Pairing:
             if not self.store.add_owner(owner, self.config.max_owners):
                 self.stats["pair_owners_full"] += 1
                 return f"this node has its maximum of {self.config.max_owners} owners"
-            log.info("owner bound id=%s nickname=%s", key.hex()[:16], rec.nickname or "")
+            log.info("%s", kv("owner_bound", id=key.hex()[:16], nickname=rec.nickname or ""))
             return "paired: you own this node (!help lists owner commands)"
         if result is Attempt.WRONG:
             self._changed(self.clock())  # too many tries may have closed it
