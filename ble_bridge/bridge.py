@@ -36,10 +36,14 @@ from .consensus.engine import (
     EvidenceFound,
     OperationReissued,
     OperationRejected,
+    SignerGuard,
+    SignerNotice,
     SnapshotInstalled,
     ValidatorsChanged,
 )
 from .consensus.quorum import max_faulty, quorum
+from .errors import StorageFailure
+from .events import kv
 from .gossip import Gossip, GossipConfig, Item, pack
 from .mesh.router import Delivered
 from .mesh.seen import SeenCache
@@ -327,6 +331,13 @@ class NetworkConsensusBridge:
         self._links = 0
         self._retired: Counter[str] = Counter()  # engine stats of closed sessions
         self._flush_handle: asyncio.Handle | None = None
+        # the double-sign guard every engine gets (the node's signer-state file), and why
+        # a session must catch up before it signs (None: it may sign at once)
+        self.signer: SignerGuard | None = None
+        self.catch_up_reason: Callable[[bytes], str | None] | None = None
+        # set when a storage error (or a bug) stopped the bridge: it signs nothing more
+        self.failure: str | None = None
+        self.on_failure: Callable[[str, BaseException], None] | None = None
         mesh.subscribe(PacketType.CONSENSUS, self._on_packet)
 
     # -- life -------------------------------------------------------------------------
@@ -374,6 +385,8 @@ class NetworkConsensusBridge:
             app,
             engine_config or self.config.engine,
             self.store,
+            self.signer,
+            None if self.catch_up_reason is None else self.catch_up_reason(session_id),
         )
         s = _Session(engine, self._now(), self.config)
         self.sessions[engine.session_id] = s
@@ -405,8 +418,14 @@ class NetworkConsensusBridge:
             raise BridgeError("pending_full", f"{len(s.pending)} operations pending")
         if not s.engine.is_validator:
             raise BridgeError("not_validator")
+        if self.failure is not None:
+            raise BridgeError("failed", self.failure)
         now = self._now()
-        op_id = s.engine.submit(now, op)
+        try:
+            op_id = s.engine.submit(now, op)
+        except StorageFailure as exc:
+            self._fail(exc)
+            raise BridgeError("failed", self.failure or str(exc)) from exc
         pending = PendingOperation(
             ProposalId(op_id),
             s.id,
@@ -513,6 +532,12 @@ class NetworkConsensusBridge:
     # -- inbound ----------------------------------------------------------------------
 
     def _on_packet(self, event: Delivered) -> None:
+        try:
+            self._on_packet_unguarded(event)
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _on_packet_unguarded(self, event: Delivered) -> None:
         peers = self.mesh.router.peers
         link = peers.links.get(event.link_id) if event.link_id is not None else None
         via = link.peer_id if link is not None else None
@@ -680,6 +705,12 @@ class NetworkConsensusBridge:
             self._drain_handle = self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
+        try:
+            self._drain_unguarded()
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _drain_unguarded(self) -> None:
         """Round-robin over sessions, a batch each, so one busy session cannot stall another."""
         self._drain_handle = None
         if not self._running:
@@ -718,9 +749,12 @@ class NetworkConsensusBridge:
                 return
             s.announced[item.sender] = msg
             eng = s.engine
+            eng.note_presence(now, item.sender, msg.height)
             if eng.height < msg.height <= eng.height + eng.config.snapshot_gap:
                 try:
                     eng.receive(now, msg)
+                except StorageFailure:
+                    raise
                 except Exception:
                     self._drop("engine_error")
                     log.exception("engine failed on a state announcement")
@@ -776,6 +810,8 @@ class NetworkConsensusBridge:
         self.counters["messages_processed"] += 1
         try:
             s.engine.receive(now, msg)
+        except StorageFailure:
+            raise  # not the message's fault: the node stops signing (see _fail)
         except Exception:  # never let one message kill the bridge
             self._drop("engine_error")
             log.exception("engine failed on a %s", type(msg).__name__)
@@ -948,6 +984,12 @@ class NetworkConsensusBridge:
             self._flush_handle = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        try:
+            self._flush_unguarded()
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _flush_unguarded(self) -> None:
         """Send each neighbour its queued messages, batched; hold them while its link is
         busy (so they batch up instead of queueing frame after frame behind each other)."""
         self._flush_handle = None
@@ -1162,6 +1204,11 @@ class NetworkConsensusBridge:
                     self._finish(pending, OperationStatus.COMMITTED, now)
         elif isinstance(ev, EvidenceFound):
             self.counters["evidence_found"] += 1
+        elif isinstance(ev, SignerNotice):
+            if ev.catching_up:
+                log.warning(kv("signer_catch_up", session=s.id.hex()[:8], reason=ev.text))
+            else:
+                log.info(kv("signer_resumed", session=s.id.hex()[:8], note=ev.text))
         if isinstance(ev, ValidatorsChanged | SnapshotInstalled):
             self._refresh_validators(s, now)
 
@@ -1210,6 +1257,12 @@ class NetworkConsensusBridge:
             s.timer = self._loop.call_at(at, self._on_timer, s)
 
     def _on_timer(self, s: _Session) -> None:
+        try:
+            self._on_timer_unguarded(s)
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _on_timer_unguarded(self, s: _Session) -> None:
         s.timer = None
         s.timer_at = None
         if not self._running or self.sessions.get(s.id) is not s:
@@ -1220,6 +1273,12 @@ class NetworkConsensusBridge:
     # -- housekeeping -----------------------------------------------------------------
 
     def _tick(self) -> None:
+        try:
+            self._tick_unguarded()
+        except Exception as exc:  # never a dead callback in a live process
+            self._fail(exc)
+
+    def _tick_unguarded(self) -> None:
         self._tick_handle = None
         if not self._running or self._loop is None:
             return
@@ -1271,7 +1330,18 @@ class NetworkConsensusBridge:
         if s.health is before:
             return
         self.counters[f"health_{s.health.value}"] += 1
-        log.info("session %s: %s -> %s", s.id.hex()[:8], before.value, s.health.value)
+        log.log(
+            logging.WARNING if s.health is SessionHealth.PARTITIONED else logging.INFO,
+            kv(
+                "table_health",
+                session=s.id.hex()[:8],
+                to=s.health.value,
+                was=before.value,
+                height=s.engine.height,
+                in_contact=in_contact,
+                validators=n,
+            ),
+        )
         if before is SessionHealth.PARTITIONED:
             # Healing: tell the others where we are now; their answers drive catch-up.
             s.announce_interval = self.config.announce_min_interval
@@ -1288,6 +1358,8 @@ class NetworkConsensusBridge:
             return False
         try:
             s.engine.receive(now, ahead)  # the engine rate-limits its own requests
+        except StorageFailure:
+            raise
         except Exception:
             self._drop("engine_error")
             log.exception("engine failed on a state announcement")
@@ -1322,6 +1394,32 @@ class NetworkConsensusBridge:
         s.last_sent = now
         self.counters["announcements"] += 1
         self.transmit(s.id, ann)
+
+    # -- failure ----------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        """A storage error (disk full, I/O error) or a bug in a callback: stop signing at
+        once (timers cancelled, nothing more is processed or sent), keep the reason for
+        health and status, tell the owner (the node exits so systemd restarts it)."""
+        if self.failure is not None:
+            return
+        if isinstance(exc, StorageFailure):
+            self.failure = f"storage failed: {exc}"
+            log.error(kv("signing_stopped", reason=self.failure))
+        else:
+            self.failure = f"bug: {type(exc).__name__}: {exc}"
+            log.error(kv("signing_stopped", reason=self.failure), exc_info=exc)
+        self._running = False
+        for sess in self.sessions.values():
+            if sess.timer is not None:
+                sess.timer.cancel()
+                sess.timer = None
+        for h in (self._drain_handle, self._tick_handle, self._flush_handle):
+            if h is not None:
+                h.cancel()
+        self._drain_handle = self._tick_handle = self._flush_handle = None
+        if self.on_failure is not None:
+            self.on_failure(self.failure, exc)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -16,12 +16,14 @@ import hashlib
 import logging
 import os
 import random
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hardware import NodeHealth, StatusLed, board_by_name
+from hardware.gpio import GpioConfig
 
 from .bridge import (
     BridgeConfig,
@@ -36,10 +38,14 @@ from .config import ConfigError, apply_table, read_toml
 from .consensus.app import Application
 from .consensus.craps import CrapsApp, CrapsState, TablePlayer
 from .control import ControlServer
-from .errors import ExitCode, StartupError
+from .errors import ExitCode, StartupError, StorageFailure
+from .events import LogSection, NodeEvents, TableSeen, kv
 from .mesh.config import MeshConfig
+from .mesh.router import DROP_REASONS
 from .mesh.service import MeshNode
-from .store import Store
+from .metrics import MetricsConfig, MetricsServer
+from .signer import ForeignSignerFile, Opened, SignerFile, signer_path_for
+from .store import Store, migrate_legacy, open_store, signer_catch_up
 from .tables import registry as table_registry
 from .tables.service import TablesConfig, TableService
 from .transport import LinkRole, Transport
@@ -75,10 +81,16 @@ class NodeSection:
     status_interval: float = 2.0  # seconds between status LED / health updates
     transport: Literal["ble", "sim"] = "ble"  # sim: loopback air with simulated neighbours
     sim_peers: int = 3  # simulated neighbours with transport = "sim"
+    signer_file: Path | None = None  # default: <key_file>.signer, beside the key
+    failure_exit_s: float = 5.0  # a node that stopped signing shows it this long, then exits
 
     @property
     def key_path(self) -> Path:
         return self.key_file or self.data_dir / "identity.key"
+
+    @property
+    def signer_path(self) -> Path:
+        return self.signer_file or signer_path_for(self.key_path)
 
     @property
     def store_path(self) -> Path:
@@ -130,6 +142,9 @@ class NodeConfig:
     uplink: UplinkConfig | None = None  # [uplink]: this node is a gateway to an MQTT broker
     phone: PhoneConfig = field(default_factory=PhoneConfig)  # [phone]: answering BitChat phones
     tables: TablesConfig = field(default_factory=TablesConfig)  # [tables]: runtime tables
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # [metrics]: Prometheus
+    hardware: GpioConfig = field(default_factory=GpioConfig)  # [hardware]: button and LED
+    log: LogSection = field(default_factory=LogSection)  # [log]: periodic INFO lines
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -149,6 +164,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
     known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
+    known |= {"metrics", "hardware", "log"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -178,11 +194,38 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     tables = apply_table(TablesConfig(), doc.get("tables", {}), "tables")
     if not 1 <= tables.default_seats <= 16:
         raise ConfigError("[tables] default_seats must be 1..16")
-    return NodeConfig(node, dict(ble), mesh, bridge, tuple(sessions), uplink, phone, tables)
+    metrics = apply_table(MetricsConfig(), doc.get("metrics", {}), "metrics")
+    hw = apply_table(GpioConfig(), doc.get("hardware", {}), "hardware")
+    if not 0 <= hw.debounce_s < hw.long_press_s:
+        raise ConfigError("[hardware] needs 0 <= debounce_s < long_press_s")
+    log_section = apply_table(LogSection(), doc.get("log", {}), "log")
+    return NodeConfig(
+        node,
+        dict(ble),
+        mesh,
+        bridge,
+        tuple(sessions),
+        uplink,
+        phone,
+        tables,
+        metrics,
+        hw,
+        log_section,
+    )
 
 
 def load_node_config(path: Path) -> NodeConfig:
     return parse_node_config(read_toml(path))
+
+
+def _balance_of(state: CrapsState) -> Callable[[bytes], int | None]:
+    """A seat's balance, else a phone player's."""
+
+    def of(key: bytes) -> int | None:
+        bal = state.balance_of(key)
+        return bal if bal is not None else state.phone_balance(key)
+
+    return of
 
 
 def make_app(name: str) -> Application[Any]:
@@ -269,6 +312,61 @@ def _data_dir_error(path: Path, exc: OSError, what: str, fix_perm: str) -> Start
     return StartupError(
         ExitCode.DATA_DIR, f"data dir {path} {what} ({exc.strerror or exc})", fix_perm
     )
+
+
+def open_state(
+    store_path: Path, signer_path: Path, key: bytes, *, new_key: bool = False
+) -> tuple[Store, SignerFile, Callable[[bytes], str | None]]:
+    """The node's database and signer-state file, and why a session must catch up before
+    it signs (None: it may sign at once). A broken or foreign database is moved aside,
+    a corrupt signer file too (each reported in one log line); a signer file of another
+    key is a StartupError (exit 2): the node refuses to sign rather than guess."""
+    try:
+        signer = SignerFile.open(signer_path, key)
+    except ForeignSignerFile as exc:
+        raise StartupError(
+            ExitCode.USAGE,
+            f"signer state {signer_path} belongs to key {exc.found.hex()[:16]}, not this"
+            f" node's {key.hex()[:16]}",
+            "put this node's own identity key back, or, if the key was replaced on purpose,"
+            " move the signer file away (the node then catches up before it signs)",
+        ) from None
+    except StorageFailure as exc:
+        raise StartupError(
+            ExitCode.DATA_DIR, str(exc), "make the key's directory writable ([node] signer_file)"
+        ) from None
+    if new_key and signer.opened is Opened.MISSING:
+        signer.opened, signer.note = Opened.CREATED, ""
+    if signer.note:
+        log.warning(kv("signer_state", note=signer.note))
+    try:
+        opened = open_store(store_path, key)
+    except OSError as exc:
+        signer.close()
+        raise StartupError(
+            ExitCode.DB_CORRUPT,
+            f"database {store_path} is unusable and cannot be moved aside ({exc.strerror or exc})",
+            f"move {store_path} (and its -wal/-shm files) away by hand; the node then syncs"
+            " from its peers",
+        ) from None
+    except (sqlite3.Error, StorageFailure) as exc:
+        signer.close()
+        raise StartupError(
+            ExitCode.DB_CORRUPT,
+            f"database {store_path} cannot be opened ({exc})",
+            f"move {store_path} away by hand; the node then syncs from its peers",
+        ) from None
+    if opened.note:
+        log.warning(kv("database", note=opened.note))
+    migrated = migrate_legacy(signer, opened)
+    if migrated:
+        log.info(kv("signer_state_created", source="database", sessions=migrated))
+    store = opened.store
+
+    def reason(session: bytes) -> str | None:
+        return signer_catch_up(signer, opened, session)
+
+    return store, signer, reason
 
 
 class BridgeFactory(Protocol):
@@ -381,9 +479,24 @@ class Node:
         self.config = config
         self.store_path = config.node.store_path if store_path == "data_dir" else store_path
         self.store: Store | None = None
+        self.signer: SignerFile | None = None
+        self.failure: str | None = None  # why the node stopped signing (health error)
+        self.failure_code = ExitCode.OK
+        self.on_failure: Callable[[str, ExitCode], None] | None = None
+        catch_up = None
         if self.store_path is not None:
             self.store_path.parent.mkdir(parents=True, exist_ok=True)
-            self.store = Store(self.store_path)
+            signer_path = (
+                config.node.signer_path
+                if store_path == "data_dir"
+                else self.store_path.with_name(self.store_path.name + ".signer")
+            )
+            # an identity handed in without a key file on disk (a simulation, a test) was
+            # made just now: a missing signer file is then a new one, not a lost one
+            injected = identity is not None and not config.node.key_path.exists()
+            self.store, self.signer, catch_up = open_state(
+                self.store_path, signer_path, self.identity.signing_public, new_key=injected
+            )
         self.radio = transport or build_ble_transport(config, self.identity)
         self.transport: Transport = self.radio
         self.uplink: Transport | None = uplink_transport
@@ -402,11 +515,17 @@ class Node:
         self.bridge = bridge_factory(
             self.mesh, self.identity, store=self.store, config=config.bridge
         )
+        self.bridge.signer = self.signer
+        self.bridge.catch_up_reason = catch_up
+        self.bridge.on_failure = self._bridge_failed
         self.sessions: dict[bytes, SessionSection] = {}
         self.seats: dict[bytes, Seat] = {}  # autoplaying table players
         for s in config.sessions:
             validators = s.validator_keys()
-            self.bridge.open_session(s.session_id, validators, app_factory(s.app))
+            app = app_factory(s.app)
+            if isinstance(app, CrapsApp) and app.table_name is None:
+                app.table_name = s.name  # what phones write in !join NAME
+            self.bridge.open_session(s.session_id, validators, app)
             self.sessions[s.session_id] = s
             if s.autoplay and self.identity.signing_public in validators:
                 # secrets for commit-reveal must be unpredictable: system randomness
@@ -430,31 +549,53 @@ class Node:
         self.phone: PhoneChat | None = None  # answers BitChat phones: commands, Noise DMs
         if config.phone.enabled:
             self.phone = PhoneChat(
-                self.identity, self.table_views, self.mesh.router.peers.get, config.phone
+                self.identity,
+                self.table_views,
+                self.mesh.router.peers.get,
+                config.phone,
+                play=self.tables.phone_command,
             )
             PhoneChatService(self.mesh, self.phone)
         board = board_by_name(config.node.board)
         self.led = StatusLed(board.status_led)
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
+        self._events = NodeEvents(config.log)
+        self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         await self.mesh.start()
         await self.bridge.start()
         await self.tables.start()
-        if self.seats or self.led.path is not None:  # else housekeeping has nothing to do
-            self._tasks.append(asyncio.create_task(self._housekeeping(), name="node-housekeeping"))
+        if self.seats or self.led.path is not None or log.isEnabledFor(logging.INFO):
+            # else housekeeping has nothing to do (the simulator's nodes: no seats, no LED,
+            # no INFO log; their virtual-clock schedule stays what it was)
+            task = asyncio.create_task(self._housekeeping(), name="node-housekeeping")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
         if self.config.node.control_socket != Path():
             self.control = ControlServer(self, self.config.node.control_socket)
             await self.control.start()
+        if self.config.metrics.listen:
+            self.metrics = MetricsServer(self.config.metrics, self.status)
+            await self.metrics.start()
         log.info(
-            "node %s up: %d session(s), store %s",
-            self.identity.peer_id.hex(),
-            len(self.sessions),
-            self.store_path or "none (memory)",
+            kv(
+                "start",
+                peer=self.identity.peer_id.hex(),
+                nickname=self.config.mesh.nickname,
+                transport=type(self.radio).__name__,
+                adapter=str(self.config.ble.get("adapter", "")) or None,
+                tables=",".join(s.name for s in self.sessions.values()) or None,
+                store=str(self.store_path) if self.store_path else "memory",
+                control=str(self.config.node.control_socket) if self.control else None,
+            )
         )
 
     async def stop(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
         if self.control is not None:
             await self.control.stop()
             self.control = None
@@ -470,8 +611,39 @@ class Node:
         self.led.show(NodeHealth.STOPPED)
         if self.store is not None:
             self.store.close()
+        if self.signer is not None:
+            self.signer.close()
+
+    # -- failure: stop signing, show it, exit ----------------------------------------------
+
+    def fail(self, reason: str, code: ExitCode) -> None:
+        """Stop signing for good: health ``error`` with ``reason`` (status, LED, the
+        watchdog stops), then ``ble-bridge run`` exits with ``code`` after
+        ``[node] failure_exit_s`` so systemd restarts it from its durable state."""
+        if self.failure is not None:
+            return
+        self.failure, self.failure_code = reason, code
+        log.error(kv("node_failed", code=int(code), reason=reason))
+        self.led.show(NodeHealth.ERROR)
+        if self.bridge.failure is None:
+            self.bridge._fail(RuntimeError(reason))
+        if self.on_failure is not None:
+            self.on_failure(reason, code)
+
+    def _bridge_failed(self, reason: str, exc: BaseException) -> None:
+        self.fail(reason, ExitCode.STORAGE if isinstance(exc, StorageFailure) else ExitCode.BUG)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error(kv("task_died", task=task.get_name()), exc_info=exc)
+            self.fail(f"bug: task {task.get_name()} died: {exc!r}", ExitCode.BUG)
 
     def health(self) -> NodeHealth:
+        if self.failure is not None or self.bridge.failure is not None:
+            return NodeHealth.ERROR
         if not self.transport.links():
             return NodeHealth.ISOLATED
         if any(
@@ -484,9 +656,53 @@ class Node:
 
     async def _housekeeping(self) -> None:
         while True:
-            self.led.show(self.health())
+            health = self.health()
+            self.led.show(health)
             self.autoplay()
+            try:
+                self.log_events(health)
+            except Exception:  # the log must not take the node down
+                log.exception("log_events_failed")
             await asyncio.sleep(self.config.node.status_interval)
+
+    def log_events(self, health: NodeHealth | None = None) -> None:
+        """Health changes, table joins, every N-th commit, drops per minute (events.py)."""
+        health = health or self.health()
+        tables = []
+        for sid, s in self.sessions.items():
+            engine = self.bridge.engine(sid)
+            tables.append(
+                TableSeen(
+                    s.name,
+                    engine.height,
+                    engine.round,
+                    engine.state_hash.hex(),
+                    self.bridge.health(sid).value,
+                    self.bridge.active_participants(sid),
+                    len(s.validators),
+                    self.bridge.counters["operations_committed"],
+                )
+            )
+        now = asyncio.get_running_loop().time()
+        lines = self._events.tick(
+            now, health.value, len(self.transport.links()), tables, self.drop_counts
+        )
+        for level, line in lines:
+            log.log(level, line)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Frames and messages dropped so far, by reason: the mesh's and the bridge's (with
+        its engines'), without the duplicates and own packets every flood and gossip bring
+        (``status`` has those)."""
+        stats = self.mesh.router.stats
+        out = {
+            f"mesh_{k}": v
+            for k, v in stats.items()
+            if k in DROP_REASONS and k not in ("duplicate", "own_packet") and v
+        }
+        drops = self.bridge.stats().drops
+        out.update({f"bridge_{k}": v for k, v in drops.items() if k != "duplicate"})
+        return out
 
     def autoplay(self) -> int:
         """Submit what the autoplaying table players want now; returns how many ops."""
@@ -507,7 +723,7 @@ class Node:
         for sid, name in names.items():
             engine = self.bridge.engine(sid)
             state = engine.state
-            balance_of = state.balance_of if isinstance(state, CrapsState) else _no_balance
+            balance_of = _balance_of(state) if isinstance(state, CrapsState) else _no_balance
             players = len(state.balances) if isinstance(state, CrapsState) else 0
             views.append(
                 TableView(
@@ -548,17 +764,11 @@ class Node:
             "signing_public": self.identity.signing_public.hex(),
             "nickname": self.config.mesh.nickname,
             "health": self.health().value,
+            "error": self.failure or self.bridge.failure,
+            "signer": self.signer_status(),
             "healthy": self.bridge.is_healthy(),
             "issues": self.transport.issues(),
-            "links": [
-                {
-                    "link_id": li.link_id,
-                    "peer": li.peer_address,
-                    "mtu": li.mtu,
-                    "role": li.role.value,
-                }
-                for li in self.transport.links()
-            ],
+            "links": self.link_rows(),
             "uplink": self.uplink_status(),
             "sessions": sessions,
             "bridge": _jsonable(stats),
@@ -570,6 +780,43 @@ class Node:
                 **dict(self.tables.counters),
             },
         }
+
+    def signer_status(self) -> dict[str, Any] | None:
+        """The signer-state file and the sessions still catching up before they sign."""
+        if self.signer is None:
+            return None
+        waiting = {}
+        for sid in self.bridge.sessions:
+            why = self.bridge.engine(sid).catching_up_signer
+            if why is not None:
+                waiting[sid.hex()] = why
+        return {"file": str(self.signer.path), "writes": self.signer.writes, "catching_up": waiting}
+
+    def link_rows(self) -> list[dict[str, object]]:
+        """Every live link (radio or uplink) with the router's own counters for it."""
+        states = self.mesh.router.peers.links
+        rows: list[dict[str, object]] = []
+        for li in self.transport.links():
+            row: dict[str, object] = {
+                "link_id": li.link_id,
+                "peer": li.peer_address,
+                "mtu": li.mtu,
+                "role": li.role.value,
+            }
+            st = states.get(li.link_id)
+            if st is not None:
+                row.update(
+                    peer_id=None if st.peer_id is None else st.peer_id.hex(),
+                    frames_in=st.frames_in,
+                    bytes_in=st.bytes_in,
+                    frames_out=st.frames_out,
+                    bytes_out=st.bytes_out,
+                    send_failures=st.send_failures,
+                    loss=round(st.loss, 4),
+                    queue_depth=self.transport.queue_depth(li.link_id),
+                )
+            rows.append(row)
+        return rows
 
     def uplink_status(self) -> object:
         """The uplink's counters and remote gateways (None without an uplink)."""

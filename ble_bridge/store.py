@@ -9,9 +9,16 @@ consensus types. Every table is keyed by session id, so one file serves several 
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import hashlib
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import StorageFailure
+from .signer import Opened, SignedAt, SignerFile, move_aside
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
@@ -33,7 +40,9 @@ CREATE TABLE IF NOT EXISTS signed (
     PRIMARY KEY (session, height, round, step));
 CREATE TABLE IF NOT EXISTS nonces (
     session BLOB PRIMARY KEY, nonce INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+_TABLES = {"blocks", "snapshots", "evidence", "signer", "signed", "nonces", "meta"}
 
 
 class StoreError(Exception):
@@ -68,6 +77,25 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One transaction; a failing write (disk full, I/O error) is a StorageFailure."""
+        try:
+            with self._db:
+                yield
+        except sqlite3.Error as exc:
+            raise StorageFailure(f"{self.path}: {exc}") from exc
+
+    # -- ownership ---------------------------------------------------------------------
+
+    def meta(self, name: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        with self._write():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
     # -- signer ------------------------------------------------------------------------
 
     def record_signature(
@@ -84,7 +112,7 @@ class Store:
         """Durably record a signature about to be sent; refuses to go backwards.
 
         ``lock_proof`` None keeps the stored proof when the lock is unchanged."""
-        with self._db:
+        with self._write():
             row = self._db.execute(
                 "SELECT height, round, step, message, lock_round, lock_hash, lock_proof"
                 " FROM signer WHERE session=?",
@@ -125,6 +153,9 @@ class Store:
             row[0], row[1], row[2], bytes(row[3]), row[4], bytes(row[5]), bytes(row[6])
         )
 
+    def signer_sessions(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._db.execute("SELECT session FROM signer")]
+
     def signed_messages(self, session: bytes, height: int) -> list[tuple[int, int, bytes]]:
         """(round, step, message) of everything signed at ``height``, in signing order."""
         rows = self._db.execute(
@@ -139,7 +170,7 @@ class Store:
     def record_nonce(self, session: bytes, nonce: int) -> None:
         """Durably record that an operation of ours left under ``nonce`` (never lowers it),
         so a restart signs its next one above it even before catching up."""
-        with self._db:
+        with self._write():
             self._db.execute(
                 "INSERT INTO nonces VALUES (?, ?) ON CONFLICT(session)"
                 " DO UPDATE SET nonce=MAX(nonce, excluded.nonce)",
@@ -154,7 +185,7 @@ class Store:
     # -- blocks ------------------------------------------------------------------------
 
     def save_block(self, session: bytes, height: int, block: bytes, certificate: bytes) -> None:
-        with self._db:
+        with self._write():
             self._db.execute(
                 "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)",
                 (session, height, block, certificate),
@@ -182,7 +213,7 @@ class Store:
         return 0 if row is None or row[0] is None else int(row[0])
 
     def prune_blocks(self, session: bytes, below: int) -> None:
-        with self._db:
+        with self._write():
             self._db.execute("DELETE FROM blocks WHERE session=? AND height<?", (session, below))
 
     # -- snapshots ---------------------------------------------------------------------
@@ -191,7 +222,7 @@ class Store:
         self, session: bytes, height: int, snapshot: bytes, certificate: bytes, keep: int = 3
     ) -> None:
         """Store a snapshot and keep only the newest ``keep`` of the session."""
-        with self._db:
+        with self._write():
             self._db.execute(
                 "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
                 (session, height, snapshot, certificate),
@@ -213,7 +244,7 @@ class Store:
     # -- evidence ----------------------------------------------------------------------
 
     def save_evidence(self, session: bytes, evidence: bytes, height: int) -> None:
-        with self._db:
+        with self._write():
             self._db.execute(
                 "INSERT OR IGNORE INTO evidence VALUES (?, ?, ?)", (session, evidence, height)
             )
@@ -223,3 +254,113 @@ class Store:
             "SELECT evidence FROM evidence WHERE session=? ORDER BY height, evidence", (session,)
         ).fetchall()
         return [bytes(r[0]) for r in rows]
+
+
+# -- opening a node's store: broken or foreign files are moved aside -------------------
+
+OWNER = "owner"  # meta: the signing key of the node the database belongs to
+
+
+class StoreState(enum.Enum):
+    OK = "ok"
+    NEW = "new"  # there was no database
+    MOVED_ASIDE = "moved_aside"  # broken or foreign: renamed, a new one started
+    LEGACY = "legacy"  # written before signer-state files existed (no owner recorded)
+
+
+@dataclass(slots=True)
+class OpenedStore:
+    store: Store
+    state: StoreState
+    note: str = ""  # the one log line about what was found ("" when all is well)
+    aside: Path | None = None
+
+
+def check_database(path: Path, owner: bytes) -> str | None:
+    """Why the database at ``path`` cannot be used by ``owner`` (None: it can)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not path.is_file():
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty (0 bytes)"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return f"unreadable ({exc})"
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+        if [tuple(r) for r in rows] != [("ok",)]:
+            return f"corrupt ({rows[0][0]})"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables <= _TABLES or "blocks" not in tables:
+            return "not a ble-bridge database"
+        if "meta" in tables:
+            row = db.execute("SELECT value FROM meta WHERE name=?", (OWNER,)).fetchone()
+            if row is not None and bytes(row[0]) != owner:
+                return f"foreign (belongs to key {bytes(row[0]).hex()[:16]})"
+    except sqlite3.Error as exc:
+        return f"corrupt ({exc})"
+    finally:
+        db.close()
+    return None
+
+
+def open_store(path: Path, owner: bytes, *, durable: bool = True) -> OpenedStore:
+    """Open a node's database, moving a broken or foreign one aside
+    (``state.sqlite3.broken-<UTC time>``, with its -wal/-shm files).
+
+    An empty (0-byte), truncated, random, unreadable or another key's file is never used:
+    the node starts a new one and syncs from its peers (the signer-state file keeps it
+    from signing twice). Raises OSError when the file cannot be moved aside and
+    sqlite3.Error when a new one cannot be created."""
+    state, note, aside = StoreState.NEW, "", None
+    if path.exists() or path.is_symlink():
+        reason = check_database(path, owner)
+        if reason is None:
+            state = StoreState.OK
+        else:
+            aside = move_aside(path, ("-wal", "-shm", "-journal"))
+            state = StoreState.MOVED_ASIDE
+            note = f"database {path} {reason}: moved to {aside.name}, syncing from peers"
+    store = Store(path, durable=durable)
+    if state is StoreState.OK and store.meta(OWNER) is None:
+        state = StoreState.LEGACY
+    if store.meta(OWNER) is None:
+        store.set_meta(OWNER, owner)
+    return OpenedStore(store, state, note, aside)
+
+
+def signer_catch_up(signer: SignerFile, opened: OpenedStore, session: bytes) -> str | None:
+    """Why the engine of ``session`` must catch up before it signs (None: the floor in
+    the signer file is trustworthy). The file is the floor; it cannot be trusted when it
+    was missing or corrupt (unless the database predates signer files: then the database's
+    record is the floor, see :func:`migrate_legacy`), and a node whose database is gone
+    catches up first in every session it signed in."""
+    if signer.opened is Opened.CORRUPT:
+        return f"signer state {signer.path.name} was corrupt"
+    if signer.opened is Opened.MISSING and opened.state is not StoreState.LEGACY:
+        return f"signer state {signer.path.name} was missing"
+    if opened.state in (StoreState.NEW, StoreState.MOVED_ASIDE) and signer.floor(session):
+        return f"database {opened.store.path.name} was lost"
+    return None
+
+
+def migrate_legacy(signer: SignerFile, opened: OpenedStore) -> int:
+    """A database from before signer files, and no file yet: its signer records become
+    the file's floors (once). Returns how many sessions were copied."""
+    if opened.state is not StoreState.LEGACY or signer.opened is not Opened.MISSING:
+        return 0
+    n = 0
+    for session in opened.store.signer_sessions():
+        rec = opened.store.last_signature(session)
+        if rec is None:
+            continue
+        at = SignedAt(rec.height, rec.round, rec.step, hashlib.sha256(rec.message).digest())
+        floor = signer.floor(session)
+        if floor is None or at.key > floor.key:
+            signer.record(session, at)
+            n += 1
+    return n

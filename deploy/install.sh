@@ -12,6 +12,7 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv bluez dbus rsync >/dev/null
 
 id ble-bridge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/ble-bridge --shell /usr/sbin/nologin ble-bridge
+getent group gpio >/dev/null || groupadd --system gpio  # the unit's SupplementaryGroups=
 usermod -aG bluetooth ble-bridge
 
 mkdir -p "$prefix"
@@ -36,6 +37,17 @@ fi
 install -m 0644 "$src/deploy/99-ble-bridge-leds.rules" /etc/udev/rules.d/
 udevadm control --reload-rules || true
 install -m 0644 "$src/deploy/ble-bridge.service" /etc/systemd/system/ble-bridge.service
+# [uplink] and [metrics] need IP sockets: the network drop-in, only for such a config
+dropin=/etc/systemd/system/ble-bridge.service.d/network.conf
+had=$([ -f "$dropin" ] && echo yes || echo no)
+if bash "$src/deploy/needs-network.sh" "$conf"; then
+  install -d -m 0755 /etc/systemd/system/ble-bridge.service.d
+  install -m 0644 "$src/deploy/ble-bridge.service.d/network.conf" "$dropin"
+else
+  rm -f "$dropin"
+fi
+now=$([ -f "$dropin" ] && echo yes || echo no)
 systemctl daemon-reload
 systemctl enable --now ble-bridge.service
+[ "$had" = "$now" ] || systemctl try-restart ble-bridge.service  # the sockets it may open changed
 echo "ble-bridge installed; logs: journalctl -u ble-bridge -f; health: $prefix/.venv/bin/ble-bridge status"

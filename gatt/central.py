@@ -21,6 +21,7 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
+from ble_bridge.events import kv
 from gatt.config import BleConfig
 from gatt.policy import LinkPolicy
 
@@ -127,7 +128,7 @@ class CentralSession:
             self.write_errors += 1
             self.failed_in_a_row += 1
             if self.write_errors == 1:
-                log.info("write to %s failed: %s: %s", self.address, type(e).__name__, e)
+                log.info(kv("write_failed", address=self.address, error=f"{type(e).__name__}: {e}"))
             if self.failed_in_a_row == self.failures_to_close and self.on_dead is not None:
                 self.on_dead(self, f"{type(e).__name__}: {e}")
         finally:
@@ -208,7 +209,7 @@ class MeshCentral:
                 await self._scan(cfg.scan_on_s)
             except Exception as e:
                 self.stats["scan_errors"] += 1
-                log.info("scan on %s failed: %s", cfg.adapter, e)
+                log.info(kv("scan_failed", adapter=cfg.adapter, error=str(e)))
                 await asyncio.sleep(min(cfg.backoff_max_s, 1.0))
             await self._connect_round()
             self._kick.clear()
@@ -257,7 +258,7 @@ class MeshCentral:
         if rot is None or rot.join not in self._devices:
             return
         self.stats["rotations"] += 1
-        log.info("rotating: dropping %s for stranded %s", rot.drop, rot.join)
+        log.info(kv("link_rotate", drop=rot.drop, join=rot.join))
         await self.host.drop_link(rot.drop, "rotated")
         await self._attempt(rot.join)
 
@@ -289,12 +290,13 @@ class MeshCentral:
             self.stats[f"connect_failed_{reason}"] += 1
             delay = self.policy.failed(address, self._loop_time())
             log.info(
-                "connect %s failed (%s: %s: %s), retry in %.1fs",
-                address,
-                reason,
-                type(e).__name__,
-                e,
-                delay,
+                kv(
+                    "connect_failed",
+                    address=address,
+                    reason=reason,
+                    error=f"{type(e).__name__}: {e}",
+                    retry_s=round(delay, 1),
+                )
             )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 2.0)
@@ -328,7 +330,7 @@ class MeshCentral:
             await client.start_notify(char, lambda _c, data: self._frame(session, data))
         except Exception as e:
             self.stats["subscribe_failed"] += 1
-            log.info("subscribe to %s failed: %s: %s", address, type(e).__name__, e)
+            log.info(kv("subscribe_failed", address=address, error=f"{type(e).__name__}: {e}"))
             del self.sessions[address]
             self.policy.failed(address, self._loop_time())
             await session.close()
@@ -351,10 +353,13 @@ class MeshCentral:
             return
         self.stats["closed_write_failed"] += 1
         log.info(
-            "link to %s: %d writes failed in a row (%s); closing it",
-            session.address,
-            session.failed_in_a_row,
-            text,
+            kv(
+                "link_close",
+                address=session.address,
+                reason="write_failed",
+                failed_in_a_row=session.failed_in_a_row,
+                error=text,
+            )
         )
         self.drop(session.address, "write_failed")
         task = asyncio.get_running_loop().create_task(session.close())

@@ -54,6 +54,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab.add_argument("--latency-ms", type=float, default=0.0, help="one-way link latency")
     lab.add_argument("--line", action="store_true", help="adapters in a row (multi-hop)")
     lab.add_argument("--quiet", action="store_true", help="no progress lines")
+    lab.add_argument(
+        "--chaos",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="every SECONDS kill a random node with SIGKILL and restart it on its state dir",
+    )
+    lab.add_argument("--kills", type=int, default=None, help="with --chaos: stop after N rejoins")
+    lab.add_argument("--seed", type=int, default=None, help="with --chaos: which nodes die")
     lab.set_defaults(func=run_lab_command)
 
     d = sub.add_parser("doctor", help="check BlueZ, the adapter and known-bad settings")
@@ -69,9 +78,21 @@ def run_lab_command(args: argparse.Namespace) -> int:
         cfg = FakeBluezConfig.line(args.nodes, link=link)
     else:
         cfg = FakeBluezConfig(adapters=args.nodes, link=link)
-    result = run_lab(args.nodes, args.duration, cfg, progress=not args.quiet)
+    result = run_lab(
+        args.nodes,
+        args.duration,
+        cfg,
+        progress=not args.quiet,
+        chaos=args.chaos,
+        max_kills=args.kills,
+        seed=args.seed,
+    )
+    if not args.quiet:
+        for k in result.kills:
+            took = "not rejoined" if k.rejoin_s is None else f"rejoined in {k.rejoin_s:.1f}s"
+            print(f"lab: kill node{k.node} at height {k.height_before}: {took}", file=sys.stderr)
     print(result.last_line())
-    return 0 if result.safe else 1
+    return 0 if result.safe and result.rejoined == len(result.kills) else 1
 
 
 def _doctor(adapter: str) -> int:

@@ -14,11 +14,14 @@ import asyncio
 import json
 import math
 import os
+import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,103 @@ class LabResult:
     p95_ms: float = math.nan
     safe: bool = True
     final: list[dict[str, Any]] = field(default_factory=list)
+    kills: list[Kill] = field(default_factory=list)
+
+    @property
+    def rejoined(self) -> int:
+        return sum(1 for k in self.kills if k.rejoin_s is not None)
+
+    @property
+    def worst_rejoin_s(self) -> float:
+        times = [k.rejoin_s for k in self.kills if k.rejoin_s is not None]
+        return max(times) if times else math.nan
 
     def last_line(self) -> str:
         return (
             f"simulate heights={self.heights} ops={self.ops} p50_ms={self.p50_ms:.1f} "
-            f"p95_ms={self.p95_ms:.1f} safety={'ok' if self.safe else 'violated'}"
+            f"p95_ms={self.p95_ms:.1f} safety={'ok' if self.safe else 'violated'} "
+            f"kills={len(self.kills)} rejoined={self.rejoined} "
+            f"worst_rejoin_s={self.worst_rejoin_s:.1f}"
         )
+
+
+@dataclass(slots=True)
+class Kill:
+    """One SIGKILL of the chaos: which node, when, and how long until it rejoined."""
+
+    node: int
+    at: float
+    height_before: int
+    """The node's last reported height before the kill."""
+    restarted_at: float = math.nan
+    rejoin_s: float | None = None
+    """Restart to links again and a height above ``height_before`` (None: not yet)."""
+
+
+class Chaos:
+    """Kills a random node with SIGKILL every ``every`` s and restarts it on its state dir.
+
+    The first kill waits until every node has a link and a height (the mesh formed); a node
+    still rejoining is not picked again, so at most a few are down at once.
+    """
+
+    def __init__(
+        self,
+        every: float,
+        procs: list[subprocess.Popen[bytes]],
+        spawn: Callable[[int], subprocess.Popen[bytes]],
+        rng: random.Random,
+        max_kills: int | None = None,
+    ) -> None:
+        self.every = every
+        self.procs = procs
+        self.spawn = spawn
+        self.rng = rng
+        self.max_kills = max_kills
+        self.kills: list[Kill] = []
+        self._next: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Every kill made and every killed node back."""
+        return (
+            self.max_kills is not None
+            and len(self.kills) >= self.max_kills
+            and all(k.rejoin_s is not None for k in self.kills)
+        )
+
+    def step(self, now: float, last: list[dict[str, Any] | None], fresh: list[bool]) -> int | None:
+        """Note rejoins in ``last`` (fresh: answered this poll); kill one if due; which."""
+        for k in self.kills:
+            r = last[k.node]
+            if k.rejoin_s is None and fresh[k.node] and r is not None:
+                height = int(r["sessions"][0]["height"]) if r.get("sessions") else -1
+                if r.get("links") and height > k.height_before:
+                    k.rejoin_s = now - k.restarted_at
+        if self._next is None:
+            formed = all(r is not None and r.get("links") and _height(r) >= 1 for r in last)
+            if formed:
+                self._next = now + self.every
+            return None
+        if now < self._next or (self.max_kills is not None and len(self.kills) >= self.max_kills):
+            return None
+        self._next = now + self.every
+        busy = {k.node for k in self.kills if k.rejoin_s is None}
+        choices = [i for i in range(len(self.procs)) if i not in busy]
+        if not choices:
+            return None
+        i = self.rng.choice(choices)
+        kill = Kill(i, now, _height(last[i]))
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait(10)
+        self.procs[i] = self.spawn(i)
+        kill.restarted_at = now
+        self.kills.append(kill)
+        return i
+
+
+def _height(r: dict[str, Any] | None) -> int:
+    return int(r["sessions"][0]["height"]) if r and r.get("sessions") else -1
 
 
 def _toml_config(i: int, root: Path, validators: list[str], ble: dict[str, Any]) -> str:
@@ -74,7 +168,13 @@ async def _status(sock: Path) -> dict[str, Any] | None:
         return None
 
 
-async def _watch(socks: list[Path], duration: float, progress: bool) -> LabResult:
+async def _watch(
+    socks: list[Path],
+    duration: float,
+    progress: bool,
+    chaos: Chaos | None = None,
+    on_poll: Callable[[], None] | None = None,
+) -> LabResult:
     seen: dict[int, str] = {}
     result = LabResult()
     last: list[dict[str, Any] | None] = [None] * len(socks)
@@ -82,6 +182,15 @@ async def _watch(socks: list[Path], duration: float, progress: bool) -> LabResul
     end = loop.time() + duration
     while loop.time() < end:
         replies = await asyncio.gather(*(_status(s) for s in socks))
+        if on_poll is not None:
+            on_poll()
+        if chaos is not None:
+            view = [r or last[i] for i, r in enumerate(replies)]
+            killed = chaos.step(loop.time(), view, [r is not None for r in replies])
+            if killed is not None:  # its reply is from before the kill
+                replies[killed] = last[killed] = None
+            if chaos.done:
+                end = min(end, loop.time() + 3.0)  # a few more polls, then the verdict
         for i, r in enumerate(replies):
             if r is None:
                 continue
@@ -95,11 +204,16 @@ async def _watch(socks: list[Path], duration: float, progress: bool) -> LabResul
                 (r["sessions"][0]["height"] if r and r.get("sessions") else "-") for r in last
             ]
             links = [len(r["links"]) if r else "-" for r in last]
-            print(f"lab t={duration - (end - loop.time()):5.1f}s heights={heights} links={links}",
+            extra = ""
+            if chaos is not None:
+                extra = f" kills={len(chaos.kills)} down={[k.node for k in chaos.kills if k.rejoin_s is None]}"
+            print(f"lab t={duration - (end - loop.time()):5.1f}s heights={heights} links={links}{extra}",
                   file=sys.stderr, flush=True)  # fmt: skip
         await asyncio.sleep(1.0)
     final = [r for r in last if r is not None]
     result.final = final
+    if chaos is not None:
+        result.kills = list(chaos.kills)
     if len(final) == len(socks):
         result.heights = min(int(r["sessions"][0]["height"]) for r in final)
     result.ops = sum(int(r["bridge"].get("committed_operations", 0)) for r in final)
@@ -120,14 +234,26 @@ def run_lab(
     fake_config: FakeBluezConfig | None = None,
     ble: dict[str, Any] | None = None,
     progress: bool = True,
+    chaos: float | None = None,
+    max_kills: int | None = None,
+    seed: int | None = None,
+    root: Path | None = None,
+    on_poll: Callable[[list[int]], None] | None = None,
 ) -> LabResult:
-    """Start the fake and ``nodes`` node processes, watch for ``duration`` s, stop all."""
+    """Start the fake and ``nodes`` node processes, watch for ``duration`` s, stop all.
+
+    ``chaos``: every so many seconds SIGKILL a random node and restart it on its state dir
+    (:class:`Chaos`); with ``max_kills`` the watch ends once that many kills rejoined.
+    ``root``: where the keys, configs, state dirs and node logs go (default: a new temp dir).
+    ``on_poll``: called with the node processes' pids after each poll (once a second).
+    """
+    from ble_bridge.signer import new_key_signer_file
     from ble_bridge.wire.identity import Identity
 
     cfg = fake_config or FakeBluezConfig(adapters=nodes, link=LinkModel(mtu=247))
     cfg.adapters = nodes
     ble_table = {"scan_on_s": 1.0, "scan_off_s": 0.5, "tie_break_grace_s": 2.0, **(ble or {})}
-    root = Path(tempfile.mkdtemp(prefix="ble-bridge-lab-"))
+    root = root or Path(tempfile.mkdtemp(prefix="ble-bridge-lab-"))
     fake = FakeBluezProcess(cfg)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -136,23 +262,31 @@ def run_lab(
         validators = [i.signing_public.hex() for i in idents]
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address, "PYTHONPATH": _source_root()}
         socks = []
-        for i, ident in enumerate(idents):
-            (root / f"node{i}").mkdir()
-            ident.save(root / f"node{i}" / "identity.key")
-            conf = root / f"node{i}.toml"
-            conf.write_text(_toml_config(i, root, validators, ble_table))
-            socks.append(root / f"node{i}.sock")
-            log = (root / f"node{i}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "ble_bridge.cli", "run", "--config", str(conf)],
+
+        def spawn(i: int) -> subprocess.Popen[bytes]:
+            with (root / f"node{i}.log").open("ab") as log:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "ble_bridge.cli", "run", "--config",
+                     str(root / f"node{i}.toml")],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                )
-            )
+                )  # fmt: skip
+
+        for i, ident in enumerate(idents):
+            (root / f"node{i}").mkdir()
+            ident.save(root / f"node{i}" / "identity.key")
+            new_key_signer_file(root / f"node{i}" / "identity.key", ident.signing_public)
+            conf = root / f"node{i}.toml"
+            conf.write_text(_toml_config(i, root, validators, ble_table))
+            socks.append(root / f"node{i}.sock")
+            procs.append(spawn(i))
         time.sleep(0.5)
-        return asyncio.run(_watch(socks, duration, progress))
+        monkey = None
+        if chaos is not None:
+            monkey = Chaos(chaos, procs, spawn, random.Random(seed), max_kills)
+        poll = None if on_poll is None else (lambda: on_poll([p.pid for p in procs]))
+        return asyncio.run(_watch(socks, duration, progress, monkey, poll))
     finally:
         for p in procs:
             p.terminate()
@@ -164,3 +298,52 @@ def run_lab(
         fake.close()
         if progress:
             print(f"lab: node logs in {root}", file=sys.stderr)
+
+
+def proc_sample(pid: int) -> tuple[float, float] | None:
+    """(RSS in MiB, CPU seconds user+system) of a process from /proc; None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        statm = Path(f"/proc/{pid}/statm").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return rss, cpu
+
+
+class ProcRecorder:
+    """``run_lab(on_poll=…)``: RSS and CPU time of every node process, once a poll."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        self.t0 = time.monotonic()
+        self.window_s = window_s
+        self.rss: dict[int, list[tuple[float, float]]] = {}
+        self.cpu: dict[int, list[tuple[float, float]]] = {}
+
+    def __call__(self, pids: list[int]) -> None:
+        now = time.monotonic() - self.t0
+        for pid in pids:
+            got = proc_sample(pid)
+            if got is None:
+                continue
+            self.rss.setdefault(pid, []).append((now, got[0]))
+            self.cpu.setdefault(pid, []).append((now, got[1]))
+
+    @property
+    def end(self) -> float:
+        return max(t for xs in self.rss.values() for t, _ in xs)
+
+    def rss_around(self, pid: int, t: float) -> float:
+        """Median RSS of ``pid`` in the window centred on ``t`` (nan if no sample there)."""
+        xs = [r for when, r in self.rss[pid] if abs(when - t) <= self.window_s / 2]
+        return statistics.median(xs) if xs else math.nan
+
+    def rss_end(self, pid: int) -> float:
+        return self.rss_around(pid, self.end - self.window_s / 2)
+
+    def cpu_pct(self, pid: int) -> float:
+        """Mean CPU of ``pid`` over its samples, in percent of one core."""
+        (t_a, c_a), (t_b, c_b) = self.cpu[pid][0], self.cpu[pid][-1]
+        return 100.0 * (c_b - c_a) / (t_b - t_a) if t_b > t_a else math.nan

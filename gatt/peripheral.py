@@ -31,6 +31,7 @@ from dbus_next.constants import BusType, MessageType
 from dbus_next.message import Message
 from dbus_next.signature import Variant
 
+from ble_bridge.events import kv
 from gatt import dbus_patch
 from gatt._bless_ext import MeshAdvertisement, MeshCharacteristic
 from gatt.profile import CHARACTERISTIC_FLAGS, GattProfile
@@ -214,9 +215,7 @@ class MeshPeripheral:
             self._refused(loop, e)
             return
         if self.adv_failures:
-            log.warning(
-                "advertising on %s again after %d refusal(s)", self.adapter, self.adv_failures
-            )
+            log.warning(kv("advertising_again", adapter=self.adapter, refusals=self.adv_failures))
         self.adv_failures = 0
         self.adv_error = None
         self._adv = adv
@@ -229,12 +228,14 @@ class MeshPeripheral:
         self._adv_retry_at = loop.time() + delay
         if self.adv_error != text or self.adv_failures in (1, 10, 100):
             log.warning(
-                "advertisement on %s refused (%s); %d refusal(s), retry in %.0fs; "
-                "the node still connects out as a central",
-                self.adapter,
-                text,
-                self.adv_failures,
-                delay,
+                kv(
+                    "advertising_refused",
+                    adapter=self.adapter,
+                    error=text,
+                    refusals=self.adv_failures,
+                    retry_s=round(delay),
+                    still="connecting out as a central",
+                )
             )
         self.adv_error = text
         if self._adv_retry is not None:
@@ -342,17 +343,20 @@ class MeshPeripheral:
             # bluetoothd keeps LE connections when the process that made or served them dies:
             # a restarted node holds no session on them and its peers would wait for a timeout.
             log.warning(
-                "%s: disconnecting %d connection(s) left by an earlier process: %s",
-                self.adapter,
-                len(stale),
-                ", ".join(address_of(p) for p in stale),
+                kv(
+                    "stale_link_disconnect",
+                    adapter=self.adapter,
+                    count=len(stale),
+                    addresses=",".join(address_of(p) for p in stale),
+                    why="left_by_earlier_process",
+                )
             )
             for path in stale:
                 try:
                     await self.disconnect(path)
                     self.stale_disconnected += 1
                 except Exception as e:
-                    log.warning("disconnect %s failed: %s", address_of(path), e)
+                    log.warning(kv("disconnect_failed", address=address_of(path), error=str(e)))
                     self._device_state(path, True)
             return
         for path in stale:
@@ -377,7 +381,7 @@ class MeshPeripheral:
         try:
             await coro
         except Exception as e:
-            log.info("peripheral %s: %s", self.adapter, e)
+            log.info(kv("peripheral_task_failed", adapter=self.adapter, error=str(e)))
 
     def _on_message(self, msg: Any) -> bool:
         if msg.message_type != MessageType.SIGNAL:
@@ -394,7 +398,7 @@ class MeshPeripheral:
         return False
 
     def _bluez_gone(self) -> None:
-        log.warning("bluetoothd left the bus; links are gone")
+        log.warning(kv("bluetoothd_gone", adapter=self.adapter, links="gone"))
         self._registered = False
         self._adapter_obj = None
         if self._adv is not None:
@@ -406,7 +410,7 @@ class MeshPeripheral:
             self.on_bluez(False)
 
     async def _bluez_back(self) -> None:
-        log.warning("bluetoothd is back; registering again")
+        log.warning(kv("bluetoothd_back", adapter=self.adapter, action="registering again"))
         delay, attempt = 0.1, 0
         while self.bus is not None:  # until it works or we stop: 5 s was too short under load
             try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ble_bridge.errors import ExitCode, StartupError
+from ble_bridge.events import kv
 from ble_bridge.mesh.liveness import (
     CAP_LINK_KEEPALIVE,
     LinkLiveness,
@@ -275,7 +276,7 @@ class BleTransport(Transport):
             try:
                 await coro
             except Exception as e:
-                log.info("ble transport task: %s", e)
+                log.info(kv("transport_task_failed", error=f"{type(e).__name__}: {e}"))
 
         task = asyncio.get_running_loop().create_task(guarded())
         self._tasks.add(task)
@@ -333,7 +334,7 @@ class BleTransport(Transport):
                 return  # linked after all (or trying again): nothing to end
             if device in self.peripheral.connected_devices:
                 self.stats["failed_connect_disconnected"] += 1
-                log.info("connect to %s failed but BlueZ holds the link: disconnecting", address)
+                log.info(kv("stale_link_disconnect", address=address, why="failed_connect"))
                 await self.peripheral.disconnect(device)
                 return
 
@@ -513,7 +514,7 @@ class BleTransport(Transport):
                 ):
                     continue  # our own outgoing connection, or a link by now
                 self.stats[f"closed_{why}"] += 1
-                log.info("disconnecting %s: connected but wrote nothing (%s)", addr, why)
+                log.info(kv("inbound_close", address=addr, reason=why, why="never_wrote"))
                 self._spawn(self.peripheral.disconnect(key))
                 continue
             self.stats[f"closed_{why}"] += 1
@@ -521,12 +522,14 @@ class BleTransport(Transport):
             if link is None:
                 continue
             log.info(
-                "closing link %d to %s (%s, peer %s): %s",
-                key,
-                link.address,
-                link.info.role.value,
-                link.peer_id.hex() if link.peer_id else "unknown",
-                why,
+                kv(
+                    "link_close",
+                    link=key,
+                    address=link.address,
+                    role=link.info.role.value,
+                    peer=link.peer_id.hex() if link.peer_id else None,
+                    reason=why,
+                )
             )
             self._spawn(self._close_link(key, why))
         wall_ms = int(time.time() * 1000)

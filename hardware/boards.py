@@ -28,13 +28,20 @@ class BoardProfile:
     """The loopback-air link profile that models this board."""
     status_led: str | None = None
     """sysfs LED name under /sys/class/leds, if the board has one the node may drive."""
+    gpio_chip_label: str | None = None
+    """Label of the GPIO chip behind the 40-pin header (libgpiod finds /dev/gpiochipN by it)."""
+    button_pin: int | None = None
+    """Header line (BCM number) of the handheld's push button, wired to ground."""
+    led_pin: int | None = None
+    """Header line (BCM number) of the handheld's external LED (through a resistor)."""
 
 
 BOARDS: dict[str, BoardProfile] = {
-    "pi5": BoardProfile("pi5", 5, False, True, "pi-tuned", "ACT"),
-    "pi4": BoardProfile("pi4", 5, False, True, "pi-tuned", "ACT"),
-    "pi3b+": BoardProfile("pi3b+", 5, True, True, "pi-tuned", "led0"),
-    "zero2w": BoardProfile("zero2w", 4, True, False, "zero2w", "ACT"),
+    # the handheld wiring: button GPIO17 (header pin 11) to GND, LED GPIO27 (pin 13)
+    "pi5": BoardProfile("pi5", 5, False, True, "pi-tuned", "ACT", "pinctrl-rp1", 17, 27),
+    "pi4": BoardProfile("pi4", 5, False, True, "pi-tuned", "ACT", "pinctrl-bcm2711", 17, 27),
+    "pi3b+": BoardProfile("pi3b+", 5, True, True, "pi-tuned", "led0", "pinctrl-bcm2835", 17, 27),
+    "zero2w": BoardProfile("zero2w", 4, True, False, "zero2w", "ACT", "pinctrl-bcm2835", 17, 27),
     "generic": BoardProfile("generic", 5, True, True, "pi-untuned", None),
 }
 

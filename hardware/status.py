@@ -1,7 +1,8 @@
 """Status LED and battery gauge through sysfs, with a null backend off-Pi.
 
 The LED shows the node's health at a glance: solid = healthy, slow blink = no quorum
-(partitioned), fast blink = no links. Driving sysfs needs write access to
+(partitioned), fast blink = no links,
+short flashes = error (stopped signing). Driving sysfs needs write access to
 ``/sys/class/leds/<name>/trigger`` and ``brightness`` (the systemd unit grants it).
 """
 
@@ -21,6 +22,7 @@ class NodeHealth(enum.Enum):
     ISOLATED = "isolated"
     DEGRADED = "degraded"  # linked and in quorum, but the transport reports a problem
     STOPPED = "stopped"
+    ERROR = "error"  # stopped signing: a storage error or a bug; exits soon (systemd restarts)
 
 
 # (trigger, delay_on ms, delay_off ms) per health state; "timer" blinks in the kernel.
@@ -30,6 +32,7 @@ _PATTERNS: dict[NodeHealth, tuple[str, int, int]] = {
     NodeHealth.DEGRADED: ("heartbeat", 0, 0),
     NodeHealth.ISOLATED: ("timer", 100, 100),
     NodeHealth.STOPPED: ("none", 0, 0),
+    NodeHealth.ERROR: ("timer", 50, 450),  # a short flash twice a second
 }
 
 

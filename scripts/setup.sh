@@ -7,6 +7,7 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v dbus-daemon >/dev/null || need_apt+=(dbus)  # the fake-BlueZ tests run a private bus
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # tests/deploy/test_unit.py
 # the uplink tests run a private mosquitto (never the system service)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 if [ ${#need_apt[@]} -gt 0 ]; then

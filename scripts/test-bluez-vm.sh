@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Real-BlueZ test tier (slow; not part of scripts/test.sh): N `ble-bridge run` nodes of one
-# table on N virtual LE controllers (btvirt) driven by a real bluetoothd, in a Debian guest
-# under QEMU.
+# table on N virtual LE controllers driven by real bluetoothd, in Debian guests under QEMU.
 #
 #   sudo bash scripts/test-bluez-vm.sh [--logs DIR] [--duration S] [--nodes N]
 #                                      [--scenario play|kill] [--link-wait S] [--no-retry]
-#                                      [--debug (bluetoothd -d, btmon)] [--verbose (nodes -vv)]
+#                                      [--one-vm] [--debug (bluetoothd -d, btmon)]
+#                                      [--verbose (nodes -vv)]
+#
+# Topology: by default one VM per node, as on real Pis: each VM has its own kernel, bluetoothd
+# and one controller; the controllers are those of one `btvirt -s` LE server on the host (the
+# image's own btvirt, in a private mount namespace so its /tmp sockets are this run's), each
+# VM's second serial port connected to it and attached in the guest with btattach (H4); the
+# host's watch.py judges the table from the rows every VM writes. --one-vm (and --scenario
+# kill, which inspects one bluetoothd) runs all nodes on `btvirt -L -lN` controllers of one
+# bluetoothd in one VM instead: there the one-bluetoothd connect race (ATT before mgmt's
+# Device Connected, "is already connected") breaks most connects.
 #
 # Environment: SUITE=bookworm (BlueZ 5.66, default) | trixie (BlueZ 5.82);
 #   BLUEZ_VM_KVM=1 boots with KVM instead of TCG (nested KVM hangs a guest kernel on some
@@ -41,6 +50,7 @@ DEBUG=0
 VERBOSE=1
 LINK_WAIT=180
 LOGS=""
+ONE_VM=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --logs) LOGS=$2; shift 2 ;;
@@ -48,13 +58,15 @@ while [ $# -gt 0 ]; do
     --nodes) NODES=$2; shift 2 ;;
     --scenario) SCENARIO=$2; shift 2 ;;
     --no-retry) RETRY=0; shift ;;
+    --one-vm) ONE_VM=1; shift ;;
     --debug) DEBUG=1; shift ;;
     --verbose) VERBOSE=2; shift ;;
     --link-wait) LINK_WAIT=$2; shift 2 ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "test-bluez-vm: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+[ "$SCENARIO" = kill ] && ONE_VM=1
 case "$SUITE" in bookworm | trixie) ;; *) echo "test-bluez-vm: SUITE must be bookworm or trixie" >&2; exit 2 ;; esac
 
 CACHE=${BLUEZ_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ble-bridge-vm}
@@ -70,6 +82,10 @@ missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v patch >/dev/null || missing+=(patch)
+command -v curl >/dev/null || missing+=(curl)
+command -v xz >/dev/null || missing+=(xz-utils)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -166,6 +182,40 @@ if [ ! -f "$IMAGE/rootfs.img" ]; then
   # Keep the two newest images per suite.
   ls -dt "$CACHE"/image-"$SUITE"-* 2>/dev/null | grep -v '\.tmp$' | tail -n +3 | xargs -r rm -rf
 fi
+# --- the air's controller emulator: BlueZ 5.66's btvirt, patched, built on the host ----------
+# btvirt's LE links get a handle per end from the lowest free number on each controller, but the
+# remote is told (and sent ACL data under) the initiator's handle: in a triangle of 3 nodes the
+# third link's ends disagree and its data goes to another link or nowhere (links form, then ATT
+# requests vanish and connects time out). btdev-one-handle.patch gives both ends one handle.
+# Both forms run this btvirt (the air VM; the one VM, in place of the image's), for both suites:
+# it is the emulated controllers, not the host stack under test. Source: Debian's orig tarball, checked by hash.
+BZ_SRC_SHA=a231fb9d151780edf6d2536c81914e2dbd3daa36b68f486badaf98a7f34021e4
+btvirt_key=$( (echo "$BZ_SRC_SHA"; cat "$HERE/btdev-one-handle.patch"; sed -n '/^# --- the air/,/^# --- end air/p' "$0") | hash_of)
+BTVIRT=$CACHE/btvirt-$btvirt_key
+if [ ! -x "$BTVIRT" ]; then
+  say "building the patched btvirt (BlueZ 5.66 emulator)"
+  src=$WORK/bluez-src
+  mkdir -p "$src"
+  curl -sfL -o "$src/bluez.tar.xz" \
+    "${BLUEZ_VM_MIRROR:-http://deb.debian.org/debian}/pool/main/b/bluez/bluez_5.66.orig.tar.xz"
+  echo "$BZ_SRC_SHA  $src/bluez.tar.xz" | sha256sum -c --quiet
+  tar -xJf "$src/bluez.tar.xz" -C "$src"
+  (
+    cd "$src/bluez-5.66"
+    patch -s -p1 <"$HERE/btdev-one-handle.patch"
+    mkdir -p lib/bluetooth
+    for h in lib/*.h; do ln -sf "../$(basename "$h")" "lib/bluetooth/$(basename "$h")"; done
+    printf '#define VERSION "5.66+ble-bridge-one-handle"\n' >config.h
+    gcc -O1 -w -include config.h -I. -Ilib -o "$BTVIRT.tmp" \
+      emulator/main.c emulator/serial.c emulator/server.c emulator/vhci.c emulator/btdev.c \
+      emulator/bthost.c emulator/smp.c emulator/phy.c emulator/amp.c emulator/le.c \
+      lib/bluetooth.c lib/hci.c lib/uuid.c src/shared/queue.c src/shared/util.c \
+      src/shared/crypto.c src/shared/ecc.c src/shared/io-mainloop.c \
+      src/shared/timeout-mainloop.c src/shared/mainloop.c src/shared/mainloop-notify.c
+  )
+  mv "$BTVIRT.tmp" "$BTVIRT"
+fi
+# --- end air
 flock -u 9
 
 # --- run ------------------------------------------------------------------------------------
@@ -182,6 +232,7 @@ boot() {
   local share=$1
   mkdir -p "$share"
   cp "$HERE/guest.py" "$share/"
+  cp "$BTVIRT" "$share/btvirt"
   cat >"$share/guest.sh" <<EOF
 #!/bin/sh
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -217,12 +268,105 @@ EOF
   return 99
 }
 
+# One VM per node, plus an "air" VM: `btvirt -s` needs the kernel's AF_ALG crypto sockets,
+# which this host's container lacks, so it runs in a VM of its own whose virtio-serial ports
+# (relay.py) are wired, through unix sockets here, to the second serial port of each node's VM.
+boot_split() {
+  local att=$1 i
+  mkdir -p "$att/exchange" "$att/wire" "$att/air"
+  rm -f "$att/exchange/stop" "$att/exchange/air-ready" "$att"/exchange/node*.json "$att"/wire/*.sock "$att/air/exitcode"
+  cp "$HERE/relay.py" "$att/air/"
+  cp "$BTVIRT" "$att/air/btvirt"
+  {
+    echo '#!/bin/sh'
+    echo 'stdbuf -oL /mnt/host/btvirt -s >/mnt/host/out/btvirt.log 2>&1 &'
+    echo "exec python3 -u /mnt/host/relay.py $NODES"
+  } >"$att/air/guest.sh"
+  chmod +x "$att/air/guest.sh"
+  local wires=()
+  for i in $(seq 0 $((NODES - 1))); do
+    wires+=(-chardev "socket,id=n$i,path=$att/wire/n$i.sock,server=on,wait=off"
+      -device "virtserialport,chardev=n$i,name=n$i")
+  done
+  timeout "${BLUEZ_VM_TIMEOUT:-900}" qemu-system-x86_64 "${ACCEL[@]}" -m 384 -smp 1 \
+    -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
+    -append "console=ttyS0 root=/dev/vda rw init=/sbin/bluez-vm-init quiet loglevel=3 panic=-1 bzvm.air=1" \
+    -drive "file=$IMAGE/rootfs.img,if=virtio,format=raw,snapshot=on" \
+    -virtfs "local,path=$att/air,mount_tag=host0,security_model=none,id=host0" \
+    -virtfs "local,path=$att/exchange,mount_tag=exchange,security_model=none,id=exchange" \
+    -device virtio-rng-pci -nic none -display none -monitor none -no-reboot \
+    -serial "file:$att/air/console.log" -device virtio-serial-pci "${wires[@]}" \
+    2>"$att/air/qemu.log" &
+  local bpid=$!
+  local w=0
+  until [ -S "$att/wire/n$((NODES - 1)).sock" ] || [ $w -gt 100 ]; do
+    sleep 0.1
+    w=$((w + 1))
+  done
+  local extra=""
+  [ "$DEBUG" = 1 ] && extra="bzvm.debug=1"
+  local pids=()
+  for i in $(seq 0 $((NODES - 1))); do
+    local share=$att/vm$i
+    mkdir -p "$share"
+    cp "$HERE/guest.py" "$share/"
+    {
+      echo '#!/bin/sh'
+      echo 'export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1'
+      echo "exec /opt/venv/bin/python /mnt/host/guest.py --node $i --nodes $NODES" \
+        "--exchange /mnt/exchange --link-wait $LINK_WAIT --bound ${BLUEZ_VM_TIMEOUT:-900}" \
+        "--verbose $VERBOSE --out /mnt/host/out"
+    } >"$share/guest.sh"
+    chmod +x "$share/guest.sh"
+    rm -f "$share/exitcode"
+    timeout "${BLUEZ_VM_TIMEOUT:-900}" qemu-system-x86_64 "${ACCEL[@]}" \
+      -m "${BLUEZ_VM_MEM:-768}" -smp "${BLUEZ_VM_SMP:-1}" \
+      -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
+      -append "console=ttyS0 root=/dev/vda rw init=/sbin/bluez-vm-init quiet loglevel=3 panic=-1 bzvm.uart=1 $extra" \
+      -drive "file=$IMAGE/rootfs.img,if=virtio,format=raw,snapshot=on" \
+      -virtfs "local,path=$share,mount_tag=host0,security_model=none,id=host0" \
+      -virtfs "local,path=$att/exchange,mount_tag=exchange,security_model=none,id=exchange" \
+      -device virtio-rng-pci -nic none -display none -monitor none -no-reboot \
+      -serial "file:$share/console.log" -chardev "socket,id=bt,path=$att/wire/n$i.sock" \
+      -serial chardev:bt &
+    pids+=($!)
+  done
+  set +e
+  python3 "$HERE/watch.py" "$att" --nodes "$NODES" --duration "$DURATION" \
+    --link-wait "$LINK_WAIT"
+  local rc=0 q
+  for q in "${pids[@]}"; do
+    wait "$q" || rc=$?
+  done
+  kill "$bpid" 2>/dev/null
+  wait "$bpid" 2>/dev/null
+  set -e
+  for i in $(seq 0 $((NODES - 1))); do
+    if [ ! -f "$att/vm$i/exitcode" ]; then
+      say "VM $i ended without an exit code (qemu/timeout status $rc)"
+      return 99
+    fi
+    [ "$(cat "$att/vm$i/exitcode")" = 0 ] || rc=$(cat "$att/vm$i/exitcode")
+  done
+  return "$rc"
+}
+
+if [ "$ONE_VM" = 1 ]; then
+  say "topology: one VM, one bluetoothd, $NODES btvirt controllers"
+else
+  say "topology: $NODES VMs, one bluetoothd each, controllers on a host btvirt LE server"
+fi
+
 attempt=1
 while :; do
   share=$LOGS/attempt$attempt
   t0=$(date +%s)
   rc=0
-  boot "$share" || rc=$?
+  if [ "$ONE_VM" = 1 ]; then
+    boot "$share" || rc=$?
+  else
+    boot_split "$share" || rc=$?
+  fi
   say "attempt $attempt: $(($(date +%s) - t0)) s wall, guest status $rc"
   verdict=$(python3 "$HERE/verdict.py" "$share" "$NODES")
   if [ "$verdict" = retry ] && [ "$RETRY" = 1 ] && [ $attempt -eq 1 ]; then

@@ -7,8 +7,9 @@ one such line into at most one short reply. Bounds: a command line is at most
 ``max_command_bytes``; each sender gets at most ``replies_burst`` replies and then one every
 ``reply_interval`` seconds, and an unknown or malformed command (or an oversized line) at most
 one help reply per ``help_interval``; every sender remembered is in a bounded LRU. Every line
-ends in one counter of :attr:`Commands.stats`. ``!join`` and ``!bet`` are not commands yet:
-phone players need the runtime tables and phone-player accounts, so they get the help reply.
+ends in one counter of :attr:`Commands.stats`. ``!join`` and ``!bet`` need the phone's signed
+packet, so :class:`~.phone.PhoneChat` handles them (spending the same reply tokens through
+:meth:`Commands.allow`); here they are unknown and get the help reply.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 PUBLIC_REPLY_MAX = 99  # under BitChat's 100-byte compression threshold (see docs/protocol.md)
 PRIVATE_REPLY_MAX = 255  # PrivateMessagePacket content limit
 
-HELP = "commands: !tables, !balance, !help"
+HELP = "commands: !tables, !join TABLE, !bet TABLE pass|dont-pass|field N, !balance, !help"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,17 @@ class Commands:
             s.tokens = min(float(cfg.replies_burst), s.tokens + (now - s.at) / cfg.reply_interval)
             s.at = now
         return s
+
+    def allow(self, now: float, sender_key: bytes, word: str) -> bool:
+        """Spend one of the sender's reply tokens on a command handled elsewhere (``!join``,
+        ``!bet``); False (counted) when it has none left."""
+        sender = self._sender(now, sender_key)
+        if sender.tokens < 1.0:
+            self.stats["rate_limited"] += 1
+            return False
+        sender.tokens -= 1.0
+        self.stats[f"cmd_{word}"] += 1
+        return True
 
     def handle(self, now: float, sender_key: bytes, text: str, *, private: bool) -> str | None:
         """The reply to one line from the sender with Ed25519 key ``sender_key``, or None.

@@ -14,6 +14,11 @@ is the thin part that subscribes to a :class:`~ble_bridge.mesh.service.MeshNode`
   session (or whose session wants a rekey) wait in a bounded queue while we handshake.
 - The sender of a private message is the peer whose announce carried the session's static
   key; its Ed25519 signing key from that (signed) announce is its player key.
+- ``!join TABLE`` and ``!bet TABLE KIND N`` in public go to the ``play`` hook (the tables
+  service) with the phone's own signed frames: the message and its last announce (kept in
+  a bounded map), which the validators check before the phone's account moves. In a
+  private message they get a pointer to the public chat: a Noise message proves nothing
+  to the other validators.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from ..noise.payloads import NoisePayloadType, PrivateMessage, split_typed, type
 from ..noise.protocol import NoiseError
 from ..noise.session import NoiseConfig, NoiseSessions
 from ..wire.identity import Identity
-from ..wire.packet import PacketType, WireError
+from ..wire.packet import PacketType, WireError, encode
 from .commands import ChatConfig, Commands, TablesSource
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ class PhoneConfig:
 
     enabled: bool = True
     answer_public: bool = True
+    answer_private: bool = True  # False: a simulated phone, which reads DMs and answers none
     commands: ChatConfig = field(default_factory=ChatConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     queue_per_peer: int = 4
@@ -59,6 +65,10 @@ class Outgoing:
 
 
 PeerLookup = Callable[[bytes], PeerRecord | None]
+# (now, command line, the phone's announce frame, its message frame) -> the reply
+PlayHook = Callable[[float, str, bytes, bytes], str]
+PLAY_WORDS = ("!join", "!bet")
+MAX_ANNOUNCES = 256
 
 
 class PhoneChat:
@@ -70,8 +80,12 @@ class PhoneChat:
         tables: TablesSource,
         peers: PeerLookup,
         config: PhoneConfig | None = None,
+        play: PlayHook | None = None,
     ) -> None:
         self.identity = identity
+        self.play = play
+        self.last_dm: str | None = None  # with answer_private off: the last DM text read
+        self._announces: OrderedDict[bytes, bytes] = OrderedDict()  # peer -> signed frame
         self.peer_id = identity.peer_id
         self.config = config or PhoneConfig()
         self.commands = Commands(tables, self.config.commands)
@@ -90,6 +104,9 @@ class PhoneChat:
             self._next_expire = now + 5.0
             self.noise.expire(now)
         try:
+            if p.type == PacketType.ANNOUNCE:
+                self._keep_announce(p.sender, event)
+                return []
             if p.type == PacketType.MESSAGE:
                 return self._public(now, event, direct_peer)
             if p.type == PacketType.NOISE_HANDSHAKE and p.recipient == self.peer_id:
@@ -119,11 +136,41 @@ class PhoneChat:
         ):
             self.stats["public_left_to_another_node"] += 1
             return []
-        reply = self.commands.handle(now, rec.signing_key, text, private=False)
+        words = text.split()
+        if self.play is not None and words[0].lower() in PLAY_WORDS and len(words) >= 2:
+            reply = self._play(now, event, rec.signing_key, text)
+        else:
+            reply = self.commands.handle(now, rec.signing_key, text, private=False)
         if reply is None:
             return []
+        reply = self.commands._limit(reply, False)
         self.stats["public_replies"] += 1
         return [Outgoing(PacketType.MESSAGE, reply.encode("utf-8"), None, True)]
+
+    def _keep_announce(self, sender: bytes, event: Delivered) -> None:
+        if sender == self.peer_id or event.packet.signature is None:
+            return
+        try:
+            frame = encode(event.packet)
+        except WireError:
+            return
+        self._announces[sender] = frame
+        self._announces.move_to_end(sender)
+        while len(self._announces) > MAX_ANNOUNCES:
+            self._announces.popitem(last=False)
+
+    def _play(self, now: float, event: Delivered, key: bytes, text: str) -> str | None:
+        p = event.packet
+        word = text.split()[0].lower()
+        if not self.commands.allow(now, key, word[1:]):
+            return None
+        assert self.play is not None
+        announce = self._announces.get(p.sender)
+        if announce is None:
+            self.stats["play_no_announce"] += 1
+            return "no announce heard from you yet; try again in a few seconds"
+        self.stats["play_requests"] += 1
+        return self.play(now, text.strip(), announce, encode(p))
 
     def _we_answer(
         self, packet_id: bytes, sender: bytes, rec: PeerRecord, direct_peer: bytes | None
@@ -163,13 +210,26 @@ class PhoneChat:
         out = self.send_private(
             now, sender, typed(NoisePayloadType.DELIVERED, pm.message_id.encode("utf-8"))
         )
+        if not self.config.answer_private:
+            self.last_dm = pm.content
+            return out
         rec = self.peers(sender)
         remote = self.noise.remote_static(sender)
         if rec is None or rec.signing_key is None or rec.noise_key != remote:
             self.stats["dm_unannounced_sender"] += 1  # no signed announce binds its keys
             return out
         text = pm.content if pm.content.lstrip().startswith("!") else "!" + pm.content.strip()
-        reply = self.commands.handle(now, rec.signing_key, text, private=True)
+        words = text.split()
+        if (
+            words
+            and words[0].lower() in PLAY_WORDS
+            and self.commands.allow(now, rec.signing_key, "dm_play")
+        ):
+            reply: str | None = (
+                f"send {words[0].lower()} in the public chat: the table checks your signed line"
+            )
+        else:
+            reply = self.commands.handle(now, rec.signing_key, text, private=True)
         if reply is not None:
             self.stats["dm_replies"] += 1
             out += self.send_private(now, sender, self.private_message(reply))
@@ -236,7 +296,12 @@ def pump(router: Router, chat: PhoneChat, now: float) -> int:
 
 
 _CHAT_TYPES = frozenset(
-    {PacketType.MESSAGE, PacketType.NOISE_HANDSHAKE, PacketType.NOISE_ENCRYPTED}
+    {
+        PacketType.ANNOUNCE,
+        PacketType.MESSAGE,
+        PacketType.NOISE_HANDSHAKE,
+        PacketType.NOISE_ENCRYPTED,
+    }
 )
 
 
@@ -267,4 +332,4 @@ class PhoneChatService:
             self.chat.stats["send_refused"] += 1
 
 
-__all__ = ["Outgoing", "PhoneChat", "PhoneChatService", "PhoneConfig", "pump"]
+__all__ = ["Outgoing", "PhoneChat", "PhoneChatService", "PhoneConfig", "PlayHook", "pump"]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("wire", "mesh", "consensus", "gatt", "uplink")
+BENCHES = ("wire", "mesh", "consensus", "gatt", "uplink", "node")
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 
 

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import StorageFailure
+from ..signer import new_key_signer_file
 from ..wire.identity import Identity, KeyFileError
 
 DEFAULT_KEY_PATH = Path("/var/lib/ble-bridge/identity.key")
@@ -29,7 +31,10 @@ def run_keygen(args: argparse.Namespace) -> int:
             identity = Identity.generate()
             if args.out is not None:
                 identity.save(args.out)
-    except KeyFileError as exc:
+                # a new key has signed nothing: its (empty) signer state says so, or the
+                # node would catch up first as if it had lost its state
+                new_key_signer_file(args.out, identity.signing_public)
+    except (KeyFileError, StorageFailure) as exc:
         print(f"ble-bridge keygen: {exc}", file=sys.stderr)
         return 1
     print(

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="simulated neighbours with --transport sim (default: [node] sim_peers, 3)",
     )
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, default_log_level=logging.INFO)
 
     for name, helptext, func in (
         ("status", "a running node's health, sessions and counters", cmd_status),
@@ -74,6 +74,24 @@ async def _serve(config_path: Path, transport: str | None, sim_peers: int | None
     kind = transport or config.node.transport
     peers = config.node.sim_peers if sim_peers is None else sim_peers
     nodes: list[Node] = []
+    loop = asyncio.get_running_loop()
+    stop_event = asyncio.Event()
+
+    def failed(reason: str, code: ExitCode) -> None:
+        # health error (status, LED, no watchdog ping) for a moment, then exit non-zero
+        loop.call_later(max(0.0, config.node.failure_exit_s), stop_event.set)
+
+    def unhandled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """An exception nobody handled in a callback or a task: logged with its
+        traceback, and the node stops signing and exits (never a dead task in a live
+        process)."""
+        loop.default_exception_handler(context)
+        exc = context.get("exception")
+        if nodes and isinstance(exc, Exception):
+            code = ExitCode.STORAGE if isinstance(exc, StorageFailure) else ExitCode.BUG
+            nodes[0].fail(f"{context.get('message', 'unhandled')}: {exc!r}", code)
+
+    loop.set_exception_handler(unhandled)
     if kind == "sim":
         from ..sim.local import LoopbackAir
 
@@ -84,10 +102,12 @@ async def _serve(config_path: Path, transport: str | None, sim_peers: int | None
 
         async def start() -> None:
             nodes.append(await air.start())
+            nodes[0].on_failure = failed
 
         stop = air.stop
     else:
         node = Node(config)
+        node.on_failure = failed
         nodes.append(node)
         start, stop = node.start, node.stop
 
@@ -97,7 +117,21 @@ async def _serve(config_path: Path, transport: str | None, sim_peers: int | None
     def status() -> str:
         return status_line(nodes[0].status()) if nodes else "starting"
 
-    return await serve_until_signalled(start, stop, alive=alive, status=status)
+    from ..memtrace import interval_from_env, trace_forever
+
+    trace_every = interval_from_env()  # BLE_BRIDGE_TRACEMALLOC=<s>: where memory grows
+    tracer = None if trace_every is None else asyncio.create_task(trace_forever(trace_every))
+    try:
+        code = await serve_until_signalled(
+            start, stop, alive=alive, status=status, stop_event=stop_event
+        )
+    finally:
+        if tracer is not None:
+            tracer.cancel()
+    if nodes and nodes[0].failure is not None:
+        print(f"ble-bridge run: error: {nodes[0].failure}", file=sys.stderr)
+        return int(nodes[0].failure_code)
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -133,6 +167,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
         return 0
     print(f"peer {reply['peer_id']}  health {reply['health']}  links {len(reply['links'])}")
+    if reply.get("error"):
+        print(f"  error: {reply['error']}")
+    signer = reply.get("signer")
+    if isinstance(signer, dict):
+        for sid, why in (signer.get("catching_up") or {}).items():
+            print(f"  session {sid[:8]} not signing yet: catching up first ({why})")
     uplink = reply.get("uplink")
     if isinstance(uplink, dict):
         state = "connected" if uplink.get("connected") else "disconnected"
@@ -141,6 +181,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"  uplink {uplink.get('broker', '')} {state}, rtt {uplink.get('rtt_ms')} ms, "
             f"{linked}/{len(gateways)} remote gateways linked"
+        )
+    for li in reply["links"]:
+        print(
+            f"  link {li['link_id']} {li['role']} {li['peer']}: "
+            f"in {li.get('frames_in', 0)} frames / {li.get('bytes_in', 0)} B, "
+            f"out {li.get('frames_out', 0)} frames / {li.get('bytes_out', 0)} B, "
+            f"{li.get('send_failures', 0)} failed sends"
         )
     for s in reply["sessions"]:
         print(

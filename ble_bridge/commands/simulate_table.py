@@ -6,6 +6,9 @@ topology, profile, duration, seed, faults, ``--crash``, ``--capture``) build the
 ``--byzantine N --behaviour B`` makes N nodes lie. The last line is machine-readable::
 
     simulate heights=<int> ops=<int> p50_ms=<float> p95_ms=<float> safety=<ok|violated>
+
+and with ``--phones N`` (simulated BitChat phones, ``sim/phone.py``) it gains
+``phone_bets=<int> phone_dms=<int>``: phone bets committed, private replies the phones read.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ def add_options(p: argparse.ArgumentParser) -> None:
         choices=BEHAVIOURS,
         default=Behaviour.EQUIVOCATE.value,
         help="what the Byzantine validators do (default equivocate)",
+    )
+    g.add_argument(
+        "--phones",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N simulated BitChat phones on the air: they join and bet through the chat and "
+        "send private !balance (last line gains phone_bets= phone_dms=)",
     )
     g.add_argument("--plot", type=Path, metavar="FILE.png", help="plot commit latency over time")
     g.add_argument(
@@ -84,11 +95,14 @@ def table_config(args: argparse.Namespace) -> TableConfig:
             raise ValueError("--partition: HEAL must come after START")
     if not 0 <= args.byzantine <= args.nodes:
         raise ValueError("--byzantine must be within 0..--nodes")
+    if not 0 <= args.phones <= 64:
+        raise ValueError("--phones must be within 0..64")
     return TableConfig(
         scenario=dataclasses.replace(scenario, drain=min(5.0, scenario.duration / 4)),
         byzantine=args.byzantine,
         behaviour=Behaviour(args.behaviour),
         partition=partition,
+        phones=args.phones,
     )
 
 
@@ -117,6 +131,7 @@ def islands_run(args: argparse.Namespace) -> IslandsRun:
             raise ValueError("--broker-outage: END must come after START")
     unsupported = {
         "--byzantine": args.byzantine,
+        "--phones": args.phones,
         "--partition": args.partition,
         "--crash": args.crash,
         "--capture": args.capture,

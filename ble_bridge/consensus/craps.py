@@ -25,6 +25,12 @@ from enum import IntEnum
 from typing import TypeVar
 
 from ble_bridge.consensus.app import BlockContext, InvalidOperation
+from ble_bridge.consensus.phone_proof import (
+    MAX_PROOF_FRAME,
+    PhoneCommand,
+    ReplayWindow,
+    verify_phone_command,
+)
 
 KEY_LEN = 32
 SECRET_LEN = 32
@@ -39,6 +45,10 @@ _TABLE_DOMAIN = b"bitcraps/table/v1"
 _SNAPSHOT_MAGIC = b"BCRP"
 _SNAPSHOT_VERSION = 2
 MAX_SEATS = 16
+MAX_PHONE_PLAYERS = 32  # phone players (accounts without a seat) per table
+MAX_PHONE_BETS_PER_ROUND = 4  # bets a phone player may place in one roll
+_SNAPSHOT_VERSION_PHONES = 3  # written only when the state has phone players
+_NO_REPLAY = ReplayWindow()
 
 _V = TypeVar("_V")
 
@@ -139,6 +149,11 @@ class CrapsState:
     minted: int = 0
     # players who left, with what they took (the last few; for ``history``)
     cashed_out: tuple[tuple[bytes, int], ...] = ()
+    # phone players (BitChat users without a seat), by Ed25519 key: balances, bets placed
+    # this roll, and the committed window of their packets already applied
+    phones: tuple[tuple[bytes, int], ...] = ()
+    phone_bets: tuple[tuple[bytes, int], ...] = ()
+    replay: ReplayWindow = _NO_REPLAY
 
     @property
     def supply(self) -> int:
@@ -162,7 +177,8 @@ class CrapsState:
     @property
     def total_tokens(self) -> int:
         """Bank + unclaimed + balances + escrow; always equals :attr:`supply`."""
-        return self.bank + self.unclaimed + sum(v for _, v in self.balances) + self.escrow
+        phones = sum(v for _, v in self.phones)
+        return self.bank + self.unclaimed + sum(v for _, v in self.balances) + phones + self.escrow
 
     @property
     def exposure(self) -> int:
@@ -172,6 +188,10 @@ class CrapsState:
     def balance_of(self, player: bytes) -> int | None:
         """A joined player's balance, or None when ``player`` has not joined."""
         return _lookup(self.balances, player)
+
+    def phone_balance(self, player: bytes) -> int | None:
+        """A phone player's balance, or None when ``player`` has no phone account here."""
+        return _lookup(self.phones, player)
 
     def is_joined(self, player: bytes) -> bool:
         return _lookup(self.balances, player) is not None
@@ -209,6 +229,7 @@ class OpTag(IntEnum):
     PLACE_BET = 0x02
     COMMIT = 0x03
     REVEAL = 0x04
+    PHONE = 0x05
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +262,17 @@ class RevealRandomness:
     secret: bytes
 
 
-Op = Join | PlaceBet | CommitRandomness | RevealRandomness
+@dataclass(frozen=True, slots=True)
+class PhoneOp:
+    """A phone player's command, submitted by a validator: the phone's own signed announce
+    frame and signed public message frame (``!join TABLE`` / ``!bet TABLE KIND AMOUNT``),
+    verified by every validator (:mod:`.phone_proof`)."""
+
+    announce: bytes
+    message: bytes
+
+
+Op = Join | PlaceBet | CommitRandomness | RevealRandomness | PhoneOp
 
 _U32 = struct.Struct(">I")
 _BET = struct.Struct(">BIBI")
@@ -255,6 +286,16 @@ def encode_op(op: Op) -> bytes:
         if not 0 <= op.amount < 1 << 32:
             raise ValueError("bet amount does not fit in 32 bits")
         return _BET.pack(OpTag.PLACE_BET, op.round % ROUND_MOD, op.kind, op.amount)
+    if isinstance(op, PhoneOp):
+        if max(len(op.announce), len(op.message)) > MAX_PROOF_FRAME:
+            raise ValueError("phone frame too long")
+        return (
+            bytes([OpTag.PHONE])
+            + _U16.pack(len(op.announce))
+            + op.announce
+            + _U16.pack(len(op.message))
+            + op.message
+        )
     if isinstance(op, CommitRandomness):
         if len(op.commitment) != KEY_LEN:
             raise ValueError("commitment must be 32 bytes")
@@ -280,6 +321,17 @@ def decode_op(data: bytes) -> Op:
         if kind not in BetKind._value2member_map_:
             raise OpDecodeError(f"unknown bet kind {kind}")
         return PlaceBet(rnd, BetKind(kind), amount)
+    if tag == OpTag.PHONE:
+        data = bytes(data)
+        if len(data) < 5:
+            raise OpDecodeError("bad phone op length")
+        (na,) = _U16.unpack_from(data, 1)
+        if na > MAX_PROOF_FRAME or len(data) < 3 + na + 2:
+            raise OpDecodeError("bad phone op length")
+        (nm,) = _U16.unpack_from(data, 3 + na)
+        if nm > MAX_PROOF_FRAME or len(data) != 3 + na + 2 + nm:
+            raise OpDecodeError("bad phone op length")
+        return PhoneOp(data[3 : 3 + na], data[5 + na :])
     if tag in (OpTag.COMMIT, OpTag.REVEAL):
         if len(data) != 1 + 4 + 32:
             raise OpDecodeError("bad commit/reveal length")
@@ -365,6 +417,7 @@ def resolve_roll(state: CrapsState, d1: int, d2: int) -> CrapsState:
             bank -= outcome * bet.amount
             credits[bet.player] = credits.get(bet.player, 0) + bet.amount * (1 + outcome)
     balances = tuple((p, v + credits.get(p, 0)) for p, v in state.balances)
+    phones = tuple((p, v + credits.get(p, 0)) for p, v in state.phones)
     if state.phase == Phase.COME_OUT:
         phase, point = (Phase.POINT, total) if total in POINT_NUMBERS else (Phase.COME_OUT, 0)
     elif total in (7, state.point):
@@ -376,6 +429,7 @@ def resolve_roll(state: CrapsState, d1: int, d2: int) -> CrapsState:
     return replace(
         state,
         balances=balances,
+        phones=phones,
         bank=bank,
         bets=tuple(kept),
         phase=phase,
@@ -392,8 +446,11 @@ class CrapsApp:
 
     name: str = "bitcraps"
 
-    def __init__(self, rules: TableRules | None = None) -> None:
+    def __init__(self, rules: TableRules | None = None, table_name: str | None = None) -> None:
         self.rules = rules or TableRules()
+        # the table's name, as phones write it in ``!join NAME`` (None: no phone players)
+        self.table_name = table_name
+        self._verified: dict[bytes, PhoneCommand] = {}  # op bytes -> verified (bounded)
 
     def __repr__(self) -> str:
         return f"CrapsApp({self.rules!r})"
@@ -432,7 +489,24 @@ class CrapsApp:
             decoded = decode_op(op)
         except OpDecodeError as exc:
             raise InvalidOperation("malformed_op", str(exc)) from None
+        if isinstance(decoded, PhoneOp):
+            check_phone(state, submitter, self.phone_command(decoded))
+            return
         check_op(state, submitter, decoded)
+
+    def phone_command(self, op: PhoneOp) -> PhoneCommand:
+        """The verified command inside ``op`` (InvalidOperation when the phone did not sign
+        it or it is not for this table); verification results are cached by op bytes."""
+        if self.table_name is None:
+            raise InvalidOperation("phone_not_here", "this table takes no phone players")
+        key = op.announce + b"\x00" + op.message
+        cmd = self._verified.get(key)
+        if cmd is None:
+            cmd = verify_phone_command(op.announce, op.message, self.table_name)
+            if len(self._verified) >= 256:
+                self._verified.clear()
+            self._verified[key] = cmd
+        return cmd
 
     def apply(
         self, state: CrapsState, submitter: bytes, op: bytes, ctx: BlockContext
@@ -441,10 +515,14 @@ class CrapsApp:
             decoded = decode_op(op)
         except OpDecodeError as exc:
             raise InvalidOperation("malformed_op", str(exc)) from None
+        if isinstance(decoded, PhoneOp):
+            return apply_phone(state, submitter, self.phone_command(decoded), ctx.height)
         return apply_op(state, submitter, decoded, ctx.height)
 
     def end_block(self, state: CrapsState, ctx: BlockContext) -> CrapsState:
         height = ctx.height
+        if state.replay.applied:
+            state = replace(state, replay=state.replay.advance(height))
         if state.stage == Stage.BETTING:
             if not state.commits:
                 return state
@@ -556,8 +634,72 @@ def unseat_player(state: CrapsState, key: bytes) -> CrapsState:
     )
 
 
+def check_phone(state: CrapsState, submitter: bytes, cmd: PhoneCommand) -> None:
+    """Raise :class:`InvalidOperation` when the phone's verified command cannot apply now."""
+    if submitter not in state.validators or submitter in state.banned:
+        raise InvalidOperation("not_validator")
+    state.replay.check(cmd)
+    balance = state.phone_balance(cmd.key)
+    if cmd.verb == "join":
+        if balance is not None or cmd.key in state.validators:
+            raise InvalidOperation("already_joined")
+        if len(state.phones) >= MAX_PHONE_PLAYERS:
+            raise InvalidOperation("table_full", f"{MAX_PHONE_PLAYERS} phone players")
+        return
+    if balance is None:
+        raise InvalidOperation("not_joined")
+    if (_lookup(state.phone_bets, cmd.key) or 0) >= MAX_PHONE_BETS_PER_ROUND:
+        raise InvalidOperation("too_many_bets", f"{MAX_PHONE_BETS_PER_ROUND} a roll")
+    kind = _PHONE_KINDS[cmd.kind]
+    if state.stage != Stage.BETTING:
+        raise InvalidOperation("wrong_stage", "bets close when the commits are in")
+    if kind in _CONTRACT_BETS and state.phase != Phase.COME_OUT:
+        raise InvalidOperation("wrong_phase", "pass/don't pass only on the come-out")
+    if cmd.amount < state.rules.min_bet:
+        raise InvalidOperation("below_min_bet", f"{cmd.amount} < {state.rules.min_bet}")
+    if cmd.amount > balance:
+        raise InvalidOperation("insufficient_balance", f"{cmd.amount} > {balance}")
+    if state.exposure + _max_win(kind, cmd.amount) > state.bank:
+        raise InvalidOperation("bank_exposure", "the bank could not cover this bet")
+
+
+_PHONE_KINDS = {"pass": BetKind.PASS_LINE, "dont-pass": BetKind.DONT_PASS, "field": BetKind.FIELD}
+
+
+def apply_phone(state: CrapsState, submitter: bytes, cmd: PhoneCommand, height: int) -> CrapsState:
+    """Check the phone's command and return the state after it. A phone player joins with
+    the table's buy-in, minted (``minted`` keeps the ledger balanced); its bets escrow out
+    of its own balance like anyone's."""
+    check_phone(state, submitter, cmd)
+    replay = state.replay.add(cmd, height)
+    stake = state.rules.starting_balance
+    if cmd.verb == "join":
+        return replace(
+            state,
+            phones=_upsert(state.phones, cmd.key, stake),
+            minted=state.minted + stake,
+            replay=replay,
+        )
+    kind = _PHONE_KINDS[cmd.kind]
+    balance = state.phone_balance(cmd.key)
+    assert balance is not None
+    previous = state.bet_of(cmd.key, kind)
+    others = (b for b in state.bets if (b.player, b.kind) != (cmd.key, kind))
+    bets = sorted((*others, Bet(cmd.key, kind, previous + cmd.amount)), key=_bet_key)
+    count = (_lookup(state.phone_bets, cmd.key) or 0) + 1
+    return replace(
+        state,
+        phones=_upsert(state.phones, cmd.key, balance - cmd.amount),
+        phone_bets=_upsert(state.phone_bets, cmd.key, count),
+        bets=tuple(bets),
+        replay=replay,
+    )
+
+
 def check_op(state: CrapsState, submitter: bytes, op: Op) -> None:
     """Raise :class:`InvalidOperation` with a short reason when ``op`` is not allowed now."""
+    if isinstance(op, PhoneOp):
+        raise InvalidOperation("phone_op_needs_the_app", "CrapsApp verifies phone ops")
     if submitter not in state.validators:
         raise InvalidOperation("not_validator")
     if submitter in state.banned:
@@ -627,6 +769,7 @@ def apply_op(state: CrapsState, submitter: bytes, op: Op, height: int) -> CrapsS
         return replace(
             state, commits=_upsert(state.commits, submitter, op.commitment), deadline=deadline
         )
+    assert isinstance(op, RevealRandomness)
     return replace(state, reveals=_upsert(state.reveals, submitter, op.secret))
 
 
@@ -650,6 +793,7 @@ def _finish_round(state: CrapsState) -> CrapsState:
         deadline=0,
         commits=(),
         reveals=(),
+        phone_bets=(),
     )
 
 
@@ -727,6 +871,17 @@ def encode_state(state: CrapsState) -> bytes:
     out += _U16.pack(len(state.cashed_out))
     for player, amount in state.cashed_out:
         out += player + _U64.pack(amount)
+    rp = state.replay
+    if not (state.phones or state.phone_bets or rp.applied or rp.floors):
+        return bytes(out)  # no phone players: the version 2 bytes, unchanged
+    out[len(_SNAPSHOT_MAGIC)] = _SNAPSHOT_VERSION_PHONES
+    for counts in (state.phones, state.phone_bets, rp.floors):
+        out += _U16.pack(len(counts))
+        for player, value in counts:
+            out += player + _U64.pack(value)
+    out += _U64.pack(rp.window) + _U16.pack(rp.capacity) + _U16.pack(len(rp.applied))
+    for pid, player, ts, h in rp.applied:
+        out += pid + player + _U64.pack(ts) + _U64.pack(h)
     return bytes(out)
 
 
@@ -768,7 +923,8 @@ def decode_state(data: bytes) -> CrapsState:
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise ValueError("snapshot too large")
     rd = _Reader(bytes(data))
-    if rd.take(4) != _SNAPSHOT_MAGIC or rd.take(1)[0] != _SNAPSHOT_VERSION:
+    magic, version = rd.take(4), rd.take(1)[0]
+    if magic != _SNAPSHOT_MAGIC or version not in (_SNAPSHOT_VERSION, _SNAPSHOT_VERSION_PHONES):
         raise ValueError("not a craps snapshot (magic/version)")
     rules = TableRules(*rd.unpack(_RULES))
     validators = tuple(rd.take(KEY_LEN) for _ in range(rd.count(MAX_VALIDATORS)))
@@ -796,6 +952,32 @@ def decode_state(data: bytes) -> CrapsState:
     cashed_out = tuple(
         (rd.take(KEY_LEN), rd.unpack(_U64)[0]) for _ in range(rd.count(CASHED_OUT_KEPT))
     )
+    phones: tuple[tuple[bytes, int], ...] = ()
+    phone_bets: tuple[tuple[bytes, int], ...] = ()
+    replay = ReplayWindow()
+    if version == _SNAPSHOT_VERSION_PHONES:
+        phones, phone_bets, floors = (
+            tuple(
+                (rd.take(KEY_LEN), rd.unpack(_U64)[0])
+                for _ in range(rd.count(MAX_PHONE_PLAYERS * 4))
+            )
+            for _ in range(3)
+        )
+        (window,) = rd.unpack(_U64)
+        (capacity,) = rd.unpack(_U16)
+        applied = tuple(
+            (rd.take(16), rd.take(KEY_LEN), rd.unpack(_U64)[0], rd.unpack(_U64)[0])
+            for _ in range(rd.count(capacity))
+        )
+        replay = ReplayWindow(window, capacity, applied, floors)
+        if not (
+            _strictly_sorted([p for p, _ in phones]) and _strictly_sorted([e[0] for e in applied])
+        ):
+            raise ValueError("phone players not canonical")
+        if len(phones) > MAX_PHONE_PLAYERS or not _strictly_sorted([p for p, _ in floors]):
+            raise ValueError("phone players not canonical")
+        if not {p for p, _ in phone_bets} <= {p for p, _ in phones}:
+            raise ValueError("phone bets without a phone player")
     rd.done()
     history = tuple((b >> 4, b & 0x0F) for b in history_raw)
     state = CrapsState(
@@ -816,6 +998,9 @@ def decode_state(data: bytes) -> CrapsState:
         history=history,
         minted=minted,
         cashed_out=cashed_out,
+        phones=phones,
+        phone_bets=phone_bets,
+        replay=replay,
     )
     _validate(state, known)
     return state
@@ -840,9 +1025,12 @@ def _validate(s: CrapsState, known: set[bytes]) -> None:
     if any(v > MAX_TOKENS for _, v in s.balances) or max(s.bank, s.unclaimed) > MAX_TOKENS:
         raise ValueError("token amount out of range")
     active = set(s.active_players())
+    bettors = active | {p for p, _ in s.phones}
+    if any(v > MAX_TOKENS for _, v in s.phones) or set(players) & {p for p, _ in s.phones}:
+        raise ValueError("phone balance out of range or a phone key with a seat")
     if not _strictly_sorted([b.player + bytes([b.kind]) for b in s.bets]):
         raise ValueError("bets not canonical")
-    if any(b.player not in active or not 0 < b.amount <= MAX_TOKENS for b in s.bets):
+    if any(b.player not in bettors or not 0 < b.amount <= MAX_TOKENS for b in s.bets):
         raise ValueError("bet by an inactive player or with a bad amount")
     committers = [p for p, _ in s.commits]
     if not _strictly_sorted(committers) or not active.issuperset(committers):
@@ -978,7 +1166,7 @@ class TablePlayer:
         for body, op in list(self._in_flight.items()):
             if isinstance(op, Join):
                 done = joined
-            elif op.round % ROUND_MOD != state.round % ROUND_MOD:
+            elif isinstance(op, PhoneOp) or op.round % ROUND_MOD != state.round % ROUND_MOD:
                 done = True
             elif isinstance(op, PlaceBet):
                 done = state.stage != Stage.BETTING

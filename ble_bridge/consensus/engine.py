@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from ..signer import UNKNOWN, SignedAt
 from ..store import Store
 from ..wire.messages import (
     DEFAULT_LIMITS,
@@ -106,6 +107,15 @@ def genesis_hash(session_id: bytes, validators: Sequence[bytes]) -> bytes:
     return hashlib.sha256(GENESIS_DOMAIN + session_id + b"".join(sorted(validators))).digest()
 
 
+class SignerGuard(Protocol):
+    """Where the double-sign floor lives (``signer.SignerFile`` fits): read once at
+    start, written durably before every new signature leaves."""
+
+    def floor(self, session: bytes) -> SignedAt | None: ...
+
+    def record(self, session: bytes, at: SignedAt) -> None: ...
+
+
 class Signer(Protocol):
     """What the engine needs of an identity (``wire.identity.Identity`` fits)."""
 
@@ -144,6 +154,13 @@ class EngineConfig:
     max_pending_evidence: int = 64
     evidence_heights: int = 8  # committed heights whose votes still yield evidence
     max_round_skip: int = 16  # ignore messages for rounds further ahead than this
+    # Catch-up-first after a lost signer state: observe this long (seconds) once caught
+    # up and votes of q-1 others at the current height are in; this long when the others
+    # are present (announcing) but nobody votes; then skip this many rounds above the
+    # highest round seen at that height (rounds we may have signed in before the loss).
+    signer_catch_up_wait: float = 3.0
+    signer_catch_up_idle: float = 60.0
+    signer_catch_up_rounds: int = 1
     keep_rounds: int = 8  # vote sets kept behind the current round (plus lock/valid rounds)
     max_future_messages: int = 2048  # buffered messages for the next height
     max_future_commits: int = 32  # certified blocks kept for heights beyond the next
@@ -242,6 +259,17 @@ class ValidatorsChanged:
     removed: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SignerNotice:
+    """The double-sign guard changed mode: ``catching_up`` True when the engine stopped
+    signing to catch up first (``text`` says why), False when it signs again (above
+    ``floor``)."""
+
+    catching_up: bool
+    text: str
+    floor: tuple[int, int, int] | None = None
+
+
 Event = (
     Committed
     | OperationRejected
@@ -249,6 +277,7 @@ Event = (
     | EvidenceFound
     | SnapshotInstalled
     | ValidatorsChanged
+    | SignerNotice
 )
 
 
@@ -303,7 +332,13 @@ class ConsensusEngine(Generic[S]):
         app: Application[S],
         config: EngineConfig | None = None,
         store: Store | None = None,
+        guard: SignerGuard | None = None,
+        catch_up: str | None = None,
     ) -> None:
+        """``guard``: the signer-state file (without one, the store's signer record is
+        the floor). ``catch_up``: why the signer state cannot be trusted (the file was
+        missing, the database lost): catch up first and sign only above any round this
+        key may have signed in."""
         if len(session_id) != SESSION_ID_LEN:
             raise ValueError(f"session id must be {SESSION_ID_LEN} bytes")
         if len(set(validators)) != len(validators) or not validators:
@@ -368,8 +403,21 @@ class ConsensusEngine(Generic[S]):
         self._pending_evidence: OrderedDict[tuple[bytes, int, int, int], Evidence] = OrderedDict()
         self._committed_evidence: set[tuple[bytes, int, int, int]] = set()
         # signer state: never sign below (or differently at) this (height, round, step)
+        self.guard = guard
         self._signed_floor: tuple[int, int, int] | None = None
-        self._signed_last: bytes = b""
+        self._signed_digest: bytes = UNKNOWN  # SHA-256 of what was signed there
+        at = None if guard is None else guard.floor(self.session_id)
+        if at is not None:
+            self._signed_floor, self._signed_digest = at.key, at.digest
+        # catch-up-first mode (see signer_catch_up_*): why, since when, what was seen
+        self._catch_up: str | None = None
+        self._cu_started: float | None = None
+        self._cu_due: float | None = None
+        self._cu_quiet_since: float | None = None
+        self._cu_voters: set[bytes] = set()  # validators whose votes at h were verified
+        self._cu_round = -1  # highest round of a signed message seen at h
+        self._present: dict[bytes, int] = {}  # validator -> height it announced
+        self._now = 0.0  # the latest ``now`` the engine was given
         # latency adaptation and catch-up
         self.commit_latency: float | None = None  # EWMA, round start -> commit
         self._vote_delays: deque[float] = deque(maxlen=self.config.latency_window)
@@ -380,6 +428,8 @@ class ConsensusEngine(Generic[S]):
         self._answered: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._next_nonce = 1
         self._started = False
+        if catch_up is not None and guard is not None:
+            self._enter_catch_up(catch_up)
         if store is not None:
             self._recover(store)
 
@@ -548,6 +598,9 @@ class ConsensusEngine(Generic[S]):
         if self._started:
             return
         self._started = True
+        self._now = now
+        if self._catch_up is not None:
+            self._cu_started = now
         self._enter_height(now)
 
     def outbox(self) -> list[Message]:
@@ -570,12 +623,15 @@ class ConsensusEngine(Generic[S]):
         """Earliest time :meth:`handle_timer` has something to do, or None."""
         times = [t for t, _, _ in self._timers.values()]
         times.extend(self._responses.values())
+        if self._cu_due is not None:
+            times.append(self._cu_due)
         if self._join_due is not None:
             times.append(self._join_due)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
+        self._now = now
         for name, (due, h, r) in list(self._timers.items()):
             if due > now or self._timers.get(name) != (due, h, r):
                 continue
@@ -644,6 +700,7 @@ class ConsensusEngine(Generic[S]):
 
     def receive(self, now: float, msg: Message) -> None:
         """Process one decoded message; never raises on bad input (drops are counted)."""
+        self._now = now
         self._dispatch(now, msg)
         self._progress(now)
 
@@ -853,6 +910,16 @@ class ConsensusEngine(Generic[S]):
 
     def _on_vote(self, now: float, vote: Vote) -> None:
         h = self._committed + 1
+        if vote.validator == self.key and self._verify_vote(vote):
+            self._saw_own(vote.height, vote.round, int(vote.step), _digest(vote.encode()))
+        if (
+            self._catch_up is not None
+            and vote.height == h
+            and vote.validator in self._vindex
+            and self._verify_vote(vote)  # memoised
+        ):
+            self._cu_round = max(self._cu_round, vote.round)
+            self._cu_voters.add(vote.validator)
         if vote.height == h + 1 and vote.validator not in self._vindex:
             # maybe a validator the block we are deciding adds: keep it for the next height
             # (it is checked there), but it says nothing about who is ahead
@@ -902,6 +969,10 @@ class ConsensusEngine(Generic[S]):
         if not self.cache.verify(proposer, p.signature, p.signing_bytes(self.session_id)):
             self.stats["drop_bad_signature"] += 1
             return
+        if proposer == self.key:
+            self._saw_own(p.height, p.round, int(Step.PROPOSAL), _digest(p.encode()))
+        if self._catch_up is not None:
+            self._cu_round = max(self._cu_round, p.round)
         self._hs.proposals[p.round] = p
         self._hs.blocks[p.block.hash] = p.block
         self._hs.compacts.pop(p.round, None)
@@ -930,6 +1001,10 @@ class ConsensusEngine(Generic[S]):
         if not self.cache.verify(proposer, cp.signature, cp.signing_bytes(self.session_id)):
             self.stats["drop_bad_signature"] += 1
             return
+        if proposer == self.key:  # what the full proposal was is unknown here
+            self._saw_own(cp.height, cp.round, int(Step.PROPOSAL), UNKNOWN)
+        if self._catch_up is not None:
+            self._cu_round = max(self._cu_round, cp.round)
         hs.compacts[cp.round] = cp
         self._relay.append(cp)
         self._rebuild(now, cp.round)
@@ -1334,6 +1409,9 @@ class ConsensusEngine(Generic[S]):
                 self._past_votes.popitem(last=False)
         self._hs = _Height()
         self._timers.clear()
+        self._cu_voters.clear()
+        self._cu_round = -1
+        self._cu_quiet_since = None
         if self._signed_floor is not None and self._signed_floor[0] == self._committed + 1:
             self._resume(now)
         elif self._has_work(now):
@@ -1349,6 +1427,17 @@ class ConsensusEngine(Generic[S]):
 
     def _start_round(self, now: float, round: int) -> None:
         hs = self._hs
+        floor = self._signed_floor
+        if (
+            floor is not None
+            and self._signed_digest == UNKNOWN
+            and floor[0] == self._committed + 1
+            and round <= floor[1]
+        ):
+            # this key may have signed in these rounds before it lost its state: skip them
+            # (f+1 validators there pull the others along)
+            self.stats["rounds_skipped_signer_floor"] += floor[1] + 1 - round
+            round = floor[1] + 1
         hs.round = round
         hs.phase = Phase.PROPOSE
         # Keep the previous round's messages: a node still in it may have lost them.
@@ -1461,14 +1550,37 @@ class ConsensusEngine(Generic[S]):
             self.stats["rebroadcasts"] += 1
             if self._hint_height > self._committed + 1:
                 self._request_catch_up(now)
+            stuck = hs.rebroadcasts >= self.config.rebroadcast_backoff
             hs.rebroadcasts = min(hs.rebroadcasts + 1, self.config.rebroadcast_backoff)
             delay = self._timeout("rebroadcast", round + hs.rebroadcasts)  # backs off, capped
             self._set_timer(now, "rebroadcast", delay, round)
+            if stuck and self._follow_when_stuck(now):
+                return
+
+    def _follow_when_stuck(self, now: float) -> bool:
+        """Stuck in a round (re-broadcasts backed off to the cap) without a quorum of
+        precommits of any kind in it, while a validator votes in a later round: follow it there. The f+1
+        rule cannot fire when fewer than f+1 are up there — e.g. a node that lost its signer
+        state skips the rounds it may have signed in while another validator is down —
+        and without a precommit quorum no timeout moves this round on. Entering a later round is
+        always safe (locks and quorums decide); a liar can only move a stalled node."""
+        hs = self._hs
+        rnd = hs.round
+        if self._vote_set(rnd, Step.PRECOMMIT).has_quorum_any():
+            return False  # the precommit timeout moves this round on
+        later = [r for (r, _), vs in hs.votes.items() if r > rnd and vs.votes]
+        if not later:
+            return False
+        self.stats["round_followed_when_stuck"] += 1
+        self._start_round(now, max(later))
+        return True
 
     def _progress(self, now: float) -> None:
         """Apply the algorithm's upon-rules until nothing changes."""
         if not self._started:
             return
+        if self._catch_up is not None:
+            self._check_catch_up(now)
         for _ in range(64):
             if not self._step_rules(now):
                 return
@@ -1593,15 +1705,24 @@ class ConsensusEngine(Generic[S]):
     def _may_sign(
         self, round: int, step: Step, encoded: bytes, lock_proof: bytes | None = None
     ) -> bool:
-        """The double-sign guard: strictly after the last signature, or identical to it."""
+        """The double-sign guard: strictly after the last signature, or identical to it;
+        nothing while catching up first. Durable (signer file, then the store's copy of
+        the message and lock) before it returns True."""
         if not self.is_validator:
             return False
+        if self._catch_up is not None:
+            self.stats["sign_refused_catching_up"] += 1
+            return False
         key = (self._committed + 1, round, int(step))
+        digest = _digest(encoded)
         if self._signed_floor is not None and (
-            key < self._signed_floor or (key == self._signed_floor and encoded != self._signed_last)
+            key < self._signed_floor
+            or (key == self._signed_floor and digest != self._signed_digest)
         ):
             self.stats["sign_refused"] += 1
             return False
+        if key != self._signed_floor and self.guard is not None:
+            self.guard.record(self.session_id, SignedAt(*key, digest))
         if self.store is not None and key != self._signed_floor:
             hs = self._hs
             self.store.record_signature(
@@ -1614,8 +1735,100 @@ class ConsensusEngine(Generic[S]):
                 hs.locked_hash,
                 lock_proof,
             )
-        self._signed_floor, self._signed_last = key, encoded
+        self._signed_floor, self._signed_digest = key, digest
         return True
+
+    # -- the signer state after a loss ---------------------------------------------------
+
+    def _raise_floor(self, key: tuple[int, int, int], digest: bytes) -> None:
+        if self._signed_floor is not None and key <= self._signed_floor:
+            return
+        if self.guard is not None:
+            self.guard.record(self.session_id, SignedAt(*key, digest))
+        self._signed_floor, self._signed_digest = key, digest
+
+    def _saw_own(self, height: int, round: int, step: int, digest: bytes) -> None:
+        """A verified signature of this key: above our floor it is one we forgot (a lost
+        or restored signer state, or the key running elsewhere): never sign below it, and
+        catch up first if we trusted the floor."""
+        key = (height, round, step)
+        if self._signed_floor is not None and key <= self._signed_floor:
+            return
+        self.stats["own_signature_above_floor"] += 1
+        if self._catch_up is None and self.guard is not None:
+            self._enter_catch_up(
+                f"a signature of this key at height {height} round {round} step {step} is"
+                f" above its signer state {self._signed_floor}"
+            )
+        self._raise_floor(key, digest)
+
+    def _enter_catch_up(self, reason: str) -> None:
+        if self._catch_up is not None:
+            return
+        self._catch_up = reason
+        self._cu_started = self._now if self._started else None
+        self._cu_quiet_since = None
+        self._cu_voters.clear()
+        self._cu_round = -1
+        self.stats["signer_catch_up"] += 1
+        self._events.append(SignerNotice(True, reason, self._signed_floor))
+
+    @property
+    def catching_up_signer(self) -> str | None:
+        """Why this engine does not sign yet (None: it signs)."""
+        return self._catch_up
+
+    def note_presence(self, now: float, validator: bytes, height: int) -> None:
+        """An authenticated validator announced ``height`` (the transport vouches for the
+        sender): while catching up, it tells who is there even when nobody votes."""
+        if validator in self._vindex and validator != self.key:
+            self._present[validator] = height
+            if self._catch_up is not None:
+                self._now = now
+                self._progress(now)
+
+    def _check_catch_up(self, now: float) -> None:
+        """Leave catch-up-first mode once this node is at the others' height and has
+        watched it long enough; the new floor is above every round seen there."""
+        if self._cu_started is None:
+            self._cu_started = now
+        h = self._committed + 1
+        self._cu_due = None
+        if self._hint_height > h or self._hs.need_block:
+            return  # behind: the catch-up answers come first
+        cfg = self.config
+        need = self.quorum - 1
+        voters = {v for v in self._cu_voters if v != self.key}
+        if len(voters) >= need:
+            due = self._cu_started + cfg.signer_catch_up_wait
+        else:
+            present = voters | {
+                v for v, x in self._present.items() if x >= h - 1 and v in self._vindex
+            }
+            if len(present) < need:
+                return
+            if self._cu_quiet_since is None:
+                self._cu_quiet_since = now
+            due = max(
+                self._cu_started + cfg.signer_catch_up_wait,
+                self._cu_quiet_since + cfg.signer_catch_up_idle,
+            )
+        if now < due:
+            self._cu_due = due
+            return
+        floor = (h, self._cu_round + cfg.signer_catch_up_rounds, int(Step.PRECOMMIT))
+        self._raise_floor(floor, UNKNOWN)
+        self._catch_up = None
+        self.stats["signer_caught_up"] += 1
+        top = self._signed_floor
+        self._events.append(
+            SignerNotice(
+                False, f"signs again above {top} (highest round seen {self._cu_round})", top
+            )
+        )
+        hs = self._hs
+        if hs.phase is not Phase.IDLE and top is not None and top[0] == h and hs.round <= top[1]:
+            self._start_round(now, top[1] + 1)
 
     def _propose(self, block: Block, round: int, pol_round: int) -> None:
         h = self._committed + 1
@@ -1663,7 +1876,7 @@ class ConsensusEngine(Generic[S]):
 
     def _remember(self, key: bytes, signature: bytes, message: bytes) -> None:
         """Seed the verification cache with a signature we made ourselves."""
-        self.cache._seen[key + signature + message] = True
+        self.cache.remember(key, signature, message)
 
     def _verify_vote(self, vote: Vote) -> bool:
         return self.cache.verify(
@@ -1968,6 +2181,13 @@ class ConsensusEngine(Generic[S]):
         state_hash: bytes,
         set_state: SetState,
     ) -> None:
+        me = self._vindex.get(self.key)
+        if me is not None and me in cert.signers:
+            for vote in cert.precommits(self.validators):
+                if vote.validator == self.key:
+                    self._saw_own(
+                        vote.height, vote.round, int(Step.PRECOMMIT), _digest(vote.encode())
+                    )
         self._set_state = set_state
         if set_state.keys != self.validators:
             self._set_validators(set_state.keys, header.height + 1)
@@ -2118,8 +2338,11 @@ class ConsensusEngine(Generic[S]):
         self._hs = _Height()
         rec = store.last_signature(self.session_id)
         if rec is not None:
-            self._signed_floor = (rec.height, rec.round, rec.step)
-            self._signed_last = rec.message
+            key = (rec.height, rec.round, rec.step)
+            if self.guard is None:  # no signer file: the store's record is the floor
+                self._signed_floor, self._signed_digest = key, _digest(rec.message)
+            elif self._signed_floor is None or key > self._signed_floor:
+                self._saw_own(*key, _digest(rec.message))  # the file is older than the DB
         # above every op we signed, committed or not: the chain we restart from may not show
         # the last ones yet, and an op reusing a nonce is dropped as stale where it is known
         self._next_nonce = (
@@ -2147,6 +2370,10 @@ def _decode_lock_proof(data: bytes, limits: MessageLimits) -> tuple[Proposal, li
     if pos + count * VOTE_LEN != len(data):
         raise MessageError("lock proof length")
     return proposal, votes
+
+
+def _digest(encoded: bytes) -> bytes:
+    return hashlib.sha256(encoded).digest()
 
 
 def _round_of(msg: Message) -> int:

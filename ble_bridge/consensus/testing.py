@@ -19,21 +19,27 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from ..store import Store
+from ..signer import SignerFile
+from ..store import Store, open_store, signer_catch_up
 from ..wire.identity import Identity
 from ..wire.messages import (
     CommitCertificate,
+    Kind,
     Message,
+    MessageError,
     Operation,
     Proposal,
+    StateAnnounce,
     Step,
     Vote,
+    decode_message,
     encode_message,
 )
-from .app import BlockContext, InvalidOperation
+from .app import Application, BlockContext, InvalidOperation
 from .byzantine import Behaviour, misbehave
-from .engine import Committed, ConsensusEngine, EngineConfig, SnapshotInstalled
+from .engine import Committed, ConsensusEngine, EngineConfig, SignerNotice, SnapshotInstalled
 
 # -- a tiny deterministic application -------------------------------------------------
 
@@ -135,6 +141,8 @@ class SimNode:
     behaviour: Behaviour | None  # None: honest
     engine: ConsensusEngine[LedgerState] | None = None
     store_path: Path | None = None
+    signer_path: Path | None = None  # its signer-state file (with ``signer_files``)
+    notes: list[str] = field(default_factory=list)  # moved-aside files, signer notices
     chain: dict[int, bytes] = field(default_factory=dict)
     committed_ops: list[Operation] = field(default_factory=list)
     commit_times: list[tuple[float, int]] = field(default_factory=list)
@@ -166,8 +174,14 @@ class SimNetwork:
         store_dir: Path | None = None,
         announce_interval: float = 1.0,
         genesis: Sequence[int] | None = None,
+        signer_files: bool = False,
+        app_factory: Callable[[], Application[Any]] | None = None,
     ) -> None:
+        """``signer_files``: each node (needs ``store_dir``) keeps a signer-state file
+        beside its database, created with its key, and opens both the way a real node
+        does (a broken database is moved aside; a lost state means catch-up first)."""
         self.rng = random.Random(seed)
+        self.app_factory: Callable[[], Application[Any]] = app_factory or LedgerApp
         self.link = link or LinkModel()
         self.config = config or EngineConfig()
         self.session_id = hashlib.sha256(b"sim-session-%d" % seed).digest()[:16]
@@ -195,6 +209,10 @@ class SimNetwork:
         if store_dir is not None:
             for node in self.nodes:
                 node.store_path = store_dir / f"node{node.index}.sqlite"
+                if signer_files:
+                    node.signer_path = store_dir / f"node{node.index}.signer"
+                    SignerFile.create(node.signer_path, node.key, durable=False).close()
+        self._signers: dict[int, SignerFile] = {}
 
     # -- control -----------------------------------------------------------------------
 
@@ -207,9 +225,31 @@ class SimNetwork:
     def _boot(self, i: int) -> None:
         node = self.nodes[i]
         # No fsync: a simulated crash kills the process, never the OS page cache.
-        store = Store(node.store_path, durable=False) if node.store_path is not None else None
+        store = None
+        guard, reason = None, None
+        if node.store_path is not None:
+            opened = open_store(node.store_path, node.key, durable=False)
+            store = opened.store
+            if opened.note:
+                node.notes.append(opened.note)
+            if node.signer_path is not None:
+                old = self._signers.pop(i, None)
+                if old is not None:
+                    old.close()
+                guard = SignerFile.open(node.signer_path, node.key, durable=False)
+                self._signers[i] = guard
+                if guard.note:
+                    node.notes.append(guard.note)
+                reason = signer_catch_up(guard, opened, self.session_id)
         node.engine = ConsensusEngine(
-            self.session_id, node.identity, self.genesis, LedgerApp(), self.config, store
+            self.session_id,
+            node.identity,
+            self.genesis,
+            self.app_factory(),
+            self.config,
+            store,
+            guard,
+            reason,
         )
         node.engine.start(self.now)
         self._after(i)
@@ -221,6 +261,9 @@ class SimNetwork:
             return
         if not lose_outbox:
             self._flush(i)
+        else:  # lost on the way out, but signed: the double-sign check still counts them
+            for msg in node.engine.outbox():
+                self._record_signature(i, msg)
         node.engine = None  # the SQLite connection is abandoned, as in a power cut
         node.crashes += 1
         self._timer_at.pop(i, None)
@@ -342,6 +385,8 @@ class SimNetwork:
                 node.commit_times.append((self.now, ev.height))
             elif isinstance(ev, SnapshotInstalled):
                 node.snapshot_installs += 1
+            elif isinstance(ev, SignerNotice):
+                node.notes.append(ev.text)
         self._flush(i)
         t = eng.next_timer()
         if t is not None and self._timer_at.get(i) != t:
@@ -408,15 +453,24 @@ class SimNetwork:
                 continue
             self.stats["bytes_delivered"] += len(payload)
             delay = self.link.delay + self.rng.random() * self.link.jitter
-            self._schedule(self.now + delay, self._deliver(j, payload))
+            self._schedule(self.now + delay, self._deliver(j, payload, src))
 
-    def _deliver(self, j: int, payload: bytes) -> Callable[[], None]:
+    def _deliver(self, j: int, payload: bytes, src: int) -> Callable[[], None]:
         def deliver() -> None:
             node = self.nodes[j]
             if node.engine is None:
                 return
             if node.behaviour is Behaviour.REPLAY and len(node.seen) < 500:
                 node.seen.append(payload)
+            if len(payload) > 17 and payload[17] & 0x7F == Kind.STATE_ANNOUNCE:
+                # the mesh authenticates who announced: the bridge tells the engine
+                try:
+                    _, ann = decode_message(payload, self.config.limits)
+                except MessageError:
+                    ann = None
+                if isinstance(ann, StateAnnounce):
+                    node.engine.note_presence(self.now, self.nodes[src].key, ann.height)
+                    self._after(j)
             node.engine.receive_payload(self.now, payload)
             self._after(j)
 

@@ -92,7 +92,7 @@ def verify_packet(packet: Packet, signing_key: bytes) -> bool:
     if packet.signature is None:
         return False
     message = packet.signing_bytes()
-    digest = hashlib.sha256(signing_key + packet.signature + message).digest()
+    digest = hashlib.blake2b(signing_key + packet.signature + message, digest_size=16).digest()
     if digest in _VERIFIED:
         _VERIFIED.move_to_end(digest)
         return True

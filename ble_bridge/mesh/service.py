@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from ..events import kv
 from ..transport import LinkInfo, SendResult, Transport
 from ..wire.identity import Identity
 from ..wire.packet import Packet
@@ -127,10 +128,30 @@ class MeshNode:
     def link_up(self, info: LinkInfo) -> None:
         if self._running:
             self.router.link_up(self._now(), info)
+            log.info(
+                kv(
+                    "link_up",
+                    link=info.link_id,
+                    address=info.peer_address,
+                    role=info.role.value,
+                    mtu=info.mtu,
+                    links=len(self.router.peers.links),
+                )
+            )
             self._pump()
 
     def link_down(self, link_id: int, reason: str) -> None:
-        self._identified.pop(link_id, None)
+        peer = self._identified.pop(link_id, None)
+        if self._running and link_id in self.router.peers.links:
+            log.info(
+                kv(
+                    "link_down",
+                    link=link_id,
+                    peer=peer.hex() if peer else None,
+                    reason=reason,
+                    links=len(self.router.peers.links) - 1,
+                )
+            )
         if self._running:
             self.router.link_down(self._now(), link_id, reason)
             self._pump()
@@ -148,6 +169,14 @@ class MeshNode:
             return
         self._identified[link_id] = link.peer_id
         rec = self.router.peers.get(link.peer_id)
+        log.info(
+            kv(
+                "link_identified",
+                link=link_id,
+                peer=link.peer_id.hex(),
+                nickname=rec.nickname if rec else None,
+            )
+        )
         try:
             self.transport.link_identified(link_id, link.peer_id, rec.capabilities if rec else 0)
         except Exception:  # a transport bug must not stop the node

@@ -168,7 +168,8 @@ class NoiseSessions:
             raise NoiseError("rate_limited")
 
     def _room_check(self, now: float) -> None:
-        if self.half_open < self.config.max_half_open:
+        limit = self.config.max_half_open
+        if len(self._sessions) < limit or self.half_open < limit:  # the first test is O(1)
             return
         self.expire(now)  # only when full: expire() walks every session
         if self.half_open >= self.config.max_half_open:

@@ -303,6 +303,10 @@ class IslandsResult:
     uplink_stats: Counter[str]
     broker_stats: Counter[str]
     wall_time: float
+    vote_delays: dict[tuple[int, int], float | None] = field(default_factory=dict)
+    """Each node's measured vote delay at the end (its engine's round timeouts follow it)."""
+    vote_timeouts: dict[tuple[int, int], float] = field(default_factory=dict)
+    """Each node's round-0 vote timeout at the end, as its engine computes it."""
 
     def latency(self, q: float) -> float:
         if not self.latencies:
@@ -362,6 +366,9 @@ async def run_islands(run: IslandsRun) -> IslandsResult:
     await islands.start()
     await asyncio.sleep(run.duration)
     marks["end"] = islands.heights()
+    engines = {k: n.bridge.engine(islands.session_id) for k, n in islands.nodes().items()}
+    vote_delays = {k: e.vote_delay for k, e in sorted(engines.items())}
+    vote_timeouts = {k: e._timeout("vote", 0) for k, e in sorted(engines.items())}
     await islands.stop()
     stats: Counter[str] = Counter()
     for u in islands.uplinks.values():
@@ -383,6 +390,8 @@ async def run_islands(run: IslandsRun) -> IslandsResult:
         uplink_stats=stats,
         broker_stats=broker.stats,
         wall_time=time.perf_counter() - wall0,
+        vote_delays=vote_delays,
+        vote_timeouts=vote_timeouts,
     )
 
 

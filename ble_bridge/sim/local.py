@@ -24,6 +24,7 @@ from ..air.network import Network, NodeSpec, SimNode
 from ..air.profiles import PI_TUNED, LinkProfile
 from ..air.topology import full
 from ..node import Node, NodeConfig, SessionSection
+from ..signer import new_key_signer_file
 from ..wire.identity import Identity
 
 DEMO_TABLE = "demo-table"
@@ -69,7 +70,9 @@ class LoopbackAir:
             raise ValueError(f"--sim-peers must be 0..{MAX_SIM_PEERS}")
         key = config.node.key_path
         if not key.exists():  # a demo node may start from an empty data dir
-            Identity.generate().save(key)
+            new = Identity.generate()
+            new.save(key)
+            new_key_signer_file(key, new.signing_public)
         self.identity = Identity.load(key)
         self.peer_ids = peer_identities(config.node.data_dir, peers)
         self.config = with_demo_table(config, self.identity, self.peer_ids)

@@ -23,13 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus
-from ..consensus.craps import CrapsApp, CrapsState, Phase, Stage
+from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus, SessionHealth
+from ..chat.events import EventsConfig, TableChat, short_name
+from ..consensus.app import BlockContext, InvalidOperation
+from ..consensus.craps import CrapsApp, CrapsState, Phase, PhoneOp, Stage, encode_op
 from ..consensus.engine import ConsensusEngine
 from ..consensus.validators import RemoveReason, RemoveValidator, encode_set_op
+from ..events import kv
 from ..mesh.router import Delivered
 from ..mesh.service import MeshNode
 from ..wire.identity import Identity, verify_signature
+from ..wire.packet import PacketType
 from . import registry
 from .directory import TABLE_ANNOUNCE_TYPE, AnnounceSchedule, TableAnnounce, TableDirectory
 from .errors import TableError
@@ -55,6 +59,9 @@ class TablesConfig:
     silence_heights: int = 40
     tick_interval: float = 0.5
     roll_retry: float = 8.0  # a commit/reveal not committed after this long is sent again
+    # table events as public BitChat lines (runtime and pre-arranged tables alike)
+    chat: bool = True
+    chat_interval: float = 2.0  # at most one line per table this often
 
 
 @dataclass(slots=True)
@@ -111,6 +118,11 @@ class TableService:
         self.counters: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._last_nonce = 0
+        self.chat = TableChat(
+            identity.signing_public,
+            EventsConfig(enabled=config.chat, interval=config.chat_interval),
+        )
+        self._chat_seen: dict[bytes, tuple[int, bool]] = {}  # table -> (height, healthy)
         mesh.subscribe(TABLE_ANNOUNCE_TYPE, self._on_packet)
 
     # -- life --------------------------------------------------------------------------
@@ -193,7 +205,7 @@ class TableService:
         self._add(genesis, "opened", 0)
         self._save()
         self.counters["tables_opened"] += 1
-        log.info("opened table %s (%s)", name, genesis.session_id.hex())
+        log.info(kv("table_opened", table=name, session=genesis.session_id.hex()))
         return self.show(genesis.session_id.hex())
 
     def sit(self, name: str) -> dict[str, Any]:
@@ -439,6 +451,41 @@ class TableService:
     def session_by_name(self, name: str) -> bytes:
         return self._resolve(name)
 
+    def phone_command(self, now: float, text: str, announce: bytes, message: bytes) -> str:
+        """A phone's public ``!join TABLE`` / ``!bet TABLE KIND N`` (its own signed frames):
+        checked here as every validator will check it, then submitted as a PhoneOp. The
+        reply is one short line; the table's chat line says it once it committed."""
+        words = text.split()
+        table = words[1] if len(words) > 1 else ""
+        # case-insensitive, as the validators compare it (phone_proof.parse_command)
+        sid = next((k for k, n in self.names.items() if n.lower() == table.lower()), None)
+        if sid is None or sid not in self.bridge.sessions:
+            self.counters["phone_unknown_table"] += 1
+            return f"no table {table[:20]!r} here; !tables lists them"
+        engine = self.bridge.engine(sid)
+        state = engine.state
+        name = self.names[sid]
+        if not engine.is_validator or not isinstance(state, CrapsState):
+            self.counters["phone_not_seated"] += 1
+            return f"this node does not sit at {name}; ask near its players"
+        if not isinstance(engine.app, CrapsApp):
+            return f"{name} takes no phone players"
+        try:
+            body = encode_op(PhoneOp(announce, message))
+            ctx = BlockContext(engine.height + 1, self.identity.signing_public, engine.validators)
+            engine.app.check(state, self.identity.signing_public, body, ctx)
+        except (InvalidOperation, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, InvalidOperation) else "phone_bad_frame"
+            self.counters[f"phone_refused_{reason}"] += 1
+            return f"{name}: refused ({_PHONE_REFUSALS.get(reason, reason)})"
+        try:
+            self.bridge.submit_operation(sid, body)
+        except BridgeError as exc:
+            self.counters[f"phone_submit_{exc.reason}"] += 1
+            return f"{name}: busy, try again"
+        self.counters["phone_ops"] += 1
+        return f"{name}: {words[0][1:].lower()} sent; the table will say when it is in"
+
     # -- the tick ----------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
@@ -447,7 +494,7 @@ class TableService:
             if engine.is_validator and not t.was_seated:
                 t.was_seated = True
                 self.counters["seated"] += 1
-                log.info("seated at table %s at height %d", t.genesis.name, engine.height)
+                log.info(kv("table_seated", table=t.genesis.name, height=engine.height))
             if t.leaving is not None:
                 op = self.bridge.operation(t.leaving)
                 if not engine.is_validator or (
@@ -470,6 +517,43 @@ class TableService:
                     continue
                 self._maybe_announce(now, t, engine)
         self._play(now)
+        self._chat_events(now)
+
+    def _chat_events(self, now: float) -> None:
+        """Feed the tables' committed states to the chat; send the lines that are due."""
+        if not self.config.chat:
+            return
+        nicks: dict[bytes, str] | None = None
+        for sid, name in list(self.names.items()):
+            if sid not in self.bridge.sessions:
+                continue
+            engine = self.bridge.engine(sid)
+            state = engine.state
+            if not isinstance(state, CrapsState):
+                continue
+            seen = (engine.height, self.bridge.health(sid) is SessionHealth.ACTIVE)
+            if self._chat_seen.get(sid) == seen:
+                continue
+            self._chat_seen[sid] = seen
+            if nicks is None:
+                nicks = self._nicknames()
+                nicks[self.identity.signing_public] = self.nickname or "me"
+            self.chat.observe(
+                now,
+                sid,
+                name,
+                engine.height,
+                state,
+                healthy=seen[1],
+                nick=_nick_of(nicks),
+            )
+        for line in self.chat.due(now):
+            try:
+                self.mesh.send(PacketType.MESSAGE, line.encode("utf-8"))
+            except ValueError:
+                self.counters["chat_send_refused"] += 1
+                continue
+            self.counters["chat_lines"] += 1
 
     def _yield(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> bool:
         """Move to an older table of the same name when we sit alone at ours."""
@@ -486,7 +570,7 @@ class TableService:
                 continue
             if h.announce.seats_taken >= g.seats:
                 continue
-            log.info("table %s: an older one is near, moving there", t.genesis.name)
+            log.info(kv("table_move", table=t.genesis.name, why="an older one is near"))
             self.counters["tables_merged"] += 1
             self._forget(t.genesis.session_id)
             try:
@@ -568,7 +652,10 @@ class TableService:
         )
         try:
             self.bridge.open_session(
-                genesis.session_id, [genesis.opener], CrapsApp(genesis.rules), engine_cfg
+                genesis.session_id,
+                [genesis.opener],
+                CrapsApp(genesis.rules, genesis.name),
+                engine_cfg,
             )
         except BridgeError as exc:
             if exc.reason == "too_many_sessions":
@@ -592,6 +679,8 @@ class TableService:
         self.tables.pop(sid, None)
         self.names.pop(sid, None)
         self._sitting.pop(sid, None)
+        self._chat_seen.pop(sid, None)
+        self.chat.forget(sid)
         self.bridge.close_session(sid)
         self._save()
 
@@ -665,6 +754,27 @@ class TableService:
             return asyncio.get_running_loop().time()
         except RuntimeError:
             return 0.0
+
+
+_PHONE_REFUSALS = {
+    "phone_wrong_table": "wrong table name",
+    "phone_malformed": "usage: !bet TABLE pass|dont-pass|field N",
+    "phone_replayed": "already counted",
+    "phone_replayed_old": "already counted",
+    "not_joined": "!join the table first",
+    "already_joined": "you sit there already",
+    "insufficient_balance": "balance too small",
+    "below_min_bet": "below the minimum bet",
+    "wrong_stage": "dice rolling, try again soon",
+    "wrong_phase": "pass/dont-pass on the come-out only",
+    "too_many_bets": "enough bets this roll",
+    "table_full": "no room for more phone players",
+    "bank_exposure": "the bank cannot cover it",
+}
+
+
+def _nick_of(nicks: dict[bytes, str]) -> Callable[[bytes], str]:
+    return lambda k: nicks.get(k) or short_name(k)
 
 
 __all__ = ["RuntimeTable", "TableService", "TablesConfig"]

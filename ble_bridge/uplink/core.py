@@ -134,11 +134,22 @@ class SeenWindow:
     def check_and_add(self, now: float, key: bytes, stamp: int = 0) -> str | None:
         """``"seen"`` (in the window), ``"beyond_window"`` (older than what it forgot), or
         None: new, and now recorded."""
+        refused = self.check(now, key, stamp)
+        if refused is None:
+            self.add(now, key, stamp)
+        return refused
+
+    def check(self, now: float, key: bytes, stamp: int = 0) -> str | None:
+        """As :meth:`check_and_add`, without recording a new key."""
         self._expire(now)
         if key in self._seen:
             return "seen"
         if stamp <= self.horizon:
             return "beyond_window"
+        return None
+
+    def add(self, now: float, key: bytes, stamp: int = 0) -> None:
+        """Record a key :meth:`check` found new."""
         self._seen[key] = (now, stamp)
         while len(self._seen) > self.capacity:
             _, (_, old) = self._seen.popitem(last=False)
@@ -446,18 +457,22 @@ class GatewayCore:
         if not gw.in_bytes.take(now, len(payload)):
             return self._drop("budget_bytes", gw)
         for frame in msg.frames:
-            if not gw.in_frames.take(now, 1):
-                self._drop("budget_frames", gw)
-                continue
+            # type and seen window before the frames budget: second copies (a broker
+            # duplicating or replaying) do not spend the gateway's allowance for new frames
             ptype = frame_packet_type(frame)
             if ptype is None or ptype not in self.types:
                 self._drop("type_filtered", gw)
                 continue
             digest = hashlib.blake2b(frame, digest_size=16).digest()
-            seen = self.seen.check_and_add(now, digest, int.from_bytes(frame[3:11], "big"))
+            stamp = int.from_bytes(frame[3:11], "big")
+            seen = self.seen.check(now, digest, stamp)
             if seen is not None:
                 self._drop(seen, gw)
                 continue
+            if not gw.in_frames.take(now, 1):
+                self._drop("budget_frames", gw)  # not recorded: a later copy may pass
+                continue
+            self.seen.add(now, digest, stamp)
             gw.frames_in += 1
             gw.bytes_in += len(frame)
             self.stats["frames_in"] += 1

@@ -2,6 +2,8 @@
 
 Never the system service: its own config file, no persistence, bound to 127.0.0.1 only.
 ``kill()`` and ``start()`` again (same port) play a broker that dies and comes back.
+``tls=`` makes the listener TLS (``mqtts://``), optionally wanting a client certificate;
+``users=`` turns anonymous access off and writes a password file (``mosquitto_passwd``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -33,20 +36,68 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """The broker's side of an ``mqtts://`` listener (PEM files)."""
+
+    ca_file: Path
+    """CA that signed the server's certificate and, with ``require_certificate``, the
+    clients' certificates."""
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+
+def _password_file(path: Path, users: dict[str, str]) -> None:
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    path.touch(mode=0o600)
+    for user, password in users.items():
+        subprocess.run(
+            [tool, "-b", str(path), user, password],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
+
+
 class Mosquitto:
     """``with Mosquitto() as broker: broker.url``; a real broker process."""
 
-    def __init__(self, *, port: int | None = None, message_size_limit: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        message_size_limit: int = 0,
+        tls: BrokerTls | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (Debian: apt-get install mosquitto)")
         self.binary = binary
         self.port = port or free_port()
+        self.tls = tls
         self._dir = Path(tempfile.mkdtemp(prefix="ble-bridge-mosquitto-"))
         self.config_path = self._dir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} {HOST}",
-            "allow_anonymous true",
+        lines = [f"listener {self.port} {HOST}"]
+        if os.geteuid() == 0:
+            # as root mosquitto would switch to its own user before reading the password
+            # file and the test's certificates in private temporary directories
+            lines.append("user root")
+        if tls is not None:
+            lines += [
+                f"cafile {tls.ca_file}",
+                f"certfile {tls.cert_file}",
+                f"keyfile {tls.key_file}",
+                f"require_certificate {'true' if tls.require_certificate else 'false'}",
+            ]
+        if users:
+            passwords = self._dir / "passwords"
+            _password_file(passwords, users)
+            lines += ["allow_anonymous false", f"password_file {passwords}"]
+        else:
+            lines.append("allow_anonymous true")
+        lines += [
             "persistence false",
             "log_dest stderr",
             "log_type error",
@@ -61,7 +112,7 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{HOST}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{HOST}:{self.port}"
 
     @property
     def pid(self) -> int | None:

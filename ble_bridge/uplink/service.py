@@ -21,6 +21,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ..events import kv
 from ..transport import LinkInfo, SendResult, Transport, TransportHandler
 from .config import UplinkConfig
 from .core import FrameIn, GatewayCore, LinkDown, LinkUp, Publish
@@ -167,7 +168,7 @@ class UplinkTransport(Transport):
             delay = await self._session()
             if not self._running:
                 return
-            log.info("uplink: reconnecting in %.1f s", delay)
+            log.info(kv("uplink_reconnect", in_s=round(delay, 1)))
             await asyncio.sleep(delay)
 
     async def _session(self) -> float:
@@ -186,7 +187,7 @@ class UplinkTransport(Transport):
                 self._client = client
                 self._stalled = asyncio.Event()
                 connected = True
-                log.info("uplink: connected to %s", self.config.broker)
+                log.info(kv("uplink_connected", broker=self.config.broker))
                 self._emit(self.core.on_connected(self._now()))
                 self._pump()
                 reader = asyncio.create_task(self._read(client), name="uplink-read")
@@ -203,15 +204,15 @@ class UplinkTransport(Transport):
                             await t
                 if stalled in done:
                     reason = "broker stalled (our probe did not come back)"
-                    log.warning("uplink: %s", reason)
+                    log.warning(kv("uplink_lost", reason=reason))
                 elif reader.exception() is not None:
                     raise reader.exception()  # type: ignore[misc]
         except aiomqtt.MqttError as exc:
             reason = f"mqtt: {exc}"
-            log.warning("uplink: %s", reason)
+            log.warning(kv("uplink_lost", reason=reason))
         except OSError as exc:
             reason = f"os: {exc}"
-            log.warning("uplink: %s", reason)
+            log.warning(kv("uplink_lost", reason=reason))
         except asyncio.CancelledError:
             self._lost("stopped")
             raise
@@ -266,10 +267,10 @@ class UplinkTransport(Transport):
             if isinstance(ev, FrameIn):
                 handler.frame_received(ev.link_id, ev.frame)
             elif isinstance(ev, LinkUp):
-                log.info("uplink: link %d up to %s", ev.info.link_id, ev.info.peer_address)
+                log.info(kv("uplink_link_up", link=ev.info.link_id, gateway=ev.info.peer_address))
                 handler.link_up(ev.info)
             elif isinstance(ev, LinkDown):
-                log.info("uplink: link %d down: %s", ev.link_id, ev.reason)
+                log.info(kv("uplink_link_down", link=ev.link_id, reason=ev.reason))
                 handler.link_down(ev.link_id, ev.reason)
         self._arm()
 

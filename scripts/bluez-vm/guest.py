@@ -14,6 +14,13 @@ starts slowly under TCG, so no CLI call per poll), and judges the run:
 Everything lands in ``--out``: node logs, ``status.jsonl`` (one line per poll), D-Bus
 snapshots of what bluetoothd shows (``--scenario kill``), and ``result.json``.
 
+``--node I --exchange DIR`` is the one-VM-per-node form (each VM has its own kernel and
+bluetoothd, its controller on the host's ``btvirt -s`` server): this VM runs node I only. It
+publishes its adapter address and validator key in DIR, waits for the other nodes' files, runs
+its node, appends one status row per poll to ``--out``/status.jsonl (the host's watch.py judges
+the table from every VM's rows), and when the host writes DIR/stop it stops the node and writes
+``blocks.json`` (sha256 of every stored block by height) for the host's block comparison.
+
 ``--scenario kill`` adds what the project needs to know about real bluetoothd: node 0 is
 killed with SIGKILL once the mesh is up; D-Bus snapshots before and after show whether its
 LE connections, GATT application and advertisement survive; a foreign D-Bus client on node
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -38,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ble_bridge.control import request
+from ble_bridge.signer import new_key_signer_file
 from ble_bridge.wire.identity import Identity
 
 WORK = Path("/run/bluez-vm")
@@ -65,7 +74,9 @@ def adapter_addresses(n: int) -> list[str]:
     return [found.get(i, "") for i in range(n)]
 
 
-def node_config(i: int, validators: list[str], extra_ble: dict[str, Any]) -> str:
+def node_config(
+    i: int, validators: list[str], extra_ble: dict[str, Any], adapter: int | None = None
+) -> str:
     keys = ", ".join(f'"{v}"' for v in validators)
     ble = "".join(f"{k} = {json.dumps(v)}\n" for k, v in extra_ble.items())
     return f"""[node]
@@ -75,7 +86,7 @@ board = "generic"
 control_socket = "{WORK / f"node{i}.sock"}"
 
 [ble]
-adapter = "hci{i}"
+adapter = "hci{i if adapter is None else adapter}"
 {ble}
 [[session]]
 name = "vm-table"
@@ -421,6 +432,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     for i, ident in enumerate(idents):
         (WORK / f"node{i}").mkdir(exist_ok=True)
         ident.save(WORK / f"node{i}" / "identity.key")
+        new_key_signer_file(WORK / f"node{i}" / "identity.key", ident.signing_public)
         nodes[i].conf.write_text(node_config(i, validators, extra_ble))
     result: dict[str, Any] = {"nodes": n, "addresses": addresses, "events": []}
     t_start = time.monotonic()
@@ -573,8 +585,79 @@ async def kill_scenario(
         await watch.poll()
 
 
+def block_digests(i: int) -> dict[str, str]:
+    db = WORK / f"node{i}" / "state.sqlite3"
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        rows = con.execute("SELECT height, block FROM blocks").fetchall()
+        con.close()
+    except sqlite3.Error:
+        rows = []
+    return {str(int(h)): hashlib.sha256(bytes(b)).hexdigest() for h, b in rows}
+
+
+async def one_node(args: argparse.Namespace) -> int:
+    """One VM, one node: publish, wait for the others, run, report rows until told to stop."""
+    out, ex, i, n = Path(args.out), Path(args.exchange), args.node, args.nodes
+    WORK.mkdir(parents=True, exist_ok=True)
+    (address,) = adapter_addresses(1)
+    ident = Identity.generate()
+    (WORK / f"node{i}").mkdir(exist_ok=True)
+    ident.save(WORK / f"node{i}" / "identity.key")
+    mine = {"address": address, "validator": ident.signing_public.hex()}
+    tmp = ex / f".node{i}.json"
+    tmp.write_text(json.dumps(mine))
+    tmp.rename(ex / f"node{i}.json")
+    progress(f"node{i} adapter {address}; waiting for {n - 1} other node(s)")
+    t0 = time.monotonic()
+    peers: list[dict[str, str]] = []
+    while time.monotonic() - t0 < args.link_wait:
+        try:
+            peers = [json.loads((ex / f"node{k}.json").read_text()) for k in range(n)]
+            break
+        except (OSError, ValueError):
+            await asyncio.sleep(0.5)
+    if len(peers) != n:
+        progress("the other nodes never published their keys")
+        return 3
+    extra_ble = json.loads(args.ble) if args.ble else {}
+    node = Node(i, out, args.verbose)
+    node.conf.write_text(node_config(i, [p["validator"] for p in peers], extra_ble, adapter=0))
+    node.start()
+    progress(f"node{i} started")
+    rows = (out / "status.jsonl").open("w")
+    try:
+        while not (ex / "stop").exists() and time.monotonic() - t0 < args.bound:
+            r = await status(node.sock)
+            row: dict[str, Any] = {"wall": round(time.time(), 2), "up": r is not None}
+            if r is not None:
+                s = r["sessions"][0] if r.get("sessions") else None
+                row.update(
+                    height=int(s["height"]) if s else None,
+                    state_hash=str(s["state_hash"]) if s else None,
+                    links=sorted(str(li.get("peer", "")).upper() for li in r.get("links", [])),
+                    health=r.get("health"),
+                    issues=r.get("issues", []),
+                )
+            if node.proc is not None and node.proc.poll() is not None:
+                row["exited"] = node.proc.returncode
+            rows.write(json.dumps(row) + "\n")
+            rows.flush()
+            await asyncio.sleep(args.poll)
+    finally:
+        code = node.stop()
+        rows.write(json.dumps({"wall": round(time.time(), 2), "stopped": code}) + "\n")
+        rows.close()
+        (out / "blocks.json").write_text(json.dumps(block_digests(i)))
+    progress(f"node{i} stopped (exit code {code})")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--node", type=int, default=None, help="one-VM-per-node: this VM's node")
+    p.add_argument("--exchange", default="", help="one-VM-per-node: the shared folder")
+    p.add_argument("--bound", type=float, default=900.0, help="one-VM-per-node: run at most (s)")
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--duration", type=float, default=90.0, help="play after links formed (s)")
     p.add_argument("--link-wait", type=float, default=180.0, help="bound for all links (s)")
@@ -590,6 +673,8 @@ def main() -> int:
     if args.probe_central:
         asyncio.run(probe_central(*args.probe_central))
         return 0
+    if args.node is not None:
+        return asyncio.run(one_node(args))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     result = asyncio.run(main_async(args))
     Path(args.out, "result.json").write_text(json.dumps(result, indent=1))

@@ -22,19 +22,25 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         r: dict[str, Any] = json.loads((out / "result.json").read_text())
     except (OSError, ValueError):
         r = {}
+    # one VM: SHARE/out; one VM per node: SHARE/vmI/out
+    outs = [out, *sorted(share.glob("vm*/out"))]
     tracebacks = [
-        log.name
-        for log in sorted(out.glob("node*.log"))
+        str(log.relative_to(share))
+        for o in outs
+        for log in sorted(o.glob("node*.log"))
         if "Traceback" in log.read_text(errors="replace")
     ]
-    btd_log = out / "bluetoothd.log"
-    btd = btd_log.read_text(errors="replace") if btd_log.exists() else ""
+    btd = "".join(
+        (o / "bluetoothd.log").read_text(errors="replace")
+        for o in outs
+        if (o / "bluetoothd.log").exists()
+    )
     race = len(re.findall(r"already connected", btd))
     reasons: list[str] = []
-    init_error = out / "init-error.txt"
-    environment = init_error.exists()
+    init_errors = [o / "init-error.txt" for o in outs if (o / "init-error.txt").exists()]
+    environment = bool(init_errors)
     if environment:
-        reasons.append("VM setup: " + init_error.read_text().strip())
+        reasons += ["VM setup: " + e.read_text().strip() for e in init_errors]
     elif not r:
         reasons.append("no result from the guest")
     else:
@@ -47,9 +53,9 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         if not r.get("safety_ok", True):
             reasons.append("safety: " + "; ".join(r.get("conflicts", [])[:3]))
         reasons += [ev for ev in r.get("events", []) if "exited" in ev]
-    notes = out / "init-notes.txt"
-    if notes.exists():
-        print("test-bluez-vm:   VM setup: " + notes.read_text().strip(), file=sys.stderr)
+    for notes in (o / "init-notes.txt" for o in outs):
+        if notes.exists():
+            print("test-bluez-vm:   VM setup: " + notes.read_text().strip(), file=sys.stderr)
     if tracebacks:
         reasons.append("traceback in " + ",".join(tracebacks))
     # Heights cannot rise on a table whose links never formed: that failure is the links'.

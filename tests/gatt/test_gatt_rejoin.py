@@ -56,6 +56,7 @@ async def _until(socks: list[Path], cond: Any, timeout: float) -> list[dict[str,
 def test_a_node_killed_with_sigkill_and_restarted_rejoins() -> None:
     if dbus_daemon_path() is None:
         pytest.skip("dbus-daemon is not installed (Debian package 'dbus')")
+    from ble_bridge.signer import new_key_signer_file
     from ble_bridge.wire.identity import Identity
 
     n = 3
@@ -78,6 +79,7 @@ def test_a_node_killed_with_sigkill_and_restarted_rejoins() -> None:
         for i, ident in enumerate(idents):
             (root / f"node{i}").mkdir()
             ident.save(root / f"node{i}" / "identity.key")
+            new_key_signer_file(root / f"node{i}" / "identity.key", ident.signing_public)
             conf = root / f"node{i}.toml"
             conf.write_text(_toml_config(i, root, validators, ble))
             confs.append(conf)

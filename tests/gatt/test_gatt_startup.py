@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ble_bridge.errors import ExitCode
+from ble_bridge.signer import new_key_signer_file
 from ble_bridge.wire.identity import Identity
 from gatt.fakebluez import FakeBluezConfig, FakeBluezProcess
 from gatt.fakebluez.bus import PrivateBus, dbus_daemon_path
@@ -56,7 +57,9 @@ def _run(conf: Path, bus: str) -> tuple[int, list[str]]:
 def _node_dir(tmp: Path) -> Path:
     d = tmp / "data"
     d.mkdir()
-    Identity.generate().save(d / "identity.key")
+    ident = Identity.generate()
+    ident.save(d / "identity.key")
+    new_key_signer_file(d / "identity.key", ident.signing_public)  # as keygen does
     return d
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,11 +22,13 @@ from upstream_rules import (
     verify,
 )
 
+from ble_bridge.air.clock import run_virtual
 from ble_bridge.chat.commands import HELP
 from ble_bridge.chat.phone import pump
+from ble_bridge.consensus.craps import CrapsState
 from ble_bridge.node import Node, parse_node_config
 from ble_bridge.noise.protocol import HandshakeXX, public_bytes
-from ble_bridge.transport import LinkInfo, LinkRole
+from ble_bridge.transport import LinkInfo, LinkRole, SendResult
 from ble_bridge.wire.identity import Identity
 
 
@@ -131,3 +134,86 @@ def test_a_noise_dm_from_an_ios_built_handshake_gets_a_private_reply(tmp_path: P
     tampered[6] ^= 0x40
     assert deliver(node, 0.7, phone.noise_frame(0x11, bytes(tampered), me, ms(0.7))) == []
     assert node.phone.noise.stats["decrypt_bad_tag"] == 1
+
+
+def _texts(out: list[bytes]) -> list[str]:
+    return [f.payload.decode() for f in map(parse_v1, out) if f is not None and f.type == 0x02]
+
+
+def test_join_and_bet_from_a_phone_are_checked_and_submitted_with_its_own_frames(
+    tmp_path: Path,
+) -> None:
+    node = node_with_table(tmp_path)
+    phone = Phone("carol")
+    deliver(node, 0.1, phone.announce(ms(0.1)))
+    # before joining, a bet is refused in words, and nothing is submitted
+    out = deliver(node, 0.2, phone.public("!bet craps-1 pass 10", ms(0.2)))
+    assert _texts(out) == ["craps-1: refused (!join the table first)"]
+    assert node.tables.counters["phone_ops"] == 0
+    out = deliver(node, 0.3, phone.public("!join CRAPS-1", ms(0.3)))
+    assert _texts(out) == ["craps-1: join sent; the table will say when it is in"]
+    assert node.tables.counters["phone_ops"] == 1
+    sid = next(iter(node.sessions))
+    assert len(node.bridge.engine(sid).mempool) == 1  # the PhoneOp, waiting to be proposed
+    out = deliver(node, 7.0, phone.public("!join nowhere", ms(7.0)))
+    assert _texts(out) == ["no table 'nowhere' here; !tables lists them"]
+    # every play line went to the tables service with the phone's frames
+    assert node.phone.stats["play_requests"] == 3
+
+
+class RecordingTransport(IdleTransport):
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, link_id: int, frame: bytes) -> SendResult:
+        self.sent.append(frame)
+        return SendResult.QUEUED
+
+
+def test_a_phone_joins_and_bets_and_the_table_says_so_once_committed(tmp_path: Path) -> None:
+    """The running node on a virtual clock: the phone's !join and !bet commit as PhoneOps
+    and the table's public lines confirm them."""
+    ident = Identity.from_seed(b"answer-node")
+    doc = {
+        "node": {"data_dir": str(tmp_path), "control_socket": "", "board": "pi4"},
+        "session": [{"name": "craps-1", "validators": [ident.signing_public.hex()]}],
+    }
+    transport = RecordingTransport()
+    node = Node(
+        parse_node_config(doc),
+        identity=ident,
+        transport=transport,
+        store_path=None,
+        wall_offset=WALL,
+    )
+    phone = Phone("erin")
+    sid = next(iter(node.sessions))
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        await node.start()
+        t0 = loop.time()
+        node.mesh.link_up(LinkInfo(1, "phone", 517, LinkRole.PERIPHERAL))
+
+        def at(dt: float) -> int:
+            return ms(loop.time() - t0 + dt)
+
+        node.mesh.frame_received(1, phone.announce(at(0)))
+        await asyncio.sleep(0.5)
+        node.mesh.frame_received(1, phone.public("!join craps-1", at(0)))
+        await asyncio.sleep(5.0)
+        node.mesh.frame_received(1, phone.public("!bet craps-1 field 7", at(0)))
+        await asyncio.sleep(6.0)
+        await node.stop()
+        frames = [parse_v1(f) for f in transport.sent]
+        return [f.payload.decode() for f in frames if f is not None and f.type == 0x02]
+
+    lines = run_virtual(main(), seed=1)
+    state = node.bridge.engine(sid).state
+    assert isinstance(state, CrapsState)
+    key = phone.signing_public
+    assert len([e for e in state.replay.applied if e[1] == key]) == 2
+    assert state.total_tokens == state.supply
+    assert "craps-1: join sent; the table will say when it is in" in lines
+    said = " ".join(lines)
+    assert "erin joined from a phone" in said and "erin bets 7 field" in said

@@ -51,6 +51,23 @@ def test_four_and_four_both_pause_and_heal() -> None:
     assert r.island_gain(1, "heal", "end") >= 3
 
 
+def test_round_timeouts_adapt_to_the_uplink_latency() -> None:
+    """The engines measure vote delays over every link, the uplink included: across an
+    intercontinental uplink (80 ms one way) they measure more, and time out later, than
+    across a city one (15 ms), and the table commits on both."""
+    import statistics
+
+    city = run((4, 4), duration=40.0, internet="city")
+    far = run((4, 4), duration=40.0, internet="intercontinental")
+    assert city.safe and far.safe and city.heights >= 10 and far.heights >= 10
+    d_city = statistics.median(d for d in city.vote_delays.values() if d is not None)
+    d_far = statistics.median(d for d in far.vote_delays.values() if d is not None)
+    assert d_far > d_city + 0.04  # the extra 65 ms one way shows in the measured delay
+    t_city = statistics.median(city.vote_timeouts.values())
+    t_far = statistics.median(far.vote_timeouts.values())
+    assert t_far > t_city
+
+
 def test_topic_filters() -> None:
     assert topic_matches("a/+/c", "a/b/c")
     assert topic_matches("a/#", "a/b/c")

@@ -164,6 +164,25 @@ def test_inbound_budget_under_a_flood() -> None:
     assert c.stats["budget_frames"] == 180
 
 
+def test_copies_do_not_spend_the_inbound_budget() -> None:
+    """A broker duplicating or replaying a gateway's frames cannot starve its new ones;
+    and a frame refused for the budget is not recorded, so a later copy still passes."""
+    c = core(frames_per_s=20.0, burst_s=1.0)
+    present(c, GW1)
+    c.events()
+    first = frame(payload=b"first")
+    for i in range(200):  # 200 copies of one frame: one delivery, one token spent
+        c.receive(0.5, c.topics.all, frames_msg(c, GW1, [first], seq=i + 1))
+    assert c.stats["seen"] == 199 and c.stats["budget_frames"] == 0
+    new = [frame(payload=b"new %d" % i) for i in range(25)]
+    c.receive(0.5, c.topics.all, frames_msg(c, GW1, new, seq=500))
+    got = [e.frame for e in c.events() if isinstance(e, FrameIn)]
+    assert got == [first, *new[:19]]  # 20 tokens: the first frame and 19 new ones
+    assert c.stats["budget_frames"] == 6
+    c.receive(2.0, c.topics.all, frames_msg(c, GW1, new[19:], seq=501))  # refilled
+    assert [e.frame for e in c.events() if isinstance(e, FrameIn)] == new[19:]
+
+
 def test_bad_input_is_counted_never_raised() -> None:
     c = core()
     present(c, GW1)

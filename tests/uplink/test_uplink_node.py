@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ble_bridge import cli
 from ble_bridge.air.network import Network, NodeSpec
@@ -15,7 +17,7 @@ from ble_bridge.air.profiles import IDEAL
 from ble_bridge.air.topology import full
 from ble_bridge.control import request
 from ble_bridge.node import Node, parse_node_config
-from ble_bridge.uplink.mosquitto import Mosquitto
+from ble_bridge.uplink.mosquitto import Mosquitto, free_port
 from ble_bridge.wire.identity import Identity
 
 
@@ -27,9 +29,11 @@ def test_gateway_nodes_from_config_link_through_the_broker(
     ready, done = threading.Event(), threading.Event()
     errors: list[BaseException] = []
     nodes: list[Node] = []
+    metrics_port = free_port()
 
     def config(i: int) -> dict[str, object]:
         return {
+            "metrics": {"listen": f"127.0.0.1:{metrics_port}"} if i == 0 else {},
             "node": {
                 "data_dir": str(tmp_path / f"n{i}"),
                 "control_socket": str(sock) if i == 0 else "",
@@ -90,10 +94,35 @@ def test_gateway_nodes_from_config_link_through_the_broker(
         assert isinstance(links, list)
         assert [li["role"] for li in links] == ["uplink"]
         assert links[0]["peer"] == "mqtt:" + ids[1].peer_id.hex()
+        # the uplink link has the router's own counters, like a radio link
+        assert links[0]["peer_id"] == ids[1].peer_id.hex()
+        assert links[0]["frames_in"] > 0 and links[0]["frames_out"] > 0
+        assert links[0]["bytes_in"] > 0 and links[0]["bytes_out"] > 0
+        # ... and so it is in the metrics, with the uplink's own counters
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            assert reply.status == 200
+            text = reply.read().decode()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+        peer = "mqtt:" + ids[1].peer_id.hex()
+        link_labels = (("link", str(links[0]["link_id"])), ("peer", peer), ("role", "uplink"))
+        assert samples[("ble_bridge_link_frames_in_total", link_labels)] > 0
+        assert samples[("ble_bridge_link_frames_out_total", link_labels)] > 0
+        assert samples[("ble_bridge_links", (("role", "uplink"),))] == 1
+        assert samples[("ble_bridge_uplink_connected", ())] == 1
+        gw_labels = (("gateway", ids[1].peer_id.hex()),)
+        assert samples[("ble_bridge_uplink_gateway_frames_in_total", gw_labels)] > 0
+        assert samples[("ble_bridge_uplink_events_total", (("event", "connects"),))] >= 1
+        assert samples[("ble_bridge_session_height", (("session", "t"),))] >= 1
         capsys.readouterr()
         assert cli.main(["status", "--socket", str(sock)]) == 0
         out = capsys.readouterr().out
         assert "uplink 127.0.0.1:" in out and "connected" in out and "1/1 remote gateways" in out
+        assert f"link {links[0]['link_id']} uplink {peer}: in " in out
         assert cli.main(["peers", "--socket", str(sock), "--json"]) == 0
         peers = json.loads(capsys.readouterr().out)
         (row,) = [p for p in peers if p["peer_id"] == ids[1].peer_id.hex()]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ble_bridge.control import request
 from ble_bridge.node import session_id_from_name
+from ble_bridge.signer import new_key_signer_file
 from ble_bridge.store import Store
 from ble_bridge.uplink.mosquitto import Mosquitto
 from ble_bridge.wire.identity import Identity
@@ -64,6 +65,7 @@ def test_two_processes_join_through_the_broker(tmp_path: Path, mosquitto: Mosqui
     for i, ident in enumerate(idents):
         conf = _config(tmp_path, i, keys, mosquitto)
         ident.save(tmp_path / f"island{i}" / "identity.key")
+        new_key_signer_file(tmp_path / f"island{i}" / "identity.key", ident.signing_public)
         socks.append(tmp_path / f"island{i}" / "ctl.sock")
         cmd = [sys.executable, "-m", "ble_bridge.cli", "run", "--transport", "sim"]
         procs.append(

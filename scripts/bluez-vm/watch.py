@@ -1,0 +1,241 @@
+"""Host side of the one-VM-per-node form of the real-BlueZ tier: judge the table as it runs.
+
+Each VM (``guest.py --node I``) appends a status row per poll to ``ATTEMPT/vmI/out/status.jsonl``
+and published its adapter address in ``ATTEMPT/exchange/nodeI.json``. This reads the rows as they
+come (plain Python, no project imports), with the same checks as the one-VM form of guest.py:
+
+- links: node pairs linked in both directions (each side lists the other's adapter address);
+- rising: the lowest height at the end is above the lowest height ``--rising-window`` s earlier;
+- safety: every height any node reported has one state hash, and every block two nodes both
+  stored (``blocks.json``, written when they stop) is the same block;
+- heights: the lowest height every node reached.
+
+When the links formed and ``--duration`` s of play passed (or the link bound ran out, or a node
+exited) it writes ``exchange/stop``, waits for every VM's ``blocks.json`` and writes
+``ATTEMPT/out/result.json`` (the keys verdict.py reads).
+
+    watch.py ATTEMPT --nodes N [--duration S] [--link-wait S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def progress(t0: float, msg: str) -> None:
+    print(f"[watch {time.monotonic() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class Rows:
+    """The rows one VM appended so far (read incrementally)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.last: dict[str, Any] | None = None
+        self.stopped: int | None = None
+        self.exited: int | None = None
+        self._partial = b""
+
+    def read(self) -> None:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if "stopped" in row:
+                self.stopped = row["stopped"]
+                continue
+            if "exited" in row:
+                self.exited = row["exited"]
+            self.last = row
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("attempt")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=90.0)
+    ap.add_argument("--link-wait", type=float, default=180.0)
+    ap.add_argument("--boot-wait", type=float, default=300.0)
+    ap.add_argument("--rising-window", type=float, default=30.0)
+    ap.add_argument("--poll", type=float, default=2.0)
+    args = ap.parse_args(argv)
+    att = Path(args.attempt)
+    ex = att / "exchange"
+    n = args.nodes
+    want = n * (n - 1) // 2
+    t0 = time.monotonic()
+    result: dict[str, Any] = {"nodes": n, "events": []}
+    rows = [Rows(att / f"vm{i}" / "out" / "status.jsonl") for i in range(n)]
+
+    def vm_ended(i: int) -> bool:
+        return (att / f"vm{i}" / "exitcode").exists()
+
+    # Boot: until every node published its address (the nodes start right then).
+    addresses: list[str] = []
+    while time.monotonic() - t0 < args.boot_wait:
+        try:
+            addresses = [
+                str(json.loads((ex / f"node{i}.json").read_text())["address"]).upper()
+                for i in range(n)
+            ]
+            break
+        except (OSError, ValueError, KeyError):
+            if any(vm_ended(i) for i in range(n)):
+                break
+            time.sleep(0.5)
+    result["addresses"] = addresses
+    hashes: dict[int, str] = {}
+    conflicts: list[str] = []
+    history: list[tuple[float, list[int | None]]] = []
+
+    def peers_of(i: int) -> set[int]:
+        last = rows[i].last
+        if not last or not addresses:
+            return set()
+        return {addresses.index(a) for a in last.get("links", []) if a in addresses}
+
+    def pairs() -> tuple[int, int]:
+        full = half = 0
+        for a in range(n):
+            for b in range(a + 1, n):
+                ab, ba = b in peers_of(a), a in peers_of(b)
+                full += ab and ba
+                half += ab != ba
+        return full, half
+
+    def poll() -> list[int | None]:
+        heights: list[int | None] = []
+        for i, r in enumerate(rows):
+            r.read()
+            last = r.last
+            h = last.get("height") if last else None
+            if h is not None and last is not None and last.get("state_hash"):
+                digest = str(last["state_hash"])
+                if hashes.setdefault(int(h), digest) != digest:
+                    conflicts.append(f"height {h}: node{i} {digest} != {hashes[int(h)]}")
+            heights.append(None if h is None else int(h))
+        history.append((time.monotonic(), heights))
+        del history[:-2000]
+        return heights
+
+    def min_height(hs: list[int | None]) -> int | None:
+        return None if not hs or any(h is None for h in hs) else min(h for h in hs if h is not None)
+
+    t_links: float | None = None
+    played = 0.0
+    if len(addresses) == n:
+        progress(t0, f"all {n} nodes started; adapters {addresses}")
+        t_start = time.monotonic()
+        next_report = 0.0
+        while time.monotonic() - t_start < args.link_wait:
+            hs = poll()
+            if pairs()[0] == want:
+                t_links = time.monotonic() - t_start
+                break
+            dead = [i for i in range(n) if rows[i].exited is not None or vm_ended(i)]
+            if dead:
+                result["events"].append(f"nodes {dead} exited during startup")
+                break
+            if time.monotonic() - t_start >= next_report:
+                progress(t0, f"waiting for links: heights {hs} pairs {pairs()}")
+                next_report += 15
+            time.sleep(args.poll)
+        progress(t0, f"links formed after {t_links:.1f} s" if t_links else "links NOT formed")
+        if t_links is not None:
+            h0 = min_height(poll()) or 0
+            t_play = time.monotonic()
+            next_report = 15.0
+            while time.monotonic() - t_play < args.duration:
+                time.sleep(args.poll)
+                hs = poll()
+                dead = [i for i in range(n) if rows[i].exited is not None or vm_ended(i)]
+                if dead:
+                    result["events"].append(f"nodes {dead} exited during play")
+                    break
+                if time.monotonic() - t_play >= next_report:
+                    progress(
+                        t0, f"play {time.monotonic() - t_play:5.0f}s heights {hs} pairs {pairs()}"
+                    )
+                    next_report += 15
+            played = time.monotonic() - t_play
+            h1 = min_height(history[-1][1]) or 0
+            result["heights_per_min"] = round((h1 - h0) * 60 / played, 1) if played else 0.0
+            result["played_s"] = round(played, 1)
+    else:
+        result["events"].append(f"only {len(addresses)} of {n} nodes published an address")
+    result["t_links_s"] = round(t_links, 1) if t_links is not None else None
+    full, half = pairs()
+    hmin = min_height(history[-1][1]) if history else None
+    t_now = history[-1][0] if history else 0.0
+    earlier = None
+    for when, hs in reversed(history):
+        if when <= t_now - args.rising_window and min_height(hs) is not None:
+            earlier = min_height(hs)
+            break
+    ex.mkdir(parents=True, exist_ok=True)
+    (ex / "stop").write_text("stop\n")
+    # Every VM stops its node and writes blocks.json, then powers off.
+    t_stop = time.monotonic()
+    while time.monotonic() - t_stop < 90 and not all(
+        (att / f"vm{i}" / "out" / "blocks.json").exists() or vm_ended(i) for i in range(n)
+    ):
+        time.sleep(0.5)
+    for r in rows:
+        r.read()
+    blocks: list[dict[str, str]] = []
+    for i in range(n):
+        try:
+            blocks.append(json.loads((att / f"vm{i}" / "out" / "blocks.json").read_text()))
+        except (OSError, ValueError):
+            blocks.append({})
+    compared: set[str] = set()
+    block_conflicts = []
+    for a in range(n):
+        for b in range(a + 1, n):
+            for h in blocks[a].keys() & blocks[b].keys():
+                compared.add(h)
+                if blocks[a][h] != blocks[b][h]:
+                    block_conflicts.append(f"block {h}: node{a} != node{b}")
+    result.update(
+        links=full,
+        half_open=half,
+        links_wanted=want,
+        heights=hmin or 0,
+        rising=hmin is not None and earlier is not None and hmin > earlier,
+        hash_heights=len(hashes),
+        blocks_compared=len(compared),
+        conflicts=conflicts + block_conflicts,
+        safety_ok=not conflicts and not block_conflicts,
+        exit_codes=[r.stopped for r in rows],
+        wall_s=round(time.monotonic() - t0, 1),
+    )
+    out = att / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    progress(
+        t0,
+        f"result nodes={n} links={full} heights={hmin or 0} rising={result['rising']} "
+        f"safety_ok={result['safety_ok']}",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
