@@ -39,7 +39,13 @@ class PhonePlan:
 class SimPhone:
     """One phone on the air (a :class:`~ble_bridge.air.network.SimNode`)."""
 
-    def __init__(self, spec: NodeSpec, plan: PhonePlan, totals: Counter[str]) -> None:
+    def __init__(
+        self,
+        spec: NodeSpec,
+        plan: PhonePlan,
+        totals: Counter[str],
+        latencies: list[float] | None = None,
+    ) -> None:
         self.nickname = f"phone{spec.index}"
         self.plan = plan
         self.totals = totals  # shared by every phone of the run
@@ -55,6 +61,9 @@ class SimPhone:
         )
         self.joined = False
         self._last_bet = float("-inf")
+        # !bet -> the table's line naming it: seconds (the last bet sent, until a line)
+        self.latencies = latencies if latencies is not None else []
+        self._unconfirmed: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._dms_read = 0
         for t in (PacketType.NOISE_HANDSHAKE, PacketType.NOISE_ENCRYPTED):
@@ -99,6 +108,7 @@ class SimPhone:
 
     def _bet(self, now: float) -> None:
         self._last_bet = now
+        self._unconfirmed = now
         self._say(f"!bet {self.plan.table} field 1")
         self.totals["phone_bets_sent"] += 1
 
@@ -148,6 +158,9 @@ class SimPhone:
                 self.joined = True
             if f"{self.nickname} bets " in part:
                 self.totals["phone_bets"] += 1
+                if self._unconfirmed is not None and len(self.latencies) < 10_000:
+                    self.latencies.append(self.mesh.now() - self._unconfirmed)
+                self._unconfirmed = None
         # a roll opens the next round's bets: bet now, as a person watching would
         now = self.mesh.now()
         if self.joined and "rolled " in text and now - self._last_bet >= self.plan.bet_interval / 2:
