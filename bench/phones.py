@@ -9,13 +9,14 @@ initiator side (the phones) is prepared outside the timed loop. Handshake rate l
 are policy, not cost. Rounds alternate between the two sides; ratios use the median and the
 worst round pairing.
 
-chat_cmd_ratio = p50 simulated time from a simulated phone's public ``!bet`` to the table's
-public line naming that bet (``[T] phoneN bets 1 field``: the bet committed and was said),
+chat_cmd_ratio = p50 simulated time from a simulated phone's public ``!bet`` to the first
+public line confirming it committed (the submitting node's ``phoneN: bet 1 field in at T``,
+or the table's ``[T] phoneN bets 1 field``),
 on an 8-node pi-tuned table with 2 phones (``ble-bridge simulate --phones 2``), / the
 protocol minimum: the three message delays bench/consensus.py uses (one-hop delay x
 diameter, the diameter taken as 1 here: a lower minimum, so a higher ratio) plus one hop
-phone -> node and one hop node -> phone. Several seeds; median and worst. The line is
-rate-limited (one per 2 s per table) and coalesced, which the ratio includes: it is what a
+phone -> node and one hop node -> phone. Several seeds; median and worst. The node's reply
+leaves at its next tables tick (0.5 s) after the commit; that is in the ratio: it is what a
 person at the phone waits.
 
 Where the responder's time goes (cProfile of the timed part, 200 handshakes, 2026-12-07):
@@ -152,7 +153,7 @@ def main() -> None:
         p50, n, minimum = chat_cmd(seed, args.duration)
         chat_ratios.append(p50 / minimum)
         print(
-            f"chat seed {seed}: !bet -> table line p50 {p50 * 1000:.0f} ms over {n} bets, "
+            f"chat seed {seed}: !bet -> committed reply p50 {p50 * 1000:.0f} ms over {n} bets, "
             f"minimum {minimum * 1000:.1f} ms (5 hops), ratio {p50 / minimum:.2f}"
         )
     valid = [x for x in chat_ratios if not math.isnan(x)]
