@@ -39,7 +39,13 @@ class PhonePlan:
 class SimPhone:
     """One phone on the air (a :class:`~ble_bridge.air.network.SimNode`)."""
 
-    def __init__(self, spec: NodeSpec, plan: PhonePlan, totals: Counter[str]) -> None:
+    def __init__(
+        self,
+        spec: NodeSpec,
+        plan: PhonePlan,
+        totals: Counter[str],
+        latencies: list[float] | None = None,
+    ) -> None:
         self.nickname = f"phone{spec.index}"
         self.plan = plan
         self.totals = totals  # shared by every phone of the run
@@ -55,6 +61,9 @@ class SimPhone:
         )
         self.joined = False
         self._last_bet = float("-inf")
+        # !bet -> its first confirmation (the node's "NICK: bet ... in at T" or the table's line)
+        self.latencies = latencies if latencies is not None else []
+        self._unconfirmed: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._dms_read = 0
         for t in (PacketType.NOISE_HANDSHAKE, PacketType.NOISE_ENCRYPTED):
@@ -99,8 +108,15 @@ class SimPhone:
 
     def _bet(self, now: float) -> None:
         self._last_bet = now
+        self._unconfirmed = now
         self._say(f"!bet {self.plan.table} field 1")
         self.totals["phone_bets_sent"] += 1
+
+    def _confirmed(self) -> None:
+        """The first confirmation of the last bet sent: its latency."""
+        if self._unconfirmed is not None and len(self.latencies) < 10_000:
+            self.latencies.append(self.mesh.now() - self._unconfirmed)
+        self._unconfirmed = None
 
     def _say(self, text: str) -> None:
         self.mesh.send(PacketType.MESSAGE, text.encode("utf-8"))
@@ -141,6 +157,15 @@ class SimPhone:
             text = bytes(event.packet.payload).decode("utf-8")
         except UnicodeDecodeError:
             return
+        mine = f"{self.nickname}: "
+        if text.startswith(mine) and f" in at {self.plan.table}" in text:
+            # the submitting node's committed reply
+            if text.startswith(mine + "join "):
+                self.joined = True
+            elif text.startswith(mine + "bet "):
+                self.totals["phone_bets_confirmed"] += 1
+                self._confirmed()
+            return
         if not text.startswith(f"[{self.plan.table}] "):
             return
         for part in text.split(" · "):
@@ -148,6 +173,7 @@ class SimPhone:
                 self.joined = True
             if f"{self.nickname} bets " in part:
                 self.totals["phone_bets"] += 1
+                self._confirmed()
         # a roll opens the next round's bets: bet now, as a person watching would
         now = self.mesh.now()
         if self.joined and "rolled " in text and now - self._last_bet >= self.plan.bet_interval / 2:

@@ -376,6 +376,8 @@ class TableResult:
     last_commit_at: dict[int, float] = field(default_factory=dict)
     snapshots: dict[int, int] = field(default_factory=dict)
     phone_totals: Counter[str] = field(default_factory=Counter)
+    phone_latencies: list[float] = field(default_factory=list)
+    """Seconds from a phone's !bet to the table's public line naming that bet."""
 
     @property
     def safe(self) -> bool:
@@ -497,6 +499,7 @@ async def run_table(
 
     crashes = any(isinstance(f, Crash) for f in plan.faults)
     phone_totals: Counter[str] = Counter()
+    phone_latencies: list[float] = []
     phone_factory = None
     if config.phones:
         from .phone import PhonePlan, SimPhone
@@ -504,7 +507,7 @@ async def run_table(
         plan_ = PhonePlan(TABLE_SESSION_NAME)
 
         def phone_factory(spec: NodeSpec) -> SimNode:
-            return SimPhone(spec, plan_, phone_totals)
+            return SimPhone(spec, plan_, phone_totals, phone_latencies)
 
     scenario = ScenarioConfig(
         nodes=sc.nodes + config.phones,
@@ -541,6 +544,7 @@ async def run_table(
     phone_totals["phone_bets_confirmed_in_chat"] = phone_totals.pop("phone_bets", 0)
     phone_totals["phone_bets"] = sum(wl.phone_bets_at.values())  # committed PhoneOp bets
     verdict.phone_totals = phone_totals
+    verdict.phone_latencies = phone_latencies
     return verdict
 
 
