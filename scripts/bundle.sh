@@ -91,7 +91,10 @@ if bad:
 PY
 fi
 if [ "$check" -eq 0 ]; then
-  "$py" -m pip wheel --isolated --quiet --no-deps --wheel-dir "$tmp/wheels" .
+  # built from a copy of the checkout's files (no build/ left in the checkout)
+  mkdir -p "$tmp/src"
+  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -C "$tmp/src" -xf -
+  "$py" -m pip wheel --isolated --quiet --no-deps --wheel-dir "$tmp/wheels" "$tmp/src"
   rm -rf "$out.part"
   mkdir -p "$out.part"
   mv "$tmp/wheels" "$out.part/wheels"
