@@ -505,6 +505,7 @@ class Node:
             self.store, self.signer, catch_up = open_state(
                 self.store_path, signer_path, self.identity.signing_public, new_key=injected
             )
+        self._on_bluez = transport is None  # then the pairing agent runs on BlueZ too
         self.radio = transport or build_ble_transport(config, self.identity)
         self.transport: Transport = self.radio
         self.uplink: Transport | None = uplink_transport
@@ -589,6 +590,8 @@ class Node:
             self.control.handlers.update(self.owners.handlers())
             await self.control.start()
         await self.owners.start()
+        if self._on_bluez:
+            await self.owners.start_agent(str(self.config.ble.get("adapter", "hci0")))
         if self.config.metrics.listen:
             self.metrics = MetricsServer(self.config.metrics, self.status)
             await self.metrics.start()

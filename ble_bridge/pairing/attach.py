@@ -103,6 +103,7 @@ class OwnerFeatures:
             )  # fmt: skip
             self.panel = PanelService(panel_io, panel, self.facts, self._on_panel)
         self.bonds: Bonds | None = None
+        self._agent: Any = None  # gatt.agent.PairingAgent on BlueZ
         self._task: asyncio.Task[None] | None = None
 
     def attach_bonds(self, bonds: Bonds) -> None:
@@ -110,6 +111,26 @@ class OwnerFeatures:
         self.bonds = bonds
         self.pairing.listeners.append(bonds.set_window)
         bonds.set_window(self.pairing.is_open())
+
+    async def start_agent(self, adapter: str) -> None:
+        """On BlueZ: the pairing agent (Pairable only inside the window); a failure is
+        logged and the node runs on without OS-level pairing."""
+        from gatt.agent import PairingAgent
+
+        agent = PairingAgent(adapter, on_bonded=self._bonded)
+        try:
+            await agent.start()
+        except Exception as exc:  # no AgentManager1, policy refused, ...
+            log.warning("%s", kv("agent_failed", adapter=adapter, error=str(exc)))
+            await agent.stop()
+            return
+        self._agent = agent
+        self.attach_bonds(agent)
+
+    def _bonded(self, device: str) -> None:
+        """A device bonded at the OS level: the window closes (first success)."""
+        log.info("%s", kv("device_bonded", device=device))
+        self.pairing.close("bonded")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.pairing.run(), name="pairing-window")
@@ -125,6 +146,9 @@ class OwnerFeatures:
                 await self._task
             self._task = None
         self.pairing.close("stopped")
+        if self._agent is not None:
+            await self._agent.stop()
+            self._agent = None
         if self._own_store:
             self.store.close()
 

@@ -18,6 +18,8 @@ GATT_SERVICE = "org.bluez.GattService1"
 GATT_CHAR = "org.bluez.GattCharacteristic1"
 GATT_DESC = "org.bluez.GattDescriptor1"
 ADVERTISEMENT = "org.bluez.LEAdvertisement1"
+AGENT_MANAGER = "org.bluez.AgentManager1"
+AGENT = "org.bluez.Agent1"
 CONTROL = "org.bluez.testing.FakeControl1"
 """Not BlueZ: the fake's own knobs (link model, forced disconnects, statistics)."""
 
@@ -71,6 +73,14 @@ INTERFACES: dict[str, Interface] = {
                 "Roles": "as",
             },
             frozenset({"Alias", "Powered", "Discoverable", "Pairable", "Connectable"}),
+        ),
+        Interface(
+            AGENT_MANAGER,
+            (
+                Method("RegisterAgent", "os"),
+                Method("UnregisterAgent", "o"),
+                Method("RequestDefaultAgent", "o"),
+            ),
         ),
         Interface(
             GATT_MANAGER,

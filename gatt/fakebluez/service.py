@@ -43,6 +43,10 @@ ENCRYPT_FLAGS = frozenset(
 )  # fmt: skip
 MAX_VALUE_LEN = MAX_ATT_VALUE
 """Largest attribute value (BT_ATT_MAX_VALUE_LEN): BlueZ cuts longer notifications to it."""
+AGENT_MANAGER_PATH = "/org/bluez"
+AGENT_CAPABILITIES = frozenset(
+    {"", "DisplayOnly", "DisplayYesNo", "KeyboardOnly", "NoInputNoOutput", "KeyboardDisplay"}
+)
 DEFERRED_REPLY_DEPTH = 256
 """Queued frames on a link direction beyond which a write-command's reply waits (backpressure)."""
 
@@ -220,7 +224,12 @@ class FakeBluez:
         self.windows: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self.agents: dict[str, tuple[str, str]] = {}  # client -> (agent path, capability)
+        self.default_agent: str | None = None  # the client whose agent is the default
         self._handlers: dict[tuple[str, str], Callable[[Message], None]] = {
+            (I.AGENT_MANAGER, "RegisterAgent"): self._register_agent,
+            (I.AGENT_MANAGER, "UnregisterAgent"): self._unregister_agent,
+            (I.AGENT_MANAGER, "RequestDefaultAgent"): self._request_default_agent,
             (I.ADAPTER, "StartDiscovery"): self._start_discovery,
             (I.ADAPTER, "StopDiscovery"): self._stop_discovery,
             (I.ADAPTER, "SetDiscoveryFilter"): self._set_filter,
@@ -265,6 +274,7 @@ class FakeBluez:
         await self._add_match(
             "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"
         )
+        self.add_object(AGENT_MANAGER_PATH, I.AGENT_MANAGER, {})
         for a in self.adapters:
             self._publish_adapter(a)
         await self.bus.request_name(BUS_NAME)
@@ -504,6 +514,8 @@ class FakeBluez:
                 a.filters.pop(sender, None)
                 self.set_props(a.path, I.ADAPTER, {"Discovering": bool(a.discovery)})
         self.windows.pop(sender, None)
+        if self.agents.pop(sender, None) is not None and self.default_agent == sender:
+            self.default_agent = None  # bluetoothd: the agent is gone with its client
 
     # ---------------------------------------------------------------- helpers
 
@@ -1009,6 +1021,47 @@ class FakeBluez:
             self._end_half_open(a.index, remote, "local")
         self.reply(msg)
 
+    # ---------------------------------------------------------------- agents and pairing
+
+    def _register_agent(self, msg: Message) -> None:
+        path, capability = msg.body
+        if capability not in AGENT_CAPABILITIES:
+            raise BluezError("InvalidArguments", "Invalid Arguments in method call")
+        sender = msg.sender or ""
+        if sender in self.agents:  # one agent per application (AgentManager API)
+            raise BluezError("AlreadyExists", "Already Exists")
+        self.agents[sender] = (path, capability or "KeyboardDisplay")
+        self.reply(msg)
+
+    def _unregister_agent(self, msg: Message) -> None:
+        sender = msg.sender or ""
+        agent = self.agents.get(sender)
+        if agent is None or agent[0] != msg.body[0]:
+            raise BluezError("DoesNotExist", "No such Agent")
+        del self.agents[sender]
+        if self.default_agent == sender:
+            self.default_agent = None
+        self.reply(msg)
+
+    def _request_default_agent(self, msg: Message) -> None:
+        sender = msg.sender or ""
+        agent = self.agents.get(sender)
+        if agent is None or agent[0] != msg.body[0]:
+            raise BluezError("DoesNotExist", "Does Not Exist")
+        self.default_agent = sender
+        self.reply(msg)
+
+    def _agent_for_incoming(self) -> tuple[str, str, str] | None:
+        """(client, path, capability) of the agent bluetoothd asks about an incoming
+        pairing: the default agent, else any registered one (src/agent.c agent_get)."""
+        sender = self.default_agent
+        if sender is None and self.agents:
+            sender = next(iter(self.agents))
+        if sender is None:
+            return None
+        path, capability = self.agents[sender]
+        return sender, path, capability
+
     def _pair(self, msg: Message) -> None:
         dev = msg.path or ""
         a = self.adapter_of(dev)
@@ -1016,10 +1069,47 @@ class FakeBluez:
         link = self.link_between(a.index, remote)
         if link is None:
             raise BluezError("Failed", "Not connected")
-        link.paired = True
-        for v, r in ((a.index, remote), (remote, a.index)):
-            self.set_props(device_path(v, r), I.DEVICE, {"Paired": True, "Bonded": True})
-        self.reply(msg)
+        if link.paired:
+            raise BluezError("AlreadyExists", "Already Exists")
+        responder = self.adapters[remote]
+        pairable = self.tree.get(responder.path, {}).get(I.ADAPTER, {}).get("Pairable")
+        if pairable is None or not pairable.value:
+            # not bondable: the kernel answers SMP "Pairing Not Supported"
+            self.stats["pair_refused_not_pairable"] += 1
+            raise BluezError("AuthenticationFailed", "Authentication Failed")
+        agent = self._agent_for_incoming()
+        if agent is None:
+            # device_confirm_passkey: "No agent available for request type" -> negative reply
+            self.stats["pair_refused_no_agent"] += 1
+            raise BluezError("AuthenticationRejected", "Authentication Rejected")
+        sender, path, _capability = agent
+        # just works (the initiator without an agent is NoInputNoOutput): the responder's
+        # agent is asked RequestAuthorization for the initiator's device object
+        assert self.bus is not None
+        ask = Message(
+            destination=sender,
+            path=path,
+            interface=I.AGENT,
+            member="RequestAuthorization",
+            signature="o",
+            body=[device_path(remote, a.index)],
+        )
+
+        def done(reply: Message | None, err: Exception | None) -> None:
+            if err is not None or reply is None or reply.message_type == MessageType.ERROR:
+                self.stats["pair_rejected_by_agent"] += 1
+                self.error(msg, ERR + "AuthenticationRejected", "Authentication Rejected")
+                return
+            if not link.alive:
+                self.error(msg, ERR + "AuthenticationCanceled", "Authentication Canceled")
+                return
+            link.paired = True
+            self.stats["paired"] += 1
+            for v, r in ((a.index, remote), (remote, a.index)):
+                self.set_props(device_path(v, r), I.DEVICE, {"Paired": True, "Bonded": True})
+            self.reply(msg)
+
+        self.bus._call(ask, done)
 
     def _set_powered(self, index: int, on: bool) -> None:
         a = self.adapters[index]

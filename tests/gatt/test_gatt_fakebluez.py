@@ -210,7 +210,15 @@ def test_encrypted_characteristic_is_refused_until_the_link_is_paired(
             with pytest.raises(BleakGATTProtocolError, match="Write Not Permitted"):
                 await client.write_gatt_char(char, b"no-wwr", response=False)
             assert writes == []
+            # like bluetoothd, the fake bonds only with an agent that says yes on the
+            # responder's side (and a pairable adapter): the node's agent, window open
+            from gatt.agent import PairingAgent
+
+            agent = PairingAgent("hci0", bus_address=fake_bluez.address)
+            agent.set_window(True)
+            await agent.start()
             await client.pair()
+            await agent.stop()
             await client.write_gatt_char(char, b"secret", response=True)
             assert writes == [b"secret"]
         await p.stop()
