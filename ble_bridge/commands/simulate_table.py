@@ -49,6 +49,12 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "send private !balance (last line gains phone_bets= phone_dms=)",
     )
     g.add_argument("--plot", type=Path, metavar="FILE.png", help="plot commit latency over time")
+    g.add_argument(
+        "--churn",
+        action="store_true",
+        help="tables formed at runtime: nodes open and join one by one, some leave, crashed "
+        "ones are removed, one rejoins (last line adds joins=, leaves=, removals=)",
+    )
     u = p.add_argument_group("islands (gateways joined through a simulated MQTT broker)")
     u.add_argument(
         "--islands", type=int, default=1, metavar="N", help="split the nodes into N BLE islands"
@@ -224,7 +230,61 @@ def islands_json(result: IslandsResult) -> dict[str, object]:
     }
 
 
+def run_churn_cli(args: argparse.Namespace) -> int:
+    from ..sim.churn import simulate_churn
+
+    try:
+        if args.byzantine or args.islands != 1 or args.split:
+            raise ValueError("--churn does not take --byzantine or --islands yet")
+        ns = argparse.Namespace(**vars(args))
+        if ns.warmup is None:
+            ns.warmup = CONSENSUS_WARMUP
+        config = scenario_from_args(ns)
+    except (ValueError, FaultSpecError) as exc:
+        print(f"ble-bridge simulate: {exc}", file=sys.stderr)
+        return 2
+    live = sys.stdout.isatty() and not args.json
+    with live_progress(config.duration, enabled=live) as update:
+        result = simulate_churn(config, store_dir=args.store_dir, progress=update)
+    if args.json:
+        out = {
+            "nodes": config.nodes,
+            "seed": config.seed,
+            "heights": result.heights,
+            "ops": result.ops,
+            "joins": result.joins,
+            "leaves": result.leaves,
+            "removals": result.removals,
+            "tables": result.tables,
+            "seated": result.seated,
+            "agreement": result.agreement,
+            "latency_p50": _finite(result.latency(0.5)),
+            "latency_p95": _finite(result.latency(0.95)),
+            "events": result.events,
+            "wall_time": result.wall_time,
+            "last_line": result.last_line(),
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(
+            title=f"tables at runtime: {config.nodes} nodes, {config.topology}, "
+            f"{config.profile}, {config.duration:.0f} s, seed {config.seed}"
+        )
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in result.summary_rows():
+            table.add_row(name, value)
+        Console().print(table)
+        print(result.last_line())
+    return 0 if result.safe else 1
+
+
 def run_consensus(args: argparse.Namespace) -> int:
+    if args.churn:
+        return run_churn_cli(args)
     if args.islands != 1 or args.split:
         return run_islands(args)
     try:

@@ -27,7 +27,7 @@ from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus, Sessi
 from ..chat.events import EventsConfig, TableChat, short_name
 from ..consensus.app import BlockContext, InvalidOperation
 from ..consensus.craps import CrapsApp, CrapsState, Phase, PhoneOp, Stage, encode_op
-from ..consensus.engine import ConsensusEngine
+from ..consensus.engine import Committed, ConsensusEngine
 from ..consensus.validators import RemoveReason, RemoveValidator, encode_set_op
 from ..events import kv
 from ..mesh.router import Delivered
@@ -125,6 +125,7 @@ class TableService:
         self._chat_seen: dict[bytes, tuple[int, bool]] = {}  # table -> (height, healthy)
         # our phone ops in flight: op id -> (who and what, table name, phone key)
         self._phone_pending: dict[bytes, tuple[str, str, bytes]] = {}
+        bridge.commit_hooks.append(self._on_commit)
         mesh.subscribe(TABLE_ANNOUNCE_TYPE, self._on_packet)
 
     # -- life --------------------------------------------------------------------------
@@ -494,23 +495,30 @@ class TableService:
             self.counters["phone_pending_evicted"] += 1
         return f"{name}: {words[0][1:].lower()} sent; the table will say when it is in"
 
-    def _phone_replies(self) -> None:
+    def _on_commit(self, session_id: bytes, ev: Committed) -> None:
+        """Answer a phone as soon as its op commits (not at the next tick)."""
+        if self._phone_pending and any(op.op_id in self._phone_pending for op in ev.ops):
+            self._phone_replies(committed={op.op_id for op in ev.ops})
+
+    def _phone_replies(self, committed: set[bytes] | None = None) -> None:
         """One public line per phone op of ours that committed or failed: the committed
         reply (the table's own line may wait behind others, rate-limited)."""
         for pid, (what, name, key) in list(self._phone_pending.items()):
             op = self.bridge.operation(pid)
-            if op is not None and op.status is OperationStatus.PENDING:
+            done = committed is not None and pid in committed
+            if not done and (op is None or op.status is OperationStatus.PENDING):
+                if op is None:
+                    del self._phone_pending[pid]
                 continue
             del self._phone_pending[pid]
-            if op is None:
-                continue
             sid = next((k for k, n in self.names.items() if n == name), None)
             state = self.bridge.engine(sid).state if sid in self.bridge.sessions else None
-            if op.status is OperationStatus.COMMITTED:
+            if done or (op is not None and op.status is OperationStatus.COMMITTED):
                 bal = state.phone_balance(key) if isinstance(state, CrapsState) else None
                 line = f"{what} in at {name}" + (f", balance {bal}" if bal is not None else "")
             else:
-                reason = _PHONE_REFUSALS.get(op.reason, op.reason or "not committed")
+                why = op.reason if op is not None else ""
+                reason = _PHONE_REFUSALS.get(why, why or "not committed")
                 line = f"{what} at {name} refused ({reason})"
             try:
                 self.mesh.send(PacketType.MESSAGE, _short(line).encode("utf-8"))
