@@ -487,6 +487,10 @@ class NetworkConsensusBridge:
         s = self._session(session_id)
         return self._in_contact(s, self._now())
 
+    def latencies(self) -> list[float]:
+        """Submit -> commit seconds of the last ``latency_samples`` own operations."""
+        return list(self._latencies)
+
     def stats(self) -> BridgeStats:
         now = self._now()
         drops = Counter(self.drops)
@@ -794,6 +798,13 @@ class NetworkConsensusBridge:
             s.join_answered = now
             self.counters["join_announcements"] += 1
             self._announce(s, now)
+        if isinstance(msg, Vote | Proposal | CompactProposal) and msg.height > s.engine.height + 2:
+            # Beyond the height after the next, the engine drops it (and catches up): its
+            # repeats must reach the engine again once we are there (a joiner catching up
+            # saw the votes of the height it will vote in long before; the dedup of every
+            # rebroadcast would keep them out of its engine for good).
+            self._seen.forget(_dedup_key(item.payload, item.sender, self._epoch(item.at)))
+            self.counters["too_early_forgotten"] += 1
         if item.vouched and item.via is not None and item.via in s.gossip.neighbours:
             _named(s, item.via, msg)
         self.counters["messages_processed"] += 1

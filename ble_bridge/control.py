@@ -3,8 +3,15 @@
 Requests are one JSON object per line, at most ``MAX_REQUEST`` bytes: ``{"cmd": "status"}``,
 ``{"cmd": "peers"}``, ``{"cmd": "submit", "session": NAME, "op": HEX}``,
 ``{"cmd": "operation", "id": HEX}``. Each gets one JSON line back: ``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}``. A malformed or oversized request is answered with an
-error and the connection closed; it never disturbs the node.
+``{"ok": false, "error": "..."}``. A malformed request (not JSON, not UTF-8, nested too
+deep, not an object, wrong field types) is answered with an error and the connection
+stays open; an oversized one is answered and the connection closed; a request that makes a
+handler fail unexpectedly is logged and answered ``internal error``. None disturbs the node.
+
+At start the socket is created 0660 (under a umask, so it is never wider), and the node
+refuses to start (exit 2, one line) if the socket would be reachable by other users: a
+mode with bits for others, or a directory others may write (without the sticky bit) where
+they could replace it; a non-socket file at the path is not removed but refused.
 
 Table requests (typed; a refusal carries ``"reason"`` and ``"refused": true``, the CLI's
 exit code 2): ``{"cmd": "table_list"}``, ``{"cmd": "table_open", "name": S, "seats": N,
@@ -21,11 +28,13 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from .bridge import BridgeError, PendingOperation, ProposalId
+from .errors import ExitCode, StartupError
 from .tables.errors import TableError
 
 log = logging.getLogger(__name__)
@@ -93,15 +102,39 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._clients = 0
         self.errors = 0
+        self.handlers: dict[str, Handler] = {}  # more requests by cmd (e.g. pair_*)
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
+        check_socket_dir(self.path)
+        try:
+            existing = self.path.lstat()
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISSOCK(existing.st_mode):
+                raise StartupError(
+                    ExitCode.USAGE,
+                    f"control socket {self.path} exists and is not a socket",
+                    "remove it or set [node] control_socket to another path",
+                )
             self.path.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_REQUEST
-        )
+        old = os.umask(0o117)  # the socket is created 0660, never wider, not even briefly
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST
+            )
+        finally:
+            os.umask(old)
         os.chmod(self.path, 0o660)
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o007:
+            await self.stop()
+            raise StartupError(
+                ExitCode.USAGE,
+                f"control socket {self.path} is mode {mode:04o}: other users could use it",
+                "put it on a filesystem that keeps file modes (e.g. /run/ble-bridge)",
+            )
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -132,7 +165,14 @@ class ControlServer:
                     reply = await self.handle(request)
                 except (ValueError, KeyError, TypeError) as exc:
                     self.errors += 1
-                    reply = {"ok": False, "error": str(exc)}
+                    reply = {"ok": False, "error": str(exc) or type(exc).__name__}
+                except RecursionError:
+                    self.errors += 1
+                    reply = {"ok": False, "error": "bad request: nested too deeply"}
+                except Exception as exc:
+                    self.errors += 1
+                    log.error("control request failed cmd=%r error=%r", _cmd(line), exc)
+                    reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
                 await self._reply(writer, reply)
         except ConnectionError:
             pass
@@ -148,6 +188,9 @@ class ControlServer:
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
         node = self.node
+        extra = self.handlers.get(cmd) if isinstance(cmd, str) else None
+        if extra is not None:
+            return await extra(request)
         if isinstance(cmd, str) and cmd in _TABLE_CMDS:
             try:
                 return {"ok": True, **_table_request(node.tables, cmd, request)}
@@ -178,6 +221,26 @@ class ControlServer:
                 "reason": found.reason,
             }
         return {"ok": False, "error": f"unknown cmd {cmd!r}"}
+
+
+def _cmd(line: bytes) -> str:
+    """The request's ``cmd`` for a log line (best effort, bounded)."""
+    with contextlib.suppress(Exception):
+        value = json.loads(line).get("cmd")
+        return str(value)[:40]
+    return "?"
+
+
+def check_socket_dir(path: Path) -> None:
+    """Refuse a control socket in a directory that others may write without the sticky
+    bit: they could remove ours and listen in its place."""
+    st = path.parent.stat()
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+        raise StartupError(
+            ExitCode.USAGE,
+            f"control socket directory {path.parent} is writable by other users",
+            f"chmod o-w {path.parent} or set [node] control_socket elsewhere",
+        )
 
 
 _TABLE_CMDS = frozenset(

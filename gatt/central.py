@@ -199,8 +199,12 @@ class MeshCentral:
             {k.lower(): bytes(v) for k, v in adv.service_data.items()},
             {int(k): bytes(v) for k, v in adv.manufacturer_data.items()},
         )
-        self._devices[device.address] = device
         self.policy.heard(device.address, peer, adv.rssi, self._loop_time())
+        if device.address in self.policy.candidates:
+            self._devices[device.address] = device
+        if len(self._devices) > self.config.max_candidates:  # forgotten candidates go too
+            for addr in [a for a in self._devices if a not in self.policy.candidates]:
+                del self._devices[addr]
 
     async def _run(self) -> None:
         cfg = self.config

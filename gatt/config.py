@@ -25,6 +25,10 @@ class BleConfig:
     scan_on_s: float = 2.0
     scan_off_s: float = 1.0
     """Scan duty cycle."""
+    max_candidates: int = 256
+    """Advertisers of the mesh service remembered at once; when full, the one heard longest
+    ago (and not linked) is forgotten, so a flood of foreign adverts with our UUID (random
+    addresses, garbage data) cannot grow the table."""
     rssi_min: int = -90
     """Devices heard weaker than this are not connected to."""
     candidate_fresh_s: float = 5.0

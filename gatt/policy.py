@@ -69,6 +69,9 @@ class LinkPolicy:
         """An advertisement of the mesh service was received."""
         c = self.candidates.get(address)
         if c is None:
+            if len(self.candidates) >= self.config.max_candidates and not self._evict_one():
+                self._count("candidates_full")
+                return
             c = self.candidates[address] = Candidate(address, peer_id, rssi, now, now)
         else:
             c.rssi, c.last_seen = rssi, now
@@ -77,6 +80,15 @@ class LinkPolicy:
         foreign = c.peer_id is not None and not same_peer(c.peer_id, self.our_peer_id)
         if foreign and rssi >= self.config.rssi_min:
             self.watch.heard(address, now)  # rotation: how long it has advertised unlinked
+
+    def _evict_one(self) -> bool:
+        """Forget the candidate heard longest ago that has no link; False if all are linked."""
+        idle = [c for c in self.candidates.values() if c.connected_at is None]
+        if not idle:
+            return False
+        del self.candidates[min(idle, key=lambda c: c.last_seen).address]
+        self._count("candidates_evicted")
+        return True
 
     def backoff(self, failures: int) -> float:
         """Delay before the next attempt after ``failures`` consecutive failures."""

@@ -8,18 +8,18 @@
 #                                      [--verbose (nodes -vv)]
 #
 # Topology: by default one VM per node, as on real Pis: each VM has its own kernel, bluetoothd
-# and one controller; the controllers are those of one `btvirt -s` LE server on the host (the
-# image's own btvirt, in a private mount namespace so its /tmp sockets are this run's), each
-# VM's second serial port connected to it and attached in the guest with btattach (H4); the
-# host's watch.py judges the table from the rows every VM writes. --one-vm (and --scenario
-# kill, which inspects one bluetoothd) runs all nodes on `btvirt -L -lN` controllers of one
-# bluetoothd in one VM instead: there the one-bluetoothd connect race (ATT before mgmt's
-# Device Connected, "is already connected") breaks most connects.
+# and one controller, created on /dev/vhci by relay.py --vhci and wired over the VM's second
+# serial port to a small "air" VM running `btvirt -s` (BlueZ 5.66's emulator, patched: see the
+# btvirt stage below); the host's watch.py judges the table from the rows every VM writes.
+# --one-vm (and --scenario kill, which inspects one bluetoothd) runs all nodes on
+# `btvirt -L -lN` controllers of one bluetoothd in one VM instead: there the one-bluetoothd
+# connect race (ATT before mgmt's Device Connected, "is already connected") adds failures.
 #
 # Environment: SUITE=bookworm (BlueZ 5.66, default) | trixie (BlueZ 5.82);
 #   BLUEZ_VM_KVM=1 boots with KVM instead of TCG (nested KVM hangs a guest kernel on some
 #   hosts, so TCG is the default); BLUEZ_VM_CACHE (default $XDG_CACHE_HOME/ble-bridge-vm or
-#   ~/.cache/ble-bridge-vm); BLUEZ_VM_MEM (MiB, default 1536); BLUEZ_VM_SMP (default 2);
+#   ~/.cache/ble-bridge-vm); BLUEZ_VM_MEM (MiB per VM, default 768; 1536 with --one-vm);
+#   BLUEZ_VM_SMP (default 1; 2 with --one-vm);
 #   BLUEZ_VM_TIMEOUT (s, default 900); BLUEZ_VM_MIRROR (Debian mirror for debootstrap).
 #
 # The image is built once and cached, keyed by its inputs: the base (Debian + BlueZ + kernel)
@@ -309,7 +309,7 @@ boot_split() {
   for i in $(seq 0 $((NODES - 1))); do
     local share=$att/vm$i
     mkdir -p "$share"
-    cp "$HERE/guest.py" "$share/"
+    cp "$HERE/guest.py" "$HERE/relay.py" "$share/"
     {
       echo '#!/bin/sh'
       echo 'export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1'
@@ -354,7 +354,7 @@ boot_split() {
 if [ "$ONE_VM" = 1 ]; then
   say "topology: one VM, one bluetoothd, $NODES btvirt controllers"
 else
-  say "topology: $NODES VMs, one bluetoothd each, controllers on a host btvirt LE server"
+  say "topology: $NODES VMs, one bluetoothd each, controllers of one btvirt LE server (air VM)"
 fi
 
 attempt=1

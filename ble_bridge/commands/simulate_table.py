@@ -6,6 +6,9 @@ topology, profile, duration, seed, faults, ``--crash``, ``--capture``) build the
 ``--byzantine N --behaviour B`` makes N nodes lie. The last line is machine-readable::
 
     simulate heights=<int> ops=<int> p50_ms=<float> p95_ms=<float> safety=<ok|violated>
+
+and with ``--phones N`` (simulated BitChat phones, ``sim/phone.py``) it gains
+``phone_bets=<int> phone_dms=<int>``: phone bets committed, private replies the phones read.
 """
 
 from __future__ import annotations
@@ -37,7 +40,21 @@ def add_options(p: argparse.ArgumentParser) -> None:
         default=Behaviour.EQUIVOCATE.value,
         help="what the Byzantine validators do (default equivocate)",
     )
+    g.add_argument(
+        "--phones",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N simulated BitChat phones on the air: they join and bet through the chat and "
+        "send private !balance (last line gains phone_bets= phone_dms=)",
+    )
     g.add_argument("--plot", type=Path, metavar="FILE.png", help="plot commit latency over time")
+    g.add_argument(
+        "--churn",
+        action="store_true",
+        help="tables formed at runtime: nodes open and join one by one, some leave, crashed "
+        "ones are removed, one rejoins (last line adds joins=, leaves=, removals=)",
+    )
     u = p.add_argument_group("islands (gateways joined through a simulated MQTT broker)")
     u.add_argument(
         "--islands", type=int, default=1, metavar="N", help="split the nodes into N BLE islands"
@@ -78,11 +95,14 @@ def table_config(args: argparse.Namespace) -> TableConfig:
             raise ValueError("--partition: HEAL must come after START")
     if not 0 <= args.byzantine <= args.nodes:
         raise ValueError("--byzantine must be within 0..--nodes")
+    if not 0 <= args.phones <= 64:
+        raise ValueError("--phones must be within 0..64")
     return TableConfig(
         scenario=dataclasses.replace(scenario, drain=min(5.0, scenario.duration / 4)),
         byzantine=args.byzantine,
         behaviour=Behaviour(args.behaviour),
         partition=partition,
+        phones=args.phones,
     )
 
 
@@ -111,6 +131,7 @@ def islands_run(args: argparse.Namespace) -> IslandsRun:
             raise ValueError("--broker-outage: END must come after START")
     unsupported = {
         "--byzantine": args.byzantine,
+        "--phones": args.phones,
         "--partition": args.partition,
         "--crash": args.crash,
         "--capture": args.capture,
@@ -209,7 +230,61 @@ def islands_json(result: IslandsResult) -> dict[str, object]:
     }
 
 
+def run_churn_cli(args: argparse.Namespace) -> int:
+    from ..sim.churn import simulate_churn
+
+    try:
+        if args.byzantine or args.islands != 1 or args.split:
+            raise ValueError("--churn does not take --byzantine or --islands yet")
+        ns = argparse.Namespace(**vars(args))
+        if ns.warmup is None:
+            ns.warmup = CONSENSUS_WARMUP
+        config = scenario_from_args(ns)
+    except (ValueError, FaultSpecError) as exc:
+        print(f"ble-bridge simulate: {exc}", file=sys.stderr)
+        return 2
+    live = sys.stdout.isatty() and not args.json
+    with live_progress(config.duration, enabled=live) as update:
+        result = simulate_churn(config, store_dir=args.store_dir, progress=update)
+    if args.json:
+        out = {
+            "nodes": config.nodes,
+            "seed": config.seed,
+            "heights": result.heights,
+            "ops": result.ops,
+            "joins": result.joins,
+            "leaves": result.leaves,
+            "removals": result.removals,
+            "tables": result.tables,
+            "seated": result.seated,
+            "agreement": result.agreement,
+            "latency_p50": _finite(result.latency(0.5)),
+            "latency_p95": _finite(result.latency(0.95)),
+            "events": result.events,
+            "wall_time": result.wall_time,
+            "last_line": result.last_line(),
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(
+            title=f"tables at runtime: {config.nodes} nodes, {config.topology}, "
+            f"{config.profile}, {config.duration:.0f} s, seed {config.seed}"
+        )
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in result.summary_rows():
+            table.add_row(name, value)
+        Console().print(table)
+        print(result.last_line())
+    return 0 if result.safe else 1
+
+
 def run_consensus(args: argparse.Namespace) -> int:
+    if args.churn:
+        return run_churn_cli(args)
     if args.islands != 1 or args.split:
         return run_islands(args)
     try:

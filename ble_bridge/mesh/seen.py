@@ -42,6 +42,10 @@ class SeenCache:
             self.evicted += 1
         self._entries[key] = now
 
+    def forget(self, key: bytes) -> None:
+        """Drop ``key``: the next copy is new again."""
+        self._entries.pop(key, None)
+
     def expire(self, now: float) -> None:
         """Forget ids not seen for ``ttl`` seconds."""
         entries = self._entries

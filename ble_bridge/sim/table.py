@@ -11,6 +11,7 @@ same network, faults and metrics as the mesh scenario, and checks safety at the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import tempfile
@@ -25,14 +26,14 @@ from ..air.faults import FaultPlan, Heal, Partition
 from ..air.network import Network, NodeFactory, NodeSpec, SimNode
 from ..bridge import BridgeConfig, NetworkConsensusBridge
 from ..consensus.app import Application
-from ..consensus.craps import CrapsApp, TablePlayer, check_invariants, decode_op
+from ..consensus.craps import CrapsApp, PhoneOp, TablePlayer, check_invariants, decode_op
 from ..consensus.engine import Committed, ConsensusEngine
 from ..mesh.config import MeshConfig
 from ..mesh.router import Delivered
 from ..node import BridgeFactory, Node, NodeConfig, NodeSection, Seat, SessionSection
 from ..wire.identity import Identity, verify_signature
 from ..wire.messages import MessageError, Vote, decode_message
-from ..wire.packet import PacketType
+from ..wire.packet import PacketType, WireError, decode
 from .byzantine import Behaviour, byzantine_bridge
 from .scenario import ProgressCallback, ScenarioConfig, ScenarioResult, run_scenario
 
@@ -84,8 +85,11 @@ class TableNode(Node):
         store_path: Path | None = None,
         behaviour: Behaviour | None = None,
         app: Callable[[], Application[Any]] = CrapsApp,
+        validators: int | None = None,
     ) -> None:
-        identities = spec.network.identities
+        # the first ``validators`` identities of the network sit at the table (all: None);
+        # the others are e.g. simulated phones
+        identities = spec.network.identities[:validators]
         bridge: BridgeFactory = NetworkConsensusBridge
         if behaviour is not None:
             rng = spec.network.seeds.rng("byzantine", spec.index, spec.generation)
@@ -122,10 +126,15 @@ def table_node_factory(
     store_dir: Path | None = None,
     byzantine: dict[int, Behaviour] | None = None,
     app: Callable[[], Application[Any]] = CrapsApp,
+    validators: int | None = None,
+    phones: Callable[[NodeSpec], SimNode] | None = None,
 ) -> NodeFactory:
-    """Factory of :class:`TableNode`; with ``store_dir`` node i keeps ``node{i}.sqlite``."""
+    """Factory of :class:`TableNode`; with ``store_dir`` node i keeps ``node{i}.sqlite``.
+    With ``validators``, nodes from that index on are built by ``phones``."""
 
     def make(spec: NodeSpec) -> SimNode:
+        if validators is not None and spec.index >= validators and phones is not None:
+            return phones(spec)
         path = store_dir / f"node{spec.index}.sqlite" if store_dir is not None else None
         return TableNode(
             spec,
@@ -135,6 +144,7 @@ def table_node_factory(
             store_path=path,
             behaviour=(byzantine or {}).get(spec.index),
             app=app,
+            validators=validators,
         )
 
     return make
@@ -174,6 +184,7 @@ class TableWorkload:
         self.seats: dict[int, Seat] = {}
         self.records: dict[int, NodeRecord] = {}
         self.submitted: dict[bytes, tuple[int, float]] = {}
+        self.phone_bets_at: dict[int, int] = {}  # height -> phone bets committed in it
         self.commit_samples: list[tuple[float, float]] = []  # (commit time, latency)
         self.refused: Counter[str] = Counter()
         self.bridge_drops: Counter[str] = Counter()
@@ -232,17 +243,24 @@ class TableWorkload:
                 self.network.air.record(
                     "commit", index, ev.height, len(ev.ops), ev.block.hash.hex()
                 )
+            phone_bets = 0
             for op in ev.ops:
                 try:
-                    decode_op(op.body)
+                    decoded = decode_op(op.body)
                 except ValueError:
                     rec.bad_ops += 1
+                else:
+                    if isinstance(decoded, PhoneOp):
+                        with contextlib.suppress(WireError):
+                            phone_bets += decode(decoded.message).payload.startswith(b"!bet ")
                 sub = self.submitted.get(op.op_id)
                 if sub is not None and sub[0] == index:
                     del self.submitted[op.op_id]
                     self.delivered += 1
                     self.latencies.append(now - sub[1])
                     self.commit_samples.append((now, now - sub[1]))
+            if phone_bets:
+                self.phone_bets_at[ev.height] = phone_bets
 
         return hook
 
@@ -329,6 +347,8 @@ class TableConfig:
     play_interval: float = 0.25
     watch_votes: bool = False
     """Decode every distinct vote on the air to catch double signs (costs some speed)."""
+    phones: int = 0
+    """Simulated BitChat phones on the air besides the nodes (``sim/phone.py``)."""
 
 
 @dataclass(slots=True)
@@ -355,6 +375,9 @@ class TableResult:
     marks: dict[str, dict[int, int]] = field(default_factory=dict)
     last_commit_at: dict[int, float] = field(default_factory=dict)
     snapshots: dict[int, int] = field(default_factory=dict)
+    phone_totals: Counter[str] = field(default_factory=Counter)
+    phone_latencies: list[float] = field(default_factory=list)
+    """Seconds from a phone's !bet to the table's public line naming that bet."""
 
     @property
     def safe(self) -> bool:
@@ -391,10 +414,14 @@ class TableResult:
 
     def last_line(self) -> str:
         p50, p95 = self.latency(0.5) * 1000, self.latency(0.95) * 1000
-        return (
+        line = (
             f"simulate heights={self.heights} ops={self.ops} p50_ms={p50:.1f} "
             f"p95_ms={p95:.1f} safety={'ok' if self.safe else 'violated'}"
         )
+        if self.config.phones:
+            pt = self.phone_totals
+            line += f" phone_bets={pt['phone_bets']} phone_dms={pt['phone_dms']}"
+        return line
 
     def summary_rows(self) -> list[tuple[str, str]]:
         r = self.scenario
@@ -471,8 +498,19 @@ async def run_table(
     from ..air.faults import Crash
 
     crashes = any(isinstance(f, Crash) for f in plan.faults)
+    phone_totals: Counter[str] = Counter()
+    phone_latencies: list[float] = []
+    phone_factory = None
+    if config.phones:
+        from .phone import PhonePlan, SimPhone
+
+        plan_ = PhonePlan(TABLE_SESSION_NAME)
+
+        def phone_factory(spec: NodeSpec) -> SimNode:
+            return SimPhone(spec, plan_, phone_totals, phone_latencies)
+
     scenario = ScenarioConfig(
-        nodes=sc.nodes,
+        nodes=sc.nodes + config.phones,
         topology=sc.topology,
         radio_range=sc.radio_range,
         profile=sc.profile,
@@ -492,6 +530,8 @@ async def run_table(
         bridge_config=config.bridge,
         store_dir=store_dir if (crashes or config.store) else None,
         byzantine=byz,
+        validators=sc.nodes if config.phones else None,
+        phones=phone_factory,
     )
     wl = TableWorkload(session_id, config.play_interval, watch_votes=config.watch_votes)
     if config.partition is not None:
@@ -500,7 +540,12 @@ async def run_table(
         loop.call_at(t0 + config.partition[0], wl.mark, "split")
         loop.call_at(t0 + config.partition[1], wl.mark, "heal")
     result = await run_scenario(scenario, factory=factory, workload=wl, progress=progress)
-    return _verdict(config, result, wl, byz, groups)
+    verdict = _verdict(config, result, wl, byz, groups)
+    phone_totals["phone_bets_confirmed_in_chat"] = phone_totals.pop("phone_bets", 0)
+    phone_totals["phone_bets"] = sum(wl.phone_bets_at.values())  # committed PhoneOp bets
+    verdict.phone_totals = phone_totals
+    verdict.phone_latencies = phone_latencies
+    return verdict
 
 
 def _verdict(

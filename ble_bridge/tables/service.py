@@ -27,7 +27,7 @@ from ..bridge import BridgeError, NetworkConsensusBridge, OperationStatus, Sessi
 from ..chat.events import EventsConfig, TableChat, short_name
 from ..consensus.app import BlockContext, InvalidOperation
 from ..consensus.craps import CrapsApp, CrapsState, Phase, PhoneOp, Stage, encode_op
-from ..consensus.engine import ConsensusEngine
+from ..consensus.engine import Committed, ConsensusEngine
 from ..consensus.validators import RemoveReason, RemoveValidator, encode_set_op
 from ..events import kv
 from ..mesh.router import Delivered
@@ -123,6 +123,9 @@ class TableService:
             EventsConfig(enabled=config.chat, interval=config.chat_interval),
         )
         self._chat_seen: dict[bytes, tuple[int, bool]] = {}  # table -> (height, healthy)
+        # our phone ops in flight: op id -> (who and what, table name, phone key)
+        self._phone_pending: dict[bytes, tuple[str, str, bytes]] = {}
+        bridge.commit_hooks.append(self._on_commit)
         mesh.subscribe(TABLE_ANNOUNCE_TYPE, self._on_packet)
 
     # -- life --------------------------------------------------------------------------
@@ -479,12 +482,50 @@ class TableService:
             self.counters[f"phone_refused_{reason}"] += 1
             return f"{name}: refused ({_PHONE_REFUSALS.get(reason, reason)})"
         try:
-            self.bridge.submit_operation(sid, body)
+            pid = self.bridge.submit_operation(sid, body)
         except BridgeError as exc:
             self.counters[f"phone_submit_{exc.reason}"] += 1
             return f"{name}: busy, try again"
         self.counters["phone_ops"] += 1
+        cmd = engine.app.phone_command(PhoneOp(announce, message))  # verified above: cached
+        what = f"{cmd.verb} {cmd.amount} {cmd.kind}" if cmd.verb == "bet" else "join"
+        self._phone_pending[pid] = (f"{cmd.nickname[:24]}: {what}", name, cmd.key)
+        while len(self._phone_pending) > 64:
+            self._phone_pending.pop(next(iter(self._phone_pending)))
+            self.counters["phone_pending_evicted"] += 1
         return f"{name}: {words[0][1:].lower()} sent; the table will say when it is in"
+
+    def _on_commit(self, session_id: bytes, ev: Committed) -> None:
+        """Answer a phone as soon as its op commits (not at the next tick)."""
+        if self._phone_pending and any(op.op_id in self._phone_pending for op in ev.ops):
+            self._phone_replies(committed={op.op_id for op in ev.ops})
+
+    def _phone_replies(self, committed: set[bytes] | None = None) -> None:
+        """One public line per phone op of ours that committed or failed: the committed
+        reply (the table's own line may wait behind others, rate-limited)."""
+        for pid, (what, name, key) in list(self._phone_pending.items()):
+            op = self.bridge.operation(pid)
+            done = committed is not None and pid in committed
+            if not done and (op is None or op.status is OperationStatus.PENDING):
+                if op is None:
+                    del self._phone_pending[pid]
+                continue
+            del self._phone_pending[pid]
+            sid = next((k for k, n in self.names.items() if n == name), None)
+            state = self.bridge.engine(sid).state if sid in self.bridge.sessions else None
+            if done or (op is not None and op.status is OperationStatus.COMMITTED):
+                bal = state.phone_balance(key) if isinstance(state, CrapsState) else None
+                line = f"{what} in at {name}" + (f", balance {bal}" if bal is not None else "")
+            else:
+                why = op.reason if op is not None else ""
+                reason = _PHONE_REFUSALS.get(why, why or "not committed")
+                line = f"{what} at {name} refused ({reason})"
+            try:
+                self.mesh.send(PacketType.MESSAGE, _short(line).encode("utf-8"))
+            except ValueError:
+                self.counters["chat_send_refused"] += 1
+                continue
+            self.counters["phone_replies"] += 1
 
     # -- the tick ----------------------------------------------------------------------
 
@@ -518,6 +559,7 @@ class TableService:
                 self._maybe_announce(now, t, engine)
         self._play(now)
         self._chat_events(now)
+        self._phone_replies()
 
     def _chat_events(self, now: float) -> None:
         """Feed the tables' committed states to the chat; send the lines that are due."""
@@ -771,6 +813,11 @@ _PHONE_REFUSALS = {
     "table_full": "no room for more phone players",
     "bank_exposure": "the bank cannot cover it",
 }
+
+
+def _short(line: str, limit: int = 99) -> str:
+    raw = line.encode("utf-8")
+    return line if len(raw) <= limit else raw[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def _nick_of(nicks: dict[bytes, str]) -> Callable[[bytes], str]:

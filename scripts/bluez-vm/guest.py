@@ -604,6 +604,8 @@ async def one_node(args: argparse.Namespace) -> int:
     ident = Identity.generate()
     (WORK / f"node{i}").mkdir(exist_ok=True)
     ident.save(WORK / f"node{i}" / "identity.key")
+    # a new key has signed nothing (as `ble-bridge keygen` says), or the node catches up first
+    new_key_signer_file(WORK / f"node{i}" / "identity.key", ident.signing_public)
     mine = {"address": address, "validator": ident.signing_public.hex()}
     tmp = ex / f".node{i}.json"
     tmp.write_text(json.dumps(mine))

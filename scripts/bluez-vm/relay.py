@@ -14,6 +14,14 @@ headers in a buffer shared by all clients, so a packet split across reads (as a 
 splits them) desynchronises it and ATT requests vanish.
 
     python3 relay.py N        (system Python, standard library only)
+
+In each node's VM, ``relay.py --vhci /dev/ttyS1`` is the other end: it creates the node's
+controller on ``/dev/vhci`` and relays it to the serial port (whole H4 packets both ways; vhci
+reads and writes one packet at a time). Not ``btattach`` (hci_uart): Debian 12's kernel (6.1)
+lets a controller initiate an LE connection while it is peripheral on another only when the
+driver sets HCI_QUIRK_VALID_LE_STATES, which vhci does and hci_uart's H4 does not, so with
+btattach a node holding an inbound link never connected out and a triangle could deadlock
+(newer kernels trust the controller's LE states unless told they are broken, as on Pi OS).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ def port(name: str) -> str:
     raise FileNotFoundError(f"no virtio port {name}")
 
 
-H4_HEADER = {1: (3, 2, 1), 2: (4, 2, 2), 3: (3, 2, 1), 5: (4, 2, 2)}
+H4_HEADER = {1: (3, 2, 1), 2: (4, 2, 2), 3: (3, 2, 1), 4: (2, 1, 1), 5: (4, 2, 2)}
 """H4 packet type -> (header length, offset of the length field, its size)."""
 
 
@@ -129,5 +137,44 @@ def main(n: int) -> int:
                 view = view[os.write(pairs[src], view) :]
 
 
+def vhci(serial: str) -> int:
+    """A node's controller: /dev/vhci <-> the serial port wired to the air VM."""
+    import termios
+    import tty
+
+    tty_fd = os.open(serial, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(tty_fd)
+    attrs = termios.tcgetattr(tty_fd)
+    attrs[4] = attrs[5] = termios.B115200
+    termios.tcsetattr(tty_fd, termios.TCSANOW, attrs)
+    v = os.open("/dev/vhci", os.O_RDWR)
+    os.write(v, bytes([0xFF, 0x00]))  # vendor packet: create a primary controller
+    framer = Framer()
+    sel = selectors.DefaultSelector()
+    sel.register(v, selectors.EVENT_READ)
+    sel.register(tty_fd, selectors.EVENT_READ)
+    created = False
+    while True:
+        for key, _ in sel.select():
+            data = os.read(key.fd, 4096)
+            if key.fd == v:
+                if data[:1] == b"\xff":  # vendor event: the controller's index
+                    if not created:
+                        created = True
+                        print(f"relay: vhci controller created ({data.hex()})", flush=True)
+                    continue
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(tty_fd, view) :]
+            else:
+                for packet in framer.feed(data):
+                    try:
+                        os.write(v, packet)
+                    except OSError as e:  # the kernel refused it: say so, go on
+                        print(f"relay: vhci refused {packet[:8].hex()}: {e}", flush=True)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--vhci"]:
+        sys.exit(vhci(sys.argv[2]))
     sys.exit(main(int(sys.argv[1])))

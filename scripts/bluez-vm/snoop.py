@@ -32,6 +32,14 @@ HCI_CMD = {
     0x200E: "LE Create Connection Cancel",
     0x2016: "LE Read Remote Features",
     0x2022: "LE Set Data Length",
+    0x2035: "LE Set Adv Set Random Address",
+    0x2036: "LE Set Ext Adv Parameters",
+    0x2037: "LE Set Ext Adv Data",
+    0x2038: "LE Set Ext Scan Rsp Data",
+    0x2039: "LE Set Ext Adv Enable",
+    0x2041: "LE Set Ext Scan Parameters",
+    0x2042: "LE Set Ext Scan Enable",
+    0x2043: "LE Ext Create Connection",
 }
 HCI_EVT = {0x05: "Disconnect Complete", 0x0E: "Command Complete", 0x0F: "Command Status"}
 LE_SUB = {
@@ -86,14 +94,22 @@ def describe(op: int, p: bytes) -> str | None:
             extra = f" enable={p[3]} filter_dup={p[4]}"
         if code == 0x200A and len(p) >= 4:
             extra = f" enable={p[3]}"
+        if code == 0x2005 and len(p) >= 9:
+            extra = " addr=" + ":".join(f"{b:02X}" for b in reversed(p[3:9]))
+        if code == 0x200B and len(p) >= 10:
+            extra = f" type={p[3]} own_addr_type={p[8]}"
         if code == 0x200D and len(p) >= 13:
             extra = " peer=" + ":".join(f"{b:02X}" for b in reversed(p[9:15]))
+            extra += f" filter={p[7]} own_addr_type={p[15] if len(p) > 15 else '?'}"
         return f"< {HCI_CMD.get(code, hex(code))}{extra}"
     if op == 3 and len(p) >= 2:
         code = p[0]
         if code == 0x3E and len(p) >= 3:
             sub = p[2]
             extra = ""
+            if sub == 0x02 and len(p) >= 12:
+                addr = ":".join(f"{b:02X}" for b in reversed(p[6:12]))
+                extra = f" type={p[4]} {addr}"
             if sub in (0x01, 0x0A) and len(p) >= 6:
                 extra = f" status={p[3]:#x} handle={struct.unpack_from('<H', p, 4)[0]}"
             return f"> {LE_SUB.get(sub, hex(sub))}{extra}"

@@ -11,6 +11,8 @@ from gatt_harness import SLACK, Node, address, fast_config, run, until
 from ble_bridge.mesh.service import MeshNode
 from ble_bridge.wire.identity import Identity
 from gatt.fakebluez import FakeBluezConfig, FakeBluezProcess, FakeControl, LinkModel
+from gatt.peripheral import MeshPeripheral
+from gatt.profile import GattProfile
 from gatt.transport import BleTransport
 
 pytestmark = pytest.mark.dbus
@@ -171,5 +173,45 @@ def test_bad_input_is_bounded_counted_and_closed(fake_bluez: FakeBluezProcess) -
         assert await until(lambda: not t.links() and not t.peripheral.connected_devices, 5)
         assert len(t.liveness) == 0  # nothing left behind
         await mesh.stop()
+
+    run(scenario(), timeout=120)
+
+
+@pytest.mark.parametrize("fake_bluez_config", [FakeBluezConfig(adapters=3)], indirect=True)
+def test_a_foreign_advertiser_with_our_uuid_and_garbage_data_is_counted_and_left(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    """hci1 advertises the mesh service UUID with a garbage short id (wrong length) and serves
+    no mesh characteristic: the node connects, finds no mesh characteristic, counts it, ends
+    that connection and backs off; it links with the real node on hci2 all the same."""
+
+    async def scenario() -> None:
+        svc = GattProfile().service_uuid
+        foreign = MeshPeripheral(
+            "hci1",
+            GattProfile(svc, "0000beef-0000-1000-8000-00805f9b34fb"),
+            bytes(8),
+            on_write=lambda *_: None,
+            on_device=lambda *_: None,
+        )
+        foreign.adv_props = {
+            "ServiceUUIDs": [svc],
+            "ManufacturerData": {0xFFFF: b"\xde\xad"},  # not a 6-byte short id
+            "Discoverable": True,
+        }
+        await foreign.start()
+        a, b = Node(0, **QUICK), Node(2, **QUICK)
+        await a.start()
+        await b.start()
+        stats = a.transport.central.stats
+        assert await until(lambda: stats["connect_failed_no_mesh_char"] >= 1, 30), stats
+        assert await until(lambda: _links(a) == 1 and _links(b) == 1, 40), (stats, _links(b))
+        assert [li.peer_address for li in a.transport.links()] == [address(2)]
+        assert await until(lambda: not foreign.connected_devices, 15)  # the node let go
+        c = a.transport.policy.candidates[address(1)]
+        assert c.peer_id is None and c.failures >= 1
+        for n in (a, b):
+            await n.stop()
+        await foreign.stop()
 
     run(scenario(), timeout=120)

@@ -186,3 +186,22 @@ def test_stranded_watch_never_drops_a_lone_or_young_link_nor_joins_a_neighbour(
             for lk in mine
             if lk.peer_links >= 2 and lk.age >= watch.config.min_link_age_s
         )
+
+
+@given(st.lists(st.binary(min_size=0, max_size=12), min_size=1, max_size=400))
+def test_a_flood_of_foreign_adverts_is_bounded_and_never_evicts_a_linked_node(
+    garbage: list[bytes],
+) -> None:
+    """Foreign devices advertise our UUID with garbage (any length, any bytes) from random
+    addresses: the table stays within max_candidates, and the one we are linked to stays."""
+    p = policy(max_candidates=16)
+    p.heard("peer", HIGH, -50, 0.0)
+    p.connected("peer", 0.0)
+    for i, junk in enumerate(garbage):
+        peer_id = p.config.profile.peer_id_from({}, {0xFFFF: junk})  # None unless 6 bytes
+        p.heard(f"foreign-{i}", peer_id, -40, float(i + 1))
+        assert len(p.candidates) <= 16
+    assert "peer" in p.candidates
+    newest = f"foreign-{len(garbage) - 1}"
+    assert newest in p.candidates  # the oldest heard go first
+    assert p.counters.get("candidates_evicted", 0) == max(0, len(garbage) + 1 - 16)

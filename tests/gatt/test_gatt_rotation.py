@@ -32,12 +32,15 @@ def test_late_node_gets_a_link_when_every_other_node_is_full(
         def counts() -> list[int]:
             return [len(n.links()) for n in nodes]
 
-        assert await until(lambda: counts()[:3] == [2, 2, 2], timeout=20), counts()
+        # Bounds (times SLACK) for a loaded 2-core machine: conditions are polled, so they cost
+        # nothing when things go well. Alone the test settles in ~9 s; beside the rest of the
+        # suite it once needed more than 20 s for the triangle.
+        assert await until(lambda: counts()[:3] == [2, 2, 2], timeout=40), counts()
         await nodes[3].start()  # a triangle at budget 2: nobody advertises, nobody scans for it
-        assert await until(lambda: len(nodes[3].links()) >= 1, timeout=25), counts()
+        assert await until(lambda: len(nodes[3].links()) >= 1, timeout=40), counts()
         assert sum(n.transport.central.stats["rotations"] for n in nodes[:3]) >= 1
         assert all(c <= 2 for c in counts()), counts()
         for n in nodes:
             await n.stop()
 
-    run(scenario())
+    run(scenario(), timeout=120)

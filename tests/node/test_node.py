@@ -200,7 +200,7 @@ def test_shipped_example_config_is_valid() -> None:
 
 def test_bench_command_refuses_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "nope"]) == 2
-    assert "known: wire, mesh, consensus, gatt" in capsys.readouterr().err
+    assert "known: consensus, gatt, mesh, node, phones, uplink, wire" in capsys.readouterr().err
 
 
 def test_session_id_may_be_given_explicitly_in_hex() -> None:

@@ -36,3 +36,34 @@ def test_simulate_json_carries_the_same_last_line(capsys: pytest.CaptureFixture[
     assert cli_main(["simulate", "--nodes", "4", "--duration", "20", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert LAST_LINE.fullmatch(out["last_line"])
+
+
+CHURN_LINE = re.compile(LAST_LINE.pattern + r" joins=(\d+) leaves=(\d+) removals=(\d+)")
+
+
+def test_simulate_churn_counts_joins_leaves_and_the_removal_of_a_crashed_seat(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # seed 2: one node crashes for good after it sat down; the others remove it
+    args = ["simulate", "--churn", "--seed", "2", "--duration", "120", "--crash", "1"]
+    assert cli_main([*args, "--restart-after", "0"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    m = CHURN_LINE.fullmatch(last)
+    assert m is not None, last
+    assert m[5] == "ok" and int(m[1]) > 50
+    # 7 sit down after the opener, one of the 2 who leave sits down again
+    assert (int(m[6]), int(m[7]), int(m[8])) == (8, 2, 1)
+
+
+def test_simulate_churn_is_deterministic_and_refuses_what_it_cannot_do_yet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runs = []
+    for _ in range(2):
+        assert cli_main(["simulate", "--churn", "--nodes", "5", "--duration", "60", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        runs.append(out["last_line"])
+        assert CHURN_LINE.fullmatch(out["last_line"]) and out["tables"] == 1
+    assert runs[0] == runs[1]
+    assert cli_main(["simulate", "--churn", "--byzantine", "1"]) == 2
+    assert "--churn does not take --byzantine" in capsys.readouterr().err

@@ -1,0 +1,242 @@
+"""``ble-bridge simulate --churn``: tables that form at runtime, with people coming and going.
+
+Every node is a :class:`~.runtime.RuntimeNode` (no pre-arranged session; SQLite files in a
+temporary directory, so a crashed node that restarts takes its seat up again). After the
+warm-up node 0 opens the table; the others sit down one by one at random times in the
+first third of the run; two of them leave in the middle and one of those sits down again
+later. Crashes (``--crash``, ``--faults crash:...``), partitions and loss come from the
+shared fault options; a crashed node that does not come back is removed by the others once
+it was silent for ``silence_heights``. Seated nodes bet (``Bettor``), so the table rolls.
+
+Counted from the committed chain (so restarts do not lose them): ``joins`` (AddValidator
+committed), ``leaves`` (RemoveValidator, reason leave), ``removals`` (RemoveValidator,
+reason silent). Safety: no two nodes committed different blocks at one height, and every
+node that sits at a table sits at the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..air.clock import Seeds, run_virtual
+from ..air.network import Network
+from ..air.profiles import get_profile
+from ..air.topology import build
+from ..consensus.engine import Committed
+from ..consensus.validators import (
+    AddValidator,
+    RemoveReason,
+    RemoveValidator,
+    SetOpError,
+    decode_set_op,
+    is_set_op,
+)
+from ..tables.errors import TableError
+from .runtime import SIM_TABLES, Bettor, ChurnLog, RuntimeNode, runtime_node_factory
+from .scenario import Progress, ScenarioConfig
+
+TABLE = "churn"
+CHURN_TABLES = dataclasses.replace(SIM_TABLES, silence_heights=16)
+
+
+@dataclass(slots=True)
+class ChurnResult:
+    config: ScenarioConfig
+    heights: int = 0
+    ops: int = 0
+    latencies: list[float] = field(default_factory=list)
+    joins: int = 0
+    leaves: int = 0
+    removals: int = 0
+    tables: int = 0  # distinct tables nodes sit at, at the end
+    agreement: bool = True
+    seated: int = 0
+    wall_time: float = 0.0
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def safe(self) -> bool:
+        return self.agreement and self.tables <= 1
+
+    def latency(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        if not xs:
+            return math.nan
+        return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+    def last_line(self) -> str:
+        p50, p95 = self.latency(0.5) * 1000, self.latency(0.95) * 1000
+        return (
+            f"simulate heights={self.heights} ops={self.ops} p50_ms={p50:.1f} "
+            f"p95_ms={p95:.1f} safety={'ok' if self.safe else 'violated'} "
+            f"joins={self.joins} leaves={self.leaves} removals={self.removals}"
+        )
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        return [
+            ("heights committed", str(self.heights)),
+            ("operations committed", str(self.ops)),
+            (
+                "commit latency p50 / p95",
+                f"{self.latency(0.5) * 1000:.1f} / {self.latency(0.95) * 1000:.1f} ms",
+            ),
+            ("joins / leaves / removals", f"{self.joins} / {self.leaves} / {self.removals}"),
+            ("seated at the end", str(self.seated)),
+            ("tables at the end", str(self.tables)),
+            ("safety", "ok" if self.safe else "violated"),
+            ("wall time", f"{self.wall_time:.1f} s"),
+        ]
+
+
+class _ChainCount:
+    """Set changes and ops per height of the table, from any node's commits."""
+
+    def __init__(self) -> None:
+        self.heights: dict[int, tuple[int, int, int, int]] = {}
+
+    def hook(self, _sid: bytes, ev: Committed) -> None:
+        if ev.height in self.heights:
+            return
+        joins = leaves = removals = 0
+        for op in ev.ops:
+            if not is_set_op(op.body):
+                continue
+            try:
+                change = decode_set_op(op.body)
+            except SetOpError:
+                continue
+            if isinstance(change, AddValidator):
+                joins += 1
+            elif isinstance(change, RemoveValidator):
+                if change.reason is RemoveReason.SILENT:
+                    removals += 1
+                else:
+                    leaves += 1
+        self.heights[ev.height] = (len(ev.ops), joins, leaves, removals)
+
+
+async def run_churn(
+    config: ScenarioConfig,
+    store_dir: Path,
+    progress: Callable[[Progress], None] | None = None,
+) -> ChurnResult:
+    wall0 = time.perf_counter()
+    log = ChurnLog()
+    count = _ChainCount()
+    topo = build(
+        config.topology, config.nodes, Seeds(config.seed).rng("topology"), config.radio_range
+    )
+    factory = runtime_node_factory(
+        log, tables=CHURN_TABLES, mesh_config=config.mesh, store_dir=store_dir
+    )
+    net = Network(
+        topo,
+        get_profile(config.profile),
+        factory,
+        seed=config.seed,
+        faults=config.faults,
+        trace=False,
+    )
+
+    def hooked(index: int, node: object) -> None:
+        if isinstance(node, RuntimeNode):
+            node.bridge.commit_hooks.append(count.hook)
+
+    net.on_node_start.append(hooked)
+    result = ChurnResult(config)
+    await net.start()
+    loop = net.loop
+    t0 = net.now
+    rng = random.Random(f"churn/{config.seed}")
+    d = config.duration
+    warm = config.warmup
+
+    def act(i: int, what: str) -> None:
+        node = net.nodes[i]
+        if not isinstance(node, RuntimeNode):
+            return  # crashed meanwhile
+        try:
+            if what == "leave":
+                node.tables.leave(TABLE)
+            else:
+                node.tables.sit(TABLE)
+        except TableError as exc:
+            if exc.reason in ("table_full", "unknown_table", "leave_pending", "busy"):
+                loop.call_later(2.0, act, i, what)  # not heard yet, or a moment too early
+            result.events.append(f"{net.now - t0:.1f} node {i} {what}: {exc.reason}")
+            return
+        result.events.append(f"{net.now - t0:.1f} node {i} {what}")
+
+    loop.call_at(t0 + warm, act, 0, "sit")
+    others = list(range(1, config.nodes))
+    for i in others:
+        loop.call_at(t0 + rng.uniform(warm + 1.0, warm + max(2.0, d / 3)), act, i, "sit")
+    leavers = rng.sample(others, min(2, len(others) - 1)) if len(others) >= 3 else []
+    for k, i in enumerate(leavers):
+        loop.call_at(t0 + rng.uniform(d * 0.45, d * 0.6), act, i, "leave")
+        if k == 0:
+            loop.call_at(t0 + d * 0.75, act, i, "sit")
+    bettor = Bettor()
+    latencies: list[float] = []
+    while net.now - t0 < d:
+        for n in list(net.nodes):
+            if isinstance(n, RuntimeNode):
+                bettor.play(n)
+        if progress is not None:
+            up = [n for n in net.nodes if n is not None]
+            progress(
+                Progress(
+                    net.now - t0,
+                    d,
+                    len(up),
+                    len(net.air.link_ids()),
+                    bettor.placed,
+                    sum(len(c) for c in count.heights.values()),
+                    0,
+                )
+            )
+        await asyncio.sleep(1.0)
+    nodes = [n for n in net.nodes if isinstance(n, RuntimeNode)]
+    ids = {
+        sid
+        for n in nodes
+        for sid, t in n.tables.tables.items()
+        if n.bridge.engine(sid).is_validator
+    }
+    result.tables = len(ids)
+    for n in nodes:
+        latencies.extend(n.bridge.latencies())
+        result.seated += sum(1 for sid in n.tables.tables if n.bridge.engine(sid).is_validator)
+    result.latencies = latencies
+    result.agreement = all(log.agreement(sid) for sid in ids) and log.conflicts == 0
+    heights = count.heights
+    result.heights = max(heights, default=0)
+    result.ops = sum(v[0] for v in heights.values())
+    result.joins = sum(v[1] for v in heights.values())
+    result.leaves = sum(v[2] for v in heights.values())
+    result.removals = sum(v[3] for v in heights.values())
+    await net.stop()
+    result.wall_time = time.perf_counter() - wall0
+    return result
+
+
+def simulate_churn(
+    config: ScenarioConfig,
+    store_dir: Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> ChurnResult:
+    if store_dir is not None:
+        return run_virtual(run_churn(config, store_dir, progress), seed=config.seed)
+    with tempfile.TemporaryDirectory(prefix="ble-bridge-churn-") as tmp:
+        return run_virtual(run_churn(config, Path(tmp), progress), seed=config.seed)
+
+
+__all__ = ["ChurnResult", "run_churn", "simulate_churn"]
