@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "ble_bridge.commands.wire",
     "ble_bridge.commands.node",
     "ble_bridge.commands.tables",
+    "ble_bridge.commands.pair",
     "ble_bridge.commands.bench",
     "gatt.cli",
     "ble_bridge.commands.simulate",

@@ -102,6 +102,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._clients = 0
         self.errors = 0
+        self.handlers: dict[str, Handler] = {}  # more requests by cmd (e.g. pair_*)
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,9 @@ class ControlServer:
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request.get("cmd")
         node = self.node
+        extra = self.handlers.get(cmd) if isinstance(cmd, str) else None
+        if extra is not None:
+            return await extra(request)
         if isinstance(cmd, str) and cmd in _TABLE_CMDS:
             try:
                 return {"ok": True, **_table_request(node.tables, cmd, request)}

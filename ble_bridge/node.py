@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hardware import NodeHealth, StatusLed, board_by_name
-from hardware.gpio import GpioConfig
+from hardware.gpio import GpioConfig, PanelIo
 
 from .bridge import (
     BridgeConfig,
@@ -44,6 +44,8 @@ from .mesh.config import MeshConfig
 from .mesh.router import DROP_REASONS
 from .mesh.service import MeshNode
 from .metrics import MetricsConfig, MetricsServer
+from .pairing.attach import OwnerFeatures
+from .pairing.window import PairingConfig, valid_code
 from .signer import ForeignSignerFile, Opened, SignerFile, signer_path_for
 from .store import Store, migrate_legacy, open_store, signer_catch_up
 from .tables import registry as table_registry
@@ -145,6 +147,7 @@ class NodeConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # [metrics]: Prometheus
     hardware: GpioConfig = field(default_factory=GpioConfig)  # [hardware]: button and LED
     log: LogSection = field(default_factory=LogSection)  # [log]: periodic INFO lines
+    pairing: PairingConfig = field(default_factory=PairingConfig)  # [pairing]: owners
 
 
 _UPLINK_REQUIRED = ("broker", "mesh_id")
@@ -164,7 +167,7 @@ def parse_uplink(table: object) -> UplinkConfig:
 def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     """Validate a parsed TOML document into a :class:`NodeConfig`."""
     known = {"node", "ble", "mesh", "bridge", "session", "uplink", "phone", "tables"}
-    known |= {"metrics", "hardware", "log"}
+    known |= {"metrics", "hardware", "log", "pairing"}
     unknown = set(doc) - known
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -199,6 +202,9 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
     if not 0 <= hw.debounce_s < hw.long_press_s:
         raise ConfigError("[hardware] needs 0 <= debounce_s < long_press_s")
     log_section = apply_table(LogSection(), doc.get("log", {}), "log")
+    pairing = apply_table(PairingConfig(), doc.get("pairing", {}), "pairing")
+    if pairing.button_code and not valid_code(pairing.button_code):
+        raise ConfigError("[pairing] button_code is six digits")
     return NodeConfig(
         node,
         dict(ble),
@@ -211,6 +217,7 @@ def parse_node_config(doc: dict[str, Any]) -> NodeConfig:
         metrics,
         hw,
         log_section,
+        pairing,
     )
 
 
@@ -465,6 +472,7 @@ class Node:
         bridge_factory: BridgeFactory = NetworkConsensusBridge,
         app_factory: Callable[[str], Application[Any]] = make_app,
         uplink_transport: Transport | None = None,
+        panel_io: PanelIo | None = None,
         tables_path: Path | Literal["data_dir"] | None = "data_dir",
     ) -> None:
         self.identity = identity or Identity.load(config.node.key_path)
@@ -558,6 +566,9 @@ class Node:
             PhoneChatService(self.mesh, self.phone)
         board = board_by_name(config.node.board)
         self.led = StatusLed(board.status_led)
+        self.owners = OwnerFeatures(  # owners, pairing window, button and LED
+            self, self.store, config.pairing, config.hardware, board, panel_io=panel_io
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
         self._events = NodeEvents(config.log)
@@ -575,7 +586,9 @@ class Node:
             self._tasks.append(task)
         if self.config.node.control_socket != Path():
             self.control = ControlServer(self, self.config.node.control_socket)
+            self.control.handlers.update(self.owners.handlers())
             await self.control.start()
+        await self.owners.start()
         if self.config.metrics.listen:
             self.metrics = MetricsServer(self.config.metrics, self.status)
             await self.metrics.start()
@@ -599,6 +612,7 @@ class Node:
         if self.control is not None:
             await self.control.stop()
             self.control = None
+        await self.owners.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

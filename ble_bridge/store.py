@@ -41,12 +41,26 @@ CREATE TABLE IF NOT EXISTS signed (
 CREATE TABLE IF NOT EXISTS nonces (
     session BLOB PRIMARY KEY, nonce INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS owners (
+    key BLOB PRIMARY KEY, noise_key BLOB NOT NULL, nickname TEXT NOT NULL,
+    added_at REAL NOT NULL, via TEXT NOT NULL);
 """
-_TABLES = {"blocks", "snapshots", "evidence", "signer", "signed", "nonces", "meta"}
+_TABLES = {"blocks", "snapshots", "evidence", "signer", "signed", "nonces", "meta", "owners"}
 
 
 class StoreError(Exception):
     """The store refused a write that would break its invariants."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    """A phone bound to this node: its Ed25519 key (the id), Noise key, nickname then."""
+
+    key: bytes
+    noise_key: bytes
+    nickname: str
+    added_at: float  # wall-clock seconds
+    via: str  # how it was bound, e.g. "dm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +268,38 @@ class Store:
             "SELECT evidence FROM evidence WHERE session=? ORDER BY height, evidence", (session,)
         ).fetchall()
         return [bytes(r[0]) for r in rows]
+
+    # -- owners (phones bound by !pair) -------------------------------------------------------------
+
+    def add_owner(self, owner: OwnerRecord, limit: int) -> bool:
+        """Record an owner (replacing one with the same key); False when ``limit`` owners
+        other than this key exist already."""
+        with self._write():
+            n = self._db.execute("SELECT COUNT(*) FROM owners WHERE key<>?", (owner.key,))
+            if int(n.fetchone()[0]) >= limit:
+                return False
+            self._db.execute(
+                "INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?, ?)",
+                (owner.key, owner.noise_key, owner.nickname, owner.added_at, owner.via),
+            )
+        return True
+
+    def owners(self) -> list[OwnerRecord]:
+        rows = self._db.execute(
+            "SELECT key, noise_key, nickname, added_at, via FROM owners ORDER BY added_at"
+        ).fetchall()
+        return [OwnerRecord(bytes(r[0]), bytes(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def owner(self, key: bytes) -> OwnerRecord | None:
+        r = self._db.execute(
+            "SELECT key, noise_key, nickname, added_at, via FROM owners WHERE key=?", (key,)
+        ).fetchone()
+        return None if r is None else OwnerRecord(bytes(r[0]), bytes(r[1]), r[2], r[3], r[4])
+
+    def remove_owner(self, key: bytes) -> bool:
+        with self._write():
+            cur = self._db.execute("DELETE FROM owners WHERE key=?", (key,))
+        return cur.rowcount > 0
 
 
 # -- opening a node's store: broken or foreign files are moved aside -------------------

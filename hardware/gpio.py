@@ -242,27 +242,27 @@ class GpiodPanelIo:
             self._req.release()
 
 
-def open_panel_io(config: GpioConfig, board: BoardProfile) -> tuple[PanelIo, str]:
-    """The backend for this board and config, and a line saying which and why."""
+def open_panel_io(config: GpioConfig, board: BoardProfile) -> tuple[PanelIo, dict[str, str]]:
+    """The backend for this board and config, and what to log: backend, reason, details."""
     button = config.button_pin if config.button_pin is not None else board.button_pin
     led = config.led_pin if config.led_pin is not None else board.led_pin
     if config.backend == "null":
-        return NullPanelIo(), "panel: null backend ([hardware] backend = null)"
+        return NullPanelIo(), {"backend": "null", "reason": "configured"}
     if button is None and led is None:
-        return NullPanelIo(), f"panel: no button or LED pin for board {board.name}"
+        return NullPanelIo(), {"backend": "null", "reason": "no_pins", "board": board.name}
     try:
         import gpiod  # noqa: F401
     except ImportError:
         if config.backend == "gpiod":
             raise GpioError("the gpiod package (libgpiod v2 bindings) is not installed") from None
-        return NullPanelIo(), "panel: gpiod not installed, no button or LED"
+        return NullPanelIo(), {"backend": "null", "reason": "gpiod_not_installed"}
     chip = config.chip
     if not chip and board.gpio_chip_label:
         chip = find_chip(board.gpio_chip_label) or ""
     if not chip:
         if config.backend == "gpiod":
             raise GpioError(f"no GPIO chip labelled {board.gpio_chip_label!r}; set [hardware] chip")
-        return NullPanelIo(), "panel: no GPIO chip found, no button or LED"
+        return NullPanelIo(), {"backend": "null", "reason": "no_gpio_chip", "board": board.name}
     try:
         io = GpiodPanelIo(
             chip,
@@ -274,8 +274,8 @@ def open_panel_io(config: GpioConfig, board: BoardProfile) -> tuple[PanelIo, str
     except GpioError as exc:
         if config.backend == "gpiod":
             raise
-        return NullPanelIo(), f"panel: {exc}"
-    return io, f"panel: gpiod {chip} button={button} led={led}"
+        return NullPanelIo(), {"backend": "null", "reason": "gpio_error", "error": str(exc)}
+    return io, {"backend": "gpiod", "chip": chip, "button": str(button), "led": str(led)}
 
 
 __all__ = [

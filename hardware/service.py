@@ -80,7 +80,7 @@ class PanelService:
                 timeout = max(0.0, min(look, next_facts) - self.clock())
             except Exception:  # a bug or a GPIO error must not end the panel
                 self.errors += 1
-                log.exception("panel step failed")
+                log.exception("panel_step_failed")
                 timeout = 1.0
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -65,6 +65,9 @@ class Outgoing:
 
 
 PeerLookup = Callable[[bytes], PeerRecord | None]
+PrivateHook = Callable[[float, PeerRecord, str], str | None]
+"""Sees each private command line first (e.g. ``!pair``, owner commands): its reply, ""
+for handled without a reply, None to leave the line to :class:`Commands`."""
 # (now, command line, the phone's announce frame, its message frame) -> the reply
 PlayHook = Callable[[float, str, bytes, bytes], str]
 PLAY_WORDS = ("!join", "!bet")
@@ -94,6 +97,7 @@ class PhoneChat:
         self.stats: Counter[str] = Counter()
         self._queue: OrderedDict[bytes, deque[bytes]] = OrderedDict()  # peer -> plaintexts
         self._next_expire = float("-inf")
+        self.private_hook: PrivateHook | None = None
 
     # -- receive ---------------------------------------------------------------------
 
@@ -219,18 +223,19 @@ class PhoneChat:
             self.stats["dm_unannounced_sender"] += 1  # no signed announce binds its keys
             return out
         text = pm.content if pm.content.lstrip().startswith("!") else "!" + pm.content.strip()
+        reply = self.private_hook(now, rec, text) if self.private_hook is not None else None
         words = text.split()
-        if (
+        if reply is not None:
+            pass
+        elif (
             words
             and words[0].lower() in PLAY_WORDS
             and self.commands.allow(now, rec.signing_key, "dm_play")
         ):
-            reply: str | None = (
-                f"send {words[0].lower()} in the public chat: the table checks your signed line"
-            )
+            reply = f"send {words[0].lower()} in the public chat: the table checks your signed line"
         else:
             reply = self.commands.handle(now, rec.signing_key, text, private=True)
-        if reply is not None:
+        if reply:  # "" from the hook: handled, nothing to say
             self.stats["dm_replies"] += 1
             out += self.send_private(now, sender, self.private_message(reply))
         return out
