@@ -31,8 +31,14 @@ The same two 8-node runs are repeated with neighbour gossip off (``BridgeConfig(
 False)``: every consensus message one mesh flood) and printed as the baseline line
 ``flood latency_ratio=... ops_per_s=... bytes_per_op_ratio=...`` (skip with ``--no-flood``).
 
+- join_heights (run once, not per seed): on a 7-validator ``pi-tuned`` table formed at
+  runtime (``ble_bridge.sim.runtime``, the seated nodes betting so heights go on), an 8th
+  node joins 20 times, leaving in between; the median number of heights from the height in
+  progress when the first validator hears its join request to the first height whose
+  certificate counts its vote (goal <= 3).
+
 Last line, exactly:
-``consensus latency_ratio=<float> ops_per_s=<float> bytes_per_op_ratio=<float> nodes50=<ok|fail>``
+``consensus latency_ratio=<float> ops_per_s=<float> bytes_per_op_ratio=<float> nodes50=<ok|fail> join_heights=<float>``
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import statistics
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,6 +301,81 @@ def one_hop_delay(profile_name: str) -> float:
     return sum(p.conn_interval) / 2 + p.frame_seconds(frame, p.link_rate)
 
 
+def run_join_heights(seed: int, joins: int = 20) -> tuple[list[int], float]:
+    """Heights from a join request's arrival to the joiner's first counted vote, per join."""
+    from ble_bridge.air.profiles import PI_TUNED
+    from ble_bridge.air.topology import full
+    from ble_bridge.sim.runtime import Bettor, ChurnLog, RuntimeNode, runtime_node_factory
+    from ble_bridge.tables.errors import TableError
+
+    wall0 = time.perf_counter()
+    samples: list[int] = []
+
+    async def main() -> None:
+        net = Network(full(8), PI_TUNED, runtime_node_factory(ChurnLog()), seed=seed, trace=False)
+        await net.start()
+        ns = [n for n in net.nodes if isinstance(n, RuntimeNode)]
+        bettor = Bettor()
+        stop = False
+
+        async def bet() -> None:
+            while not stop:
+                for n in ns:
+                    bettor.play(n)
+                await asyncio.sleep(1.0)
+
+        async def until(cond: Callable[[], bool], limit: float = 120.0) -> None:
+            end = net.now + limit
+            while not cond():
+                if net.now > end:
+                    raise RuntimeError("churn bench: timed out")
+                await asyncio.sleep(0.05)
+
+        def seated(n: RuntimeNode) -> bool:
+            return any(n.bridge.engine(sid).is_validator for sid in n.tables.tables)
+
+        task = asyncio.ensure_future(bet())
+        ns[0].tables.open("bench")
+        for n in ns[1:7]:
+            await until(lambda n=n: bool(n.tables.directory.find(net.now, "bench")))
+            n.tables.join("bench")
+            await until(lambda n=n: seated(n))
+        sid = next(iter(ns[0].tables.tables))
+        e0 = ns[0].bridge.engine(sid)
+        joiner = ns[7]
+        key = joiner.identity.signing_public
+        counted: dict[int, bool] = {}
+
+        def hook(_sid: bytes, ev: Committed) -> None:
+            keys = e0.validators_at(ev.height)
+            counted[ev.height] = key in keys and keys.index(key) in ev.certificate.signers
+
+        ns[0].bridge.commit_hooks.append(hook)
+        for _ in range(joins):
+            await until(lambda: len(e0.validators) == 7)
+            await until(lambda: bool(joiner.tables.directory.find(net.now, "bench")))
+            while True:  # the announcement it last heard may still say "full"
+                try:
+                    joiner.tables.join("bench")
+                    break
+                except TableError:
+                    await asyncio.sleep(0.5)
+            await until(lambda: any(r.key == key for r in e0.pending_joins) or key in e0.validators)
+            arrived = e0.height + 1
+            await until(lambda a=arrived: any(v for h, v in counted.items() if h >= a))
+            first = min(h for h, v in counted.items() if v and h >= arrived)
+            samples.append(first - arrived)
+            await asyncio.sleep(2.0)
+            joiner.tables.leave("bench")
+            await until(lambda: key not in e0.validators and not joiner.tables.tables)
+        stop = True
+        await task
+        await net.stop()
+
+    run_virtual(main(), seed=seed)
+    return samples, time.perf_counter() - wall0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
@@ -359,9 +441,17 @@ def main(argv: list[str] | None = None) -> int:
         f"50 nodes {big.profile}: heights (slowest node) {big.min_height}, "
         f"{big.ops} ops, wall {big.wall:.1f} s"
     )
+    joined, wall = run_join_heights(args.seed)
+    join_heights = statistics.median(joined) if joined else math.nan
+    print(
+        f"churn: an 8th node joined a 7-validator pi-tuned table {len(joined)} times: heights "
+        f"from its request to its first counted vote median {join_heights:g}, worst "
+        f"{max(joined, default=0)} (goal <= 3), wall {wall:.1f} s"
+    )
     print(
         f"consensus latency_ratio={latency_ratio:.2f} ops_per_s={r.ops_per_s:.1f} "
-        f"bytes_per_op_ratio={bytes_ratio:.2f} nodes50={'ok' if nodes50 else 'fail'}"
+        f"bytes_per_op_ratio={bytes_ratio:.2f} nodes50={'ok' if nodes50 else 'fail'} "
+        f"join_heights={join_heights:.1f}"
     )
     return 0
 

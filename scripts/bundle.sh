@@ -28,10 +28,13 @@ case "$arch" in
   # has no armv7l wheel and Debian's python3-libgpiod is libgpiod v1 (another API): no
   # GPIO button/LED there (the board's LED through sysfs still works).
   armv7l)
-    # bleak and bless need a compiled dbus-fast (no armv7l wheel): Debian's 1.84.2.
+    # bleak and bless need a compiled dbus-fast (no armv7l wheel): Debian's 1.84.2, which
+    # bleak < 3 accepts (3.x needs dbus-fast >= 4): armv7l gets bleak 2.x, which the test
+    # suite (bleak 3.1) does not run against. Their pure-Python requirements come as wheels.
     debian="cffi:python3-cffi lz4:python3-lz4 uvloop:python3-uvloop dbus-fast:python3-dbus-fast"
-    nodeps="cryptography<46 bleak bless" absent="gpiod"
-    pins=("cffi==1.15.1" "dbus-fast==1.84.2") ;;
+    nodeps="cryptography<46 bleak<3 bless dbus-next typing-extensions>=4.7" absent="gpiod"
+    # bookworm's versions (apt-cache policy), checked against every requirement
+    pins=("cffi==1.15.1" "dbus-fast==1.84.2" "lz4==4.0.2" "uvloop==0.17.0") ;;
   *) echo "bundle.sh: --arch aarch64|armv7l|x86_64" >&2; exit 2 ;;
 esac
 out=${out:-dist/bundle-$arch}
@@ -56,6 +59,11 @@ trap 'rm -rf "$tmp"' EXIT
 "$py" -m pip download --isolated --quiet --only-binary=:all: --python-version 3.11 \
   --implementation cp --abi cp311 --abi abi3 --abi none "${platforms[@]}" \
   --dest "$tmp/wheels" "${deps[@]}"
+# this checkout's wheel, built from a copy (no build/ left in the checkout); its own
+# requirements are checked below with the rest
+mkdir -p "$tmp/src"
+git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -C "$tmp/src" -xf -
+"$py" -m pip wheel --isolated --quiet --no-deps --wheel-dir "$tmp/wheels" "$tmp/src"
 if [ -n "$nodeps" ]; then
   "$py" -m pip download --isolated --quiet --only-binary=:all: --python-version 3.11 \
     --implementation cp --abi cp311 --abi abi3 --abi none "${platforms[@]}" --no-deps \
@@ -91,10 +99,6 @@ if bad:
 PY
 fi
 if [ "$check" -eq 0 ]; then
-  # built from a copy of the checkout's files (no build/ left in the checkout)
-  mkdir -p "$tmp/src"
-  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -C "$tmp/src" -xf -
-  "$py" -m pip wheel --isolated --quiet --no-deps --wheel-dir "$tmp/wheels" "$tmp/src"
   rm -rf "$out.part"
   mkdir -p "$out.part"
   mv "$tmp/wheels" "$out.part/wheels"
