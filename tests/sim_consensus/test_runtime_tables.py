@@ -187,3 +187,53 @@ def test_quorum_loss_pauses_the_table_and_healing_resumes_it(tmp_path: Path) -> 
     assert isinstance(resumed, list) and min(resumed) > max(paused["heights"]) + 3
     assert r["health"] == {SessionHealth.ACTIVE}
     assert r["agree"]
+
+
+def test_a_full_table_refuses_a_join_and_a_replayed_join_request_changes_nothing() -> None:
+    log = ChurnLog()
+
+    async def main() -> dict[str, object]:
+        net = Network(full(4), PI_TUNED, runtime_node_factory(log), seed=7, trace=False)
+        await net.start()
+        ns = nodes(net)
+        ns[0].tables.open("duo", seats=2)
+        await seat(net, ns[1], "duo")
+        sid = table_of(ns[:2])
+        end = net.now + 30.0
+        while ns[2].tables.directory.get(sid) is None or (
+            ns[2].tables.directory.get(sid).announce.seats_taken < 2  # type: ignore[union-attr]
+        ):
+            assert net.now < end
+            await asyncio.sleep(0.5)
+        try:
+            ns[2].tables.join("duo")
+            full_reason = ""
+        except TableError as exc:
+            full_reason = exc.reason
+        # node 1 leaves; its old join request, replayed by anyone, must not seat it again
+        e0 = ns[0].bridge.engine(sid)
+        ns[1].tables.leave("duo")
+        while ns[1].identity.signing_public in e0.validators:
+            await asyncio.sleep(0.5)
+        replay = ns[1].bridge.engine(sid).join_nonce(ns[1].identity.signing_public)
+        from ble_bridge.wire.messages import JoinRequest, encode_message
+
+        req = JoinRequest.create(
+            ns[1].identity.sign, ns[1].identity.signing_public, sid, replay, 1000
+        )
+        await asyncio.sleep(35.0)  # past the bridge's dedup: the engine itself must refuse it
+        for _ in range(3):
+            ns[0].bridge.receive_payload(encode_message(sid, req), ns[1].identity.signing_public)
+            await asyncio.sleep(3.0)
+        out = {
+            "full": full_reason,
+            "validators": e0.validators,
+            "replayed": e0.stats["drop_join_replayed"],
+        }
+        await net.stop()
+        return out
+
+    r = run_virtual(main(), seed=7)
+    assert r["full"] == "table_full"
+    assert isinstance(r["validators"], tuple) and len(r["validators"]) == 1
+    assert isinstance(r["replayed"], int) and r["replayed"] >= 1
