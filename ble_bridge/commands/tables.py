@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,31 @@ def cmd_open(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def _outcome(
+    args: argparse.Namespace,
+    status: dict[str, Any],
+    out: dict[str, Any],
+    done: Callable[[], str],
+    sent: str,
+    what: str,
+) -> int:
+    """Print a submitted operation's outcome from its wait ``status`` (``out`` is what --json
+    prints): committed, submitted without waiting (``--timeout 0``), or one line and FAILED."""
+    if args.json:
+        print(json.dumps(out))
+    if status["status"] == "committed":
+        if not args.json:
+            print(done())
+        return 0
+    if status["status"] == "pending" and args.timeout <= 0:
+        if not args.json:
+            print(sent)
+        return 0
+    why = status.get("reason") or "not committed in time"
+    print(f"ble-bridge: {what} did not commit: {why}", file=sys.stderr)
+    return FAILED
+
+
 def _ago(value: object) -> str:
     return "here" if value is None else f"{value}s ago"
 
@@ -238,20 +264,14 @@ def cmd_leave(args: argparse.Namespace) -> int:
                 print(f"left {name} (you had no seat yet)")
             return 0
         status = _wait_op(args, reply["op"])
-        out = {**reply, **status}
-        if args.json:
-            print(json.dumps(out))
-        if status["status"] == "committed":
-            if not args.json:
-                print(f"left {name} at height {status['height']}")
-            return 0
-        if status["status"] == "pending" and args.timeout <= 0:
-            if not args.json:
-                print(f"leaving {name}: submitted {reply['op'][:16]}")
-            return 0
-        why = status.get("reason") or "not committed in time"
-        print(f"ble-bridge: leaving {name} did not commit: {why}", file=sys.stderr)
-        return FAILED
+        return _outcome(
+            args,
+            status,
+            {**reply, **status},
+            done=lambda: f"left {name} at height {status['height']}",
+            sent=f"leaving {name}: submitted {reply['op'][:16]}",
+            what=f"leaving {name}",
+        )
 
     return _run(args, body)
 
@@ -304,21 +324,15 @@ def cmd_bet(args: argparse.Namespace) -> int:
             got = _ask(args.socket, {"cmd": "balance", "table": args.table})
             if got is not None and got.get("ok") and got["balances"]:
                 balance = got["balances"][0]["balance"]
-        out = {**reply, **status, "balance": balance}
-        if args.json:
-            print(json.dumps(out))
         what = f"bet {args.kind} {args.amount} at {reply['table']}"
-        if status["status"] == "committed":
-            if not args.json:
-                print(f"{what} committed at height {status['height']}; balance {balance}")
-            return 0
-        if status["status"] == "pending" and args.timeout <= 0:
-            if not args.json:
-                print(f"{what} submitted ({reply['op'][:16]})")
-            return 0
-        why = status.get("reason") or "not committed in time"
-        print(f"ble-bridge: {what} did not commit: {why}", file=sys.stderr)
-        return FAILED
+        return _outcome(
+            args,
+            status,
+            {**reply, **status, "balance": balance},
+            done=lambda: f"{what} committed at height {status['height']}; balance {balance}",
+            sent=f"{what} submitted ({reply['op'][:16]})",
+            what=what,
+        )
 
     return _run(args, body)
 
