@@ -5,59 +5,15 @@ control socket: --window prints a code, --status/--close, --wait on a timeout, -
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from sim_process import Running
 
 from ble_bridge.cli import main
 from ble_bridge.store import OwnerRecord, Store
 
 pytestmark = pytest.mark.timeout(300)
-ROOT = Path(__file__).resolve().parents[2]
-SLACK = float(os.environ.get("BLE_BRIDGE_TEST_SLACK", "3"))
-
-
-class Running:
-    def __init__(self, tmp: Path) -> None:
-        self.sock = tmp / "ctl.sock"
-        self.data = tmp / "data"
-        self.conf = tmp / "node.toml"
-        self.conf.write_text(f'[node]\ndata_dir = "{self.data}"\ncontrol_socket = "{self.sock}"\n')
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        cmd = [sys.executable, "-m", "ble_bridge.cli", "run", "--transport", "sim"]
-        self.proc = subprocess.Popen(
-            [*cmd, "--config", str(self.conf), "--sim-peers", "1"],
-            env=env,
-            stderr=subprocess.PIPE,
-        )
-        end = time.monotonic() + 30 * SLACK
-        while time.monotonic() < end:
-            if self.sock.exists():
-                return
-            assert self.proc.poll() is None, "node exited"
-            time.sleep(0.1)
-        raise AssertionError("control socket never appeared")
-
-    def stop(self) -> bytes:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(60) == 0
-        err = self.proc.stderr.read() if self.proc.stderr else b""
-        self.proc = None
-        return err
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def run(capsys: pytest.CaptureFixture[str], node: Running, *argv: str) -> tuple[int, str, str]:
@@ -69,7 +25,7 @@ def run(capsys: pytest.CaptureFixture[str], node: Running, *argv: str) -> tuple[
 def test_pair_window_status_close_list_remove(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    node = Running(tmp_path)
+    node = Running(tmp_path, sim_peers=1)
     node.start()
     try:
         code, out, _ = run(capsys, node, "--window", "60")
