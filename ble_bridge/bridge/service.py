@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType
 
-from .consensus.app import Application
-from .consensus.engine import (
+from ..consensus.app import Application
+from ..consensus.engine import (
     Committed,
     ConsensusEngine,
     EngineConfig,
@@ -41,16 +41,16 @@ from .consensus.engine import (
     SnapshotInstalled,
     ValidatorsChanged,
 )
-from .consensus.quorum import max_faulty, quorum
-from .errors import StorageFailure
-from .events import kv
-from .gossip import Gossip, GossipConfig, Item, pack
-from .mesh.router import Delivered
-from .mesh.seen import SeenCache
-from .mesh.service import MeshNode
-from .store import Store
-from .wire.identity import Identity
-from .wire.messages import (
+from ..consensus.quorum import max_faulty, quorum
+from ..errors import StorageFailure
+from ..events import kv
+from ..gossip import Gossip, GossipConfig, Item, pack
+from ..mesh.router import Delivered
+from ..mesh.seen import SeenCache
+from ..mesh.service import MeshNode
+from ..store import Store
+from ..wire.identity import Identity
+from ..wire.messages import (
     ENVELOPE_PREFIX,
     MAX_VOTE_SET,
     NEIGHBOUR_VERSION,
@@ -89,7 +89,7 @@ from .wire.messages import (
     split_batch,
     to_neighbour,
 )
-from .wire.packet import PacketType
+from ..wire.packet import PacketType
 
 log = logging.getLogger(__name__)
 
