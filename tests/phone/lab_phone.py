@@ -85,7 +85,7 @@ class Heard:
     dms: deque[tuple[bytes, str]] = field(default_factory=lambda: deque(maxlen=KEEP))
     delivered: deque[str] = field(default_factory=lambda: deque(maxlen=KEEP))
     unparsed: int = 0
-    own: int = 0
+    own: list[tuple[int, int]] = field(default_factory=list)  # (type, ttl) of our own frames
 
 
 class LabPhone:
@@ -233,7 +233,7 @@ class LabPhone:
 
     def _frame(self, f: UpstreamFrame) -> None:
         if f.sender == self.peer_id:  # the apps drop their own packets coming back
-            self.heard.own += 1
+            self.heard.own.append((f.type, f.ttl))
             return
         if (f.sender, f.type, f.timestamp) in self._seen:
             return

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from lab_phone import SLACK, LabPhone, legacy_advert_size
 
+from ble_bridge.control import request
 from ble_bridge.node import default_nickname
 from gatt.fakebluez import FakeBluezConfig, LinkModel
 from gatt.fakebluez.bus import dbus_daemon_path
@@ -46,6 +47,11 @@ def test_a_phone_sees_a_node_joins_its_table_bets_and_gets_a_private_reply(
         keep_announcing = asyncio.create_task(_announce_every(phone, 10.0))
         try:
             await _play(phone, short_id, log)
+        except AssertionError:  # what the nodes counted, for the report
+            for i in range(NODES):
+                st = await request(tmp_path / f"node{i}.sock", {"cmd": "status"}, timeout=5.0)
+                _step(log, f"node{i} phone={st.get('phone')} tables={st.get('tables')}")
+            raise
         finally:
             keep_announcing.cancel()
             await phone.close()
@@ -101,23 +107,27 @@ async def _play(phone: LabPhone, short_id: bytes, log: list[str]) -> None:
     assert "!bet" in dm, dm
 
     # join from the public chat; the submitting node says when it committed
-    mine = "alice: "
+    def mine() -> list[str]:
+        return [t for t in phone.public_lines() if "alice" in t]
 
     def said(pattern: str) -> bool:
-        return any(re.search(pattern, t) for t in phone.public_lines() if t.startswith(mine))
+        return any(re.search(pattern, t) for t in phone.public_lines() if t.startswith("alice: "))
 
     await phone.say(f"!join {TABLE}")
     assert await phone.until(lambda: said(rf"^alice: join in at {TABLE}"), 60), list(heard.public)
     _step(log, "joined")
-    # a bet: sent until one commits (a roll in progress may refuse it)
-    for attempt in range(20):
-        await phone.say(f"!bet {TABLE} pass 10")
-        _step(log, f"bet {attempt}: {[t for t in phone.public_lines() if 'alice' in t][-3:]}")
-        if await phone.until(lambda: said(rf"^alice: bet 10 pass in at {TABLE}"), 15):
-            break
-    else:
-        raise AssertionError(list(heard.public))
-    assert said(r"balance 990"), list(heard.public)
-    # the private line reaches the player too
+    # one bet: sent at once, or held for the next betting window if the dice are rolling
+    await phone.say(f"!bet {TABLE} field 10")
+    assert await phone.until(lambda: said(r"^alice: bet 10 field (sent to|held for)"), 30)
+    _step(log, f"bet: {mine()[-1]}")
+    assert await phone.until(lambda: said(rf"^alice: bet 10 field in at {TABLE}"), 60), mine()
+    assert not said("refused"), mine()
+    assert said(r"balance 990"), mine()
+    # a private !balance (after one reply token refilled: 3 replies a burst, 1 per 5 s)
+    await asyncio.sleep(5.0)
     await phone.dm(direct, "!balance", "LAB-PHONE-2")
-    assert await phone.until(lambda: sum(1 for s, _ in heard.dms if s == direct) >= 2, 30)
+    assert await phone.until(lambda: sum(1 for s, _ in heard.dms if s == direct) >= 2, 30), (
+        list(heard.dms),
+        list(heard.delivered),
+    )
+    _step(log, f"private reply: {[t for s, t in heard.dms if s == direct][-1]}")
