@@ -75,6 +75,10 @@ class ChurnResult:
     byzantine: dict[int, str] = field(default_factory=dict)
     attacks: dict[str, int] = field(default_factory=dict)  # what the attackers sent
     violations: list[str] = field(default_factory=list)
+    # what the honest nodes refused (engine drop_* stats and bridge drops, summed)
+    refused: dict[str, int] = field(default_factory=dict)
+    # the honest nodes' final validator sets of the table
+    final_sets: list[tuple[bytes, ...]] = field(default_factory=list)
 
     @property
     def safe(self) -> bool:
@@ -152,6 +156,13 @@ def choose_byzantine(nodes: int, count: int, behaviour: str, seed: int) -> dict[
     return {i: behaviour for i in sorted(picked)}
 
 
+def _seated(node: RuntimeNode) -> bool:
+    return any(
+        name == TABLE and node.bridge.engine(sid).is_validator
+        for sid, name in node.tables.names.items()
+    )
+
+
 async def run_churn(
     config: ScenarioConfig,
     store_dir: Path,
@@ -212,6 +223,9 @@ async def run_churn(
             return  # crashed meanwhile
         try:
             if what == "leave":
+                if i in attackers and not _seated(node):
+                    loop.call_later(2.0, act, i, what)  # an attacker leaves a seat it holds
+                    return
                 node.tables.leave(TABLE)
                 if i in attackers:
                     attackers[i].asked_leave = True
@@ -285,6 +299,14 @@ async def run_churn(
         result.violations += a.violations(final_sets, seats)
         sent.update(a.sent)
     result.attacks = dict(sent)
+    result.final_sets = final_sets
+    refused: Counter[str] = Counter()
+    for n in nodes:
+        refused.update({k: v for k, v in n.bridge.drops.items() if v})
+        for sid in n.tables.tables:
+            stats = n.bridge.engine(sid).stats
+            refused.update({k: v for k, v in stats.items() if k.startswith("drop_") and v})
+    result.refused = dict(refused)
     heights = count.heights
     result.heights = max(heights, default=0)
     result.ops = sum(v[0] for v in heights.values())

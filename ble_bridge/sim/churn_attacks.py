@@ -61,7 +61,8 @@ class Attacker:
         self.key: bytes | None = None
         self.sid: bytes | None = None
         self.asked_leave = False  # the run made it leave (LEAVING behaviours)
-        self.left = False  # ...and its leave was committed: it no longer follows the table
+        self.was_seated = False
+        self.left = False  # seated, then left: it no longer follows the table
         self.sent: Counter[str] = Counter()
         self._hooked: set[int] = set()
 
@@ -94,9 +95,16 @@ class Attacker:
         sid = self._table_id(node)
         if sid is not None:
             self.sid = sid
-        if self.asked_leave and self.sid is not None and self.sid not in node.tables.tables:
-            self.left = True
         engine = self._engine(node)
+        if engine is not None and engine.is_validator and not self.asked_leave:
+            self.was_seated = True
+        if (
+            self.asked_leave
+            and self.was_seated
+            and self.sid is not None
+            and self.sid not in node.tables.tables
+        ):
+            self.left = True
         if self.behaviour == "sponsor":
             self._sponsor(node, engine)
         elif self.behaviour == "forged-join":

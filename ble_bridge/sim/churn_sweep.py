@@ -21,7 +21,7 @@ import concurrent.futures
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..air.faults import Crash, Fault, FaultPlan, Loss, Partition
@@ -106,12 +106,17 @@ def run_seed(seed: int, duration: float = DURATION) -> ChurnOutcome:
     )
 
 
-def sweep(seeds: Iterable[int], duration: float = DURATION, jobs: int = 1) -> list[ChurnOutcome]:
+def sweep(
+    seeds: Iterable[int], duration: float = DURATION, jobs: int = 1
+) -> Iterator[ChurnOutcome]:
+    """Each seed's outcome in seed order, as it comes (``jobs`` worker processes)."""
     seeds = list(seeds)
     if jobs > 1:
         with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-            return list(pool.map(run_seed, seeds, [duration] * len(seeds), chunksize=2))
-    return [run_seed(s, duration) for s in seeds]
+            yield from pool.map(run_seed, seeds, [duration] * len(seeds))
+        return
+    for s in seeds:
+        yield run_seed(s, duration)
 
 
 def main(argv: list[str] | None = None) -> int:
