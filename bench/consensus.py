@@ -5,40 +5,58 @@ submitting ledger operations (Poisson) through its NetworkConsensusBridge for 55
 seconds, starting at 15 s, once the mesh has formed (links need 10-15 s on this profile;
 with the load starting at 5 s, a fifth of the run measures mesh formation instead:
 gossip then gave latency 4.4, 20.2 ops/s, bytes 2.9 over seeds 1-4). Bytes on air count
-the whole run, formation included. The numbers are ratios against bounds computed in the
-same run:
+the whole run, formation included. The two 8-node parts (light load, saturated) run for
+seeds 1-8, one process per seed (``--jobs``, default 2); the key is the median over the
+seeds, the worst seed is printed above the last line. The numbers are ratios against
+bounds computed in the same run:
 
 - latency_ratio: p50 commit latency (submit -> commit at the submitter), at a light load,
   / the protocol minimum, three message delays of (one-hop delay of the link model x
   network diameter); one-hop delay = a connection interval + the airtime of a vote frame
   on one link. Also printed: the consensus part alone (proposal -> commit at every node),
-  the path the three message delays describe; submit -> commit adds the op's way to the
-  proposer and the wait for the height in progress.
-- ops_per_s: committed operations per simulated second under a saturating load.
+  and, over every light-load op of every seed, a histogram of where submit -> commit
+  went: op to proposer, height in progress (until the proposer sends the block's
+  proposal), proposal (until the submitter knows the block), prevote and precommit
+  (until it counts a quorum of each), commit at the submitter.
+- ops_per_s: committed operations per simulated second under a saturating load; each
+  radio's busy fraction (airtime sent + received / time, ``Air.busy_seconds``) is printed.
 - bytes_per_op_ratio: bytes on air per committed op / its lower bound: per committed
   block, the proposal and 2n votes at their encoded frame sizes received once by each of
   the other n-1 nodes, divided by the ops in the block.
-- nodes50: a 50-validator session commits 10 heights (default: ``ideal`` links on a grid,
-  with a per-link inbound guard sized for them, see ``nodes50_mesh``; 45 simulated
-  seconds, about two minutes of CPU; on ``pi-tuned`` 50 validators commit
-  nothing in 90 s. On a grid the mesh is ~13 hops across, beyond the TTL of 7, so no node
-  learns the whole validator graph from announces, gossip trees cannot be built and
-  everyone floods: state announcements, votes and ops fill the 20 kB/s radios. Laid out
-  at random, views converge by ~40 s, but height 1 waits for 34 prevotes before any timer
-  runs, while the formation's floods still fill the air).
 
-The same two 8-node runs are repeated with neighbour gossip off (``BridgeConfig(gossip=
-False)``: every consensus message one mesh flood) and printed as the baseline line
-``flood latency_ratio=... ops_per_s=... bytes_per_op_ratio=...`` (skip with ``--no-flood``).
+Run once (seed 1, or ``--seed N``), beside the seeds:
 
-- join_heights (run once, not per seed): on a 7-validator ``pi-tuned`` table formed at
-  runtime (``ble_bridge.sim.runtime``, the seated nodes betting so heights go on), an 8th
-  node joins 20 times, leaving in between; the median number of heights from the height in
+- nodes50: a 50-validator session on ``pi-tuned`` links on a grid (``--nodes50-profile``,
+  ``--nodes50-topology``) commits 10 heights in 45 simulated seconds; nodes50_rate: the
+  slowest node's heights per simulated second from the load's start (goal >= 0.2).
+  ``--nodes50-ideal`` also prints the former default, ``ideal`` links (with a per-link
+  inbound guard sized for them, see ``nodes50_mesh``), labelled, not the key. On a grid
+  the mesh is ~13 hops across, beyond the TTL of 7, so no node learns the whole validator
+  graph from announces, gossip trees cannot be built and everyone floods: state
+  announcements, votes and ops fill the 20 kB/s radios. Laid out at random, views converge
+  by ~40 s, but height 1 waits for 34 prevotes before any timer runs, while the
+  formation's floods still fill the air.
+- tables12: ``ble_bridge.sim.many_tables``: a 100-node ``pi-tuned`` clustered random
+  geometric mesh, 12 tables of 8 (each its own session) and 4 relays, all tables playing;
+  ok when every table commits, safety holds, each keeps >= 50 % of the throughput it has
+  alone (the eleven others present but idle, same seed and positions) and its light-load
+  latency_ratio (over its own diameter) is <= 2.0.
+- join_heights: on a 7-validator ``pi-tuned`` table formed at runtime
+  (``ble_bridge.sim.runtime``, the seated nodes betting so heights go on), an 8th node
+  joins 20 times, leaving in between; the median number of heights from the height in
   progress when the first validator hears its join request to the first height whose
   certificate counts its vote (goal <= 3).
 
+The same two 8-node runs are repeated with neighbour gossip off (``BridgeConfig(gossip=
+False)``: every consensus message one mesh flood) and printed as the baseline line
+``flood latency_ratio=... ops_per_s=... bytes_per_op_ratio=...`` (medians over the
+seeds; skip with ``--no-flood``).
+
+``--seed N`` runs the 8-node parts for seed N only (the single parts with seed N);
+``--quick`` only the 8-node parts, of seed 1 (or of ``--seed N``, or ``--seeds a,b,..``).
+
 Last line, exactly:
-``consensus latency_ratio=<float> ops_per_s=<float> bytes_per_op_ratio=<float> nodes50=<ok|fail> join_heights=<float>``
+``consensus latency_ratio=<float> ops_per_s=<float> bytes_per_op_ratio=<float> nodes50=<ok|fail> join_heights=<float> tables12=<ok|fail> nodes50_rate=<float>``
 """
 
 from __future__ import annotations
@@ -61,11 +79,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ble_bridge.air.clock import run_virtual
 from ble_bridge.air.network import Network, SimNode
-from ble_bridge.air.profiles import get_profile
 from ble_bridge.bridge import BridgeConfig, BridgeError
 from ble_bridge.consensus.engine import Committed
 from ble_bridge.consensus.testing import LedgerApp, add_op
 from ble_bridge.mesh.config import MeshConfig
+from ble_bridge.sim.many_tables import ManyTablesConfig, one_hop_delay, run_many_tables
 from ble_bridge.sim.scenario import ScenarioConfig, run_scenario
 from ble_bridge.sim.table import TableNode, table_node_factory
 from ble_bridge.wire.identity import Identity
@@ -283,7 +301,7 @@ class LoadResult:
     @property
     def minimum(self) -> float:
         """The protocol minimum of submit -> commit: three message delays across the mesh."""
-        return 3 * one_hop_delay(self.profile) * max(1, self.diameter)
+        return 3 * one_hop_delay(self.profile, SESSION) * max(1, self.diameter)
 
     @property
     def latency_ratio(self) -> float:
@@ -393,15 +411,6 @@ def nodes50_mesh(profile_name: str) -> MeshConfig | None:
     if profile_name != "ideal":
         return None
     return MeshConfig(inbound_rate=1000.0, inbound_burst=2000.0)
-
-
-def one_hop_delay(profile_name: str) -> float:
-    """A connection interval plus the airtime of a vote frame on one link."""
-    p = get_profile(profile_name)
-    ident = Identity.from_seed(b"bench-one-hop".ljust(32, b"."))
-    vote = Vote.create(ident.sign, ident.signing_public, SESSION, Step.PREVOTE, 1, 0, bytes(32))
-    frame = frame_size(ident, encode_message(SESSION, vote))
-    return sum(p.conn_interval) / 2 + p.frame_seconds(frame, p.link_rate)
 
 
 def run_join_heights(seed: int, joins: int = 20) -> tuple[list[int], float]:
@@ -571,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     wall0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         # the long single parts first, so both processes stay busy to the end
-        big = big_ideal = churn = None
+        big = big_ideal = churn = tables = None
         if not args.quick:
             big = pool.submit(
                 run_nodes50,
@@ -584,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                 big_ideal = pool.submit(
                     run_nodes50, "ideal", args.nodes50_topology, args.nodes50_duration, once_seed
                 )
+            tables = pool.submit(run_many_tables, ManyTablesConfig(seed=once_seed))
             churn = pool.submit(run_join_heights, once_seed)
         futures = [
             pool.submit(
@@ -641,6 +651,24 @@ def main(argv: list[str] | None = None) -> int:
                 nodes50 = "ok" if b.min_height >= 10 else "fail"
             else:
                 rate50 = math.nan
+        tables12 = "fail"
+        if tables is not None:
+            m = tables.result()
+            k_lat = max(range(m.config.tables), key=m.latency_ratio)
+            k_share = min(range(m.config.tables), key=m.share)
+            print(
+                f"100 nodes {m.config.profile} clustered, {m.config.tables} tables of "
+                f"{m.config.seats} + {m.config.relays} relays, all playing: safe {m.safe}; "
+                f"throughput together / alone median {statistics.median(map(m.share, range(m.config.tables))):.2f}, "
+                f"worst {m.share(k_share):.2f} (table {k_share}: {m.together[k_share].ops_per_s:.1f} "
+                f"vs {m.alone[k_share].ops_per_s:.1f} ops/s; goal >= 0.5); latency_ratio median "
+                f"{statistics.median(map(m.latency_ratio, range(m.config.tables))):.2f}, worst "
+                f"{m.latency_ratio(k_lat):.2f} (table {k_lat}, diameter "
+                f"{m.together[k_lat].diameter}; goal <= 2.0); heights together min "
+                f"{min(t.heights for t in m.together)}; radios busy mean "
+                f"{statistics.fmean(m.busy) if m.busy else math.nan:.2f}; wall {m.wall:.0f} s"
+            )
+            tables12 = "ok" if m.ok() else "fail"
         join_heights = math.nan
         if churn is not None:
             joined, wall = churn.result()
@@ -661,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         f"consensus latency_ratio={statistics.median(lat):.2f} "
         f"ops_per_s={statistics.median(ops):.1f} "
         f"bytes_per_op_ratio={statistics.median(byt):.2f} nodes50={nodes50} "
-        f"join_heights={join_heights:.1f} nodes50_rate={rate50:.2f}"
+        f"join_heights={join_heights:.1f} tables12={tables12} nodes50_rate={rate50:.2f}"
     )
     return 0
 
