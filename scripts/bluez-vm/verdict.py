@@ -70,6 +70,15 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         if not r.get("safety_ok", True):
             reasons.append("safety: " + "; ".join(r.get("conflicts", [])[:3]))
         reasons += [ev for ev in r.get("events", []) if "exited" in ev]
+        if "kills_wanted" in r:  # --scenario chaos: every kill made, every killed node back
+            worst, limit = r.get("worst_rejoin_s"), r.get("rejoin_limit_s", 90)
+            if r["kills"] < r["kills_wanted"] or r["rejoined"] < r["kills"]:
+                reasons.append(
+                    f"chaos: {r['rejoined']} of {r['kills']} kills rejoined within {limit} s"
+                    f" ({r['kills_wanted']} kills wanted)"
+                )
+            elif worst is not None and worst > limit:
+                reasons.append(f"chaos: worst rejoin {worst} s > {limit} s")
     for notes in (o / "init-notes.txt" for o in outs):
         if notes.exists():
             print("test-bluez-vm:   VM setup: " + notes.read_text().strip(), file=sys.stderr)
@@ -98,14 +107,22 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         "hash_heights": r.get("hash_heights"),
         "blocks_compared": r.get("blocks_compared"),
         "events": r.get("events", []),
+        **{k: r[k] for k in ("kills", "rejoined", "worst_rejoin_s", "chaos_seed") if k in r},
     }
 
 
 def last_line(v: dict[str, Any]) -> str:
-    return (
+    line = (
         f"bluez-vm nodes={v['nodes']} links={v['links']} heights={v['heights']} "
         f"rising={v['rising']} safety={v['safety']}"
     )
+    if "kills" in v:  # --scenario chaos adds its keys after the stable ones
+        worst = v.get("worst_rejoin_s")
+        line += (
+            f" kills={v['kills']} rejoined={v['rejoined']} "
+            f"worst_rejoin_s={'nan' if worst is None else f'{float(worst):.1f}'}"
+        )
+    return line
 
 
 def main(argv: list[str]) -> int:
