@@ -38,6 +38,13 @@ class BleConfig:
     connect_interval_s: float = 0.5
     """At most one outgoing connect attempt per interval (connect rate limit)."""
     connect_timeout_s: float = 10.0
+    peripheral_connect_timeouts: int = 2
+    """Connect timeouts in a row to one node, while we hold inbound links (we are their
+    peripheral), after which we end every inbound link and connect at once: a Linux kernel
+    before 6.4 whose controller driver lacks HCI_QUIRK_VALID_LE_STATES (hci_uart H4 on
+    Debian 12's 6.1) never initiates while its controller is a peripheral, so two such nodes,
+    each a peripheral of a third, never link otherwise. Done once per node until a link to it
+    forms (a node that still times out is then left to the normal backoff); 0: never."""
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     backoff_jitter: float = 0.25
