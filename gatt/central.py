@@ -308,7 +308,9 @@ class MeshCentral:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 2.0)
             self.host.connect_failed(address)
-            if reason == "timeout":  # still not advertising (paused): no one connects meanwhile
+            # bluetoothd never answered (as when the kernel will not initiate), not an error
+            # it returned; our advert is still paused: no one connects to us meanwhile
+            if isinstance(e, TimeoutError):
                 freed = await self._free_central_role(address)
             if not freed:
                 return
