@@ -33,10 +33,11 @@
 # Checks: every node pair linked both ways, heights still rising at the end, one state hash
 # per height (and one block per height in the nodes' stores), no traceback in any node log.
 # --scenario chaos (one VM per node; the lab's --chaos on real bluetoothd): once the links
-# formed, every --chaos S s (default 20) after the previous rejoin a random node (--seed) is
-# killed with SIGKILL and restarted on its state, --kills K times (default 3); each must rejoin
-# (linked both ways to every node, height above its height before the kill) within 90 s of the
-# kill; then 35 s more play. The last line then adds kills=<int> rejoined=<int> worst_rejoin_s=<s>.
+# formed and the table commits, every --chaos S s (default 20) after the previous rejoin a
+# random node (--seed) is killed with SIGKILL and restarted on its state, --kills K times
+# (default 3); each must rejoin (linked both ways to every node, height above its height
+# before the kill) within 90 s of the kill; then 35 s more play. The last line then adds
+# kills=<int> rejoined=<int> worst_rejoin_s=<s>.
 # If a run fails only because links did not form and the logs show the connect race (bluetoothd's
 # "is already connected" or a node's failed connect), or a VM's controller never came up, the
 # whole VM set is retried once, and the output says so; a traceback, a safety violation, a node

@@ -14,8 +14,8 @@ When the links formed and ``--duration`` s of play passed (or the link bound ran
 exited) it writes ``exchange/stop``, waits for every VM's ``blocks.json`` and writes
 ``ATTEMPT/out/result.json`` (the keys verdict.py reads).
 
-``--chaos S --kills K`` (the lab's ``--chaos``, on real bluetoothd): S s after the links formed,
-and S s after each rejoin, it asks a random node's VM (``--seed``) to SIGKILL its node and start
+``--chaos S --kills K`` (the lab's ``--chaos``, on real bluetoothd): S s after every node reached
+height 1 (the table commits; bounded by ``--link-wait``), and S s after each rejoin, it asks a random node's VM (``--seed``) to SIGKILL its node and start
 it again on its state (``exchange/killI.K``; guest.py does it and writes ``killed``/``restarted``
 rows). A kill has rejoined when, in rows written after the restart, the node is linked both ways
 to every other node and its height is above its last height before the kill (with 3 validators
@@ -101,7 +101,9 @@ class Chaos:
         self.events: list[str] = result["events"]
         # one dict per kill: node, number (per node), at, height_before, rejoin_s
         self.kills: list[dict[str, Any]] = []
-        self.next_at = time.monotonic() + self.every
+        self.t0 = time.monotonic()
+        self.start_wait = float(args.link_wait)
+        self.next_at: float | None = None  # set once the table commits
         self.ended_at: float | None = None
 
     def running(self) -> bool:
@@ -138,6 +140,16 @@ class Chaos:
             return
         if len(self.kills) >= self.max_kills:
             self.ended_at = now
+            return
+        if self.next_at is None:  # the first kill waits for a committing table (as the lab's)
+            if all(h is not None and h >= 1 for h in hs):
+                self.next_at = now + self.every
+                say(f"table committing (heights {hs}): first kill in {self.every:.0f} s")
+            elif now - self.t0 > self.start_wait:
+                msg = f"the table never committed within {self.start_wait:.0f} s: no kill made"
+                self.events.append(msg)
+                say(msg)
+                self.ended_at = now
             return
         if now < self.next_at:
             return
