@@ -43,6 +43,7 @@ class BridgeConfig:
     announce_max_interval: float = 16.0  # when idle
     heartbeat_interval: float = 4.0  # announce anyway if we sent nothing for this long (0: off)
     contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
+    stranger_capacity: int = 16  # announcements kept of keys outside the set we know
     latency_samples: int = 4096
     resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
     request_interval: float = 0.25  # catch-up requests passed on per sender and kind...

@@ -119,6 +119,8 @@ class _Session:
         self.pending = PendingOperations()
         self.contact = Contact(self.validators, me, now, config.contact_timeout)
         self.announced: dict[bytes, StateAnnounce] = {}  # validator -> its last announcement
+        # keys outside the set we know -> their last announcement (see _follow_strangers)
+        self.strangers: OrderedDict[bytes, StateAnnounce] = OrderedDict()
         self.health = SessionHealth.ACTIVE
         self.announcer = Announcer(
             now,
@@ -597,8 +599,15 @@ class NetworkConsensusBridge:
             # announcement goes straight to the engine (it asks for blocks: cheap, and
             # unanswerable if false); a far one only as the (f+1)-th highest.
             self.counters["messages_processed"] += 1
-            if item.sender not in s.validators:
+            if item.sender is None:
                 self._drop("announce_not_validator")
+                return
+            if item.sender not in s.validators:
+                # A key outside the set we know: a joiner's only view of a table whose
+                # genesis validators left (it learns the later sets from the chain itself).
+                self._note_stranger(s, item.sender, msg)
+                if self._lost_set(s, now):
+                    self._follow_strangers(s, now)
                 return
             s.announced[item.sender] = msg
             eng = s.engine
@@ -996,6 +1005,8 @@ class NetworkConsensusBridge:
             return
         for k in s.contact.set_validators(keys, now):  # newcomers get the start's grace
             s.announced.pop(k, None)
+        for k in keys & s.strangers.keys():  # the chain names them now: validators' word
+            s.announced[k] = s.strangers.pop(k)
         s.validators = keys
         self.counters["validator_set_changes"] += 1
 
@@ -1084,10 +1095,14 @@ class NetworkConsensusBridge:
         n = len(s.validators)
         in_contact = self._in_contact(s, now)
         before = s.health
+        following = None
+        if self._lost_set(s, now, in_contact):
+            following = self._follow_announcements(s, now) or self._follow_strangers(s, now)
         if in_contact < quorum(n):
             seen = Seen.QUORUM_LOST
         else:  # behind: hand the engine what f+1 validators announced
-            seen = Seen.BEHIND if self._follow_announcements(s, now) else Seen.IN_STEP
+            behind = self._follow_announcements(s, now) if following is None else following
+            seen = Seen.BEHIND if behind else Seen.IN_STEP
         s.health, effect = next_health(before, seen)
         if s.health is before:
             return
@@ -1108,6 +1123,58 @@ class NetworkConsensusBridge:
             # Healing: tell the others where we are now; their answers drive catch-up.
             s.announcer.healed()
             self._announce(s, now)
+
+    def _lost_set(self, s: _Session, now: float, in_contact: int | None = None) -> bool:
+        """Whether the set we know cannot lead us: we are not one of it (a joiner), or we
+        hear no quorum of it (it may have left while we were away). Only then do keys
+        outside it matter; a live validator ignores them (no request on their word)."""
+        if not s.engine.is_validator:
+            return True
+        if in_contact is None:
+            in_contact = self._in_contact(s, now)
+        return in_contact < quorum(len(s.validators))
+
+    def _note_stranger(self, s: _Session, key: bytes, msg: StateAnnounce) -> None:
+        """Keep the last announcement of a key outside our validator set (bounded: the
+        oldest heard goes first)."""
+        self.counters["announce_stranger"] += 1
+        s.strangers[key] = msg
+        s.strangers.move_to_end(key)
+        while len(s.strangers) > self.config.stranger_capacity:
+            s.strangers.popitem(last=False)
+            self._drop("announce_stranger_evicted")
+
+    def _follow_strangers(self, s: _Session, now: float) -> bool:
+        """Catch up on announcements of keys outside the set we know (True when behind).
+
+        A node that knows only an old set (a joiner knows the genesis set; its validators
+        may all have left) cannot place these keys until the chain names them, so none of
+        them is trusted: one stranger above us only makes the engine ask for our next block
+        (its certificate is checked against the set of its own height, so a liar gains
+        nothing and a truthful one moves us a block on, into sets that name more of them).
+        Only ``max(2, f+1)`` distinct strangers above us (f of the set we know) make the
+        engine take the (f+1)-th highest as the height to catch up to (blocks in batches,
+        or a snapshot, which is proven link by link from the genesis set). Sybil keys cost
+        a liar nothing, so the most they buy is one request per ``request_interval`` (the
+        engine's own rate) for blocks or a snapshot nobody holds."""
+        eng = s.engine
+        ahead = sorted(
+            (a.height for a in s.strangers.values() if a.height > eng.height), reverse=True
+        )
+        if not ahead:
+            return False
+        need = max(2, max_faulty(len(s.validators)) + 1)
+        target = ahead[need - 1] if len(ahead) >= need else eng.height + 1
+        self.counters["stranger_catch_up"] += 1
+        try:
+            eng.receive(now, StateAnnounce(target, bytes(32), bytes(32)))
+        except StorageFailure:
+            raise
+        except Exception:
+            self._drop("engine_error")
+            log.exception("engine failed on a state announcement")
+        self._after(s)
+        return True
 
     def _follow_announcements(self, s: _Session, now: float) -> bool:
         """If f+1 validators (so at least one honest) announced heights above ours, hand the
