@@ -14,7 +14,8 @@ import random
 from collections import deque
 from typing import Any
 
-from ..bridge import BridgeConfig, NetworkConsensusBridge, _Session
+from ..bridge import BridgeConfig, NetworkConsensusBridge
+from ..bridge.service import _Session
 from ..consensus.byzantine import BEHAVIOURS, Behaviour, misbehave
 from ..mesh.service import MeshNode
 from ..node import BridgeFactory

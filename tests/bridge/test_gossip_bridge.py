@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from bridge_harness import SESSION, BridgeNet, run
 
-import ble_bridge.bridge as bridge_module
-from ble_bridge.bridge import BridgeConfig, _Session
+import ble_bridge.bridge.service as bridge_module
+from ble_bridge.bridge import BridgeConfig
+from ble_bridge.bridge.service import _Session
 from ble_bridge.consensus.testing import LedgerApp, add_op
 from ble_bridge.gossip import Gossip, Item
 from ble_bridge.mesh.router import Delivered

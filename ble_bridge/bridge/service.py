@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType
 
-from .consensus.app import Application
-from .consensus.engine import (
+from ..consensus.app import Application
+from ..consensus.engine import (
     Committed,
     ConsensusEngine,
     EngineConfig,
@@ -41,16 +41,16 @@ from .consensus.engine import (
     SnapshotInstalled,
     ValidatorsChanged,
 )
-from .consensus.quorum import max_faulty, quorum
-from .errors import StorageFailure
-from .events import kv
-from .gossip import Gossip, GossipConfig, Item, pack
-from .mesh.router import Delivered
-from .mesh.seen import SeenCache
-from .mesh.service import MeshNode
-from .store import Store
-from .wire.identity import Identity
-from .wire.messages import (
+from ..consensus.quorum import max_faulty, quorum
+from ..errors import StorageFailure
+from ..events import kv
+from ..gossip import Gossip, GossipConfig, Item, pack
+from ..mesh.router import Delivered
+from ..mesh.seen import SeenCache
+from ..mesh.service import MeshNode
+from ..store import Store
+from ..wire.identity import Identity
+from ..wire.messages import (
     ENVELOPE_PREFIX,
     MAX_VOTE_SET,
     NEIGHBOUR_VERSION,
@@ -89,7 +89,7 @@ from .wire.messages import (
     split_batch,
     to_neighbour,
 )
-from .wire.packet import PacketType
+from ..wire.packet import PacketType
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class BridgeConfig:
     announce_max_interval: float = 16.0  # when idle
     heartbeat_interval: float = 4.0  # announce anyway if we sent nothing for this long (0: off)
     contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
+    stranger_capacity: int = 16  # announcements kept of keys outside the set we know
     latency_samples: int = 4096
     resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
     request_interval: float = 0.25  # catch-up requests passed on per sender and kind...
@@ -274,6 +275,8 @@ class _Session:
         self.pending: OrderedDict[bytes, PendingOperation] = OrderedDict()
         self.contact: dict[bytes, float] = {v: now for v in self.validators}
         self.announced: dict[bytes, StateAnnounce] = {}  # validator -> its last announcement
+        # keys outside the set we know -> their last announcement (see _follow_strangers)
+        self.strangers: OrderedDict[bytes, StateAnnounce] = OrderedDict()
         self.health = SessionHealth.ACTIVE
         self.last_announced: tuple[int, bytes] | None = None
         self.announce_interval = config.announce_min_interval
@@ -744,8 +747,15 @@ class NetworkConsensusBridge:
             # announcement goes straight to the engine (it asks for blocks: cheap, and
             # unanswerable if false); a far one only as the (f+1)-th highest.
             self.counters["messages_processed"] += 1
-            if item.sender not in s.validators:
+            if item.sender is None:
                 self._drop("announce_not_validator")
+                return
+            if item.sender not in s.validators:
+                # A key outside the set we know: a joiner's only view of a table whose
+                # genesis validators left (it learns the later sets from the chain itself).
+                self._note_stranger(s, item.sender, msg)
+                if self._lost_set(s, now):
+                    self._follow_strangers(s, now)
                 return
             s.announced[item.sender] = msg
             eng = s.engine
@@ -1223,6 +1233,8 @@ class NetworkConsensusBridge:
         for k in s.validators - keys:
             s.contact.pop(k, None)
             s.announced.pop(k, None)
+        for k in keys & s.strangers.keys():  # the chain names them now: validators' word
+            s.announced[k] = s.strangers.pop(k)
         s.validators = keys
         self.counters["validator_set_changes"] += 1
 
@@ -1322,10 +1334,13 @@ class NetworkConsensusBridge:
         n = len(s.validators)
         in_contact = self._in_contact(s, now)
         before = s.health
+        following = None
+        if self._lost_set(s, now, in_contact):
+            following = self._follow_announcements(s, now) or self._follow_strangers(s, now)
         if in_contact < quorum(n):
             s.health = SessionHealth.PARTITIONED
         else:
-            behind = self._follow_announcements(s, now)
+            behind = self._follow_announcements(s, now) if following is None else following
             s.health = SessionHealth.CATCHING_UP if behind else SessionHealth.ACTIVE
         if s.health is before:
             return
@@ -1346,6 +1361,58 @@ class NetworkConsensusBridge:
             # Healing: tell the others where we are now; their answers drive catch-up.
             s.announce_interval = self.config.announce_min_interval
             self._announce(s, now)
+
+    def _lost_set(self, s: _Session, now: float, in_contact: int | None = None) -> bool:
+        """Whether the set we know cannot lead us: we are not one of it (a joiner), or we
+        hear no quorum of it (it may have left while we were away). Only then do keys
+        outside it matter; a live validator ignores them (no request on their word)."""
+        if not s.engine.is_validator:
+            return True
+        if in_contact is None:
+            in_contact = self._in_contact(s, now)
+        return in_contact < quorum(len(s.validators))
+
+    def _note_stranger(self, s: _Session, key: bytes, msg: StateAnnounce) -> None:
+        """Keep the last announcement of a key outside our validator set (bounded: the
+        oldest heard goes first)."""
+        self.counters["announce_stranger"] += 1
+        s.strangers[key] = msg
+        s.strangers.move_to_end(key)
+        while len(s.strangers) > self.config.stranger_capacity:
+            s.strangers.popitem(last=False)
+            self._drop("announce_stranger_evicted")
+
+    def _follow_strangers(self, s: _Session, now: float) -> bool:
+        """Catch up on announcements of keys outside the set we know (True when behind).
+
+        A node that knows only an old set (a joiner knows the genesis set; its validators
+        may all have left) cannot place these keys until the chain names them, so none of
+        them is trusted: one stranger above us only makes the engine ask for our next block
+        (its certificate is checked against the set of its own height, so a liar gains
+        nothing and a truthful one moves us a block on, into sets that name more of them).
+        Only ``max(2, f+1)`` distinct strangers above us (f of the set we know) make the
+        engine take the (f+1)-th highest as the height to catch up to (blocks in batches,
+        or a snapshot, which is proven link by link from the genesis set). Sybil keys cost
+        a liar nothing, so the most they buy is one request per ``request_interval`` (the
+        engine's own rate) for blocks or a snapshot nobody holds."""
+        eng = s.engine
+        ahead = sorted(
+            (a.height for a in s.strangers.values() if a.height > eng.height), reverse=True
+        )
+        if not ahead:
+            return False
+        need = max(2, max_faulty(len(s.validators)) + 1)
+        target = ahead[need - 1] if len(ahead) >= need else eng.height + 1
+        self.counters["stranger_catch_up"] += 1
+        try:
+            eng.receive(now, StateAnnounce(target, bytes(32), bytes(32)))
+        except StorageFailure:
+            raise
+        except Exception:
+            self._drop("engine_error")
+            log.exception("engine failed on a state announcement")
+        self._after(s)
+        return True
 
     def _follow_announcements(self, s: _Session, now: float) -> bool:
         """If f+1 validators (so at least one honest) announced heights above ours, hand the
