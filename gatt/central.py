@@ -102,6 +102,8 @@ class CentralHost(Protocol):
 
     async def drop_link(self, address: str, reason: str) -> None: ...
 
+    def inbound_addresses(self) -> list[str]: ...
+
     async def pause_advertising(self) -> bool: ...
 
     def connect_failed(self, address: str) -> None: ...
@@ -334,6 +336,7 @@ class MeshCentral:
             timeout=cfg.connect_timeout_s,
             bluez={"adapter": cfg.adapter},
         )
+        freed = False
         try:
             await asyncio.wait_for(client.connect(), cfg.connect_timeout_s + 1.0)
         except Exception as e:
@@ -352,12 +355,40 @@ class MeshCentral:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 2.0)
             self.host.connect_failed(address)
-            return
+            # bluetoothd never answered (as when the kernel will not initiate), not an error
+            # it returned; our advert is still paused: no one connects to us meanwhile
+            if isinstance(e, TimeoutError):
+                freed = await self._free_central_role(address)
+            if not freed:
+                return
         finally:
             if paused:
                 with contextlib.suppress(Exception):
                     await self.host.resume_advertising()
+        if freed:  # once: the policy frees the role for a node once until it links
+            self.policy.attempt(address, self._loop_time())
+            await self._attempt_connect(address, device)
+            return
         await self._open_session(address, client)
+
+    async def _free_central_role(self, address: str) -> bool:
+        """The LE-states limit (``peripheral_connect_timeouts``): end our inbound links so the
+        controller is no longer a peripheral and may initiate; their peers reconnect to us."""
+        inbound = self.host.inbound_addresses()
+        if not self.policy.free_central_role(address, len(inbound)):
+            return False
+        self.stats["freed_central_role"] += 1
+        log.info(
+            kv(
+                "free_central_role",
+                address=address,
+                drop=",".join(inbound),
+                why="connects time out while we are a peripheral (controller LE states)",
+            )
+        )
+        for peer in inbound:
+            await self.host.drop_link(peer, "free_central_role")
+        return True
 
     async def _open_session(self, address: str, client: BleakClient) -> None:
         cfg = self.config

@@ -241,6 +241,17 @@ class BleTransport(Transport):
         inbound = {address_of(p) for p in self.peripheral.connected_devices}
         return set(self._central_by_addr) | set(self._periph_by_addr) | inbound
 
+    def inbound_addresses(self) -> list[str]:
+        """Nodes connected to us (we are the peripheral): links, and connections that have not
+        written yet; not those we also hold (or are making) a central link to."""
+        ours = set(self._central_by_addr) | set(self.central.sessions)
+        ours |= {s.address for s in self.central.abandoned}
+        if self.central.connecting is not None:
+            ours.add(self.central.connecting)
+        inbound = set(self._periph_by_addr)
+        inbound |= {address_of(p) for p in self.peripheral.connected_devices}
+        return sorted(inbound - ours)
+
     def link_ages(self, now: float) -> list[tuple[str, float]]:
         """(address, seconds up) of every link, for the rotation rule."""
         return [(lk.address, now - lk.since) for lk in self._links.values()]
