@@ -19,9 +19,9 @@ class ExitCode(enum.IntEnum):
     ADAPTER_MISSING = 3  # no such Bluetooth adapter (hciN) on this bluetoothd
     NO_SYSTEM_BUS = 4  # the D-Bus system bus is not reachable
     BLUETOOTHD_ABSENT = 5  # org.bluez is not on the bus
-    DATA_DIR = 6  # state directory missing, read-only or full
+    DATA_DIR = 6  # state directory not a directory, read-only or not writable
     DB_CORRUPT = 7  # database unusable and could not be moved aside
-    STORAGE = 8  # a write failed while running (disk full, I/O error): restart may help
+    STORAGE = 8  # disk full (at start or while running), a write failed: restart may help
 
 
 #: codes a restart by systemd cannot fix without the operator

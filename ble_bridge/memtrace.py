@@ -5,7 +5,8 @@ costs CPU and memory of its own). Then the first snapshot is taken after one int
 node has started and formed its links), and every interval after that the ``top`` source
 lines whose allocations grew most since that first snapshot are logged, one line each:
 ``INFO tracemalloc rank=1 grew_kib=… count=… total_kib=… where=file.py:123``. Lines that
-keep growing over a long run are what to bound.
+keep growing over a long run are what to bound. The ``tracemalloc_total`` line also gives
+SQLite's own allocations (``sqlite_kib``, its page cache), which tracemalloc cannot see.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import tracemalloc
 
 from .events import kv
+from .store import sqlite_memory_used
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,14 @@ async def trace_forever(interval: float, top: int = 10) -> None:
         await asyncio.sleep(interval)
         now = tracemalloc.take_snapshot()
         current, peak = tracemalloc.get_traced_memory()
-        log.info(kv("tracemalloc_total", traced_kib=current // 1024, peak_kib=peak // 1024))
+        sqlite = sqlite_memory_used()  # C allocations tracemalloc does not see
+        log.info(
+            kv(
+                "tracemalloc_total",
+                traced_kib=current // 1024,
+                peak_kib=peak // 1024,
+                sqlite_kib=None if sqlite is None else sqlite // 1024,
+            )
+        )
         for line in growth_lines(first, now, top):
             log.info(line)

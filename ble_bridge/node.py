@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,10 @@ class NodeSection:
     sim_peers: int = 3  # simulated neighbours with transport = "sim"
     signer_file: Path | None = None  # default: <key_file>.signer, beside the key
     failure_exit_s: float = 5.0  # a node that stopped signing shows it this long, then exits
+    # a data dir full at start is re-checked this long before the node exits 8: systemd's
+    # restarts (3 s apart) then stay under the unit's start limit, so the node keeps coming
+    # back until space is freed instead of giving up after 5 quick tries
+    full_wait_s: float = 30.0
 
     @property
     def key_path(self) -> Path:
@@ -255,13 +260,19 @@ def build_ble_transport(config: NodeConfig, identity: Identity) -> Transport:
 DATA_DIR_MIN_FREE = 1 << 20
 """Bytes a data dir must have free at start (SQLite's WAL, the signer state, the snapshot)."""
 
+FIX_FULL = (
+    "free space on that filesystem (journalctl --vacuum-size, old logs); the node starts again"
+    " by itself (systemd restarts it)"
+)
+
 
 def check_data_dir(path: Path, min_free: int = DATA_DIR_MIN_FREE) -> None:
     """Is ``path`` a directory we can write, with room? Else a one-line StartupError.
 
     It is created if missing (with its parents). A probe file is written, fsynced and
-    removed: a read-only mount, a file where the directory should be, missing permission
-    and a full disk each give their own problem text and exit code 6.
+    removed: a read-only mount, a file where the directory should be and missing permission
+    each give their own problem text and exit code 6 (the operator must act); a full disk is
+    exit 8 (storage: freeing space is enough, systemd's restart then succeeds).
     """
     fix_perm = f"make {path} a writable directory of the ble-bridge user ([node] data_dir)"
     try:
@@ -292,19 +303,38 @@ def check_data_dir(path: Path, min_free: int = DATA_DIR_MIN_FREE) -> None:
     free = st.f_bavail * st.f_frsize
     if free < min_free:
         raise StartupError(
-            ExitCode.DATA_DIR,
+            ExitCode.STORAGE,
             f"data dir {path} is full ({free // 1024} KiB free, need {min_free // 1024} KiB)",
-            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
+            FIX_FULL,
         )
+
+
+def wait_for_data_dir(
+    path: Path,
+    wait_s: float,
+    *,
+    check: Callable[[Path], None] = check_data_dir,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    every: float = 1.0,
+) -> None:
+    """:func:`check_data_dir`, re-checked for up to ``wait_s`` seconds while the only
+    problem is a full disk (space freed meanwhile: the node starts); any other problem, or
+    still full at the end, raises at once / then."""
+    deadline = clock() + wait_s
+    while True:
+        try:
+            check(path)
+            return
+        except StartupError as exc:
+            if exc.code is not ExitCode.STORAGE or clock() + every > deadline:
+                raise
+        sleep(every)
 
 
 def _data_dir_error(path: Path, exc: OSError, what: str, fix_perm: str) -> StartupError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StartupError(
-            ExitCode.DATA_DIR,
-            f"data dir {path} is full ({exc.strerror})",
-            "free space on that filesystem (journalctl --vacuum-size, old logs) and restart",
-        )
+        return StartupError(ExitCode.STORAGE, f"data dir {path} is full ({exc.strerror})", FIX_FULL)
     if exc.errno == errno.EROFS:
         return StartupError(
             ExitCode.DATA_DIR,
@@ -339,6 +369,8 @@ def open_state(
             " move the signer file away (the node then catches up before it signs)",
         ) from None
     except StorageFailure as exc:
+        if _disk_full(exc):
+            raise StartupError(ExitCode.STORAGE, str(exc), FIX_FULL) from None
         raise StartupError(
             ExitCode.DATA_DIR, str(exc), "make the key's directory writable ([node] signer_file)"
         ) from None
@@ -358,6 +390,8 @@ def open_state(
         ) from None
     except (sqlite3.Error, StorageFailure) as exc:
         signer.close()
+        if _disk_full(exc):  # not a broken database: space freed, the restart succeeds
+            raise StartupError(ExitCode.STORAGE, f"{store_path}: {exc}", FIX_FULL) from None
         raise StartupError(
             ExitCode.DB_CORRUPT,
             f"database {store_path} cannot be opened ({exc})",
@@ -374,6 +408,21 @@ def open_state(
         return signer_catch_up(signer, opened, session)
 
     return store, signer, reason
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Is ``exc`` (or what it wraps) "no space left": ENOSPC/EDQUOT or SQLite's FULL?"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if (
+            isinstance(seen, sqlite3.Error)
+            and getattr(seen, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        ):
+            return True  # "database or disk is full"
+        seen = seen.__cause__
+    return False
 
 
 class BridgeFactory(Protocol):
@@ -477,7 +526,7 @@ class Node:
     ) -> None:
         self.identity = identity or Identity.load(config.node.key_path)
         if store_path == "data_dir":  # the service's own state dir: writable, with room
-            check_data_dir(config.node.data_dir)
+            wait_for_data_dir(config.node.data_dir, config.node.full_wait_s)
         if config.mesh.nickname is None:  # phones list no peer without a nickname
             board_name = board_by_name(config.node.board).name
             nickname = default_nickname(board_name, self.identity.peer_id)

@@ -45,6 +45,44 @@ def classify_error(exc: BaseException) -> str:
     return "other"
 
 
+BLEAK_CALL_TIMEOUT_S = 10.0
+"""Bound on one bleak scanner start or stop (a few D-Bus round trips): a call that never
+returns must not stop the scan loop for good."""
+
+
+async def reset_bleak() -> None:
+    """Make bleak forget what it cached from a bluetoothd that went away.
+
+    bleak keeps one BlueZ object cache per event loop and does not watch bluetoothd's bus
+    name: after a crash its cache still shows the old connections (``Connected`` true, so a
+    new ``connect`` skips BlueZ's Connect). Its bus is closed while holding bleak's own bus
+    lock (no scan start or stop is mid-call then), and bleak's manager is left without a bus:
+    the next bleak call builds a fresh one from bluetoothd's objects, and a call still holding
+    the closed one fails at once instead of waiting forever (dbus-fast: a call on a closed
+    bus whose fd number was reused by a newer socket never returns; it used to hold bleak's
+    lock and so every later scan and connect of the process). Safe to call several times.
+    """
+    from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+
+    try:
+        manager = await get_global_bluez_manager()
+    except Exception:  # no bus to bluetoothd now: nothing cached to forget
+        return
+    lock = getattr(manager, "_bus_lock", None)
+    async with lock if lock is not None else contextlib.nullcontext():
+        bus = getattr(manager, "_bus", None)
+        if bus is None:
+            return
+        bus.disconnect()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(bus.wait_for_disconnect(), BLEAK_CALL_TIMEOUT_S)
+        watcher = getattr(manager, "_bus_watcher_task", None)
+        if watcher is not None:  # bleak >= 3: resets the cache and tells its clients
+            await asyncio.wait({watcher}, timeout=BLEAK_CALL_TIMEOUT_S)
+            manager._bus_watcher_task = None
+        manager._bus = None
+
+
 class CentralHost(Protocol):
     """What the central needs from the transport that owns it."""
 
@@ -63,6 +101,8 @@ class CentralHost(Protocol):
     def reachable(self, peer_id: bytes) -> bool: ...
 
     async def drop_link(self, address: str, reason: str) -> None: ...
+
+    def inbound_addresses(self) -> list[str]: ...
 
     async def pause_advertising(self) -> bool: ...
 
@@ -171,6 +211,8 @@ class MeshCentral:
         self._closing: set[asyncio.Task[None]] = set()
         self.connecting: str | None = None
         """Address of the connect attempt in progress, if any."""
+        self.scanning = False
+        """A scan window is open (between bleak's StartDiscovery and StopDiscovery)."""
 
     async def start(self) -> None:
         self._running = True
@@ -230,12 +272,19 @@ class MeshCentral:
             # that advertises again after a link ended is fresh again (candidate_fresh_s)
             bluez={"adapter": self.config.adapter, "filters": {"DuplicateData": True}},
         )
-        await scanner.start()
+        await asyncio.wait_for(scanner.start(), BLEAK_CALL_TIMEOUT_S)
+        self.scanning = True
         try:
             await asyncio.sleep(seconds)
         finally:
-            with contextlib.suppress(Exception):
-                await scanner.stop()
+            self.scanning = False
+            try:
+                await asyncio.wait_for(scanner.stop(), BLEAK_CALL_TIMEOUT_S)
+            except TimeoutError:
+                self.stats["scan_stop_timeouts"] += 1
+                log.info(kv("scan_stop_timeout", adapter=self.config.adapter))
+            except Exception as e:  # bluetoothd gone or bleak's bus reset: the next scan retries
+                log.debug("scan stop failed: %s", e)
 
     async def _connect_round(self) -> None:
         if self.host.link_count() >= self.config.link_budget:
@@ -287,6 +336,7 @@ class MeshCentral:
             timeout=cfg.connect_timeout_s,
             bluez={"adapter": cfg.adapter},
         )
+        freed = False
         try:
             await asyncio.wait_for(client.connect(), cfg.connect_timeout_s + 1.0)
         except Exception as e:
@@ -305,12 +355,40 @@ class MeshCentral:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 2.0)
             self.host.connect_failed(address)
-            return
+            # bluetoothd never answered (as when the kernel will not initiate), not an error
+            # it returned; our advert is still paused: no one connects to us meanwhile
+            if isinstance(e, TimeoutError):
+                freed = await self._free_central_role(address)
+            if not freed:
+                return
         finally:
             if paused:
                 with contextlib.suppress(Exception):
                     await self.host.resume_advertising()
+        if freed:  # once: the policy frees the role for a node once until it links
+            self.policy.attempt(address, self._loop_time())
+            await self._attempt_connect(address, device)
+            return
         await self._open_session(address, client)
+
+    async def _free_central_role(self, address: str) -> bool:
+        """The LE-states limit (``peripheral_connect_timeouts``): end our inbound links so the
+        controller is no longer a peripheral and may initiate; their peers reconnect to us."""
+        inbound = self.host.inbound_addresses()
+        if not self.policy.free_central_role(address, len(inbound)):
+            return False
+        self.stats["freed_central_role"] += 1
+        log.info(
+            kv(
+                "free_central_role",
+                address=address,
+                drop=",".join(inbound),
+                why="connects time out while we are a peripheral (controller LE states)",
+            )
+        )
+        for peer in inbound:
+            await self.host.drop_link(peer, "free_central_role")
+        return True
 
     async def _open_session(self, address: str, client: BleakClient) -> None:
         cfg = self.config

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "several controllers (one side connected, the other not)",
     )
     p.add_argument(
+        "--connect-blocked-while-peripheral",
+        action="store_true",
+        help="a Connect waits while the adapter holds a peripheral-role link, as on Linux "
+        "6.1 with an hci_uart controller (no HCI_QUIRK_VALID_LE_STATES)",
+    )
+    p.add_argument(
         "--bluez-version",
         default="5.66",
         help="bluetoothd to imitate (5.80+ with --experimental reads scan-response properties)",
@@ -111,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> FakeBluezConfig:
             link_limit=args.link_limit,
             connect_fails_while_advertising=args.pi_controller,
             connect_race=args.connect_race,
+            connect_blocked_while_peripheral=args.connect_blocked_while_peripheral,
             bluez_version=args.bluez_version,
             experimental=args.experimental,
         )

@@ -38,6 +38,14 @@ class BleConfig:
     connect_interval_s: float = 0.5
     """At most one outgoing connect attempt per interval (connect rate limit)."""
     connect_timeout_s: float = 10.0
+    peripheral_connect_timeouts: int = 2
+    """Connects in a row to one node that bluetoothd never answered (bleak's timeout) while
+    we held inbound links (we are their peripheral), after which we end every inbound link and
+    connect at once: a Linux kernel before 6.4 whose controller driver lacks
+    HCI_QUIRK_VALID_LE_STATES (hci_uart H4 on Debian 12's 6.1) never initiates while its
+    controller is a peripheral, so two such nodes, each a peripheral of a third, never link
+    otherwise. An out-of-range node times out the same way, so this is done once per node
+    until a link to it forms (then the normal backoff); 0: never."""
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     backoff_jitter: float = 0.25

@@ -11,6 +11,7 @@ the nodes' committed operations; p50/p95: median of the nodes' p50 and max of th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,12 +138,14 @@ def _height(r: dict[str, Any] | None) -> int:
     return int(r["sessions"][0]["height"]) if r and r.get("sessions") else -1
 
 
-def _toml_config(i: int, root: Path, validators: list[str], ble: dict[str, Any]) -> str:
+def _toml_config(
+    i: int, root: Path, validators: list[str], ble: dict[str, Any], nickname: bool = True
+) -> str:
     ble_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in ble.items())
     keys = ", ".join(f'"{v}"' for v in validators)
+    nick = f'nickname = "lab{i}"\n' if nickname else ""  # else the default one
     return f"""[node]
-nickname = "lab{i}"
-data_dir = "{root / f"node{i}"}"
+{nick}data_dir = "{root / f"node{i}"}"
 board = "generic"
 control_socket = "{root / f"node{i}.sock"}"
 status_interval = 0.5
@@ -174,13 +177,14 @@ async def _watch(
     progress: bool,
     chaos: Chaos | None = None,
     on_poll: Callable[[], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> LabResult:
     seen: dict[int, str] = {}
     result = LabResult()
     last: list[dict[str, Any] | None] = [None] * len(socks)
     loop = asyncio.get_running_loop()
     end = loop.time() + duration
-    while loop.time() < end:
+    while loop.time() < end and not (stop is not None and stop()):
         replies = await asyncio.gather(*(_status(s) for s in socks))
         if on_poll is not None:
             on_poll()
@@ -228,6 +232,29 @@ async def _watch(
     return result
 
 
+async def _watch_with(
+    client: Callable[[], Coroutine[Any, Any, None]],
+    socks: list[Path],
+    duration: float,
+    progress: bool,
+    chaos: Chaos | None,
+    on_poll: Callable[[], None] | None,
+) -> LabResult:
+    """:func:`_watch` until ``client`` returns; its exception (or a timeout) is raised."""
+    task = asyncio.create_task(client(), name="lab-client")
+    try:
+        result = await _watch(socks, duration, progress, chaos, on_poll, stop=task.done)
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if task.cancelled():
+        raise TimeoutError(f"the lab client did not finish within {duration} s")
+    task.result()
+    return result
+
+
 def run_lab(
     nodes: int,
     duration: float,
@@ -239,6 +266,9 @@ def run_lab(
     seed: int | None = None,
     root: Path | None = None,
     on_poll: Callable[[list[int]], None] | None = None,
+    phones: int = 0,
+    client: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    nicknames: bool = True,
 ) -> LabResult:
     """Start the fake and ``nodes`` node processes, watch for ``duration`` s, stop all.
 
@@ -246,12 +276,18 @@ def run_lab(
     (:class:`Chaos`); with ``max_kills`` the watch ends once that many kills rejoined.
     ``root``: where the keys, configs, state dirs and node logs go (default: a new temp dir).
     ``on_poll``: called with the node processes' pids after each poll (once a second).
+    ``phones``: extra fake adapters ``hci<nodes>``… that no node uses (for a phone client).
+    ``client``: a coroutine run in this process beside the watch (``DBUS_SYSTEM_BUS_ADDRESS``
+    points at the fake meanwhile, so bleak in it talks to the fake); the watch ends when it
+    returns, its exception is raised, and one still running after ``duration`` is cancelled
+    and a :class:`TimeoutError` raised. ``nicknames``: False leaves ``[node] nickname`` out
+    (the nodes announce their default nickname).
     """
     from ble_bridge.signer import new_key_signer_file
     from ble_bridge.wire.identity import Identity
 
     cfg = fake_config or FakeBluezConfig(adapters=nodes, link=LinkModel(mtu=247))
-    cfg.adapters = nodes
+    cfg.adapters = nodes + phones
     ble_table = {"scan_on_s": 1.0, "scan_off_s": 0.5, "tie_break_grace_s": 2.0, **(ble or {})}
     root = root or Path(tempfile.mkdtemp(prefix="ble-bridge-lab-"))
     fake = FakeBluezProcess(cfg)
@@ -278,7 +314,7 @@ def run_lab(
             ident.save(root / f"node{i}" / "identity.key")
             new_key_signer_file(root / f"node{i}" / "identity.key", ident.signing_public)
             conf = root / f"node{i}.toml"
-            conf.write_text(_toml_config(i, root, validators, ble_table))
+            conf.write_text(_toml_config(i, root, validators, ble_table, nicknames))
             socks.append(root / f"node{i}.sock")
             procs.append(spawn(i))
         time.sleep(0.5)
@@ -286,7 +322,17 @@ def run_lab(
         if chaos is not None:
             monkey = Chaos(chaos, procs, spawn, random.Random(seed), max_kills)
         poll = None if on_poll is None else (lambda: on_poll([p.pid for p in procs]))
-        return asyncio.run(_watch(socks, duration, progress, monkey, poll))
+        if client is None:
+            return asyncio.run(_watch(socks, duration, progress, monkey, poll))
+        saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = address
+        try:
+            return asyncio.run(_watch_with(client, socks, duration, progress, monkey, poll))
+        finally:
+            if saved is None:
+                del os.environ["DBUS_SYSTEM_BUS_ADDRESS"]
+            else:
+                os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = saved
     finally:
         for p in procs:
             p.terminate()

@@ -12,6 +12,10 @@ The central's asyncio loop feeds advertisements, connect outcomes and link event
 * tie-break: between two nodes, the one with the smaller advertised peer id connects; the
   other waits ``tie_break_grace_s`` before connecting anyway (the smaller one may be at its
   budget). If both links exist, both sides keep the smaller id's central link.
+* LE states: after ``peripheral_connect_timeouts`` connect timeouts in a row to one node
+  while we held inbound links, :meth:`LinkPolicy.free_central_role` says to end them and
+  connect at once (a controller whose kernel refuses to initiate while it is a peripheral
+  only ever times out); once per node until it links.
 * rotation (:mod:`ble_bridge.mesh.links`, the rule the loopback air follows too): at full
   budget, an advertiser we have no link and no mesh path to (``reachable``: nothing heard
   from its peer id over the mesh lately), heard for ``stranded_after_s``, gets a link: we
@@ -44,6 +48,10 @@ class Candidate:
     failures: int = 0
     retry_at: float = 0.0
     connected_at: float | None = None
+    timeouts_as_peripheral: int = 0
+    """Connect timeouts in a row while we held inbound links."""
+    freed_role: bool = False
+    """We ended our inbound links once to connect to it (not again until it links)."""
 
 
 @dataclass(slots=True)
@@ -151,6 +159,26 @@ class LinkPolicy:
         c = self.candidates.get(address)
         if c is not None:
             c.connected_at = now
+            c.timeouts_as_peripheral = 0
+            c.freed_role = False
+
+    def free_central_role(self, address: str, inbound: int) -> bool:
+        """A connect to ``address`` timed out while we held ``inbound`` inbound links: end
+        them all and connect again at once? (See ``peripheral_connect_timeouts``.)"""
+        c = self.candidates.get(address)
+        k = self.config.peripheral_connect_timeouts
+        if c is None:
+            return False
+        if inbound == 0:
+            c.timeouts_as_peripheral = 0  # a timeout as a pure central says nothing of roles
+            return False
+        c.timeouts_as_peripheral += 1
+        if k <= 0 or c.freed_role or c.timeouts_as_peripheral < k:
+            return False
+        c.freed_role = True
+        c.timeouts_as_peripheral = 0
+        self._count("free_central_role")
+        return True
 
     def disconnected(self, address: str, now: float) -> float:
         """A link we initiated went down; returns the delay before reconnecting."""

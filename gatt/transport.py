@@ -46,7 +46,7 @@ from ble_bridge.transport import (
     Transport,
     TransportHandler,
 )
-from gatt.central import CentralSession, MeshCentral
+from gatt.central import CentralSession, MeshCentral, reset_bleak
 from gatt.config import BleConfig
 from gatt.doctor import preflight
 from gatt.peripheral import AdapterNotFound, MeshPeripheral, address_of
@@ -241,6 +241,17 @@ class BleTransport(Transport):
         inbound = {address_of(p) for p in self.peripheral.connected_devices}
         return set(self._central_by_addr) | set(self._periph_by_addr) | inbound
 
+    def inbound_addresses(self) -> list[str]:
+        """Nodes connected to us (we are the peripheral): links, and connections that have not
+        written yet; not those we also hold (or are making) a central link to."""
+        ours = set(self._central_by_addr) | set(self.central.sessions)
+        ours |= {s.address for s in self.central.abandoned}
+        if self.central.connecting is not None:
+            ours.add(self.central.connecting)
+        inbound = set(self._periph_by_addr)
+        inbound |= {address_of(p) for p in self.peripheral.connected_devices}
+        return sorted(inbound - ours)
+
     def link_ages(self, now: float) -> list[tuple[str, float]]:
         """(address, seconds up) of every link, for the rotation rule."""
         return [(lk.address, now - lk.since) for lk in self._links.values()]
@@ -428,21 +439,15 @@ class BleTransport(Transport):
 
     def _on_bluez(self, up: bool) -> None:
         if up:
-            self._spawn(self._reset_bleak())
             self.central.kick()
             return
+        # bleak's object cache survives a bluetoothd restart: drop it now, so that whatever
+        # bleak does next reads the new bluetoothd's objects (not again once it is back: that
+        # would end the sessions made since, of this node or another one in this process)
+        self._spawn(reset_bleak())
         self.central.forget_all("bluetoothd_restart")
         for lid in list(self._links):
             self._link_down(lid, "bluetoothd_restart")
-
-    async def _reset_bleak(self) -> None:
-        """bleak's object cache survives a bluetoothd restart: make it re-read everything."""
-        from bleak.backends.bluezdbus.manager import get_global_bluez_manager
-
-        manager = await get_global_bluez_manager()
-        bus = getattr(manager, "_bus", None)
-        if bus is not None:
-            bus.disconnect()
 
     def _deliver(self, link_id: int, data: bytes) -> None:
         self.liveness.heard(link_id, asyncio.get_running_loop().time())

@@ -3,7 +3,8 @@
 # table on N virtual LE controllers driven by real bluetoothd, in Debian guests under QEMU.
 #
 #   sudo bash scripts/test-bluez-vm.sh [--logs DIR] [--duration S] [--nodes N]
-#                                      [--scenario play|kill] [--link-wait S] [--no-retry]
+#                                      [--scenario play|kill|chaos] [--link-wait S] [--no-retry]
+#                                      [--chaos S] [--kills K] [--seed X]
 #                                      [--one-vm] [--debug (bluetoothd -d, btmon)]
 #                                      [--verbose (nodes -vv)]
 #
@@ -31,8 +32,16 @@
 #
 # Checks: every node pair linked both ways, heights still rising at the end, one state hash
 # per height (and one block per height in the nodes' stores), no traceback in any node log.
-# If a run fails only because links did not form and bluetoothd shows the one-bluetoothd
-# connect race ("is already connected"), the whole VM is retried once, and the output says so.
+# --scenario chaos (one VM per node; the lab's --chaos on real bluetoothd): once the links
+# formed and the table commits, every --chaos S s (default 20) after the previous rejoin a
+# random node (--seed) is killed with SIGKILL and restarted on its state, --kills K times
+# (default 3); each must rejoin (linked both ways to every node, height above its height
+# before the kill) within 90 s of the kill; then 35 s more play. The last line then adds
+# kills=<int> rejoined=<int> worst_rejoin_s=<s>.
+# If a run fails only because links did not form and the logs show the connect race (bluetoothd's
+# "is already connected" or a node's failed connect), or a VM's controller never came up, the
+# whole VM set is retried once, and the output says so; a traceback, a safety violation, a node
+# that exited or a kill that did not rejoin never retries (scripts/bluez-vm/verdict.py).
 # Last line, exactly:
 #   bluez-vm nodes=<int> links=<int> heights=<int> rising=<yes|no> safety=<ok|violated>
 # Exit status 0 when every check passed.
@@ -51,6 +60,9 @@ VERBOSE=1
 LINK_WAIT=180
 LOGS=""
 ONE_VM=0
+CHAOS=20
+KILLS=3
+SEED=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --logs) LOGS=$2; shift 2 ;;
@@ -62,11 +74,19 @@ while [ $# -gt 0 ]; do
     --debug) DEBUG=1; shift ;;
     --verbose) VERBOSE=2; shift ;;
     --link-wait) LINK_WAIT=$2; shift 2 ;;
-    -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+    --chaos) CHAOS=$2; shift 2 ;;
+    --kills) KILLS=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "test-bluez-vm: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ "$SCENARIO" = kill ] && ONE_VM=1
+case "$SCENARIO" in
+  play | kill) ;;
+  chaos) [ "$ONE_VM" = 1 ] && { echo "test-bluez-vm: --scenario chaos runs one VM per node (no --one-vm)" >&2; exit 2; } ;;
+  *) echo "test-bluez-vm: --scenario must be play, kill or chaos" >&2; exit 2 ;;
+esac
 case "$SUITE" in bookworm | trixie) ;; *) echo "test-bluez-vm: SUITE must be bookworm or trixie" >&2; exit 2 ;; esac
 
 CACHE=${BLUEZ_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ble-bridge-vm}
@@ -332,8 +352,10 @@ boot_split() {
     pids+=($!)
   done
   set +e
+  local chaos=()
+  [ "$SCENARIO" = chaos ] && chaos=(--chaos "$CHAOS" --kills "$KILLS" ${SEED:+--seed "$SEED"})
   python3 "$HERE/watch.py" "$att" --nodes "$NODES" --duration "$DURATION" \
-    --link-wait "$LINK_WAIT"
+    --link-wait "$LINK_WAIT" "${chaos[@]}"
   local rc=0 q
   for q in "${pids[@]}"; do
     wait "$q" || rc=$?

@@ -130,3 +130,30 @@ def test_own_nonce_survives_reopen_and_never_goes_down(tmp_path: Path) -> None:
     first.record_nonce(S2, 1)
     second = Store(path)  # no close(): as after a power cut
     assert (second.last_nonce(S1), second.last_nonce(S2)) == (4, 1)
+
+
+def test_sqlite_page_cache_stays_within_its_bound_as_the_database_grows(tmp_path: Path) -> None:
+    """The page cache (CACHE_KIB) is what SQLite keeps of a growing database in RAM: 8 MiB of
+    blocks written and pruned like a node's leave SQLite's memory near the bound, where
+    SQLite's default cache (2000 KiB) held 4 times as much."""
+    from ble_bridge.store import CACHE_KIB, sqlite_memory_used
+
+    before = sqlite_memory_used()
+    if before is None:
+        pytest.skip("this SQLite does not expose sqlite3_memory_used")
+    used = {}
+    for kib in (CACHE_KIB, 2000):
+        store = Store(tmp_path / f"s{kib}.sqlite3", durable=False, cache_kib=kib)
+        start = sqlite_memory_used()
+        assert start is not None
+        for h in range(1, 2049):
+            store.save_block(S1, h, bytes([h % 251]) * 4000, b"cert%d" % h)
+            if h % 256 == 0:
+                store.prune_blocks(S1, h - 1024)
+            assert store.block(S1, h) is not None
+        end = sqlite_memory_used()
+        assert end is not None
+        used[kib] = end - start
+        store.close()
+    assert used[CACHE_KIB] <= (CACHE_KIB + 256) * 1024, used
+    assert used[2000] > 2 * used[CACHE_KIB], used

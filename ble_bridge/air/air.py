@@ -92,6 +92,7 @@ class _Radio:
     backoff: dict[int, float] = field(default_factory=dict)
     backoff_until: dict[int, float] = field(default_factory=dict)
     frames_sent: int = 0
+    busy: float = 0.0  # seconds of airtime carried (sent and received), for the benchmarks
     watch: StrandedWatch[int] = field(default_factory=lambda: StrandedWatch(0))
 
     @property
@@ -181,6 +182,11 @@ class Air:
 
     def degree(self, node: int) -> int:
         return len(self._radios[node].links)
+
+    def busy_seconds(self, node: int) -> float:
+        """Airtime node ``node``'s radio has carried so far (its frames sent and received,
+        at the rate left after scanning), in seconds: busy_seconds / elapsed is its load."""
+        return self._radios[node].busy
 
     def frames_sent(self, node: int) -> int:
         return self._radios[node].frames_sent
@@ -317,7 +323,9 @@ class Air:
         d.next_free = max(now, d.next_free) + p.frame_seconds(n, p.link_rate)
         for r in (radio, peer):
             rate = p.radio_rate * (1.0 - self._scan_share(r))
-            r.busy_until = max(now, r.busy_until) + p.frame_seconds(n, rate)
+            seconds = p.frame_seconds(n, rate)
+            r.busy_until = max(now, r.busy_until) + seconds
+            r.busy += seconds
         done = max(d.next_free, radio.busy_until, peer.busy_until)
         if (
             self.loss > 0

@@ -129,6 +129,47 @@ def random_geometric(
     raise ValueError(f"no connected layout of {n} nodes with range {r:.3f} in {max_tries} tries")
 
 
+def clustered(
+    groups: int,
+    size: int,
+    extra: int,
+    rng: random.Random,
+    *,
+    spread: float = 0.3,
+    separation: float = 1.0,
+    radio_range: float = 1.0,
+    max_tries: int = 200,
+) -> Topology:
+    """Random geometric groups: ``groups`` clusters of ``size`` nodes (people at a table:
+    each within ``spread`` of its cluster's centre, so a cluster hears itself), the centres
+    uniform in a square of side ``1.1 x sqrt(groups) x separation`` and at least
+    ``separation`` apart, plus ``extra`` nodes anywhere in it; resampled until connected.
+    Cluster ``k`` is nodes ``k*size .. k*size+size-1``, the extra nodes come last."""
+    if 2 * spread > radio_range:
+        raise ValueError("a cluster wider than the radio range does not hear itself")
+    side = 1.1 * math.sqrt(groups) * separation
+    for _ in range(max_tries):
+        centres: list[Point] = []
+        for _ in range(100 * groups):
+            if len(centres) == groups:
+                break
+            c = (rng.uniform(0, side), rng.uniform(0, side))
+            if all(math.dist(c, o) >= separation for o in centres):
+                centres.append(c)
+        if len(centres) < groups:
+            continue
+        pts: list[Point] = []
+        for cx, cy in centres:
+            for _ in range(size):
+                angle, d = rng.uniform(0, 2 * math.pi), spread * math.sqrt(rng.random())
+                pts.append((cx + d * math.cos(angle), cy + d * math.sin(angle)))
+        pts.extend((rng.uniform(0, side), rng.uniform(0, side)) for _ in range(extra))
+        topo = Topology("clustered", pts, radio_range)
+        if topo.is_connected():
+            return topo
+    raise ValueError(f"no connected layout of {groups} groups of {size} in {max_tries} tries")
+
+
 def build(name: str, n: int, rng: random.Random, radio_range: float | None = None) -> Topology:
     """A topology by CLI name: full, line, ring, grid or random (connected)."""
     if name == "full":

@@ -19,14 +19,11 @@ ever broadcast votes that are already on disk.
 from __future__ import annotations
 
 import asyncio
-import enum
-import hashlib
 import logging
 import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NewType
+from typing import Any
 
 from ..consensus.app import Application
 from ..consensus.engine import (
@@ -44,7 +41,7 @@ from ..consensus.engine import (
 from ..consensus.quorum import max_faulty, quorum
 from ..errors import StorageFailure
 from ..events import kv
-from ..gossip import Gossip, GossipConfig, Item, pack
+from ..gossip import Gossip, Item, pack
 from ..mesh.router import Delivered
 from ..mesh.seen import SeenCache
 from ..mesh.service import MeshNode
@@ -52,7 +49,6 @@ from ..store import Store
 from ..wire.identity import Identity
 from ..wire.messages import (
     ENVELOPE_PREFIX,
-    MAX_VOTE_SET,
     NEIGHBOUR_VERSION,
     NIL,
     SESSION_ID_LEN,
@@ -77,9 +73,6 @@ from ..wire.messages import (
     decode_message,
     encode_batch,
     encode_message,
-    encode_operation_ref,
-    encode_proposal_ref,
-    encode_vote_set,
     expand_operation_ref,
     expand_proposal_ref,
     expand_vote_set,
@@ -90,207 +83,59 @@ from ..wire.messages import (
     to_neighbour,
 )
 from ..wire.packet import PacketType
+from .announce import Announcer, Why
+from .compact import compact_items
+from .config import BridgeConfig, BridgeError
+from .contact import Contact, Effect, Seen, SessionHealth, next_health
+from .inbox import Inbound, Inbox, RequestLimit, dedup_key
+from .pacing import Pacing, hold
+from .pending import (
+    FinishedOperations,
+    OperationStatus,
+    PendingOperation,
+    PendingOperations,
+    ProposalId,
+)
+from .policy import GOSSIPED, MeshView, floods, plan
+from .stats import BridgeStats, SessionStats, quantile
 
 log = logging.getLogger(__name__)
-
-ProposalId = NewType("ProposalId", bytes)
-"""The id of a submitted operation (the engine's op id: hash of the signed operation)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeConfig:
-    """Every bound and interval of the bridge (the engine's own are in ``engine``)."""
-
-    # BLE: a message delay is hundreds of ms, and a proposal of more than a few kB takes
-    # seconds of airtime to flood (fragments overflow link queues): small blocks, long
-    # rounds, and catch-up answers jittered over a multi-hop delay so one answer suppresses
-    # the others (0.1 s let most nodes answer the same late vote with a full block)
-    engine: EngineConfig = field(
-        default_factory=lambda: EngineConfig(
-            timeout_propose=2.0,
-            timeout_vote=1.0,
-            max_block_bytes=6 * 1024,
-            response_delay=1.0,
-        )
-    )
-    max_sessions: int = 16
-    inbox_capacity: int = 512  # queued inbound messages per session; more are refused
-    drain_batch: int = 32  # messages of one session handled before the next session's turn
-    max_payload: int = 256 * 1024  # a 0x1C payload above this is dropped unread
-    max_snapshot_bytes: int = 1 << 20  # compressed snapshot blob cap
-    max_block_bytes: int = 256 * 1024  # encoded block cap in proposals and commits
-    dedup_capacity: int = 8192
-    dedup_ttl: float = 30.0
-    unsigned_repeat_interval: float = 1.0  # an unsigned message repeated later is new
-    pending_capacity: int = 16  # local operations in flight per session (admission control:
-    # more would only flood the air with op gossip that cannot commit any faster)
-    finished_capacity: int = 4096  # committed/failed operations remembered for lookups
-    operation_timeout: float = 30.0  # a pending operation older than this has failed
-    tick_interval: float = 0.25  # housekeeping: announce, cleanup, contact checks
-    announce_min_interval: float = 2.0  # when the state keeps changing
-    gossip_announce_min_interval: float = 8.0  # the same while the session gossips
-    announce_max_interval: float = 16.0  # when idle
-    heartbeat_interval: float = 4.0  # announce anyway if we sent nothing for this long (0: off)
-    contact_timeout: float = 10.0  # a validator unheard for this long is out of contact
-    latency_samples: int = 4096
-    resend_window: int = 8  # own votes/proposals of the current height re-sent on a new link
-    request_interval: float = 0.25  # catch-up requests passed on per sender and kind...
-    request_burst: int = 4  # ...at most this many per interval (the engine's catch_up_batch)
-    compact_proposals: bool = True  # own proposals carry op short ids, not the ops again
-    # ...in sessions this small only: in a 50-validator grid most nodes lack some op (gossip
-    # does not reach every node) and fetching full proposals cost 12 -> 8 heights in 45 s
-    compact_max_validators: int = 16
-    # Neighbour gossip (gossip.py): signed messages go to the session's validators among
-    # our neighbours, batched, instead of a mesh flood each; own messages are flooded too
-    # while some validator is not reachable through validator links or out of contact.
-    gossip: bool = True
-    gossip_config: GossipConfig = field(default_factory=GossipConfig)
-    gossip_busy_frames: int = 1  # hold a neighbour's batch while its link queues this many
-    gossip_poll: float = 0.005  # re-check held batches this often (10 ms: light p50 +3 %)
-    gossip_max_hold: float = 0.05  # ...but never hold a message longer than this
-    # While our radio is busy, an operation waits this long for others to share its frame
-    # (at every hop; on an idle radio it leaves at once: light-load p50 -1 % over seeds
-    # 1-10). 50 ms made the light-load p50 8 % longer for no more throughput; 0 to 20 ms
-    # are alike within the seed-to-seed spread, 10 ms the best of them on seeds 1-4.
-    gossip_linger: float = 0.01
-    # Operations yield the radio to votes and proposals: a neighbour's batch of operations
-    # only waits while our links together queue this many frames (0: never), at most
-    # gossip_op_max_hold past its linger (ops/s +10 % on the bench, seeds 1-4).
-    gossip_op_busy_frames: int = 2
-    gossip_op_max_hold: float = 0.25
-    # A VoteSet names its block by 4 bytes of its hash instead of 32 (~1/7 of a one-vote
-    # frame) to a neighbour that showed it knows the block (it sent us a vote or proposal
-    # naming it): light-load p50 -11 % over seeds 1-4 (bench seed 1: -6 %), saturated
-    # ops/s +1 % (seed 3 -4 %, the others +2 to +4 %). Every set short was
-    # -9 %: ~10 % reach nodes that cannot expand them yet and wait there instead of
-    # travelling on. Counting a block we named in full on the link as known was as fast,
-    # but a lost frame then left a neighbour with sets it could never expand (a 5-node
-    # sweep run with frame loss stalled). A set whose block its receiver does not know
-    # waits there, at most unresolved_capacity of them for unresolved_ttl seconds, until a
-    # proposal, a vote or a new height names it.
-    short_vote_sets: bool = True
-    unresolved_capacity: int = 64
-    unresolved_ttl: float = 2.0
-
-
-class OperationStatus(enum.Enum):
-    PENDING = "pending"
-    COMMITTED = "committed"
-    FAILED = "failed"
-
-
-class SessionHealth(enum.Enum):
-    ACTIVE = "active"
-    CATCHING_UP = "catching_up"  # f+1 validators announced heights ahead of ours
-    PARTITIONED = "partitioned"  # out of contact with a quorum of validators
-
-
-class BridgeError(Exception):
-    """A local request the bridge refuses; ``reason`` is a counter name."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-@dataclass(slots=True)
-class PendingOperation:
-    """A local operation from submission to commit (or failure)."""
-
-    proposal_id: ProposalId
-    session_id: bytes
-    submitted_at: float
-    required_votes: int
-    votes_received: int = 0
-    status: OperationStatus = OperationStatus.PENDING
-    nonce: int | None = None
-    block_hash: bytes | None = None
-    height: int | None = None
-    finished_at: float | None = None
-    reason: str = ""
-
-    @property
-    def latency(self) -> float | None:
-        if self.status is not OperationStatus.COMMITTED or self.finished_at is None:
-            return None
-        return self.finished_at - self.submitted_at
-
-
-@dataclass(frozen=True, slots=True)
-class SessionStats:
-    session_id: bytes
-    health: SessionHealth
-    height: int
-    round: int
-    validators: int
-    active_participants: int
-    pending_operations: int
-    inbox_depth: int
-    announce_interval: float
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeStats:
-    """What :meth:`NetworkConsensusBridge.stats` reports; latencies in seconds (NaN: none)."""
-
-    messages_processed: int
-    rounds_completed: int
-    committed_operations: int
-    failed_operations: int
-    pending_operations: int
-    active_participants: int
-    latency_p50: float
-    latency_p95: float
-    latency_p99: float
-    messages_sent: int
-    bytes_sent: int
-    drops: dict[str, int]
-    sessions: dict[bytes, SessionStats]
-
 
 CommitHook = Callable[[bytes, Committed], None]
 
 
-@dataclass(slots=True)
-class _Inbound:
-    payload: bytes
-    sender: bytes | None  # signing key of the mesh sender, when known
-    at: float
-    via: bytes | None = None  # peer id of the neighbour it came from
-    flooded: bool = False  # a mesh flood that the routers relay on: no gossip needed
-    vouched: bool = False  # ``via`` sent it itself (its engine accepted it), not a relay
-
-
 class _Session:
-    """One session's engine, inbox, announce and contact state."""
+    """One session's engine and the bridge's parts for it."""
 
-    def __init__(self, engine: ConsensusEngine[Any], now: float, config: BridgeConfig) -> None:
+    def __init__(
+        self, engine: ConsensusEngine[Any], now: float, config: BridgeConfig, me: bytes
+    ) -> None:
         self.id = engine.session_id
         self.engine = engine
         self.validators = frozenset(engine.validators)
-        self.inbox: deque[_Inbound] = deque()
+        self.inbox = Inbox(config.inbox_capacity)
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
-        self.pending: OrderedDict[bytes, PendingOperation] = OrderedDict()
-        self.contact: dict[bytes, float] = {v: now for v in self.validators}
+        self.pending = PendingOperations()
+        self.contact = Contact(self.validators, me, now, config.contact_timeout)
         self.announced: dict[bytes, StateAnnounce] = {}  # validator -> its last announcement
+        # keys outside the set we know -> their last announcement (see _follow_strangers)
+        self.strangers: OrderedDict[bytes, StateAnnounce] = OrderedDict()
         self.health = SessionHealth.ACTIVE
-        self.last_announced: tuple[int, bytes] | None = None
-        self.announce_interval = config.announce_min_interval
-        self.next_announce = now + config.announce_min_interval
-        self.last_sent = now
+        self.announcer = Announcer(
+            now,
+            min_interval=config.announce_min_interval,
+            max_interval=config.announce_max_interval,
+            gossip_min_interval=config.gossip_announce_min_interval,
+            heartbeat=config.heartbeat_interval,
+        )
         self.stats: Counter[str] = Counter()
         self.recent_out: deque[bytes] = deque(maxlen=config.resend_window)
-        # (sender, kind) -> (start of its rate window, requests passed in it)
-        self.requests: dict[tuple[bytes, str], tuple[float, int]] = {}
+        self.requests = RequestLimit(config.request_interval, config.request_burst)
         self.recent_height = 0
-        self.join_answered = -math.inf  # when we last announced our state to a joiner
         self.gossip = Gossip(config.gossip_config)
         self.flood_own = True  # until validator neighbours are known
         self.peer_of: dict[bytes, bytes] = {}  # validator signing key -> its mesh peer id
-        # engine op id of a re-issued operation -> the caller's ProposalId (bounded: pruned
-        # to still-pending operations at each re-issue)
-        self.reissued: dict[bytes, bytes] = {}
         # gossip neighbour peer id -> hashes of the blocks it named to us (in a vote or a
         # proposal it accepted): it knows them, a VoteSet to it may name them short
         self.peer_blocks: dict[bytes, OrderedDict[bytes, None]] = {}
@@ -298,8 +143,9 @@ class _Session:
         self.unresolved: deque[tuple[float, bytes, bytes | None, bool]] = deque()
         self.unresolved_mark = (-1, -1, -1)  # what the engine knew at the last retry
 
-    def pending_of(self, op_id: bytes) -> PendingOperation | None:
-        return self.pending.get(self.reissued.get(op_id, op_id))
+    @property
+    def announce_interval(self) -> float:
+        return self.announcer.interval
 
 
 class NetworkConsensusBridge:
@@ -322,8 +168,16 @@ class NetworkConsensusBridge:
         self.drops: Counter[str] = Counter()
         self.commit_hooks: list[CommitHook] = []
         self._seen = SeenCache(self.config.dedup_capacity, self.config.dedup_ttl)
-        self._finished: OrderedDict[bytes, PendingOperation] = OrderedDict()
-        self._latencies: deque[float] = deque(maxlen=self.config.latency_samples)
+        self._finished = FinishedOperations(
+            self.config.finished_capacity, self.config.latency_samples, self.counters
+        )
+        self._pacing = Pacing(
+            self.config.gossip_busy_frames,
+            self.config.gossip_poll,
+            self.config.gossip_max_hold,
+            self.config.gossip_op_busy_frames,
+            self.config.gossip_op_max_hold,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_handle: asyncio.Handle | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -388,7 +242,7 @@ class NetworkConsensusBridge:
             self.signer,
             None if self.catch_up_reason is None else self.catch_up_reason(session_id),
         )
-        s = _Session(engine, self._now(), self.config)
+        s = _Session(engine, self._now(), self.config, self.identity.signing_public)
         self.sessions[engine.session_id] = s
         if self._running:
             engine.start(self._now())
@@ -402,7 +256,7 @@ class NetworkConsensusBridge:
         if s.timer is not None:
             s.timer.cancel()
         self._retired.update(s.engine.stats)
-        for op in s.pending.values():
+        for op in s.pending:
             self._finish(op, OperationStatus.FAILED, self._now(), "session_closed")
 
     def engine(self, session_id: bytes) -> ConsensusEngine[Any]:
@@ -433,7 +287,7 @@ class NetworkConsensusBridge:
             required_votes=s.engine.quorum,
             nonce=s.engine.operation_nonce(op_id),
         )
-        s.pending[op_id] = pending
+        s.pending.add(pending)
         self.counters["operations_submitted"] += 1
         self._after(s)
         return ProposalId(op_id)
@@ -450,22 +304,19 @@ class NetworkConsensusBridge:
 
     def contact_ages(self, session_id: bytes) -> dict[bytes, float]:
         """Seconds since we last heard each validator of the session (0 for ourselves)."""
-        s = self._session(session_id)
-        now = self._now()
-        me = self.identity.signing_public
-        return {v: 0.0 if v == me else max(0.0, now - t) for v, t in s.contact.items()}
+        return self._session(session_id).contact.ages(self._now())
 
     def operation(self, proposal_id: bytes) -> PendingOperation | None:
         """The tracked state of a submitted operation (pending or recently finished)."""
         for s in self.sessions.values():
-            op = s.pending.get(proposal_id)
+            op = s.pending.by_proposal(proposal_id)
             if op is not None:
                 return op
         return self._finished.get(proposal_id)
 
     def pending_operations(self, session_id: bytes | None = None) -> list[PendingOperation]:
         chosen = self.sessions.values() if session_id is None else [self._session(session_id)]
-        return [op for s in chosen for op in s.pending.values()]
+        return [op for s in chosen for op in s.pending]
 
     # -- health and stats -------------------------------------------------------------
 
@@ -479,7 +330,7 @@ class NetworkConsensusBridge:
         for s in self.sessions.values():
             if s.health is not SessionHealth.ACTIVE:
                 return False
-            if len(s.inbox) >= self.config.inbox_capacity:
+            if s.inbox.full:
                 return False
         return True
 
@@ -489,7 +340,7 @@ class NetworkConsensusBridge:
 
     def latencies(self) -> list[float]:
         """Submit -> commit seconds of the last ``latency_samples`` own operations."""
-        return list(self._latencies)
+        return list(self._finished.latencies)
 
     def stats(self) -> BridgeStats:
         now = self._now()
@@ -512,7 +363,7 @@ class NetworkConsensusBridge:
         for k, v in engine_stats.items():
             if k.startswith(("drop_", "snapshot_")) and k != "snapshots_installed":
                 drops[f"engine_{k}"] += v
-        xs = sorted(self._latencies)
+        xs = sorted(self._finished.latencies)
         return BridgeStats(
             messages_processed=self.counters["messages_processed"],
             rounds_completed=self.counters["rounds_completed"],
@@ -520,9 +371,9 @@ class NetworkConsensusBridge:
             failed_operations=self.counters["operations_failed"],
             pending_operations=sum(len(s.pending) for s in self.sessions.values()),
             active_participants=sum(x.active_participants for x in sessions.values()),
-            latency_p50=_quantile(xs, 0.50),
-            latency_p95=_quantile(xs, 0.95),
-            latency_p99=_quantile(xs, 0.99),
+            latency_p50=quantile(xs, 0.50),
+            latency_p95=quantile(xs, 0.95),
+            latency_p99=quantile(xs, 0.99),
             messages_sent=self.counters["messages_sent"],
             bytes_sent=self.counters["bytes_sent"],
             drops={k: v for k, v in sorted(drops.items()) if v},
@@ -611,7 +462,7 @@ class NetworkConsensusBridge:
                 continue
             for msg in msgs:
                 queued += self.receive_payload(
-                    encode_message(s.id, msg), None, via=via, vouched=vouched
+                    encode_message(s.id, msg), None, via=via, vouched=vouched, msg=msg
                 )
         return queued
 
@@ -655,7 +506,8 @@ class NetworkConsensusBridge:
                 continue
             s.stats["vote_sets_resolved"] += 1
             for vote in votes:
-                self.receive_payload(encode_message(s.id, vote), None, via=via, vouched=vouched)
+                payload = encode_message(s.id, vote)
+                self.receive_payload(payload, None, via=via, vouched=vouched, msg=vote)
 
     def receive_payload(
         self,
@@ -665,6 +517,7 @@ class NetworkConsensusBridge:
         via: bytes | None = None,
         flooded: bool = False,
         vouched: bool = False,
+        msg: Message | None = None,
     ) -> bool:
         """Queue one 0x1C payload for its session; False (and a counted reason) if refused.
 
@@ -672,7 +525,8 @@ class NetworkConsensusBridge:
         came inside a batch); ``via``: the peer id of the neighbour it came from;
         ``flooded``: a mesh flood that the routers relay on (gossip does not pass it on);
         ``vouched``: ``via`` signed the frame itself, so its engine accepted what it
-        carries (gossip, or its own message), rather than relaying a flood unchecked."""
+        carries (gossip, or its own message), rather than relaying a flood unchecked;
+        ``msg``: ``payload`` decoded already (a batch item), so it is not decoded again."""
         if len(payload) > self.config.max_payload:
             return self._drop("oversized_payload")
         try:
@@ -683,20 +537,19 @@ class NetworkConsensusBridge:
         if s is None:
             return self._drop("unknown_session")
         now = self._now()
-        key = _dedup_key(payload, sender, self._epoch(now))
+        key = dedup_key(payload, sender, self._epoch(now))
         s.gossip.heard(via, key)
-        if sender is not None and sender in s.validators:
-            if now - s.contact.get(sender, now) > self.config.contact_timeout:
-                s.next_announce = now  # back in contact: tell it where we are at once
-                s.last_announced = None
-            s.contact[sender] = now  # the mesh authenticated the sender, even of a repeat
+        # the mesh authenticated the sender, even of a repeat; back in contact: tell it
+        # where we are at once
+        if sender is not None and sender in s.validators and s.contact.heard(now, sender):
+            s.announcer.contact_regained(now)
         if self._seen.seen(now, key):
             return self._drop("duplicate")
-        if len(s.inbox) >= self.config.inbox_capacity:
+        if s.inbox.full:
             s.stats["inbox_full"] += 1
             return self._drop("inbox_full")
         self._seen.add(now, key)
-        s.inbox.append(_Inbound(bytes(payload), sender, now, via, flooded, vouched))
+        s.inbox.push(Inbound(bytes(payload), sender, now, via, flooded, vouched, msg))
         self._schedule_drain()
         return True
 
@@ -718,21 +571,23 @@ class NetworkConsensusBridge:
         more = False
         for s in list(self.sessions.values()):
             for _ in range(min(self.config.drain_batch, len(s.inbox))):
-                self._process(s, s.inbox.popleft())
+                self._process(s, s.inbox.pop())
             if s.inbox:
                 more = True
         if more:
             self._schedule_drain()
 
-    def _process(self, s: _Session, item: _Inbound) -> None:
-        try:
-            sid, msg = decode_message(item.payload, self.config.engine.limits)
-        except MessageError as exc:
-            self._drop(exc.reason)
-            return
-        if sid != s.id:  # pragma: no cover - peek_session routed it here
-            self._drop("unknown_session")
-            return
+    def _process(self, s: _Session, item: Inbound) -> None:
+        msg = item.msg
+        if msg is None:
+            try:
+                sid, msg = decode_message(item.payload, self.config.engine.limits)
+            except MessageError as exc:
+                self._drop(exc.reason)
+                return
+            if sid != s.id:  # pragma: no cover - peek_session routed it here
+                self._drop("unknown_session")
+                return
         reason = self._check_sizes(msg)
         if reason is not None:
             self._drop(reason)
@@ -744,8 +599,15 @@ class NetworkConsensusBridge:
             # announcement goes straight to the engine (it asks for blocks: cheap, and
             # unanswerable if false); a far one only as the (f+1)-th highest.
             self.counters["messages_processed"] += 1
-            if item.sender not in s.validators:
+            if item.sender is None:
                 self._drop("announce_not_validator")
+                return
+            if item.sender not in s.validators:
+                # A key outside the set we know: a joiner's only view of a table whose
+                # genesis validators left (it learns the later sets from the chain itself).
+                self._note_stranger(s, item.sender, msg)
+                if self._lost_set(s, now):
+                    self._follow_strangers(s, now)
                 return
             s.announced[item.sender] = msg
             eng = s.engine
@@ -762,19 +624,11 @@ class NetworkConsensusBridge:
             self._follow_announcements(s, now)
             return
         if isinstance(msg, CommitRequest | SnapshotRequest | CertificateRequest | ProposalRequest):
-            # Each request makes some node broadcast a block or a snapshot: a burst of
-            # `request_burst` per sender and kind per interval (a laggard asks for the next
-            # few heights at once; replayed or spammed requests stop here).
-            key = (item.sender or b"", type(msg).__name__)
-            start, count = s.requests.get(key, (-math.inf, 0))
-            if now - start >= self.config.request_interval:
-                start, count = now, 0
-            if count >= self.config.request_burst:
+            # a burst of `request_burst` per sender and kind per interval (see RequestLimit)
+            bound = 4 * len(s.validators) + 16
+            if not s.requests.allow(now, item.sender or b"", type(msg).__name__, bound):
                 self._drop("request_rate_limited")
                 return
-            s.requests[key] = (start, count + 1)
-            if len(s.requests) > 4 * len(s.validators) + 16:
-                s.requests.pop(next(iter(s.requests)))
         elif isinstance(msg, Proposal):
             self._note_block(s, msg)
         elif isinstance(msg, Vote) and msg.height != s.engine.height + 1:
@@ -790,12 +644,11 @@ class NetworkConsensusBridge:
         elif (
             isinstance(msg, JoinRequest)
             and s.engine.is_validator
-            and now - s.join_answered >= self.config.announce_min_interval
+            and s.announcer.may_answer_join(now)
         ):
             # A joiner (repeating its request until it counts) follows the chain without
             # being a validator: gossip passes it nothing and a busy validator sends no
             # heartbeat. Tell it where the chain is, at most once per announce interval.
-            s.join_answered = now
             self.counters["join_announcements"] += 1
             self._announce(s, now)
         if isinstance(msg, Vote | Proposal | CompactProposal) and msg.height > s.engine.height + 2:
@@ -803,7 +656,7 @@ class NetworkConsensusBridge:
             # repeats must reach the engine again once we are there (a joiner catching up
             # saw the votes of the height it will vote in long before; the dedup of every
             # rebroadcast would keep them out of its engine for good).
-            self._seen.forget(_dedup_key(item.payload, item.sender, self._epoch(item.at)))
+            self._seen.forget(dedup_key(item.payload, item.sender, self._epoch(item.at)))
             self.counters["too_early_forgotten"] += 1
         if item.vouched and item.via is not None and item.via in s.gossip.neighbours:
             _named(s, item.via, msg)
@@ -830,7 +683,7 @@ class NetworkConsensusBridge:
         if not s.pending:
             return
         for op in p.block.ops:
-            pending = s.pending_of(op.op_id)
+            pending = s.pending.get(op.op_id)
             if pending is not None:
                 pending.block_hash = p.block.hash
 
@@ -849,10 +702,8 @@ class NetworkConsensusBridge:
                 self._note_block(s, msg)
             self.transmit(s.id, msg)
         if out:
-            s.last_sent = now
-        for op in s.pending.values():
-            if op.block_hash is not None:
-                op.votes_received = max(op.votes_received, s.engine.votes_for(op.block_hash))
+            s.announcer.sent(now)
+        s.pending.note_votes(s.engine.votes_for)
         self._arm(s)
 
     def transmit(self, session_id: bytes, msg: Message) -> None:
@@ -883,9 +734,9 @@ class NetworkConsensusBridge:
                 s.recent_out.clear()
                 s.recent_height = msg.height
             s.recent_out.append(payload)
-        if s is not None and self.config.gossip and isinstance(msg, _GOSSIPED):
+        if s is not None and self.config.gossip and isinstance(msg, GOSSIPED):
             now = self._now()
-            key = _dedup_key(payload, None, 0)
+            key = dedup_key(payload, None, 0)
             self._seen.add(now, key)
             if not self._floods(s, msg):
                 again = s.gossip.is_recent(key)
@@ -909,13 +760,9 @@ class NetworkConsensusBridge:
     # -- neighbour gossip -------------------------------------------------------------
 
     def _floods(self, s: _Session, msg: Message) -> bool:
-        """Whether our own ``msg`` leaves as a mesh flood rather than by neighbour gossip:
-        gossip is off, some validator is out of contact or reach (``flood_own``), or it is
-        of a later round (a failed round hints that gossip lost something: a frame dropped
-        on a bad link, a stale view of the validator graph)."""
-        if not self.config.gossip or s.flood_own or not isinstance(msg, _GOSSIPED):
-            return True
-        return isinstance(msg, Vote | Proposal | CompactProposal) and msg.round > 0
+        """Whether our own ``msg`` leaves as a mesh flood rather than by neighbour gossip
+        (see :func:`.policy.floods`)."""
+        return floods(self.config.gossip, s.flood_own, msg)
 
     def _height_of(self, s: _Session, msg: Message) -> int | None:
         if isinstance(msg, Vote | Proposal | CompactProposal):
@@ -949,12 +796,12 @@ class NetworkConsensusBridge:
             return
         for msg in accepted:
             signer = self._signer(s, msg)
-            if signer is not None and signer in s.contact:
-                s.contact[signer] = now  # its signature verified: it is alive, somewhere
+            if signer is not None:
+                s.contact.heard(now, signer)  # its signature verified: it is alive, somewhere
             if not self.config.gossip:
                 continue
             payload = encode_message(s.id, msg)
-            key = _dedup_key(payload, None, 0)
+            key = dedup_key(payload, None, 0)
             if flooded and msg is received:
                 s.gossip.flooded(key, payload[ENVELOPE_PREFIX:], self._height_of(s, msg), msg)
                 continue
@@ -1000,7 +847,6 @@ class NetworkConsensusBridge:
         wake = math.inf
         transport = self.mesh.transport
         node_depth = sum(transport.queue_depth(link) for link in peers.links)
-        op_busy = self.config.gossip_op_busy_frames
         for s in self.sessions.values():
             tag = s.id[:SESSION_TAG_LEN]  # short envelopes unless two sessions share it
             short = sum(sid[:SESSION_TAG_LEN] == tag for sid in self.sessions) == 1
@@ -1009,23 +855,16 @@ class NetworkConsensusBridge:
                 links = sorted(rec.links) if rec is not None else []
                 if not links:
                     continue  # gone: the next tick drops it from the neighbours
-                due = s.gossip.due(peer)
-                if due is not None and due > now and node_depth > 0:
-                    wake = min(wake, due)  # only lingering ops on a busy radio: let more join
-                    continue
-                depth = min(transport.queue_depth(link) for link in links)
-                overdue = due is not None and now >= due + self.config.gossip_max_hold
-                if depth >= self.config.gossip_busy_frames and not overdue:
-                    wake = min(wake, now + self.config.gossip_poll)
-                    continue
-                if (
-                    op_busy
-                    and node_depth >= op_busy
-                    and s.gossip.urgency(peer) == _OP_PRIORITY
-                    and due is not None
-                    and now < due + self.config.gossip_op_max_hold
-                ):
-                    wake = min(wake, now + self.config.gossip_poll)
+                again = hold(
+                    self._pacing,
+                    now,
+                    due=s.gossip.due(peer),
+                    link_depth=min(transport.queue_depth(link) for link in links),
+                    node_depth=node_depth,
+                    only_ops=s.gossip.urgency(peer) == _OP_PRIORITY,
+                )
+                if again is not None:
+                    wake = min(wake, again)
                     continue
                 items = self._compact_items(s, s.gossip.take(peer), peer)
                 for batch in pack(items, self.config.gossip_config.batch_bytes):
@@ -1047,109 +886,58 @@ class NetworkConsensusBridge:
     def _compact_items(
         self, s: _Session, items: Sequence[Item], peer: bytes | None = None
     ) -> list[bytes]:
-        """Item bytes, with the votes that agree on step/height/round/block as one vote set,
-        operations as OperationRefs (the submitter as its index in the validator set) and
-        compact proposals as ProposalRefs (without what the rotation tells). To neighbour
-        ``peer``, vote sets name a block by a hash prefix once ``peer`` named it to us."""
-        groups: dict[tuple[int, int, int, bytes], list[Vote]] = {}
-        order: list[bytes | tuple[int, int, int, bytes]] = []
-        index, n = s.engine.validators.index, len(s.validators)
-        for item in items:
-            v = item.meta
-            if isinstance(v, Operation) and v.submitter in s.validators:
-                order.append(encode_operation_ref(v, index, n))
-                continue
-            if (
-                isinstance(v, CompactProposal)
-                and v.header.height == v.height
-                and v.header.proposer == s.engine.proposer(v.height, v.round)
-            ):
-                order.append(encode_proposal_ref(v))
-                continue
-            if isinstance(v, Vote) and v.validator in s.validators:
-                k = (int(v.step), v.height, v.round, v.block_hash)
-                if k not in groups:
-                    groups[k] = []
-                    order.append(k)
-                groups[k].append(v)
-            else:
-                order.append(item.data)
-        out: list[bytes] = []
-        for entry in order:
-            if isinstance(entry, bytes):
-                out.append(entry)
-                continue
-            votes = groups[entry]
-            block = entry[3]
-            known = s.peer_blocks.get(peer) if peer is not None else None
-            short = self.config.short_vote_sets and (
-                block == NIL or (known is not None and block in known)
-            )
-            self.counters["vote_sets_short" if short else "vote_sets_full"] += 1
-            for i in range(0, len(votes), MAX_VOTE_SET):
-                # ~103 bytes for one vote, not 142 (~75 with a short block reference)
-                out.append(encode_vote_set(votes[i : i + MAX_VOTE_SET], index, n, short=short))
-        return out
-
-    def _refresh_gossip(self, s: _Session, now: float) -> None:
-        """Our validator neighbours, and whether our own messages must be flooded too."""
-        peers = self.mesh.router.peers
-        me = self.identity.signing_public
-        by_peer: dict[bytes, bytes] = {}
-        for rec in peers:
-            key = rec.signing_key
-            if key is not None and key in s.validators and key != me:
-                by_peer[rec.peer_id] = key
-        # Proven equivocators relay nothing of ours, but still get what they need to keep
-        # up: a banned validator left out of the trees fell behind and, as a proposer,
-        # cost every honest node a propose timeout (8 nodes, 2 equivocators: 23 heights in
-        # 60 s against 43 when flooding).
-        leaves = {pid for pid, key in by_peer.items() if key in s.engine.banned}
-        neighbours = sorted(
-            {link.peer_id for link in peers.links.values() if link.peer_id in by_peer}
+        """Item bytes for neighbour ``peer``, compacted (see :mod:`.compact`)."""
+        return compact_items(
+            items,
+            members=s.validators,
+            index=s.engine.validators.index,
+            proposer=s.engine.proposer,
+            known=s.peer_blocks.get(peer) if peer is not None else None,
+            short_sets=self.config.short_vote_sets,
+            counters=self.counters,
         )
-        if s.gossip.set_neighbours(neighbours):
+
+    def _refresh_gossip(self, s: _Session, now: float, view: MeshView) -> None:
+        """Our validator neighbours, and whether our own messages must be flooded too."""
+        p = plan(
+            view,
+            s.validators,
+            self.identity.signing_public,
+            s.engine.banned,
+            self._in_contact(s, now),
+            self.config.gossip_config.max_neighbours,
+        )
+        if s.gossip.set_neighbours(p.neighbours):
             self._schedule_flush()
-        s.peer_blocks = {p: b for p, b in s.peer_blocks.items() if p in s.gossip.neighbours}
-        s.peer_of = {key: pid for pid, key in by_peer.items()}
-        graph: dict[bytes, set[bytes]] = {self.mesh.peer_id: set(s.gossip.neighbours)}
-        for pid in by_peer:
-            record = peers.get(pid)
-            if record is not None:
-                graph[pid] = {nb for nb in record.neighbors if nb in by_peer}
-        s.gossip.set_graph(self.mesh.peer_id, graph, leaves)
+        s.peer_blocks = {q: b for q, b in s.peer_blocks.items() if q in s.gossip.neighbours}
+        s.peer_of = p.peer_of
+        s.gossip.set_graph(view.peer_id, p.graph, p.leaves)
         # items of the height just decided still go to neighbours deciding it (they may
         # need the votes we did not: we stopped counting at a quorum); older ones are done
         s.gossip.forget_below(s.engine.height)
-        # Validators reachable from us over validator-validator links (announced neighbour
-        # lists), through relays that are not leaves: those gossip reaches. Anyone else, or
-        # anyone out of contact: flood.
-        reach = {self.mesh.peer_id}
-        frontier = list(neighbours)
-        reach.update(frontier)
-        while frontier:
-            pid = frontier.pop()
-            known = peers.get(pid)
-            if known is None or pid in leaves:
-                continue
-            for nb in known.neighbors:
-                if nb in by_peer and nb not in reach:
-                    reach.add(nb)
-                    frontier.append(nb)
-        reached = {by_peer[p] for p in reach if p in by_peer}
-        others = s.validators - {me}
-        flood = not neighbours or not others <= reached
-        flood = flood or self._in_contact(s, now) < len(s.validators)
-        if flood != s.flood_own:
-            self.counters["gossip_flood_on" if flood else "gossip_flood_off"] += 1
-            s.flood_own = flood
+        if p.flood_own != s.flood_own:
+            self.counters["gossip_flood_on" if p.flood_own else "gossip_flood_off"] += 1
+            s.flood_own = p.flood_own
+
+    def _mesh_view(self) -> MeshView:
+        peers = self.mesh.router.peers
+        keys: dict[bytes, bytes] = {}
+        graph: dict[bytes, frozenset[bytes]] = {}
+        for rec in peers:
+            if rec.signing_key is not None:
+                keys[rec.peer_id] = rec.signing_key
+            graph[rec.peer_id] = rec.neighbors
+        linked = frozenset(
+            link.peer_id for link in peers.links.values() if link.peer_id is not None
+        )
+        return MeshView(self.mesh.peer_id, keys, linked, graph)
 
     def send_payload(self, payload: bytes) -> None:
         """Broadcast raw 0x1C bytes; remembered so a relayed echo is not processed again."""
         if not self._running:
             return
         now = self._now()
-        self._seen.add(now, _dedup_key(payload, self.identity.signing_public, self._epoch(now)))
+        self._seen.add(now, dedup_key(payload, self.identity.signing_public, self._epoch(now)))
         try:
             self.mesh.send(PacketType.CONSENSUS, payload)
         except ValueError:
@@ -1167,7 +955,7 @@ class NetworkConsensusBridge:
                 s.gossip.forget(lambda it: isinstance(it.meta, Operation) and it.meta.op_id in done)
             signers = len(ev.certificate.signers)
             for op in ev.ops:
-                pending = s.pending_of(op.op_id)
+                pending = s.pending.get(op.op_id)
                 if pending is not None:
                     pending.votes_received = max(pending.votes_received, signers)
                     pending.block_hash, pending.height = ev.block.hash, ev.height
@@ -1183,22 +971,19 @@ class NetworkConsensusBridge:
                     self.counters["hook_error"] += 1
                     log.exception("commit hook failed")
         elif isinstance(ev, OperationRejected):
-            pending = s.pending_of(ev.op_id)
+            pending = s.pending.get(ev.op_id)
             if pending is not None:
                 self._finish(pending, OperationStatus.FAILED, now, ev.reason)
         elif isinstance(ev, OperationReissued):
             # same body, fresh nonce: the caller keeps its ProposalId
-            pending = s.pending_of(ev.old_id)
+            pending = s.pending.reissued(ev.old_id, ev.new_id)
             if pending is not None:
                 self.counters["operations_reissued"] += 1
                 pending.nonce = s.engine.operation_nonce(ev.new_id)
-                s.reissued = {k: v for k, v in s.reissued.items() if v in s.pending}
-                s.reissued.pop(ev.old_id, None)
-                s.reissued[ev.new_id] = pending.proposal_id
         elif isinstance(ev, SnapshotInstalled):
             self.counters["snapshots_installed"] += 1
             mine = s.engine.committed_nonce(self.identity.signing_public)
-            for pending in list(s.pending.values()):
+            for pending in s.pending:
                 if pending.nonce is not None and pending.nonce <= mine:
                     pending.height = ev.height
                     self._finish(pending, OperationStatus.COMMITTED, now)
@@ -1218,11 +1003,10 @@ class NetworkConsensusBridge:
         keys = frozenset(s.engine.validators)
         if keys == s.validators:
             return
-        for k in keys - s.validators:
-            s.contact[k] = now  # a new validator gets the same grace as at the start
-        for k in s.validators - keys:
-            s.contact.pop(k, None)
+        for k in s.contact.set_validators(keys, now):  # newcomers get the start's grace
             s.announced.pop(k, None)
+        for k in keys & s.strangers.keys():  # the chain names them now: validators' word
+            s.announced[k] = s.strangers.pop(k)
         s.validators = keys
         self.counters["validator_set_changes"] += 1
 
@@ -1231,17 +1015,8 @@ class NetworkConsensusBridge:
     ) -> None:
         s = self.sessions.get(op.session_id)
         if s is not None:
-            s.pending.pop(op.proposal_id, None)
-        op.status, op.finished_at, op.reason = status, now, reason
-        if status is OperationStatus.COMMITTED:
-            self.counters["operations_committed"] += 1
-            self._latencies.append(now - op.submitted_at)
-        else:
-            self.counters["operations_failed"] += 1
-            self.counters[f"failed_{reason or 'unknown'}"] += 1
-        self._finished[op.proposal_id] = op
-        while len(self._finished) > self.config.finished_capacity:
-            self._finished.popitem(last=False)
+            s.pending.remove(op.proposal_id)
+        self._finished.finish(op, status, now, reason)
 
     def _arm(self, s: _Session) -> None:
         if not self._running or self._loop is None:
@@ -1284,9 +1059,10 @@ class NetworkConsensusBridge:
             return
         now = self._now()
         links = len(self.mesh.router.peers.links)
-        for s in self.sessions.values():
-            if self.config.gossip:
-                self._refresh_gossip(s, now)
+        if self.config.gossip and self.sessions:
+            view = self._mesh_view()
+            for s in self.sessions.values():
+                self._refresh_gossip(s, now, view)
         if links > self._links:
             # A new neighbour may join a part of the mesh that missed our messages (the
             # mesh does not store and forward): re-send this height's votes and proposal.
@@ -1308,25 +1084,26 @@ class NetworkConsensusBridge:
 
     def _expire(self, s: _Session, now: float) -> None:
         """Timeout cleanup: operations pending too long have failed."""
-        limit = self.config.operation_timeout
-        for op in [o for o in s.pending.values() if now - o.submitted_at > limit]:
+        for op in s.pending.older_than(now, self.config.operation_timeout):
             self._finish(op, OperationStatus.FAILED, now, "timeout")
 
     def _in_contact(self, s: _Session, now: float) -> int:
-        me = self.identity.signing_public
-        timeout = self.config.contact_timeout
-        return sum(1 for v, t in s.contact.items() if v == me or now - t <= timeout)
+        return s.contact.in_contact(now)
 
     def _check_contact(self, s: _Session, now: float) -> None:
         """Partition detection and healing; catching up while f+1 validators are ahead."""
         n = len(s.validators)
         in_contact = self._in_contact(s, now)
         before = s.health
+        following = None
+        if self._lost_set(s, now, in_contact):
+            following = self._follow_announcements(s, now) or self._follow_strangers(s, now)
         if in_contact < quorum(n):
-            s.health = SessionHealth.PARTITIONED
-        else:
-            behind = self._follow_announcements(s, now)
-            s.health = SessionHealth.CATCHING_UP if behind else SessionHealth.ACTIVE
+            seen = Seen.QUORUM_LOST
+        else:  # behind: hand the engine what f+1 validators announced
+            behind = self._follow_announcements(s, now) if following is None else following
+            seen = Seen.BEHIND if behind else Seen.IN_STEP
+        s.health, effect = next_health(before, seen)
         if s.health is before:
             return
         self.counters[f"health_{s.health.value}"] += 1
@@ -1342,10 +1119,62 @@ class NetworkConsensusBridge:
                 validators=n,
             ),
         )
-        if before is SessionHealth.PARTITIONED:
+        if effect is Effect.HEAL:
             # Healing: tell the others where we are now; their answers drive catch-up.
-            s.announce_interval = self.config.announce_min_interval
+            s.announcer.healed()
             self._announce(s, now)
+
+    def _lost_set(self, s: _Session, now: float, in_contact: int | None = None) -> bool:
+        """Whether the set we know cannot lead us: we are not one of it (a joiner), or we
+        hear no quorum of it (it may have left while we were away). Only then do keys
+        outside it matter; a live validator ignores them (no request on their word)."""
+        if not s.engine.is_validator:
+            return True
+        if in_contact is None:
+            in_contact = self._in_contact(s, now)
+        return in_contact < quorum(len(s.validators))
+
+    def _note_stranger(self, s: _Session, key: bytes, msg: StateAnnounce) -> None:
+        """Keep the last announcement of a key outside our validator set (bounded: the
+        oldest heard goes first)."""
+        self.counters["announce_stranger"] += 1
+        s.strangers[key] = msg
+        s.strangers.move_to_end(key)
+        while len(s.strangers) > self.config.stranger_capacity:
+            s.strangers.popitem(last=False)
+            self._drop("announce_stranger_evicted")
+
+    def _follow_strangers(self, s: _Session, now: float) -> bool:
+        """Catch up on announcements of keys outside the set we know (True when behind).
+
+        A node that knows only an old set (a joiner knows the genesis set; its validators
+        may all have left) cannot place these keys until the chain names them, so none of
+        them is trusted: one stranger above us only makes the engine ask for our next block
+        (its certificate is checked against the set of its own height, so a liar gains
+        nothing and a truthful one moves us a block on, into sets that name more of them).
+        Only ``max(2, f+1)`` distinct strangers above us (f of the set we know) make the
+        engine take the (f+1)-th highest as the height to catch up to (blocks in batches,
+        or a snapshot, which is proven link by link from the genesis set). Sybil keys cost
+        a liar nothing, so the most they buy is one request per ``request_interval`` (the
+        engine's own rate) for blocks or a snapshot nobody holds."""
+        eng = s.engine
+        ahead = sorted(
+            (a.height for a in s.strangers.values() if a.height > eng.height), reverse=True
+        )
+        if not ahead:
+            return False
+        need = max(2, max_faulty(len(s.validators)) + 1)
+        target = ahead[need - 1] if len(ahead) >= need else eng.height + 1
+        self.counters["stranger_catch_up"] += 1
+        try:
+            eng.receive(now, StateAnnounce(target, bytes(32), bytes(32)))
+        except StorageFailure:
+            raise
+        except Exception:
+            self._drop("engine_error")
+            log.exception("engine failed on a state announcement")
+        self._after(s)
+        return True
 
     def _follow_announcements(self, s: _Session, now: float) -> bool:
         """If f+1 validators (so at least one honest) announced heights above ours, hand the
@@ -1368,30 +1197,17 @@ class NetworkConsensusBridge:
 
     def _maybe_announce(self, s: _Session, now: float) -> None:
         """Announce when the state changed (interval halves) or as a rare heartbeat."""
-        cfg = self.config
-        if cfg.heartbeat_interval > 0 and now - s.last_sent >= cfg.heartbeat_interval:
-            self.counters["heartbeats"] += 1  # keeps contact (partition detection) when idle
-            self._announce(s, now)
-        if now < s.next_announce:
-            return
         ann = s.engine.state_announcement()
-        if (ann.height, ann.state_hash) != s.last_announced:
-            # Gossiping, every validator hears our votes within a message delay, and one
-            # that lags notices from votes for heights ahead of its own: announcements,
-            # flooded O(n^2), matter less and cost a tenth of the airtime at 2 s.
-            floor = cfg.announce_min_interval
-            if cfg.gossip and not s.flood_own:
-                floor = max(floor, cfg.gossip_announce_min_interval)
-            s.announce_interval = max(floor, s.announce_interval / 2)
+        gossiping = self.config.gossip and not s.flood_own
+        why = s.announcer.tick(now, (ann.height, ann.state_hash), gossiping)
+        if why is Why.HEARTBEAT:
+            self.counters["heartbeats"] += 1  # keeps contact (partition detection) when idle
+        if why is not None:
             self._announce(s, now)
-        else:
-            s.announce_interval = min(cfg.announce_max_interval, s.announce_interval * 2)
-        s.next_announce = now + s.announce_interval
 
     def _announce(self, s: _Session, now: float) -> None:
         ann = s.engine.state_announcement()
-        s.last_announced = (ann.height, ann.state_hash)
-        s.last_sent = now
+        s.announcer.announced(now, (ann.height, ann.state_hash))
         self.counters["announcements"] += 1
         self.transmit(s.id, ann)
 
@@ -1446,21 +1262,6 @@ class NetworkConsensusBridge:
         return loop.time()
 
 
-_UNSIGNED_KINDS = frozenset(
-    {
-        Kind.STATE_ANNOUNCE,
-        Kind.SNAPSHOT_REQUEST,
-        Kind.COMMIT_REQUEST,
-        Kind.CERTIFICATE_REQUEST,
-        Kind.PROPOSAL_REQUEST,
-    }
-)
-# Catch-up answers an engine may refuse for now and take later (a commit of a height whose
-# validator set it does not know yet: a joiner two heights behind): the same answer sent
-# again in a later epoch is new, or a joiner that saw it too early never takes it.
-_REPEATABLE_KINDS = frozenset({Kind.COMMIT, Kind.CERTIFICATE})
-_KIND_AT = 1 + SESSION_ID_LEN
-_GOSSIPED = (Vote, Proposal, CompactProposal, Operation, Evidence)
 _REF_KINDS = (Kind.VOTE_SET, Kind.OPERATION_REF, Kind.PROPOSAL_REF)  # need the validator set
 _BATCH_KINDS = (Kind.BATCH, *_REF_KINDS)
 _PRIORITY: dict[type, int] = {Vote: 0, Proposal: 1, CompactProposal: 1, Evidence: 1, Operation: 2}
@@ -1489,23 +1290,3 @@ def _named(s: _Session, peer: bytes, msg: Message) -> None:
 
 
 _NAMED_BLOCKS = 16  # block hashes remembered per gossip neighbour
-
-
-def _dedup_key(payload: bytes, sender: bytes | None, epoch: int) -> bytes:
-    """Payload hash. Signed messages are the same message whoever relays or replays them.
-    Unsigned kinds (announcements, catch-up requests) and catch-up answers are keyed by the
-    authenticated sender and a time ``epoch`` too: two nodes announcing one state are two
-    announcements, a request repeated after its answer was lost is a new request, and an
-    answer repeated later is a new answer."""
-    kind = payload[_KIND_AT] & 0x7F if len(payload) > _KIND_AT else 0
-    if kind not in _UNSIGNED_KINDS and kind not in _REPEATABLE_KINDS:
-        return hashlib.blake2b(payload, digest_size=16).digest()
-    key = (sender or b"") + epoch.to_bytes(8, "big", signed=True)
-    return hashlib.blake2b(payload, digest_size=16, key=key).digest()
-
-
-def _quantile(xs: Sequence[float], q: float) -> float:
-    """Nearest-rank quantile of sorted ``xs``; NaN when empty."""
-    if not xs:
-        return math.nan
-    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..air.broker import INTERNET_PROFILES
 from ..air.faults import FaultSpecError
 from ..sim.byzantine import BEHAVIOURS, Behaviour
+from ..sim.churn_attacks import CHURN_BEHAVIOURS
 from ..sim.islands import IslandsConfig, IslandsResult, IslandsRun, simulate_islands
 from ..sim.table import TableConfig, TableResult, plot_latency, simulate_table
 from .simulate import live_progress, register_mode, scenario_from_args, write_trace
@@ -36,9 +37,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--byzantine", type=int, default=0, metavar="N", help="N Byzantine validators")
     g.add_argument(
         "--behaviour",
-        choices=BEHAVIOURS,
+        choices=BEHAVIOURS + CHURN_BEHAVIOURS,
         default=Behaviour.EQUIVOCATE.value,
-        help="what the Byzantine validators do (default equivocate)",
+        help="what the Byzantine validators do (default equivocate); with --churn also "
+        "sponsor (seats keys it controls), forged-join, join-replay, removed-votes",
     )
     g.add_argument(
         "--phones",
@@ -95,6 +97,8 @@ def table_config(args: argparse.Namespace) -> TableConfig:
             raise ValueError("--partition: HEAL must come after START")
     if not 0 <= args.byzantine <= args.nodes:
         raise ValueError("--byzantine must be within 0..--nodes")
+    if args.behaviour in CHURN_BEHAVIOURS:
+        raise ValueError(f"--behaviour {args.behaviour} attacks set changes: it needs --churn")
     if not 0 <= args.phones <= 64:
         raise ValueError("--phones must be within 0..64")
     return TableConfig(
@@ -231,21 +235,29 @@ def islands_json(result: IslandsResult) -> dict[str, object]:
 
 
 def run_churn_cli(args: argparse.Namespace) -> int:
-    from ..sim.churn import simulate_churn
+    from ..sim.churn import choose_byzantine, simulate_churn
 
     try:
-        if args.byzantine or args.islands != 1 or args.split:
-            raise ValueError("--churn does not take --byzantine or --islands yet")
+        if args.islands != 1 or args.split:
+            raise ValueError(
+                "--churn does not combine with --islands: islands play one pre-arranged "
+                "table across gateways"
+            )
+        if args.phones:
+            raise ValueError("--churn does not combine with --phones")
         ns = argparse.Namespace(**vars(args))
         if ns.warmup is None:
             ns.warmup = CONSENSUS_WARMUP
         config = scenario_from_args(ns)
+        byzantine = choose_byzantine(config.nodes, args.byzantine, args.behaviour, config.seed)
     except (ValueError, FaultSpecError) as exc:
         print(f"ble-bridge simulate: {exc}", file=sys.stderr)
         return 2
     live = sys.stdout.isatty() and not args.json
     with live_progress(config.duration, enabled=live) as update:
-        result = simulate_churn(config, store_dir=args.store_dir, progress=update)
+        result = simulate_churn(
+            config, store_dir=args.store_dir, progress=update, byzantine=byzantine
+        )
     if args.json:
         out = {
             "nodes": config.nodes,
@@ -258,6 +270,9 @@ def run_churn_cli(args: argparse.Namespace) -> int:
             "tables": result.tables,
             "seated": result.seated,
             "agreement": result.agreement,
+            "byzantine": {str(i): b for i, b in sorted(result.byzantine.items())},
+            "attacks": result.attacks,
+            "violations": result.violations,
             "latency_p50": _finite(result.latency(0.5)),
             "latency_p95": _finite(result.latency(0.95)),
             "events": result.events,

@@ -182,6 +182,9 @@ class EngineConfig:
     # an (empty) block this often, so the deadline passes (None: never)
     idle_block_interval: float | None = 1.0
     signature_cache: int = 16384
+    # a verified signature unused this long is forgotten (its height is decided; the same
+    # vote's relayed copies and certificate come within seconds). None: only the LRU bound.
+    signature_cache_ttl: float | None = 60.0
     # validator-set changes (consensus.validators): a change committed at H counts from H+1
     max_validators: int = 256  # an AddValidator above this many is refused
     # a validator none of whose votes we verified for this many heights is removed by an
@@ -368,7 +371,7 @@ class ConsensusEngine(Generic[S]):
         self.app = app
         self.config = config or EngineConfig()
         self.store = store
-        self.cache = SignatureCache(self.config.signature_cache)
+        self.cache = SignatureCache(self.config.signature_cache, self.config.signature_cache_ttl)
         self.stats: Counter[str] = Counter()
         self._outbox: list[Message] = []
         self._events: list[Event] = []
@@ -632,6 +635,7 @@ class ConsensusEngine(Generic[S]):
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
         self._now = now
+        self.cache.expire(now)
         for name, (due, h, r) in list(self._timers.items()):
             if due > now or self._timers.get(name) != (due, h, r):
                 continue
@@ -701,6 +705,7 @@ class ConsensusEngine(Generic[S]):
     def receive(self, now: float, msg: Message) -> None:
         """Process one decoded message; never raises on bad input (drops are counted)."""
         self._now = now
+        self.cache.expire(now)
         self._dispatch(now, msg)
         self._progress(now)
 

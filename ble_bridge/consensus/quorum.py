@@ -36,17 +36,31 @@ def max_faulty(n: int) -> int:
 
 
 class SignatureCache:
-    """Ed25519 verification memoised by (key, signature, message); bounded LRU.
+    """Ed25519 verification memoised by (key, signature, message); bounded LRU, and with a
+    ``ttl`` each result is forgotten ``ttl`` seconds after it was last used.
 
     Verification (~60 µs) dominates consensus cost: the same vote arrives by several
-    relays and again inside certificates, so each distinct triple is checked once.
+    relays and again inside certificates, within seconds, so each distinct triple is checked
+    once. An entry nobody asked for in ``ttl`` seconds belongs to a decided height; keeping
+    it only made the cache fill for minutes (RSS growth) — forgetting it costs at most one
+    more verification. The cache's clock is the ``now`` last given to :meth:`expire`
+    (the engine calls it on every message and timer).
     """
 
-    def __init__(self, max_entries: int = 8192) -> None:
+    def __init__(self, max_entries: int = 8192, ttl: float | None = None) -> None:
         self.max_entries = max_entries
-        self._seen: OrderedDict[bytes, bool] = OrderedDict()
+        self.ttl = ttl
+        # digest -> (result, last used); the (result, time) pairs are shared by every entry
+        # stamped at the same time, so a stamp costs no memory per entry
+        self._seen: OrderedDict[bytes, tuple[bool, float]] = OrderedDict()
+        self._now = float("-inf")
+        self._stamps = {True: (True, self._now), False: (False, self._now)}
         self.hits = 0
         self.verified = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def __call__(self, key: bytes, signature: bytes, message: bytes) -> bool:
         return self.verify(key, signature, message)
@@ -57,13 +71,29 @@ class SignatureCache:
         # ~3.8 MB (it fills over the first ~20 minutes of play, which showed as RSS growth)
         return hashlib.blake2b(key + signature + message, digest_size=16).digest()
 
+    def expire(self, now: float) -> None:
+        """Advance the cache's clock to ``now``; forget results unused for ``ttl`` seconds."""
+        if now <= self._now:
+            return
+        self._now = now
+        self._stamps = {True: (True, now), False: (False, now)}
+        if self.ttl is None:
+            return
+        seen = self._seen
+        while seen:
+            k, (_, t) = next(iter(seen.items()))
+            if now - t < self.ttl:
+                break
+            del seen[k]
+            self.expired += 1
+
     def verify(self, key: bytes, signature: bytes, message: bytes) -> bool:
         k = self._key(key, signature, message)
         got = self._seen.get(k)
         if got is not None:
-            self._seen.move_to_end(k)
             self.hits += 1
-            return got
+            self._store(k, got[0])
+            return got[0]
         ok = verify_signature(key, signature, message)
         self.verified += 1
         self._store(k, ok)
@@ -74,7 +104,7 @@ class SignatureCache:
         self._store(self._key(key, signature, message), True)
 
     def _store(self, k: bytes, ok: bool) -> None:
-        self._seen[k] = ok
+        self._seen[k] = self._stamps[ok]
         self._seen.move_to_end(k)
         while len(self._seen) > self.max_entries:
             self._seen.popitem(last=False)

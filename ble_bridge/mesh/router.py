@@ -21,7 +21,7 @@ import heapq
 import itertools
 import logging
 import random
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 
 from ..transport import LinkInfo, SendResult
@@ -79,28 +79,32 @@ DROP_REASONS: frozenset[str] = frozenset(
 """Every reason a received frame is dropped; each frame counts exactly one outcome."""
 
 
-_VERIFIED: OrderedDict[bytes, None] = OrderedDict()
 VERIFIED_CACHE_SIZE = 8192
+# A copy of a packet reaches every node of a process within the flood time; once the
+# default freshness window has passed since its last use, the next copy is dropped as stale
+# right after verification anyway, so an older entry saves nothing. Without the expiry the
+# memo filled for ~20 minutes in a one-node-per-process lab (RSS growth).
+VERIFIED_TTL = MeshConfig().freshness_window
+_VERIFIED = SeenCache(VERIFIED_CACHE_SIZE, VERIFIED_TTL)
 
 
-def verify_packet(packet: Packet, signing_key: bytes) -> bool:
+def verify_packet(now: float, packet: Packet, signing_key: bytes) -> bool:
     """``packet.verify`` remembering successes by digest of (key, signature, signed bytes).
 
     Every node of a process (a simulated mesh) verifies the same packets; Ed25519 verification
     dominates the cost of a frame, so one bounded process-wide memo saves most of it.
+    Entries are forgotten ``VERIFIED_TTL`` seconds after their last use (``now``: the
+    caller's clock; the nodes of one process share one).
     """
     if packet.signature is None:
         return False
     message = packet.signing_bytes()
     digest = hashlib.blake2b(signing_key + packet.signature + message, digest_size=16).digest()
-    if digest in _VERIFIED:
-        _VERIFIED.move_to_end(digest)
+    if _VERIFIED.seen(now, digest):
         return True
     if not verify_signature(signing_key, packet.signature, message):
         return False
-    _VERIFIED[digest] = None
-    if len(_VERIFIED) > VERIFIED_CACHE_SIZE:
-        _VERIFIED.popitem(last=False)
+    _VERIFIED.add(now, digest)
     return True
 
 
@@ -276,7 +280,7 @@ class Router:
             if packet.type not in self.config.unsigned_relay_types:
                 return self._drop("unsigned")
         elif packet.type == PacketType.ANNOUNCE:
-            result = self._verify_announce(packet)
+            result = self._verify_announce(now, packet)
             if isinstance(result, str):
                 return self._drop(result)
             announce = result
@@ -284,7 +288,7 @@ class Router:
             key = self.peers.signing_key(sender)
             if key is None:
                 return self._drop("unknown_sender")
-            if not verify_packet(packet, key):
+            if not verify_packet(now, packet, key):
                 return self._drop("bad_signature")
         wall = self.wall_ms(now)
         if packet.signature is not None:
@@ -319,7 +323,7 @@ class Router:
             self._schedule_relay(now, link, packet, pid)
         return None
 
-    def _verify_announce(self, packet: Packet) -> Announce | str:
+    def _verify_announce(self, now: float, packet: Packet) -> Announce | str:
         try:
             ann = Announce.decode(packet.payload)
         except WireError:
@@ -331,7 +335,7 @@ class Router:
         known = self.peers.signing_key(packet.sender)
         if known is not None and known != ann.signing_key:
             return "key_conflict"
-        if not verify_packet(packet, ann.signing_key):
+        if not verify_packet(now, packet, ann.signing_key):
             return "bad_signature"
         return ann
 

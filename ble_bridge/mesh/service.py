@@ -20,6 +20,7 @@ from ..transport import LinkInfo, SendResult, Transport
 from ..wire.identity import Identity
 from ..wire.packet import Packet
 from .config import MeshConfig
+from .reconnects import ReconnectWatch
 from .router import Delivered, Router
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class MeshNode:
         self.counters: Counter[str] = Counter()
         self._identified: dict[int, bytes] = {}
         """link id -> peer id last told to the transport (:meth:`Transport.link_identified`)"""
+        self.reconnects = ReconnectWatch()
 
     @property
     def peer_id(self) -> bytes:
@@ -169,14 +171,20 @@ class MeshNode:
             return
         self._identified[link_id] = link.peer_id
         rec = self.router.peers.get(link.peer_id)
-        log.info(
-            kv(
-                "link_identified",
-                link=link_id,
-                peer=link.peer_id.hex(),
-                nickname=rec.nickname if rec else None,
+        nickname = rec.nickname if rec else None
+        log.info(kv("link_identified", link=link_id, peer=link.peer_id.hex(), nickname=nickname))
+        span = self.reconnects.identified(self._now(), link.peer_id)
+        if span is not None:
+            self.counters["peer_reconnecting"] += 1
+            log.warning(
+                kv(
+                    "peer_reconnecting",
+                    peer=link.peer_id.hex(),
+                    nickname=nickname,
+                    links=self.reconnects.config.threshold,
+                    within_s=round(span, 1),
+                )
             )
-        )
         try:
             self.transport.link_identified(link_id, link.peer_id, rec.capabilities if rec else 0)
         except Exception:  # a transport bug must not stop the node

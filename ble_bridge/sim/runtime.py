@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..air.network import NodeFactory, NodeSpec, SimNode
-from ..bridge import BridgeConfig
+from ..bridge import BridgeConfig, NetworkConsensusBridge
 from ..consensus.craps import CrapsState, Stage
 from ..consensus.engine import Committed
 from ..mesh.config import MeshConfig
-from ..node import Node, NodeConfig, NodeSection
+from ..node import BridgeFactory, Node, NodeConfig, NodeSection
 from ..tables.errors import TableError
 from ..tables.service import TablesConfig
 
@@ -48,10 +49,13 @@ class ChurnLog:
 
         return on_commit
 
-    def agreement(self, session_id: bytes) -> bool:
-        """No two nodes committed different blocks at one height of ``session_id``."""
+    def agreement(self, session_id: bytes, among: Collection[int] | None = None) -> bool:
+        """No two nodes (of ``among``, default all) committed different blocks at one
+        height of ``session_id``."""
         seen: dict[int, bytes] = {}
-        for sessions in self.chains.values():
+        for index, sessions in self.chains.items():
+            if among is not None and index not in among:
+                continue
             for h, block in sessions.get(session_id, {}).items():
                 if seen.setdefault(h, block) != block:
                     return False
@@ -70,6 +74,7 @@ class RuntimeNode(Node):
         bridge_config: BridgeConfig | None = None,
         mesh_config: MeshConfig | None = None,
         store_dir: Path | None = None,
+        bridge_factory: BridgeFactory | None = None,
     ) -> None:
         identities = spec.network.identities
         config = NodeConfig(
@@ -88,6 +93,7 @@ class RuntimeNode(Node):
             store_path=store,
             tables_path=store.with_suffix(".tables.json") if store is not None else None,
             peer_keys={i.peer_id: i.signing_public for i in identities},
+            bridge_factory=bridge_factory or NetworkConsensusBridge,
         )
         self.index = spec.index
         self.bridge.commit_hooks.append(log.hook(spec.index))

@@ -16,7 +16,7 @@ import hashlib
 import math
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,10 +86,14 @@ class TableNode(Node):
         behaviour: Behaviour | None = None,
         app: Callable[[], Application[Any]] = CrapsApp,
         validators: int | None = None,
+        seats: Sequence[int] | None = None,
     ) -> None:
         # the first ``validators`` identities of the network sit at the table (all: None);
-        # the others are e.g. simulated phones
+        # the others are e.g. simulated phones; or those of the nodes ``seats`` (one of
+        # several tables on the mesh)
         identities = spec.network.identities[:validators]
+        if seats is not None:
+            identities = [spec.network.identities[i] for i in seats]
         bridge: BridgeFactory = NetworkConsensusBridge
         if behaviour is not None:
             rng = spec.network.seeds.rng("byzantine", spec.index, spec.generation)

@@ -123,8 +123,8 @@ class TableService:
             EventsConfig(enabled=config.chat, interval=config.chat_interval),
         )
         self._chat_seen: dict[bytes, tuple[int, bool]] = {}  # table -> (height, healthy)
-        # our phone ops in flight: op id -> (who and what, table name, phone key)
-        self._phone_pending: dict[bytes, tuple[str, str, bytes]] = {}
+        self._phone_pending: dict[bytes, _PhonePending] = {}  # our phone ops in flight
+        self._phone_held: list[_PhonePending] = []  # bets waiting for a betting window
         bridge.commit_hooks.append(self._on_commit)
         mesh.subscribe(TABLE_ANNOUNCE_TYPE, self._on_packet)
 
@@ -456,8 +456,10 @@ class TableService:
 
     def phone_command(self, now: float, text: str, announce: bytes, message: bytes) -> str:
         """A phone's public ``!join TABLE`` / ``!bet TABLE KIND N`` (its own signed frames):
-        checked here as every validator will check it, then submitted as a PhoneOp. The
-        reply is one short line; the table's chat line says it once it committed."""
+        checked here as every validator will check it, then submitted as a PhoneOp. A bet
+        that comes while the dice roll (``wrong_stage``) is held (bounded) and submitted when
+        the next betting window opens. The reply is one short line naming the phone; another
+        says when the op committed."""
         words = text.split()
         table = words[1] if len(words) > 1 else ""
         # case-insensitive, as the validators compare it (phone_proof.parse_command)
@@ -466,44 +468,105 @@ class TableService:
             self.counters["phone_unknown_table"] += 1
             return f"no table {table[:20]!r} here; !tables lists them"
         engine = self.bridge.engine(sid)
-        state = engine.state
         name = self.names[sid]
-        if not engine.is_validator or not isinstance(state, CrapsState):
+        if not engine.is_validator or not isinstance(engine.state, CrapsState):
             self.counters["phone_not_seated"] += 1
             return f"this node does not sit at {name}; ask near its players"
         if not isinstance(engine.app, CrapsApp):
             return f"{name} takes no phone players"
+        op = PhoneOp(announce, message)
         try:
-            body = encode_op(PhoneOp(announce, message))
+            cmd = engine.app.phone_command(op)  # the proofs (cached: the check repeats it)
+        except InvalidOperation as exc:
+            self.counters[f"phone_refused_{exc.reason}"] += 1
+            return f"{name}: refused ({_PHONE_REFUSALS.get(exc.reason, exc.reason)})"
+        who = cmd.nickname[:24]
+        what = f"{cmd.verb} {cmd.amount} {cmd.kind}" if cmd.verb == "bet" else "join"
+        pending = _PhonePending(sid, encode_op(op), f"{who}: {what}", name, cmd.key, cmd.verb)
+        reason = self._submit_phone(engine, pending)
+        if reason == "wrong_stage" and cmd.verb == "bet":
+            self._hold_phone(pending)
+            return f"{who}: {what} held for the next roll at {name}"
+        if reason is not None:
+            return f"{who}: {what} at {name} refused ({_PHONE_REFUSALS.get(reason, reason)})"
+        return f"{who}: {what} sent to {name}; a line follows when it is in"
+
+    def _submit_phone(self, engine: ConsensusEngine[Any], p: _PhonePending) -> str | None:
+        """Check ``p`` against the committed state and submit it; None, or why not."""
+        state = engine.state
+        try:
             ctx = BlockContext(engine.height + 1, self.identity.signing_public, engine.validators)
-            engine.app.check(state, self.identity.signing_public, body, ctx)
+            engine.app.check(state, self.identity.signing_public, p.body, ctx)
         except (InvalidOperation, ValueError) as exc:
             reason = exc.reason if isinstance(exc, InvalidOperation) else "phone_bad_frame"
             self.counters[f"phone_refused_{reason}"] += 1
-            return f"{name}: refused ({_PHONE_REFUSALS.get(reason, reason)})"
+            return reason
         try:
-            pid = self.bridge.submit_operation(sid, body)
+            pid = self.bridge.submit_operation(p.session, p.body)
         except BridgeError as exc:
             self.counters[f"phone_submit_{exc.reason}"] += 1
-            return f"{name}: busy, try again"
+            return "busy"
         self.counters["phone_ops"] += 1
-        cmd = engine.app.phone_command(PhoneOp(announce, message))  # verified above: cached
-        what = f"{cmd.verb} {cmd.amount} {cmd.kind}" if cmd.verb == "bet" else "join"
-        self._phone_pending[pid] = (f"{cmd.nickname[:24]}: {what}", name, cmd.key)
+        self._phone_pending[pid] = p
         while len(self._phone_pending) > 64:
             self._phone_pending.pop(next(iter(self._phone_pending)))
             self.counters["phone_pending_evicted"] += 1
-        return f"{name}: {words[0][1:].lower()} sent; the table will say when it is in"
+        return None
+
+    def _hold_phone(self, p: _PhonePending) -> None:
+        """Keep a bet for the next betting window (at most ``MAX_HELD_PHONE_OPS``, each for
+        ``PHONE_HOLD_ROUNDS`` windows; the oldest goes first, counted)."""
+        p.holds += 1
+        if p.holds > PHONE_HOLD_ROUNDS:
+            self.counters["phone_hold_gave_up"] += 1
+            self._phone_say(f"{p.what} at {p.name} refused (missed {PHONE_HOLD_ROUNDS} rolls)")
+            return
+        self._phone_held.append(p)
+        self.counters["phone_held"] += 1
+        while len(self._phone_held) > MAX_HELD_PHONE_OPS:
+            self._phone_held.pop(0)
+            self.counters["phone_held_evicted"] += 1
+
+    def _release_held(self, session_id: bytes) -> None:
+        """The betting window of ``session_id`` is open: submit the bets held for it."""
+        if not any(p.session == session_id for p in self._phone_held):
+            return
+        engine = self.bridge.engine(session_id)
+        state = engine.state
+        if not isinstance(state, CrapsState) or state.stage != Stage.BETTING:
+            return
+        held = [p for p in self._phone_held if p.session == session_id]
+        self._phone_held = [p for p in self._phone_held if p.session != session_id]
+        for p in held:
+            reason = self._submit_phone(engine, p)
+            if reason is not None:
+                why = _PHONE_REFUSALS.get(reason, reason)
+                self._phone_say(f"{p.what} at {p.name} refused ({why})")
+            else:
+                self.counters["phone_held_released"] += 1
+
+    def _phone_say(self, line: str) -> None:
+        try:
+            self.mesh.send(PacketType.MESSAGE, _short(line).encode("utf-8"))
+        except ValueError:
+            self.counters["chat_send_refused"] += 1
+            return
+        self.counters["phone_replies"] += 1
 
     def _on_commit(self, session_id: bytes, ev: Committed) -> None:
-        """Answer a phone as soon as its op commits (not at the next tick)."""
+        """Answer a phone as soon as its op commits (not at the next tick); submit the bets
+        held for a betting window that this block opened."""
         if self._phone_pending and any(op.op_id in self._phone_pending for op in ev.ops):
             self._phone_replies(committed={op.op_id for op in ev.ops})
+        if self._phone_held:
+            self._release_held(session_id)
 
     def _phone_replies(self, committed: set[bytes] | None = None) -> None:
         """One public line per phone op of ours that committed or failed: the committed
-        reply (the table's own line may wait behind others, rate-limited)."""
-        for pid, (what, name, key) in list(self._phone_pending.items()):
+        reply (the table's own line may wait behind others, rate-limited). A bet that
+        failed because the dice were rolling by the time it reached a block is held for the
+        next window instead."""
+        for pid, p in list(self._phone_pending.items()):
             op = self.bridge.operation(pid)
             done = committed is not None and pid in committed
             if not done and (op is None or op.status is OperationStatus.PENDING):
@@ -511,21 +574,20 @@ class TableService:
                     del self._phone_pending[pid]
                 continue
             del self._phone_pending[pid]
-            sid = next((k for k, n in self.names.items() if n == name), None)
-            state = self.bridge.engine(sid).state if sid in self.bridge.sessions else None
+            state = (
+                self.bridge.engine(p.session).state if p.session in self.bridge.sessions else None
+            )
             if done or (op is not None and op.status is OperationStatus.COMMITTED):
-                bal = state.phone_balance(key) if isinstance(state, CrapsState) else None
-                line = f"{what} in at {name}" + (f", balance {bal}" if bal is not None else "")
+                bal = state.phone_balance(p.key) if isinstance(state, CrapsState) else None
+                line = f"{p.what} in at {p.name}" + (f", balance {bal}" if bal is not None else "")
             else:
                 why = op.reason if op is not None else ""
+                if why == "wrong_stage" and p.verb == "bet":
+                    self._hold_phone(p)
+                    continue
                 reason = _PHONE_REFUSALS.get(why, why or "not committed")
-                line = f"{what} at {name} refused ({reason})"
-            try:
-                self.mesh.send(PacketType.MESSAGE, _short(line).encode("utf-8"))
-            except ValueError:
-                self.counters["chat_send_refused"] += 1
-                continue
-            self.counters["phone_replies"] += 1
+                line = f"{p.what} at {p.name} refused ({reason})"
+            self._phone_say(line)
 
     # -- the tick ----------------------------------------------------------------------
 
@@ -796,6 +858,23 @@ class TableService:
             return asyncio.get_running_loop().time()
         except RuntimeError:
             return 0.0
+
+
+MAX_HELD_PHONE_OPS = 32
+PHONE_HOLD_ROUNDS = 3  # betting windows a held bet may miss before it is refused
+
+
+@dataclass(slots=True)
+class _PhonePending:
+    """A phone op this node submits: who and what (``NICK: bet 10 pass``), its table."""
+
+    session: bytes
+    body: bytes
+    what: str
+    name: str
+    key: bytes  # the phone's signing key (its account)
+    verb: str  # join | bet
+    holds: int = 0  # betting windows it has been held for
 
 
 _PHONE_REFUSALS = {

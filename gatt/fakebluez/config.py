@@ -55,6 +55,17 @@ class FakeBluezConfig:
     side sees nothing. Only a Disconnect (or a power cycle) ends it."""
     connect_race_side: str = "either"
     """Which half stays up in a race: "peripheral", "central" or "either" (at random)."""
+    connect_blocked_while_peripheral: bool = False
+    """The LE-states limit seen on real bluetoothd in the VM (Debian 12's 6.1 kernel, an H4
+    controller on hci_uart): the kernel never sends LE Create Connection while the adapter
+    holds a link in the peripheral role (``check_pending_le_conn`` refuses unless the driver
+    sets HCI_QUIRK_VALID_LE_STATES; vhci does, hci_uart does not). bluetoothd logs
+    "Connection attempt to" and the Connect call just waits: it completes if the adapter's
+    last peripheral-role link ends meanwhile, is cancelled by a Disconnect of that device
+    (what bleak does at its own timeout), or fails after ``blocked_connect_s``."""
+    blocked_connect_s: float = 40.0
+    """How long such a blocked Connect waits before failing (the kernel's L2CAP connect
+    timeout, 40 s; bleak gives up sooner)."""
     bluez_version: str = "5.66"
     """The bluetoothd being imitated: 5.80+ reads the scan-response properties (with
     ``experimental``); 5.66 is Debian bookworm's / Raspberry Pi OS's."""

@@ -218,6 +218,9 @@ class FakeBluez:
         self.half_open: dict[frozenset[int], tuple[int, int]] = {}
         """Connect race, other way round: (central, peripheral) pairs where only the
         peripheral sees a connection (a connected device that never writes)."""
+        self.blocked_connects: dict[str, asyncio.Event] = {}
+        """Device paths of Connect calls waiting while their adapter is a peripheral
+        (``connect_blocked_while_peripheral``); set the event to cancel one."""
         self.mirror_chars: dict[str, MirrorChar] = {}
         self.mirror_descs: dict[str, tuple[Link, int, str, str]] = {}
         self.fanout: dict[tuple[str, str], list[MirrorChar]] = {}
@@ -827,9 +830,46 @@ class FakeBluez:
             raise BluezError("InProgress", "In Progress")
         self._spawn(self._connect_later(msg, a, b))
 
+    def is_peripheral(self, index: int) -> bool:
+        """The adapter holds a link (or a half-open connection it sees) as the peripheral."""
+        return any(lk.peripheral == index for lk in self.links.values() if not lk.half_open) or any(
+            pair[1] == index for pair in self.half_open.values()
+        )
+
+    async def _blocked_while_peripheral(self, msg: Message, a: Adapter) -> bool:
+        """Wait as the kernel does while ``a`` is a peripheral; True: the Connect ended."""
+        dev = msg.path or ""
+        cfg = self.config
+        if dev in self.blocked_connects:
+            self.error(msg, ERR + "InProgress", "In Progress")
+            return True
+        self.stats["connect_blocked_peripheral"] += 1
+        cancel = self.blocked_connects[dev] = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + cfg.blocked_connect_s
+        try:
+            while self.is_peripheral(a.index):
+                if cancel.is_set():
+                    self.stats["connect_blocked_cancelled"] += 1
+                    self.error(msg, ERR + "Failed", "Operation was cancelled")
+                    return True
+                if loop.time() >= end:
+                    self.stats["connect_blocked_timeout"] += 1
+                    self.error(msg, ERR + "Failed", "le-connection-abort-by-local")
+                    return True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(cancel.wait(), cfg.adv_interval_s)
+        finally:
+            self.blocked_connects.pop(dev, None)
+        self.stats["connect_unblocked"] += 1  # no longer a peripheral: the next advert connects
+        return False
+
     async def _connect_later(self, msg: Message, a: Adapter, b: Adapter) -> None:
         cfg = self.config
         await asyncio.sleep(cfg.connect_delay_s)
+        blocked = cfg.connect_blocked_while_peripheral and self.is_peripheral(a.index)
+        if blocked and await self._blocked_while_peripheral(msg, a):
+            return
         if cfg.connect_fails_while_advertising and a.advertising():
             self.stats["connect_fail_advertising"] += 1
             self.error(msg, ERR + "Failed", "Advertising Timeout (0x3c)")
@@ -1011,6 +1051,9 @@ class FakeBluez:
 
     def _disconnect(self, msg: Message) -> None:
         dev = msg.path or ""
+        blocked = self.blocked_connects.get(dev)
+        if blocked is not None:
+            blocked.set()  # bluetoothd: a Disconnect cancels the pending connect
         a = self.adapter_of(dev)
         remote = self.remote_of(dev)
         link = self.link_between(a.index, remote)

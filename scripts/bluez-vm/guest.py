@@ -20,6 +20,9 @@ publishes its adapter address and validator key in DIR, waits for the other node
 its node, appends one status row per poll to ``--out``/status.jsonl (the host's watch.py judges
 the table from every VM's rows), and when the host writes DIR/stop it stops the node and writes
 ``blocks.json`` (sha256 of every stored block by height) for the host's block comparison.
+When the host writes DIR/killI.K (watch.py ``--chaos``) it kills node I with SIGKILL the K-th
+time, starts it again on the same state dir at once (as systemd's Restart= would), and writes a
+``killed`` and a ``restarted`` row.
 
 ``--scenario kill`` adds what the project needs to know about real bluetoothd: node 0 is
 killed with SIGKILL once the mesh is up; D-Bus snapshots before and after show whether its
@@ -628,8 +631,17 @@ async def one_node(args: argparse.Namespace) -> int:
     node.start()
     progress(f"node{i} started")
     rows = (out / "status.jsonl").open("w")
+    kills = 0
     try:
         while not (ex / "stop").exists() and time.monotonic() - t0 < args.bound:
+            if (ex / f"kill{i}.{kills + 1}").exists():
+                kills += 1
+                node.kill9()
+                rows.write(json.dumps({"wall": round(time.time(), 2), "killed": kills}) + "\n")
+                node.start()
+                rows.write(json.dumps({"wall": round(time.time(), 2), "restarted": kills}) + "\n")
+                rows.flush()
+                progress(f"node{i} killed with SIGKILL and restarted ({kills})")
             r = await status(node.sock)
             row: dict[str, Any] = {"wall": round(time.time(), 2), "up": r is not None}
             if r is not None:

@@ -2,9 +2,21 @@
 
 ``verdict.py SHARE`` reads ``SHARE/out/result.json`` (written by guest.py), the node logs and
 bluetoothd's log, writes ``SHARE/verdict.json``, prints a summary to stderr and, on stdout,
-one word: ``ok``, ``retry`` (failed only because links did not form while bluetoothd showed
-the one-bluetoothd connect race, or the VM's controllers did not all come up) or ``fail``. ``verdict.py --last-line SHARE`` prints the
-tier's last line from a verdict.json.
+one word: ``ok``, ``retry`` or ``fail``. ``verdict.py --last-line SHARE`` prints the tier's last
+line from a verdict.json.
+
+``retry`` (the environment's connect race; the tier then boots the whole VM set once more) only
+when one of:
+
+- a VM's setup failed (``init-error.txt``: a controller or the air relay never came up);
+- fewer links than wanted is the ONLY failure (heights not rising is then its consequence) and
+  the logs show the race: bluetoothd's "is already connected" or a node's failed connect
+  (``connect_failed`` / ``connect … failed``).
+
+Never ``retry``: a traceback in any node log, a safety violation (two hashes or two blocks at
+one height), a node that exited, heights not rising while every link formed, no result from
+the guest, or missing links with no connect ever failing (the nodes did not even try: that is
+the node's bug, not the environment's).
 """
 
 from __future__ import annotations
@@ -36,6 +48,11 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         if (o / "bluetoothd.log").exists()
     )
     race = len(re.findall(r"already connected", btd))
+    connect_failures = sum(
+        len(re.findall(r"connect_failed|connect \S+ failed", log.read_text(errors="replace")))
+        for o in outs
+        for log in sorted(o.glob("node*.log"))
+    )
     reasons: list[str] = []
     init_errors = [o / "init-error.txt" for o in outs if (o / "init-error.txt").exists()]
     environment = bool(init_errors)
@@ -53,6 +70,15 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         if not r.get("safety_ok", True):
             reasons.append("safety: " + "; ".join(r.get("conflicts", [])[:3]))
         reasons += [ev for ev in r.get("events", []) if "exited" in ev]
+        if "kills_wanted" in r:  # --scenario chaos: every kill made, every killed node back
+            worst, limit = r.get("worst_rejoin_s"), r.get("rejoin_limit_s", 90)
+            if r["kills"] < r["kills_wanted"] or r["rejoined"] < r["kills"]:
+                reasons.append(
+                    f"chaos: {r['rejoined']} of {r['kills']} kills rejoined within {limit} s"
+                    f" ({r['kills_wanted']} kills wanted)"
+                )
+            elif worst is not None and worst > limit:
+                reasons.append(f"chaos: worst rejoin {worst} s > {limit} s")
     for notes in (o / "init-notes.txt" for o in outs):
         if notes.exists():
             print("test-bluez-vm:   VM setup: " + notes.read_text().strip(), file=sys.stderr)
@@ -72,7 +98,8 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         "safety": "ok" if r.get("safety_ok", True) else "violated",
         "reasons": reasons,
         "connect_race_lines": race,
-        "retryable": (only_links and race > 0) or environment,
+        "connect_failures": connect_failures,
+        "retryable": (only_links and (race > 0 or connect_failures > 0)) or environment,
         "t_links_s": r.get("t_links_s"),
         "heights_per_min": r.get("heights_per_min"),
         "played_s": r.get("played_s"),
@@ -80,14 +107,22 @@ def judge(share: Path, nodes: int) -> dict[str, Any]:
         "hash_heights": r.get("hash_heights"),
         "blocks_compared": r.get("blocks_compared"),
         "events": r.get("events", []),
+        **{k: r[k] for k in ("kills", "rejoined", "worst_rejoin_s", "chaos_seed") if k in r},
     }
 
 
 def last_line(v: dict[str, Any]) -> str:
-    return (
+    line = (
         f"bluez-vm nodes={v['nodes']} links={v['links']} heights={v['heights']} "
         f"rising={v['rising']} safety={v['safety']}"
     )
+    if "kills" in v:  # --scenario chaos adds its keys after the stable ones
+        worst = v.get("worst_rejoin_s")
+        line += (
+            f" kills={v['kills']} rejoined={v['rejoined']} "
+            f"worst_rejoin_s={'nan' if worst is None else f'{float(worst):.1f}'}"
+        )
+    return line
 
 
 def main(argv: list[str]) -> int:
@@ -106,7 +141,8 @@ def main(argv: list[str]) -> int:
         f"test-bluez-vm:   links after {v['t_links_s']} s; {v['heights_per_min']} heights/min "
         f"over {v['played_s']} s; {v['hash_heights']} heights hash-checked, "
         f"{v['blocks_compared']} stored blocks compared; rejoin {v['rejoin_s']} s; "
-        f"bluetoothd 'already connected' lines: {v['connect_race_lines']}",
+        f"bluetoothd 'already connected' lines: {v['connect_race_lines']}; "
+        f"failed connects in node logs: {v['connect_failures']}",
         file=err,
     )
     print("ok" if not v["reasons"] else "retry" if v["retryable"] else "fail")

@@ -14,13 +14,24 @@ When the links formed and ``--duration`` s of play passed (or the link bound ran
 exited) it writes ``exchange/stop``, waits for every VM's ``blocks.json`` and writes
 ``ATTEMPT/out/result.json`` (the keys verdict.py reads).
 
-    watch.py ATTEMPT --nodes N [--duration S] [--link-wait S]
+``--chaos S --kills K`` (the lab's ``--chaos``, on real bluetoothd): S s after every node reached
+height 1 (the table commits; bounded by ``--link-wait``), and S s after each rejoin, it asks a random node's VM (``--seed``) to SIGKILL its node and start
+it again on its state (``exchange/killI.K``; guest.py does it and writes ``killed``/``restarted``
+rows). A kill has rejoined when, in rows written after the restart, the node is linked both ways
+to every other node and its height is above its last height before the kill (with 3 validators
+the table cannot commit without it, so that height is one the restarted node helped commit).
+The rejoin time runs from the kill request (so it includes the guest's poll and the kill); a
+kill not rejoined within ``--rejoin-limit`` s (90: Python starts slowly under TCG) ends the
+chaos. Play then goes on for ``--rising-window`` + 5 s so the heights' rise is checked after it.
+
+    watch.py ATTEMPT --nodes N [--duration S] [--link-wait S] [--chaos S --kills K --seed X]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -40,6 +51,8 @@ class Rows:
         self.last: dict[str, Any] | None = None
         self.stopped: int | None = None
         self.exited: int | None = None
+        self.restarts = 0
+        self.rows_since_restart = 0
         self._partial = b""
 
     def read(self) -> None:
@@ -61,9 +74,108 @@ class Rows:
             if "stopped" in row:
                 self.stopped = row["stopped"]
                 continue
+            if "killed" in row:
+                continue
+            if "restarted" in row:
+                self.restarts = int(row["restarted"])
+                self.rows_since_restart = 0
+                continue
             if "exited" in row:
                 self.exited = row["exited"]
+            self.rows_since_restart += 1
             self.last = row
+
+
+class Chaos:
+    """Kill requests to the node VMs, one at a time, and their rejoin times (see the docstring)."""
+
+    def __init__(self, args: argparse.Namespace, n: int, ex: Path, result: dict[str, Any]) -> None:
+        self.every = float(args.chaos)
+        self.max_kills = int(args.kills)
+        self.limit = float(args.rejoin_limit)
+        self.tail = float(args.rising_window) + 5.0
+        self.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+        self.rng = random.Random(self.seed)
+        self.n = n
+        self.ex = ex
+        self.events: list[str] = result["events"]
+        # one dict per kill: node, number (per node), at, height_before, rejoin_s
+        self.kills: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self.start_wait = float(args.link_wait)
+        self.next_at: float | None = None  # set once the table commits
+        self.ended_at: float | None = None
+
+    def running(self) -> bool:
+        return self.ended_at is None or time.monotonic() - self.ended_at < self.tail
+
+    def step(self, rows: list[Rows], hs: list[int | None], peers_of: Any, say: Any) -> None:
+        now = time.monotonic()
+        if self.ended_at is not None:
+            return
+        if self.kills and self.kills[-1]["rejoin_s"] is None:
+            k = self.kills[-1]
+            i, r = k["node"], rows[k["node"]]
+            others = set(range(self.n)) - {i}
+            if (
+                r.restarts >= k["number"]
+                and r.rows_since_restart > 0
+                and r.last is not None
+                and r.last.get("up")
+                and peers_of(i) >= others
+                and all(i in peers_of(j) for j in others)
+                and hs[i] is not None
+                and hs[i] > k["height_before"]
+            ):
+                k["rejoin_s"] = round(now - k["at"], 1)
+                msg = f"kill {len(self.kills)}: node{i} rejoined {k['rejoin_s']} s after the kill"
+                self.events.append(msg + f" (heights {hs})")
+                say(msg)
+                self.next_at = now + self.every
+            elif now - k["at"] > self.limit:
+                msg = f"kill {len(self.kills)}: node{i} NOT rejoined within {self.limit:.0f} s"
+                self.events.append(msg + f" (heights {hs}, restarts seen {r.restarts})")
+                say(msg)
+                self.ended_at = now
+            return
+        if len(self.kills) >= self.max_kills:
+            self.ended_at = now
+            return
+        if self.next_at is None:  # the first kill waits for a committing table (as the lab's)
+            if all(h is not None and h >= 1 for h in hs):
+                self.next_at = now + self.every
+                say(f"table committing (heights {hs}): first kill in {self.every:.0f} s")
+            elif now - self.t0 > self.start_wait:
+                msg = f"the table never committed within {self.start_wait:.0f} s: no kill made"
+                self.events.append(msg)
+                say(msg)
+                self.ended_at = now
+            return
+        if now < self.next_at:
+            return
+        i = self.rng.randrange(self.n)
+        number = 1 + sum(1 for k in self.kills if k["node"] == i)
+        before = hs[i] if hs[i] is not None else -1
+        (self.ex / f"kill{i}.{number}").write_text("kill\n")
+        self.kills.append(
+            {"node": i, "number": number, "at": now, "height_before": before, "rejoin_s": None}
+        )
+        msg = f"kill {len(self.kills)}: node{i} (SIGKILL + restart) at height {before}"
+        self.events.append(msg)
+        say(msg)
+
+    def summary(self) -> dict[str, Any]:
+        times = [k["rejoin_s"] for k in self.kills if k["rejoin_s"] is not None]
+        return {
+            "chaos_s": self.every,
+            "chaos_seed": self.seed,
+            "kills": len(self.kills),
+            "kills_wanted": self.max_kills,
+            "rejoined": len(times),
+            "worst_rejoin_s": max(times) if times else None,
+            "rejoin_limit_s": self.limit,
+            "kill_log": [{k: v for k, v in x.items() if k != "at"} for x in self.kills],
+        }
 
 
 def main(argv: list[str]) -> int:
@@ -75,6 +187,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--boot-wait", type=float, default=300.0)
     ap.add_argument("--rising-window", type=float, default=30.0)
     ap.add_argument("--poll", type=float, default=2.0)
+    ap.add_argument("--chaos", type=float, default=0.0, help="kill a node every S s (0: none)")
+    ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--rejoin-limit", type=float, default=90.0)
+    ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
     att = Path(args.attempt)
     ex = att / "exchange"
@@ -162,13 +278,16 @@ def main(argv: list[str]) -> int:
             h0 = min_height(poll()) or 0
             t_play = time.monotonic()
             next_report = 15.0
-            while time.monotonic() - t_play < args.duration:
+            chaos = Chaos(args, n, ex, result) if args.chaos > 0 else None
+            while chaos.running() if chaos else time.monotonic() - t_play < args.duration:
                 time.sleep(args.poll)
                 hs = poll()
                 dead = [i for i in range(n) if rows[i].exited is not None or vm_ended(i)]
                 if dead:
                     result["events"].append(f"nodes {dead} exited during play")
                     break
+                if chaos is not None:
+                    chaos.step(rows, hs, peers_of, lambda m: progress(t0, m))
                 if time.monotonic() - t_play >= next_report:
                     progress(
                         t0, f"play {time.monotonic() - t_play:5.0f}s heights {hs} pairs {pairs()}"
@@ -178,6 +297,8 @@ def main(argv: list[str]) -> int:
             h1 = min_height(history[-1][1]) or 0
             result["heights_per_min"] = round((h1 - h0) * 60 / played, 1) if played else 0.0
             result["played_s"] = round(played, 1)
+            if chaos is not None:
+                result.update(chaos.summary())
     else:
         result["events"].append(f"only {len(addresses)} of {n} nodes published an address")
     result["t_links_s"] = round(t_links, 1) if t_links is not None else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ble_bridge.bridge.service import _dedup_key
+from ble_bridge.bridge.inbox import dedup_key as _dedup_key
 from ble_bridge.wire.messages import Kind
 
 SID = bytes(range(16))

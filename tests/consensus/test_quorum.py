@@ -91,3 +91,51 @@ def test_signature_cache_verifies_each_triple_once() -> None:
         w = vote(i)
         cache(w.validator, w.signature, w.signing_bytes(SESSION))
     assert len(cache._seen) == 4
+
+
+def test_signature_cache_forgets_results_unused_for_ttl_seconds() -> None:
+    cache = SignatureCache(max_entries=100, ttl=60.0)
+    a, b = vote(0), vote(1)
+    cache.expire(0.0)
+    assert cache(a.validator, a.signature, a.signing_bytes(SESSION))
+    cache.expire(30.0)
+    assert cache(b.validator, b.signature, b.signing_bytes(SESSION))
+    cache.expire(59.0)
+    assert cache(a.validator, a.signature, a.signing_bytes(SESSION))  # a hit refreshes a
+    assert cache.verified == 2 and cache.hits == 1
+    cache.expire(90.0)  # b last used at 30: gone; a used at 59: kept
+    assert len(cache) == 1 and cache.expired == 1
+    assert cache(a.validator, a.signature, a.signing_bytes(SESSION))
+    assert cache.hits == 2 and cache.verified == 2
+    assert cache(b.validator, b.signature, b.signing_bytes(SESSION))  # verified again
+    assert cache.verified == 3
+    cache.expire(1000.0)
+    assert len(cache) == 0
+
+
+def test_signature_cache_keeps_failures_and_own_signatures_under_the_same_clock() -> None:
+    cache = SignatureCache(max_entries=100, ttl=10.0)
+    v = vote(2)
+    forged = v.signature[:-1] + bytes([v.signature[-1] ^ 1])
+    cache.expire(5.0)
+    cache.remember(v.validator, v.signature, v.signing_bytes(SESSION))
+    assert not cache(v.validator, forged, v.signing_bytes(SESSION))
+    assert not cache(v.validator, forged, v.signing_bytes(SESSION))  # the failure is memoised
+    assert cache.verified == 1 and cache.hits == 1
+    cache.expire(4.0)  # a clock that goes back changes nothing
+    assert len(cache) == 2
+    cache.expire(15.0)
+    assert len(cache) == 0 and cache.expired == 2
+
+
+def test_signature_cache_with_a_steady_stream_stays_at_ttl_times_rate() -> None:
+    # the point of the ttl: at a steady rate the cache levels off after ttl seconds,
+    # far below its LRU bound, instead of growing until the bound is reached
+    cache = SignatureCache(max_entries=10_000, ttl=20.0)
+    sizes = []
+    for t in range(120):  # 5 new signatures a second for two minutes
+        cache.expire(float(t))
+        for j in range(5):
+            cache.remember(KEYS[0], t.to_bytes(4, "big") + bytes([j]) * 60, b"m")
+        sizes.append(len(cache))
+    assert sizes[-1] == 100 == max(sizes[20:])

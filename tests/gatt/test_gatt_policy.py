@@ -205,3 +205,41 @@ def test_a_flood_of_foreign_adverts_is_bounded_and_never_evicts_a_linked_node(
     newest = f"foreign-{len(garbage) - 1}"
     assert newest in p.candidates  # the oldest heard go first
     assert p.counters.get("candidates_evicted", 0) == max(0, len(garbage) + 1 - 16)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3), st.booleans())))
+def test_the_central_role_is_freed_after_k_timeouts_as_peripheral_once_per_node(
+    events: list[tuple[str, int, bool]],
+) -> None:
+    """Events: (node, inbound links at the timeout, the node linked right after). Freed only
+    at the k-th timeout in a row with inbound links up; a timeout without inbound links resets
+    the count; not again for a node until a link to it forms."""
+    k = 2
+    p = policy(peripheral_connect_timeouts=k)
+    for addr in ("a", "b"):
+        p.heard(addr, LOW, -50, 0.0)
+    count = {"a": 0, "b": 0}
+    freed = {"a": False, "b": False}
+    frees = 0
+    for addr, inbound, linked in events:
+        got = p.free_central_role(addr, inbound)
+        count[addr] = count[addr] + 1 if inbound else 0
+        want = inbound > 0 and count[addr] >= k and not freed[addr]
+        assert got == want
+        if got:
+            freed[addr], count[addr] = True, 0
+            frees += 1
+        if linked:
+            p.connected(addr, 1.0)
+            freed[addr], count[addr] = False, 0
+    assert p.counters.get("free_central_role", 0) == frees
+
+
+def test_the_central_role_is_never_freed_when_the_rule_is_off_or_the_node_unknown() -> None:
+    p = policy(peripheral_connect_timeouts=0)
+    p.heard("a", LOW, -50, 0.0)
+    assert not any(p.free_central_role("a", 1) for _ in range(10))
+    q = policy()
+    assert not any(q.free_central_role("never-heard", 2) for _ in range(10))
+    q.heard("a", LOW, -50, 0.0)
+    assert [q.free_central_role("a", 1) for _ in range(4)] == [False, True, False, False]

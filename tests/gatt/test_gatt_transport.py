@@ -187,6 +187,33 @@ def test_reconnect_after_bluetoothd_restart(fake_bluez: FakeBluezProcess, crash:
     run(scenario())
 
 
+def test_bleak_reset_during_a_scan_does_not_wedge_the_central(
+    fake_bluez: FakeBluezProcess,
+) -> None:
+    """bluetoothd's restart resets bleak's cache (:func:`gatt.central.reset_bleak`) whenever it
+    comes, often mid-scan. Closing bleak's bus under the scan used to leave the scan's
+    StopDiscovery waiting forever (dbus-fast: a call on a closed bus whose fd number was
+    reused never returns) while it held bleak's manager lock: no scan or connect of the
+    process ever ran again."""
+    from gatt.central import reset_bleak
+
+    async def scenario() -> None:
+        ctl = FakeControl(fake_bluez.address)
+        a, b = Node(0, scan_on_s=1.0), Node(1, scan_on_s=1.0)
+        await linked_pair(a, b)
+        assert await until(lambda: a.transport.central.scanning)
+        await reset_bleak()
+        await ctl.stats()  # a new bus connection takes the closed bus's fd number
+        await ctl.drop_link(0, 1, "supervision_timeout")
+        assert await until(lambda: not a.links() or a.rec.downs)
+        assert await until(lambda: bool(a.links()) and bool(b.links()), timeout=15)
+        ctl.close()
+        await a.stop()
+        await b.stop()
+
+    run(scenario())
+
+
 def test_duplicate_links_are_resolved_by_peer_id(fake_bluez: FakeBluezProcess) -> None:
     async def scenario() -> None:
         # both sides initiate at once: each ends with one link, node 0 (smaller id) central

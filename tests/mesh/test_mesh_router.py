@@ -441,3 +441,34 @@ def test_announce_sync_goes_once_per_link_so_rebinding_cannot_amplify() -> None:
     for i in range(20):
         r.receive(1.0 + i, 9, announce(Identity.from_seed(b"sybil%d" % i), 1.0 + i))
     assert r.stats["announces_synced"] == synced
+
+
+def test_verification_memo_forgets_a_packet_unused_for_the_freshness_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ble_bridge.mesh import router as router_module
+    from ble_bridge.mesh.seen import SeenCache
+
+    memo = SeenCache(router_module.VERIFIED_CACHE_SIZE, router_module.VERIFIED_TTL)
+    monkeypatch.setattr(router_module, "_VERIFIED", memo)
+    checks: list[bytes] = []
+    real = router_module.verify_signature
+
+    def counting(key: bytes, signature: bytes, message: bytes) -> bool:
+        checks.append(signature)
+        return real(key, signature, message)
+
+    monkeypatch.setattr(router_module, "verify_signature", counting)
+    ttl = router_module.VERIFIED_TTL
+    assert ttl == MeshConfig().freshness_window
+    p, q = message(A, 0.0, b"p"), message(B, 0.0, b"q")
+    verify = router_module.verify_packet
+    assert verify(0.0, p, A.signing_public) and verify(ttl / 2, q, B.signing_public)
+    assert verify(ttl - 1, p, A.signing_public)  # memo hit, refreshed
+    assert len(checks) == 2 and len(memo) == 2
+    assert verify(ttl * 1.5 + 1, p, A.signing_public)  # q (used at ttl/2) just expired
+    assert len(memo) == 1 and len(checks) == 2
+    assert verify(ttl * 1.5 + 1, q, B.signing_public) and len(checks) == 3  # verified again
+    assert not verify(ttl * 1.5 + 1, q, A.signing_public)  # failures are not remembered
+    assert not verify(ttl * 1.5 + 1, q, A.signing_public) and len(checks) == 5
+    assert verify(ttl * 10, p, A.signing_public) and len(checks) == 6 and len(memo) == 1

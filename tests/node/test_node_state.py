@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from ble_bridge.control import request
-from ble_bridge.errors import ExitCode
+from ble_bridge.errors import NO_RESTART, ExitCode
 from ble_bridge.signer import SignerFile, new_key_signer_file, signer_path_for
 from ble_bridge.store import OWNER, Store
 from ble_bridge.wire.identity import Identity
@@ -213,6 +213,8 @@ def test_database_that_cannot_be_moved_aside_is_exit_7(tmp_path: Path) -> None:
 
 
 def test_disk_full_while_playing_is_health_error_then_exit_8(tmp_path: Path) -> None:
+    """Exit 8, then the restarts systemd makes: exit 8 (never a NO_RESTART code) while the
+    disk stays full, and the node plays on from its state once space is freed."""
     with _tmpfs(tmp_path / "small", "size=3m") as small:
         conf, sock = _node_dir(tmp_path, data=small)
         with running(conf, sock, tmp_path) as r:
@@ -223,13 +225,36 @@ def test_disk_full_while_playing_is_health_error_then_exit_8(tmp_path: Path) -> 
                     f.flush()
             st = r.wait_for(lambda st: st["health"] == "error", "health error")
             assert "storage failed" in st["error"], st["error"]
+            height = r.height(st)
             code = r.wait()
             lines = r.lines()
-    assert code == ExitCode.STORAGE, lines
-    assert lines[-1].startswith("ble-bridge run: error: storage failed: "), lines[-3:]
-    text = "\n".join(lines)
-    assert "Exception in callback" not in text and "never retrieved" not in text
-    assert any("signing_stopped reason=" in ln for ln in lines)
+        assert code == ExitCode.STORAGE and int(code) not in NO_RESTART, lines
+        assert lines[-1].startswith("ble-bridge run: error: storage failed: "), lines[-3:]
+        text = "\n".join(lines)
+        assert "Exception in callback" not in text and "never retrieved" not in text
+        assert any("signing_stopped reason=" in ln for ln in lines)
+
+        plain = conf.read_text()
+        conf.write_text(plain + "full_wait_s = 0.0\n")  # no re-checking: exits at once
+        again, again_lines = _run_to_exit(conf, tmp_path)
+        assert again == ExitCode.STORAGE, again_lines
+        assert len(again_lines) == 1, again_lines
+        assert again_lines[0].startswith(f"ble-bridge run: error: data dir {small} is full ")
+        assert again_lines[0].endswith(
+            "; free space on that filesystem (journalctl --vacuum-size, old logs); the node"
+            " starts again by itself (systemd restarts it)"
+        )
+
+        conf.write_text(plain + f"full_wait_s = {BOUND_S}\n")
+        with running(conf, sock, tmp_path) as waiting:
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:  # alive, no control socket yet: re-checking
+                assert waiting.proc.poll() is None, waiting.lines()
+                assert waiting.status() is None
+                time.sleep(0.2)
+            (small / "filler").unlink()
+            waiting.wait_for(lambda st: waiting.height(st) > height, "height after space freed")
+            assert not any(ln.startswith("ble-bridge run: error") for ln in waiting.lines())
 
 
 class _FullDisk:
@@ -302,3 +327,72 @@ def test_storage_error_in_the_bridge_timer_stops_signing_with_health_error(
     reason, code = failures[0]
     assert code is ExitCode.STORAGE and "database or disk is full" in reason
     assert after >= before
+
+
+def test_a_full_data_dir_at_start_is_rechecked_for_full_wait_s_and_nothing_else_is() -> None:
+    from ble_bridge.errors import StartupError
+    from ble_bridge.node import wait_for_data_dir
+
+    t = [0.0]
+    calls: list[float] = []
+
+    def sleep(s: float) -> None:
+        t[0] += s
+
+    def checker(problems: list[ExitCode | None]) -> Callable[[Path], None]:
+        def check(path: Path) -> None:
+            calls.append(t[0])
+            code = problems.pop(0) if problems else None
+            if code is not None:
+                raise StartupError(code, f"data dir {path} is full", "free space")
+
+        return check
+
+    # full for 3 checks, then room: starts after 3 s
+    wait_for_data_dir(Path("/d"), 10.0, check=checker([ExitCode.STORAGE] * 3), sleep=sleep,
+                      clock=lambda: t[0])  # fmt: skip
+    assert calls == [0.0, 1.0, 2.0, 3.0]
+    # full all along: the last check at the deadline, then the error
+    calls.clear()
+    t[0] = 100.0
+    with pytest.raises(StartupError) as full:
+        wait_for_data_dir(Path("/d"), 5.0, check=checker([ExitCode.STORAGE] * 99), sleep=sleep,
+                          clock=lambda: t[0])  # fmt: skip
+    assert full.value.code is ExitCode.STORAGE and calls == [100.0 + i for i in range(6)]
+    # read-only (the operator must act) is not waited for; neither is anything at wait 0
+    calls.clear()
+    with pytest.raises(StartupError) as ro:
+        wait_for_data_dir(Path("/d"), 5.0, check=checker([ExitCode.DATA_DIR]), sleep=sleep,
+                          clock=lambda: t[0])  # fmt: skip
+    assert ro.value.code is ExitCode.DATA_DIR and len(calls) == 1
+    calls.clear()
+    with pytest.raises(StartupError):
+        wait_for_data_dir(Path("/d"), 0.0, check=checker([ExitCode.STORAGE]), sleep=sleep,
+                          clock=lambda: t[0])  # fmt: skip
+    assert len(calls) == 1
+
+
+def test_disk_full_is_told_apart_from_a_broken_database(tmp_path: Path) -> None:
+    """A full disk while opening the state is exit 8 (restart helps), not 6/7 (operator)."""
+    from ble_bridge.errors import StorageFailure
+    from ble_bridge.node import _disk_full
+
+    con = sqlite3.connect(tmp_path / "tiny.sqlite3")
+    con.execute("PRAGMA max_page_count = 2")  # SQLite's own "database or disk is full"
+    with pytest.raises(sqlite3.Error) as full:
+        con.execute("CREATE TABLE t (x BLOB)")
+        con.execute("INSERT INTO t VALUES (?)", (b"\0" * 100_000,))
+    con.close()
+    assert _disk_full(full.value)
+    try:
+        raise StorageFailure("store: database or disk is full") from full.value
+    except StorageFailure as wrapped:
+        assert _disk_full(wrapped)
+    nospace = OSError(28, "No space left on device")
+    try:
+        raise StorageFailure("cannot create signer state") from nospace
+    except StorageFailure as wrapped:
+        assert _disk_full(wrapped)
+    assert not _disk_full(sqlite3.DatabaseError("file is not a database"))
+    assert not _disk_full(OSError(30, "Read-only file system"))
+    assert not _disk_full(StorageFailure("cannot create signer state"))

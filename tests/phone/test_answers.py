@@ -25,7 +25,7 @@ from upstream_rules import (
 from ble_bridge.air.clock import run_virtual
 from ble_bridge.chat.commands import HELP
 from ble_bridge.chat.phone import pump
-from ble_bridge.consensus.craps import CrapsState
+from ble_bridge.consensus.craps import CrapsState, Stage
 from ble_bridge.node import Node, parse_node_config
 from ble_bridge.noise.protocol import HandshakeXX, public_bytes
 from ble_bridge.transport import LinkInfo, LinkRole, SendResult
@@ -148,10 +148,10 @@ def test_join_and_bet_from_a_phone_are_checked_and_submitted_with_its_own_frames
     deliver(node, 0.1, phone.announce(ms(0.1)))
     # before joining, a bet is refused in words, and nothing is submitted
     out = deliver(node, 0.2, phone.public("!bet craps-1 pass 10", ms(0.2)))
-    assert _texts(out) == ["craps-1: refused (!join the table first)"]
+    assert _texts(out) == ["carol: bet 10 pass at craps-1 refused (!join the table first)"]
     assert node.tables.counters["phone_ops"] == 0
     out = deliver(node, 0.3, phone.public("!join CRAPS-1", ms(0.3)))
-    assert _texts(out) == ["craps-1: join sent; the table will say when it is in"]
+    assert _texts(out) == ["carol: join sent to craps-1; a line follows when it is in"]
     assert node.tables.counters["phone_ops"] == 1
     sid = next(iter(node.sessions))
     assert len(node.bridge.engine(sid).mempool) == 1  # the PhoneOp, waiting to be proposed
@@ -214,6 +214,65 @@ def test_a_phone_joins_and_bets_and_the_table_says_so_once_committed(tmp_path: P
     key = phone.signing_public
     assert len([e for e in state.replay.applied if e[1] == key]) == 2
     assert state.total_tokens == state.supply
-    assert "craps-1: join sent; the table will say when it is in" in lines
+    assert "erin: join sent to craps-1; a line follows when it is in" in lines
     said = " ".join(lines)
     assert "erin joined from a phone" in said and "erin bets 7 field" in said
+
+
+def test_a_bet_sent_while_the_dice_roll_is_held_for_the_next_betting_window(
+    tmp_path: Path,
+) -> None:
+    """An autoplaying seat closes the betting window within a block; a phone's bet that comes
+    while the table reveals is held and submitted when the next window opens, then commits."""
+    ident = Identity.from_seed(b"answer-node")
+    doc = {
+        "node": {"data_dir": str(tmp_path), "control_socket": "", "board": "pi4"},
+        "session": [
+            {"name": "craps-1", "validators": [ident.signing_public.hex()], "autoplay": True}
+        ],
+    }
+    transport = RecordingTransport()
+    node = Node(
+        parse_node_config(doc), identity=ident, transport=transport, store_path=None,
+        wall_offset=WALL,
+    )  # fmt: skip
+    phone = Phone("fay")
+    sid = next(iter(node.sessions))
+
+    async def main() -> tuple[list[str], int]:
+        loop = asyncio.get_running_loop()
+        await node.start()
+        t0 = loop.time()
+        node.mesh.link_up(LinkInfo(1, "phone", 517, LinkRole.PERIPHERAL))
+
+        def at() -> int:
+            return ms(loop.time() - t0)
+
+        def stage() -> Stage | None:
+            state = node.bridge.engine(sid).state
+            return state.stage if isinstance(state, CrapsState) else None
+
+        node.mesh.frame_received(1, phone.announce(at()))
+        await asyncio.sleep(0.5)
+        node.mesh.frame_received(1, phone.public("!join craps-1", at()))
+        await asyncio.sleep(5.0)
+        for _ in range(3000):  # until the dice roll (virtual time: 30 s at most)
+            if stage() == Stage.REVEALING:
+                break
+            await asyncio.sleep(0.01)
+        stage_then = stage()
+        node.mesh.frame_received(1, phone.public("!bet craps-1 field 7", at()))
+        await asyncio.sleep(6.0)
+        await node.stop()
+        frames = [parse_v1(f) for f in transport.sent]
+        texts = [f.payload.decode() for f in frames if f is not None and f.type == 0x02]
+        return texts, int(stage_then or 0)
+
+    lines, stage_then = run_virtual(main(), seed=1)
+    assert stage_then == Stage.REVEALING
+    assert "fay: bet 7 field held for the next roll at craps-1" in lines
+    assert any(t.startswith("fay: bet 7 field in at craps-1, balance ") for t in lines), lines
+    assert not any("refused" in t for t in lines), lines
+    assert node.tables.counters["phone_held_released"] == 1
+    state = node.bridge.engine(sid).state
+    assert isinstance(state, CrapsState) and state.total_tokens == state.supply

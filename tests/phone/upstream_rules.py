@@ -58,6 +58,19 @@ def build_v1(
 ) -> bytes:
     """BinaryProtocol.encode(padding: false) of an uncompressed v1 packet."""
     assert len(payload) < 100  # the apps would consider compressing longer payloads
+    return _encode_v1(ptype, sender, payload, timestamp, ttl, recipient, signature)
+
+
+def _encode_v1(
+    ptype: int,
+    sender: bytes,
+    payload: bytes,
+    timestamp: int,
+    ttl: int,
+    recipient: bytes | None,
+    signature: bytes | None,
+) -> bytes:
+    """The v1 encoding of an uncompressed packet (any payload length)."""
     flags = (FLAG_RECIPIENT if recipient is not None else 0) | (
         FLAG_SIGNATURE if signature is not None else 0
     )
@@ -114,9 +127,9 @@ def parse_v1(data: bytes) -> UpstreamFrame | None:
 
 
 def preimage(f: UpstreamFrame) -> bytes:
-    return pkcs7_pad(
-        build_v1(f.type, f.sender, f.payload, f.timestamp, ttl=0, recipient=f.recipient)
-    )
+    """toBinaryDataForSigning of a received uncompressed frame (its payload may be longer
+    than 100 bytes: the sender found it would not shrink)."""
+    return pkcs7_pad(_encode_v1(f.type, f.sender, f.payload, f.timestamp, 0, f.recipient, None))
 
 
 def verify(f: UpstreamFrame, signing_key: bytes) -> bool:

@@ -120,6 +120,29 @@ def test_links_of_one_node_share_its_radio_and_scanning_costs_airtime(max_links:
     assert expected * 0.9 <= total <= expected * 1.05
 
 
+def test_busy_seconds_count_each_frame_at_both_ends_only() -> None:
+    profile = dataclasses.replace(PI_TUNED, first_connect_failure=0.0, max_links=1)
+
+    async def main() -> list[float]:
+        air, ts, _ = await _air(line(3), profile)
+        while not ts[0].links():
+            await asyncio.sleep(0.1)
+        before = [air.busy_seconds(i) for i in range(3)]
+        lid = ts[0].links()[0].link_id
+        for i in range(5):
+            assert ts[0].send(lid, bytes([i]) * 200) is SendResult.QUEUED
+        await asyncio.sleep(5.0)
+        return [air.busy_seconds(i) - before[i] for i in range(3)]
+
+    # node 0 hears only node 1 (a line), which with one link slot cannot link node 2
+    sender, receiver, idle = run_virtual(main(), seed=6)
+    # one link each (max_links 1): nobody scans, every frame at the full radio rate
+    expected = 5 * profile.frame_seconds(200, profile.radio_rate)
+    assert sender == pytest.approx(expected)
+    assert receiver == pytest.approx(expected)
+    assert idle == 0.0
+
+
 def test_latency_follows_the_connection_interval() -> None:
     async def main() -> list[float]:
         _, ts, recs = await _air(full(2), PI_UNTUNED)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import random
 
-from ble_bridge.air.topology import RandomWaypoint, full, grid, line, random_geometric, ring
+import pytest
+
+from ble_bridge.air.topology import (
+    RandomWaypoint,
+    clustered,
+    full,
+    grid,
+    line,
+    random_geometric,
+    ring,
+)
 
 
 def test_layouts_hear_exactly_their_intended_neighbours() -> None:
@@ -34,3 +44,19 @@ def test_random_waypoint_moves_nodes_inside_the_box_and_changes_neighbours() -> 
     x0, y0, x1, y1 = walker.box
     assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in topo.positions)
     assert [topo.neighbours(i) for i in range(20)] != before
+
+
+def test_clustered_groups_hear_themselves_and_the_layout_is_connected() -> None:
+    topo = clustered(12, 8, 4, random.Random(3))
+    assert len(topo) == 100 and topo.is_connected()
+    foreign = 0
+    for k in range(12):
+        members = range(8 * k, 8 * k + 8)
+        for i in members:
+            assert set(members) - {i} <= set(topo.neighbours(i))  # a table hears itself
+            foreign += sum(1 for j in topo.neighbours(i) if j not in members)
+    assert foreign > 0  # ...and some neighbouring tables: one mesh, not 12 islands
+    again = clustered(12, 8, 4, random.Random(3))
+    assert again.positions == topo.positions
+    with pytest.raises(ValueError):
+        clustered(2, 4, 0, random.Random(1), spread=0.6)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,14 @@ from ble_bridge.air.topology import full
 from ble_bridge.bridge import SessionHealth
 from ble_bridge.sim.runtime import SIM_TABLES, Bettor, ChurnLog, RuntimeNode, runtime_node_factory
 from ble_bridge.tables.errors import TableError
+from ble_bridge.wire.messages import (
+    CompactProposal,
+    JoinRequest,
+    MessageError,
+    Proposal,
+    decode_message,
+    encode_message,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -216,8 +226,6 @@ def test_a_full_table_refuses_a_join_and_a_replayed_join_request_changes_nothing
         while ns[1].identity.signing_public in e0.validators:
             await asyncio.sleep(0.5)
         replay = ns[1].bridge.engine(sid).join_nonce(ns[1].identity.signing_public)
-        from ble_bridge.wire.messages import JoinRequest, encode_message
-
         req = JoinRequest.create(
             ns[1].identity.sign, ns[1].identity.signing_public, sid, replay, 1000
         )
@@ -237,3 +245,105 @@ def test_a_full_table_refuses_a_join_and_a_replayed_join_request_changes_nothing
     assert r["full"] == "table_full"
     assert isinstance(r["validators"], tuple) and len(r["validators"]) == 1
     assert isinstance(r["replayed"], int) and r["replayed"] >= 1
+
+
+def lose_far_proposals(node: RuntimeNode) -> Counter[str]:
+    """The node's radio loses every proposal of a height beyond the one after its next.
+    Such a proposal's only use to a node that far behind is the height it names (it cannot
+    check its signature yet), so losing them leaves the node with what its bridge vouches
+    for: announcements and answers to its requests."""
+    bridge = node.bridge
+    receive = bridge.receive_payload
+
+    def lossy(payload: bytes, sender: bytes | None = None, **kw: Any) -> bool:
+        try:
+            sid, msg = decode_message(payload, bridge.config.engine.limits)
+        except MessageError:
+            return receive(payload, sender, **kw)
+        far = isinstance(msg, Proposal | CompactProposal) and sid in bridge.sessions
+        if far and msg.height > bridge.engine(sid).height + 2:  # type: ignore[union-attr]
+            lost["proposals"] += 1
+            return False
+        return receive(payload, sender, **kw)
+
+    lost: Counter[str] = Counter()
+    bridge.receive_payload = lossy  # type: ignore[method-assign]
+    return lost
+
+
+def test_a_joiner_catches_up_from_genesis_after_the_opener_left() -> None:
+    """The opener (the only genesis validator) leaves. Then a node's join request reaches
+    the table (relayed) while the node itself is out of range, and is committed; when it
+    comes back the table is idle. It knows only the genesis set, so every announcement it
+    hears is from a key it cannot place yet: it must still follow the chain from genesis
+    (each certificate against its own height's set) and take its seat."""
+    log = ChurnLog()
+
+    async def main() -> dict[str, object]:
+        net = Network(full(5), PI_TUNED, runtime_node_factory(log), seed=11, trace=False)
+        await net.start()
+        ns = nodes(net)
+        ns[0].tables.open("felt")
+        for n in ns[1:4]:
+            await seat(net, n, "felt")
+        bettor = Bettor()
+        await bet_loop(net, bettor, net.now + 15.0)
+        sid = table_of(ns[:4])
+        opener, joiner = ns[0].identity.signing_public, ns[4].identity.signing_public
+        ns[0].tables.leave("felt")
+        e1 = ns[1].bridge.engine(sid)
+        end = net.now + 60.0
+        while opener in e1.validators:
+            assert net.now < end, "the opener never left"
+            await asyncio.sleep(0.5)
+        await net.stop_node(0, crash=False)
+        await bet_loop(net, bettor, net.now + 20.0)
+        while ns[4].tables.directory.get(sid) is None:
+            assert net.now < end + 60.0, "node 4 never heard the table"
+            await asyncio.sleep(0.5)
+        lost = lose_far_proposals(ns[4])
+        net.air.partition([(1, 2, 3), (4,)])
+        await asyncio.sleep(5.0)
+        ns[4].tables.join("felt")  # its own request is lost: it is out of range
+        nonce = ns[4].tables.tables[sid].join_nonce
+        req = JoinRequest.create(ns[4].identity.sign, joiner, sid, nonce, 0)
+        ns[1].bridge.receive_payload(encode_message(sid, req), ns[4].identity.signing_public)
+        end = net.now + 60.0
+        while joiner not in e1.validators:
+            assert net.now < end, "the relayed join was never committed"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(10.0)
+        added_at = e1.height
+        net.air.heal()
+        e4 = ns[4].bridge.engine(sid)
+        end = net.now + 90.0
+        while net.now < end and (not e4.is_validator or e4.height < e1.height):
+            await asyncio.sleep(1.0)
+        caught_up = (e4.is_validator, e4.height, e1.height)
+        await bet_loop(net, bettor, net.now + 20.0)  # and it plays on with the others
+        out = {
+            "added_at": added_at,
+            "caught_up": caught_up,
+            "sets": {n.bridge.engine(sid).validators for n in ns[1:]},
+            "heights": [n.bridge.engine(sid).height for n in ns[1:]],
+            "agree": log.agreement(sid),
+            "strangers": ns[4].bridge.counters["announce_stranger"],
+            "lost": lost["proposals"],
+        }
+        await net.stop()
+        return out
+
+    r = run_virtual(main(), seed=11)
+    caught_up = r["caught_up"]
+    assert isinstance(caught_up, tuple)
+    assert caught_up[0] and caught_up[1] >= caught_up[2], caught_up
+    sets = r["sets"]
+    assert isinstance(sets, set) and len(sets) == 1
+    [keys] = sets
+    assert len(keys) == 4
+    heights = r["heights"]
+    assert isinstance(heights, list) and max(heights) - min(heights) <= 1
+    assert min(heights) > r["added_at"]  # type: ignore[operator]
+    assert r["agree"]
+    assert isinstance(r["strangers"], int) and r["strangers"] > 0
+    assert isinstance(r["lost"], int) and r["lost"] > 0  # the fault was there

@@ -65,5 +65,26 @@ def test_simulate_churn_is_deterministic_and_refuses_what_it_cannot_do_yet(
         runs.append(out["last_line"])
         assert CHURN_LINE.fullmatch(out["last_line"]) and out["tables"] == 1
     assert runs[0] == runs[1]
-    assert cli_main(["simulate", "--churn", "--byzantine", "1"]) == 2
-    assert "--churn does not take --byzantine" in capsys.readouterr().err
+    assert cli_main(["simulate", "--churn", "--islands", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "ble-bridge simulate: --churn does not combine with --islands: islands play one "
+        "pre-arranged table across gateways"
+    ]
+    assert cli_main(["simulate", "--churn", "--byzantine", "5", "--nodes", "5"]) == 2
+    assert "--byzantine must be within 0..--nodes - 1" in capsys.readouterr().err
+    # a set-change attack has no meaning on a pre-arranged table
+    assert cli_main(["simulate", "--byzantine", "1", "--behaviour", "sponsor"]) == 2
+    assert "--behaviour sponsor attacks set changes: it needs --churn" in capsys.readouterr().err
+
+
+def test_simulate_churn_with_byzantine_nodes_reports_them_and_stays_safe(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["simulate", "--churn", "--nodes", "5", "--duration", "45", "--json"]
+    for behaviour in ("equivocate", "forged-join"):
+        assert cli_main([*args, "--byzantine", "1", "--behaviour", behaviour]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert CHURN_LINE.fullmatch(out["last_line"]) and " safety=ok " in out["last_line"]
+        assert list(out["byzantine"].values()) == [behaviour] and out["violations"] == []
+    assert out["attacks"]["forged_join_requests"] > 0
