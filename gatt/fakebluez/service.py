@@ -1140,8 +1140,10 @@ class FakeBluez:
 
         def done(reply: Message | None, err: Exception | None) -> None:
             if err is not None or reply is None or reply.message_type == MessageType.ERROR:
+                # measured on bluetoothd 5.66 (scripts/test-deploy-vm.sh): the initiator sees
+                # the responder's refusal as an SMP failure, "AuthenticationFailed"
                 self.stats["pair_rejected_by_agent"] += 1
-                self.error(msg, ERR + "AuthenticationRejected", "Authentication Rejected")
+                self.error(msg, ERR + "AuthenticationFailed", "Authentication Failed")
                 return
             if not link.alive:
                 self.error(msg, ERR + "AuthenticationCanceled", "Authentication Canceled")
