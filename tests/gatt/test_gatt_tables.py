@@ -62,6 +62,16 @@ class Lab:
             cmd, env=self.env, capture_output=True, text=True, timeout=timeout * SLACK + 30
         )
 
+    def bet(self, i: int, *args: str) -> subprocess.CompletedProcess[str]:
+        """``bet`` as a player types it: while the dice roll the command refuses with one
+        line (exit 1, nothing submitted) and the player tries again a moment later."""
+        end = time.monotonic() + 60 * SLACK
+        while True:
+            done = self.cli(i, "bet", *args, "--timeout", str(60 * SLACK), timeout=60)
+            if "bets are closed" not in done.stderr or time.monotonic() > end:
+                return done
+            time.sleep(1.0)
+
     def json(self, i: int, *args: str) -> Any:
         done = self.cli(i, *args, "--json")
         assert done.returncode == 0, (args, done.stdout, done.stderr)
@@ -158,7 +168,7 @@ def test_table_open_three_joins_bets_and_a_leave_between_processes(lab: Lab) -> 
     )
     assert shown
     for i in range(NODES):  # everyone bets on the field: committed, outcome printed
-        done = lab.cli(i, "bet", "felt", "field", "5", "--timeout", str(60 * SLACK), timeout=60)
+        done = lab.bet(i, "felt", "field", "5")
         assert done.returncode == 0, (i, done.stdout, done.stderr)
     # a roll happens (seats commit and reveal): the history grows on every node
     lab.wait(
@@ -167,7 +177,7 @@ def test_table_open_three_joins_bets_and_a_leave_between_processes(lab: Lab) -> 
     done = lab.cli(3, "table", "leave", "felt", "--timeout", str(60 * SLACK), timeout=60)
     assert done.returncode == 0, (done.stdout, done.stderr)
     for i in range(3):  # the others play on: another bet each commits
-        done = lab.cli(i, "bet", "felt", "field", "5", "--timeout", str(60 * SLACK), timeout=60)
+        done = lab.bet(i, "felt", "field", "5")
         assert done.returncode == 0, (i, done.stdout, done.stderr)
 
     def agreed() -> tuple[int, str] | None:
