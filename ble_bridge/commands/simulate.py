@@ -16,7 +16,7 @@ import json
 import math
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -213,16 +213,22 @@ def live_progress(duration: float, *, enabled: bool) -> Iterator[Callable[[Progr
 
 
 def print_summary(result: ScenarioResult) -> None:
+    c = result.config
+    print_rows(
+        f"{c.nodes} nodes, {c.topology}, {c.profile}, {c.duration:.0f} s, seed {c.seed}",
+        result.summary_rows(),
+    )
+
+
+def print_rows(title: str, rows: Iterable[tuple[str, str]]) -> None:
+    """A run's summary as a two-column rich table (metric, value)."""
     from rich.console import Console
     from rich.table import Table
 
-    c = result.config
-    table = Table(
-        title=f"{c.nodes} nodes, {c.topology}, {c.profile}, {c.duration:.0f} s, seed {c.seed}"
-    )
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name, value in result.summary_rows():
+    for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
 

@@ -26,7 +26,7 @@ from ..sim.byzantine import BEHAVIOURS, Behaviour
 from ..sim.churn_attacks import CHURN_BEHAVIOURS
 from ..sim.islands import IslandsConfig, IslandsResult, IslandsRun, simulate_islands
 from ..sim.table import TableConfig, TableResult, plot_latency, simulate_table
-from .simulate import live_progress, register_mode, scenario_from_args, write_trace
+from .simulate import live_progress, print_rows, register_mode, scenario_from_args, write_trace
 
 CONSENSUS_WARMUP = 3.0
 """Seconds before the players sit down (links of the default profile form within ~2 s)."""
@@ -174,17 +174,12 @@ def run_islands(args: argparse.Namespace) -> int:
 
 
 def print_islands_summary(result: IslandsResult) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     r = result.run
     sizes = "+".join(str(n) for n in r.islands.sizes)
-    table = Table(
-        title=f"craps table on islands {sizes}, {r.islands.gateways} gateway(s) each, "
+    title = (
+        f"craps table on islands {sizes}, {r.islands.gateways} gateway(s) each, "
         f"{r.islands.profile} + {r.internet} uplink, {r.duration:.0f} s, seed {r.islands.seed}"
     )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
     rows = [
         ("heights committed", str(result.heights)),
         ("operations committed", str(result.ops)),
@@ -207,9 +202,7 @@ def print_islands_summary(result: IslandsResult) -> None:
                 )
             )
     rows += [(f"uplink: {k}", str(v)) for k, v in sorted(result.uplink_stats.items()) if v]
-    for name, value in rows:
-        table.add_row(name, value)
-    Console().print(table)
+    print_rows(title, rows)
 
 
 def islands_json(result: IslandsResult) -> dict[str, object]:
@@ -281,18 +274,11 @@ def run_churn_cli(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out, indent=2))
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(
-            title=f"tables at runtime: {config.nodes} nodes, {config.topology}, "
-            f"{config.profile}, {config.duration:.0f} s, seed {config.seed}"
+        print_rows(
+            f"tables at runtime: {config.nodes} nodes, {config.topology}, "
+            f"{config.profile}, {config.duration:.0f} s, seed {config.seed}",
+            result.summary_rows(),
         )
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for name, value in result.summary_rows():
-            table.add_row(name, value)
-        Console().print(table)
         print(result.last_line())
     return 0 if result.safe else 1
 
@@ -324,19 +310,12 @@ def run_consensus(args: argparse.Namespace) -> int:
 
 
 def print_summary(result: TableResult) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     c = result.config.scenario
-    table = Table(
-        title=f"craps table: {c.nodes} nodes, {c.topology}, {c.profile}, "
-        f"{c.duration:.0f} s, seed {c.seed}"
+    print_rows(
+        f"craps table: {c.nodes} nodes, {c.topology}, {c.profile}, "
+        f"{c.duration:.0f} s, seed {c.seed}",
+        result.summary_rows(),
     )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in result.summary_rows():
-        table.add_row(name, value)
-    Console().print(table)
 
 
 def _finite(x: float) -> float | None:
