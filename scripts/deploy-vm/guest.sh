@@ -13,9 +13,13 @@ CG=/sys/fs/cgroup/system.slice/ble-bridge.service
 : >"$OUT/measure.txt"
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "[guest $(up)s] $*" >/dev/console; echo "[guest $(up)s] $*"; }
-check() {  # check NAME COMMAND...
+check() {  # check NAME COMMAND...: each NAME once (the host counts the lines)
   local name=$1
   shift
+  if grep -q -x -F -e "ok   $name" -e "FAIL $name" "$OUT/checks.txt"; then
+    echo "FAIL duplicate check name: $name" >>"$OUT/checks.txt"
+    return
+  fi
   if "$@"; then echo "ok   $name" >>"$OUT/checks.txt"; else
     echo "FAIL $name" >>"$OUT/checks.txt"
     say "FAIL $name"
@@ -126,7 +130,7 @@ measure table_sessions "\"$(status_field "[(s['name'], s['height']) for s in d['
 check "node still active after a minute" is_active
 
 # --- pairing with the real bluetoothd (node on hci0, "phone" on hci1) -------------------------
-pair() {  # pair LABEL [--force-pairable]: one attempt from hci1; its outcome is measured
+pair() {  # pair LABEL [--advertise]: one attempt from hci1; its outcome is measured
   local res
   res=$("$PY" "$H/pair.py" --node hci0 --phone hci1 "${@:2}" 2>>"$OUT/pair.log")
   echo "$1 $res" >>"$OUT/pair.log"
@@ -156,11 +160,10 @@ check "node adapter not pairable after the window" wait_for 10 test "$(nodepaira
 # --- stop (SIGTERM), no agent, start ------------------------------------------------------------
 systemctl stop ble-bridge
 check "SIGTERM stop is clean (Result=success, status 0)" test "$(prop ble-bridge Result) $(prop ble-bridge ExecMainStatus)" = "success 0"
-# the node's adverts are gone with it: let bluetoothd advertise hci0 (discoverable) instead
-busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Discoverable b true
+# the node's adverts are gone with it (and Discoverable alone makes an LE-only controller
+# advertise nothing): pair.py registers an advertisement of its own on hci0 for the attempt
 busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Pairable b true
-pair no_agent
-busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Discoverable b false
+pair no_agent --advertise
 check "pairing refused with no agent registered" bash -c "grep -q '^pair_no_agent=org.bluez.Error' '$OUT/measure.txt'"
 busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Pairable b false
 systemctl start ble-bridge
