@@ -20,7 +20,7 @@
 # module) and gpio-image-<key>/ (the base as an ext4 image with scripts/gpio-vm/init), built
 # under the cache's lock, which is released before the boot. The project and its dependencies
 # are installed for the guest's Python with pip --target on the host into the run's share (no
-# network in the guest). Environment: BLUEZ_VM_KVM=1, BLUEZ_VM_MEM (MiB, default 768),
+# network in the guest). Environment: BLUEZ_VM_KVM=1, BLUEZ_VM_MEM (MiB, default 768), BLUEZ_VM_SMP (default 2),
 # BLUEZ_VM_TIMEOUT (s, default 900).
 # Last line, exactly:
 #   gpio-vm checks=<int> failed=<int> service_long_press_s=<s> service_pairing_blink=<on_s>/<off_s>x<segments> node_long_press_s=<s> node_pairing_blink=<on_s>/<off_s>x<segments> node_readout_blinks=<int|None>
