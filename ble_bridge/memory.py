@@ -35,7 +35,7 @@ def _load_malloc_trim() -> _Trim | None:
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 _MALLOC_TRIM = _load_malloc_trim()

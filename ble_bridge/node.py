@@ -50,7 +50,15 @@ from .metrics import MetricsConfig, MetricsServer
 from .pairing.attach import OwnerFeatures
 from .pairing.window import PairingConfig, valid_code
 from .signer import ForeignSignerFile, Opened, SignerFile, signer_path_for
-from .store import Store, migrate_legacy, open_store, signer_catch_up
+from .store import (
+    DatabaseUnavailable,
+    Store,
+    Unavailable,
+    classify_sqlite_error,
+    migrate_legacy,
+    open_store,
+    signer_catch_up,
+)
 from .tables import registry as table_registry
 from .tables.service import TablesConfig, TableService
 from .transport import LinkRole, Transport
@@ -430,6 +438,9 @@ def open_state(
         log.warning(kv("signer_state", note=signer.note))
     try:
         opened = open_store(store_path, key)
+    except DatabaseUnavailable as exc:
+        signer.close()
+        raise _unavailable_error(exc) from None
     except OSError as exc:
         signer.close()
         raise StartupError(
@@ -442,6 +453,8 @@ def open_state(
         signer.close()
         if _disk_full(exc):  # not a broken database: space freed, the restart succeeds
             raise StartupError(ExitCode.STORAGE, f"{store_path}: {exc}", FIX_FULL) from None
+        if isinstance(exc, sqlite3.Error) and (kind := classify_sqlite_error(exc)) is not None:
+            raise _unavailable_error(DatabaseUnavailable(store_path, kind, str(exc))) from None
         raise StartupError(
             ExitCode.DB_CORRUPT,
             f"database {store_path} cannot be opened ({exc})",
@@ -458,6 +471,32 @@ def open_state(
         return signer_catch_up(signer, opened, session)
 
     return store, signer, reason
+
+
+def _unavailable_error(exc: DatabaseUnavailable) -> StartupError:
+    """A database that could not be read for a reason other than its content: one line,
+    the file left where it is."""
+    where = f"database {exc.path}"
+    if exc.kind is Unavailable.LOCKED:
+        return StartupError(
+            ExitCode.DATA_DIR_IN_USE,
+            f"{where} is locked by another program ({exc.detail})",
+            "close the program holding it (an sqlite3 shell, a backup), then start the node"
+            " again; the file was left as it is",
+        )
+    if exc.kind is Unavailable.ACCESS:
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"{where} cannot be read ({exc.detail})",
+            "make it readable and writable by the ble-bridge user (chown ble-bridge:"
+            " <data dir>/state.sqlite3*); the file was left as it is",
+        )
+    return StartupError(
+        ExitCode.STORAGE,
+        f"{where}: read failed ({exc.detail})",
+        "check the storage device (dmesg, fsck; an SD card may be failing); the file was"
+        " left as it is and the node tries again when systemd restarts it",
+    )
 
 
 def _disk_full(exc: BaseException) -> bool:
