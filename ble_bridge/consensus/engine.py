@@ -967,7 +967,7 @@ class ConsensusEngine(Generic[S]):
     def _on_proposal(self, now: float, p: Proposal) -> None:
         h = self._committed + 1
         if p.height != h:
-            self._other_height(now, p, p.height, None)
+            self._other_height(now, p, p.height, self._far_proposer(p.height, p.block.header))
             return
         if p.round > self._hs.round + self.config.max_round_skip:
             self.stats["drop_round_too_far"] += 1
@@ -1003,7 +1003,7 @@ class ConsensusEngine(Generic[S]):
         """Rebuild a compact proposal's block from the mempool (or ask for the full one)."""
         h = self._committed + 1
         if cp.height != h:
-            self._other_height(now, cp, cp.height, None)
+            self._other_height(now, cp, cp.height, self._far_proposer(cp.height, cp.header))
             return
         hs = self._hs
         if cp.round > hs.round + self.config.max_round_skip:
@@ -1349,6 +1349,15 @@ class ConsensusEngine(Generic[S]):
             self.stats["drop_future_height"] += 1
         self._note_height(now, height, validator)
 
+    def _far_proposer(self, height: int, header: BlockHeader) -> bytes | None:
+        """Whom a proposal beyond the next height counts as a sign of being ahead for: its
+        (unverified) proposer, so f+1 validators must agree before we ask for anything (one
+        forged far proposal set the catch-up target alone and kept requests going). The
+        next height's proposal stays a plain hint (a proposer the coming block adds)."""
+        if height <= self._committed + 2:
+            return None
+        return header.proposer if header.proposer in self._vindex else b""
+
     def _late_conflict(self, vote: Vote) -> None:
         """A late vote for a recently committed height still reveals an equivocation."""
         vs = self._past_votes.get(vote.height, {}).get((vote.round, vote.step))
@@ -1364,6 +1373,9 @@ class ConsensusEngine(Generic[S]):
         if height <= h:
             return
         if validator is not None:
+            if validator not in self._vindex:
+                self.stats["hint_not_validator"] += 1
+                return
             if height > self._ahead.get(validator, 0):
                 self._ahead[validator] = height
             ahead = sorted((x for x in self._ahead.values() if x > h), reverse=True)

@@ -475,3 +475,26 @@ def test_known_blocks_are_what_short_vote_sets_may_name() -> None:
     h = a.height
     assert h >= 1 and a.known_blocks(h) == sorted({NIL, a.last_block_hash})  # late votes
     assert a.known_blocks(h + 1, block[:4]) == []
+
+
+def test_a_forged_far_proposal_alone_starts_no_catch_up() -> None:
+    """A proposal far beyond the next height cannot be verified (the set of that height is
+    a guess), so one is only a claim of its proposer: f+1 validators must be ahead before
+    a node asks for anything. Before, one forged proposal set the target and the node kept
+    asking for snapshots or blocks nobody had."""
+    group = engines(4)
+    for e in group:
+        e.start(0.0)
+    node = group[3]
+    node.outbox()
+
+    def far(proposer: bytes, height: int) -> Proposal:
+        header = BlockHeader(height, proposer, b"\x00" * 32, b"\x00" * 32, body_hash((), ()))
+        return Proposal(height, 0, -1, Block(header, ()), b"\x01" * 64)
+
+    asks = (CommitRequest, SnapshotRequest)
+    node.receive(0.0, far(group[1].key, 50))  # one validator's (forged) claim
+    node.receive(1.0, far(b"\x07" * 32, 60))  # a stranger's
+    assert not [m for m in node.outbox() if isinstance(m, asks)]
+    node.receive(2.0, far(group[2].key, 50))  # f+1 = 2 validators ahead: catch up
+    assert [m for m in node.outbox() if isinstance(m, asks)]
