@@ -41,7 +41,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -78,6 +78,8 @@ from ..wire.messages import (
     proposal_signing_bytes,
 )
 from .app import Application, BlockContext, InvalidOperation
+from .journal import Journal
+from .journal import SignerGuard as SignerGuard  # re-exported: the bridge imports it here
 from .mempool import Mempool
 from .quorum import AddResult, SignatureCache, VoteSet, max_faulty, quorum
 from .snapshot import Snapshot, rest_digest
@@ -105,15 +107,6 @@ GENESIS_DOMAIN = b"ble-bridge/genesis/v1"
 def genesis_hash(session_id: bytes, validators: Sequence[bytes]) -> bytes:
     """The ``prev_hash`` of block 1: binds a chain to its session and validator set."""
     return hashlib.sha256(GENESIS_DOMAIN + session_id + b"".join(sorted(validators))).digest()
-
-
-class SignerGuard(Protocol):
-    """Where the double-sign floor lives (``signer.SignerFile`` fits): read once at
-    start, written durably before every new signature leaves."""
-
-    def floor(self, session: bytes) -> SignedAt | None: ...
-
-    def record(self, session: bytes, at: SignedAt) -> None: ...
 
 
 class Signer(Protocol):
@@ -370,7 +363,8 @@ class ConsensusEngine(Generic[S]):
         self._join_due: float | None = None
         self.app = app
         self.config = config or EngineConfig()
-        self.store = store
+        # the one persistence edge: every durable write, and what a restart reads back
+        self._journal = Journal(self.session_id, store, guard)
         self.cache = SignatureCache(self.config.signature_cache, self.config.signature_cache_ttl)
         self.stats: Counter[str] = Counter()
         self._outbox: list[Message] = []
@@ -406,10 +400,9 @@ class ConsensusEngine(Generic[S]):
         self._pending_evidence: OrderedDict[tuple[bytes, int, int, int], Evidence] = OrderedDict()
         self._committed_evidence: set[tuple[bytes, int, int, int]] = set()
         # signer state: never sign below (or differently at) this (height, round, step)
-        self.guard = guard
         self._signed_floor: tuple[int, int, int] | None = None
         self._signed_digest: bytes = UNKNOWN  # SHA-256 of what was signed there
-        at = None if guard is None else guard.floor(self.session_id)
+        at = self._journal.floor()
         if at is not None:
             self._signed_floor, self._signed_digest = at.key, at.digest
         # catch-up-first mode (see signer_catch_up_*): why, since when, what was seen
@@ -431,10 +424,11 @@ class ConsensusEngine(Generic[S]):
         self._answered: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._next_nonce = 1
         self._started = False
+        self._handlers = self._handler_table()
         if catch_up is not None and guard is not None:
             self._enter_catch_up(catch_up)
-        if store is not None:
-            self._recover(store)
+        if self._journal.durable:
+            self._recover()
 
     # -- public properties -------------------------------------------------------------
 
@@ -685,8 +679,7 @@ class ConsensusEngine(Generic[S]):
             if self._next_nonce == nonce + 1:
                 self._next_nonce = nonce
             return op_id, reason
-        if self.store is not None:  # durable before it leaves: a restart never reuses it
-            self.store.record_nonce(self.session_id, nonce)
+        self._journal.nonce(nonce)  # durable before it leaves: a restart never reuses it
         self._outbox.append(op)
         return op_id, None
 
@@ -711,41 +704,46 @@ class ConsensusEngine(Generic[S]):
 
     def _dispatch(self, now: float, msg: Message) -> None:
         self.stats["received"] += 1
-        if isinstance(msg, Vote):
-            self._on_vote(now, msg)
-        elif isinstance(msg, Proposal):
-            self._on_proposal(now, msg)
-        elif isinstance(msg, CompactProposal):
-            self._on_compact(now, msg)
-        elif isinstance(msg, ProposalRequest):
-            self._on_proposal_request(now, msg)
-        elif isinstance(msg, Operation):
-            self._on_operation(now, msg)
-        elif isinstance(msg, Evidence):
-            self._on_evidence(now, msg)
-        elif isinstance(msg, Commit):
-            self._on_commit_message(now, msg)
-        elif isinstance(msg, CommitCertificate):
-            self._on_certificate(now, msg)
-        elif isinstance(msg, CommitRequest):
-            self._on_commit_request(now, msg)
-        elif isinstance(msg, CertificateRequest):
-            if 1 <= msg.height <= self._committed:
-                self._schedule_response(now, ("cert", msg.height))
-            else:
-                self.stats["drop_request_unavailable"] += 1
-        elif isinstance(msg, StateAnnounce):
-            self._note_height(now, msg.height + 1, None)
-        elif isinstance(msg, SnapshotRequest):
-            self._on_snapshot_request(now, msg)
-        elif isinstance(msg, JoinRequest):
-            self._on_join_request(now, msg)
-        elif isinstance(msg, SnapshotResponse):
-            self._responses.pop(("snapshot", msg.certificate.height), None)
-            if msg.certificate.height > self._committed:
-                self.install_snapshot(now, msg.snapshot, msg.certificate)
-            else:
-                self.stats["drop_snapshot_stale"] += 1
+        handler = self._handlers.get(type(msg))
+        if handler is None:  # not a wire message (the table holds every one): never raise
+            self.stats["drop_not_a_message"] += 1
+            return
+        handler(now, msg)
+
+    def _handler_table(self) -> dict[type, Callable[[float, Any], None]]:
+        """Message type -> bound handler: one entry per member of ``Message``."""
+        return {
+            Vote: self._on_vote,
+            Proposal: self._on_proposal,
+            CompactProposal: self._on_compact,
+            ProposalRequest: self._on_proposal_request,
+            Operation: self._on_operation,
+            Evidence: self._on_evidence,
+            Commit: self._on_commit_message,
+            CommitCertificate: self._on_certificate,
+            CommitRequest: self._on_commit_request,
+            CertificateRequest: self._on_certificate_request,
+            StateAnnounce: self._on_state_announce,
+            SnapshotRequest: self._on_snapshot_request,
+            JoinRequest: self._on_join_request,
+            SnapshotResponse: self._on_snapshot_response,
+        }
+
+    def _on_certificate_request(self, now: float, req: CertificateRequest) -> None:
+        if 1 <= req.height <= self._committed:
+            self._schedule_response(now, ("cert", req.height))
+        else:
+            self.stats["drop_request_unavailable"] += 1
+
+    def _on_state_announce(self, now: float, ann: StateAnnounce) -> None:
+        self._note_height(now, ann.height + 1, None)
+
+    def _on_snapshot_response(self, now: float, resp: SnapshotResponse) -> None:
+        self._responses.pop(("snapshot", resp.certificate.height), None)
+        if resp.certificate.height > self._committed:
+            self.install_snapshot(now, resp.snapshot, resp.certificate)
+        else:
+            self.stats["drop_snapshot_stale"] += 1
 
     # -- validator-set changes ---------------------------------------------------------
 
@@ -900,8 +898,7 @@ class ConsensusEngine(Generic[S]):
         if state_hash != snap.header.state_hash:
             self.stats["snapshot_hash_mismatch"] += 1
             return False
-        if self.store is not None:
-            self.store.save_snapshot(self.session_id, snap.height, blob, certificate.encode())
+        self._journal.snapshot(snap.height, blob, certificate.encode())
         self._install_history(snap, certificate, rest, signers)
         self._adopt(snap.header, certificate, app_state, nonces, snap.banned, state_hash, sset)
         self._heard = {v: snap.height for v in self.validators}  # a fresh view of silence
@@ -1158,8 +1155,7 @@ class ConsensusEngine(Generic[S]):
             return
         self._pending_evidence[key] = ev
         self.stats["evidence_found"] += 1
-        if self.store is not None:
-            self.store.save_evidence(self.session_id, ev.encode(), ev.vote_a.height)
+        self._journal.evidence(ev.encode(), ev.vote_a.height)
         self._events.append(EvidenceFound(ev))
         if gossip:
             self._outbox.append(ev)
@@ -1301,9 +1297,7 @@ class ConsensusEngine(Generic[S]):
     def _block_at(self, height: int) -> tuple[Block, CommitCertificate] | None:
         if height in self._recent:
             return self._recent[height]
-        if self.store is None:
-            return None
-        row = self.store.block(self.session_id, height)
+        row = self._journal.stored_block(height)
         if row is None:
             return None
         try:
@@ -1726,19 +1720,10 @@ class ConsensusEngine(Generic[S]):
         ):
             self.stats["sign_refused"] += 1
             return False
-        if key != self._signed_floor and self.guard is not None:
-            self.guard.record(self.session_id, SignedAt(*key, digest))
-        if self.store is not None and key != self._signed_floor:
+        if key != self._signed_floor:
             hs = self._hs
-            self.store.record_signature(
-                self.session_id,
-                key[0],
-                key[1],
-                key[2],
-                encoded,
-                hs.locked_round,
-                hs.locked_hash,
-                lock_proof,
+            self._journal.signed(
+                SignedAt(*key, digest), encoded, hs.locked_round, hs.locked_hash, lock_proof
             )
         self._signed_floor, self._signed_digest = key, digest
         return True
@@ -1748,8 +1733,7 @@ class ConsensusEngine(Generic[S]):
     def _raise_floor(self, key: tuple[int, int, int], digest: bytes) -> None:
         if self._signed_floor is not None and key <= self._signed_floor:
             return
-        if self.guard is not None:
-            self.guard.record(self.session_id, SignedAt(*key, digest))
+        self._journal.floor_raised(SignedAt(*key, digest))
         self._signed_floor, self._signed_digest = key, digest
 
     def _saw_own(self, height: int, round: int, step: int, digest: bytes) -> None:
@@ -1760,7 +1744,7 @@ class ConsensusEngine(Generic[S]):
         if self._signed_floor is not None and key <= self._signed_floor:
             return
         self.stats["own_signature_above_floor"] += 1
-        if self._catch_up is None and self.guard is not None:
+        if self._catch_up is None and self._journal.has_guard:
             self._enter_catch_up(
                 f"a signature of this key at height {height} round {round} step {step} is"
                 f" above its signer state {self._signed_floor}"
@@ -1891,9 +1875,8 @@ class ConsensusEngine(Generic[S]):
     def _resume(self, now: float) -> None:
         """After a restart mid-height: back to the round, step and lock we last signed in,
         and send this height's signed messages again (they may never have left)."""
-        store = self.store
-        rec = None if store is None else store.last_signature(self.session_id)
-        if store is None or rec is None or rec.height != self._committed + 1:
+        rec = self._journal.last_signature()
+        if rec is None or rec.height != self._committed + 1:
             return
         hs = self._hs
         if rec.lock_round >= 0:
@@ -1910,7 +1893,7 @@ class ConsensusEngine(Generic[S]):
                     for vote in pol:
                         self._vote_set(proposal.round, Step.PREVOTE).add(vote)
         self._start_round(now, rec.round)
-        for rnd, step, raw in store.signed_messages(self.session_id, rec.height):
+        for rnd, step, raw in self._journal.signed_messages(rec.height):
             msg: Message
             try:
                 if step == Step.PROPOSAL:
@@ -2122,8 +2105,7 @@ class ConsensusEngine(Generic[S]):
         round: int | None = None,
     ) -> None:
         h = block.height
-        if self.store is not None:  # durable before anyone acts on it
-            self.store.save_block(self.session_id, h, block.encode(), cert.encode())
+        self._journal.block(h, block.encode(), cert.encode())  # durable before anyone acts on it
         # Only the deciding round's delays adapt the timeouts: a failed round's are inflated
         # by the timeouts themselves and would feed back into ever longer rounds.
         if round is not None:
@@ -2266,19 +2248,20 @@ class ConsensusEngine(Generic[S]):
 
     def _maybe_snapshot(self) -> None:
         every = self.config.snapshot_interval
-        if self.store is None or every <= 0 or self._committed % every:
+        if not self._journal.durable or every <= 0 or self._committed % every:
             return
         snap = self.make_snapshot()
         if snap is not None:
-            self.store.save_snapshot(self.session_id, self._committed, snap[0], snap[1].encode())
             # blocks far behind a snapshot are only kept to help laggards catch up
-            self.store.prune_blocks(self.session_id, self._committed - self.config.keep_blocks)
+            below = self._committed - self.config.keep_blocks
+            self._journal.snapshot(self._committed, snap[0], snap[1].encode(), below)
 
     # -- recovery ----------------------------------------------------------------------
 
-    def _recover(self, store: Store) -> None:
+    def _recover(self) -> None:
         """Resume from the newest stored snapshot plus the blocks stored after it."""
-        row = store.latest_snapshot(self.session_id)
+        journal = self._journal
+        row = journal.latest_snapshot()
         if row is not None:
             height, blob, cert_bytes = row
             try:
@@ -2308,7 +2291,7 @@ class ConsensusEngine(Generic[S]):
                     self._adopt(snap.header, cert, app_state, nonces, snap.banned, sh, sset)
                 else:
                     self.stats["recover_bad_snapshot"] += 1
-        for height, block_bytes, cert_bytes in store.blocks_after(self.session_id, self._committed):
+        for height, block_bytes, cert_bytes in journal.blocks_after(self._committed):
             if height != self._committed + 1:
                 break
             try:
@@ -2341,18 +2324,16 @@ class ConsensusEngine(Generic[S]):
         self._events = [e for e in self._events if not isinstance(e, ValidatorsChanged)]
         self._heard = {v: self._committed for v in self.validators}  # grace after a restart
         self._hs = _Height()
-        rec = store.last_signature(self.session_id)
+        rec = journal.last_signature()
         if rec is not None:
             key = (rec.height, rec.round, rec.step)
-            if self.guard is None:  # no signer file: the store's record is the floor
+            if not journal.has_guard:  # no signer file: the store's record is the floor
                 self._signed_floor, self._signed_digest = key, _digest(rec.message)
             elif self._signed_floor is None or key > self._signed_floor:
                 self._saw_own(*key, _digest(rec.message))  # the file is older than the DB
         # above every op we signed, committed or not: the chain we restart from may not show
         # the last ones yet, and an op reusing a nonce is dropped as stale where it is known
-        self._next_nonce = (
-            max(self.committed_nonce(self.key), store.last_nonce(self.session_id)) + 1
-        )
+        self._next_nonce = max(self.committed_nonce(self.key), journal.last_nonce()) + 1
 
 
 def _encode_lock_proof(proposal: Proposal, prevotes: Sequence[Vote]) -> bytes:

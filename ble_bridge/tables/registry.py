@@ -2,7 +2,8 @@
 
 The file holds what a restarted node needs to take its seats again (the consensus state
 itself is in the SQLite store): each table's genesis (hex) and whether we opened it or
-asked to join (with the join nonce we used). It is written whole, atomically (a temporary
+asked to join (with the join nonce we used), and whether it yields to an older table of its
+name (reached by ``sit NAME``). It is written whole, atomically (a temporary
 file, fsync, rename, fsync of the directory), so a crash leaves the old or the new file.
 A file that does not parse is kept aside as ``tables.json.bad`` and the node starts with
 no runtime tables rather than not at all.
@@ -31,12 +32,14 @@ class TableRecord:
     genesis: TableGenesis
     role: str  # "opened" | "joined"
     join_nonce: int = 0
+    yields: bool = False  # reached by ``sit NAME``: an older table of that name wins
 
     def to_json(self) -> dict[str, object]:
         return {
             "genesis": self.genesis.encode().hex(),
             "role": self.role,
             "join_nonce": self.join_nonce,
+            "yields": self.yields,
             "name": self.genesis.name,  # for people reading the file
             "id": self.genesis.session_id.hex(),
         }
@@ -52,7 +55,10 @@ class TableRecord:
         nonce = obj.get("join_nonce", 0)
         if not isinstance(nonce, int) or nonce < 0:
             raise ValueError("bad join nonce")
-        return cls(genesis, role, nonce)
+        yields = obj.get("yields", False)
+        if not isinstance(yields, bool):
+            raise ValueError("bad yields flag")
+        return cls(genesis, role, nonce, yields)
 
 
 def load(path: Path) -> list[TableRecord]:

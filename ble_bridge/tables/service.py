@@ -72,9 +72,11 @@ class RuntimeTable:
     schedule: AnnounceSchedule
     leaving: bytes | None = None  # op id of our RemoveValidator while it is pending
     was_seated: bool = False
-    # opened by :meth:`TableService.sit`: while we sit alone, an older table of the same
-    # name heard nearby wins and we move there (two people opened it at once)
+    # reached by :meth:`TableService.sit` (the table called NAME here): an older table of
+    # the same name heard nearby wins and we move there (two people opened it at once, or
+    # two groups sat down on the two sides of a partition)
     yields: bool = False
+    move_to: bytes | None = None  # the older table we join once our leave here committed
 
 
 @dataclass(slots=True)
@@ -150,7 +152,7 @@ class TableService:
             except BridgeError as exc:
                 log.error("cannot reopen table %s: %s", rec.genesis.name, exc)
                 continue
-            self._add(rec.genesis, rec.role, rec.join_nonce)
+            self._add(rec.genesis, rec.role, rec.join_nonce).yields = rec.yields
             self._last_nonce = max(self._last_nonce, rec.join_nonce)
             n += 1
         return n
@@ -223,10 +225,14 @@ class TableService:
                 raise TableError("table_full", f"{name!r} is full")
             shown = self.open(name)
             self.tables[bytes.fromhex(shown["id"])].yields = True
+            self._save()
             return shown
         # several of that name (opened at once, the younger ones moving to the oldest)
         oldest = min(free, key=lambda h: (h.announce.genesis.created_ms, h.session_id))
-        return self.join(oldest.session_id.hex())
+        shown = self.join(oldest.session_id.hex())
+        self.tables[oldest.session_id].yields = True
+        self._save()
+        return shown
 
     def join(self, name: str) -> dict[str, Any]:
         mine = self._mine(name)
@@ -604,10 +610,14 @@ class TableService:
                     op is not None and op.status is OperationStatus.COMMITTED
                 ):
                     self.counters["left"] += 1
+                    move = t.move_to
                     self._forget(sid)
+                    if move is not None:
+                        self._move_to(move)
                     continue
                 if op is None or op.status is OperationStatus.FAILED:
                     t.leaving = None  # refused or lost: the person may try again
+                    t.move_to = None
             elif t.was_seated and not engine.is_validator:
                 # removed by the others (we were silent): stay a follower, ask again
                 t.was_seated = False
@@ -615,9 +625,9 @@ class TableService:
                 t.join_nonce = self._next_nonce()
                 self._request_join(t)
                 self._save()
+            if t.yields and t.leaving is None and self._yield(now, t, engine):
+                continue
             if engine.is_validator:
-                if t.yields and self._yield(now, t, engine):
-                    continue
                 self._maybe_announce(now, t, engine)
         self._play(now)
         self._chat_events(now)
@@ -660,29 +670,56 @@ class TableService:
             self.counters["chat_lines"] += 1
 
     def _yield(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> bool:
-        """Move to an older table of the same name when we sit alone at ours."""
+        """Move to an older table of the same name heard nearby with a seat free (the
+        oldest by genesis creation time, then id: the same choice at every node, and never
+        back). Not seated yet, or seated alone: go at once. Seated with others: commit our
+        leave first (the others keep their quorum) and join once it committed; a table that
+        lost its quorum (a member crashed for good) cannot commit it, so we just go."""
+        older = self._older(now, t)
+        if older is None:
+            return False
         me = self.identity.signing_public
-        if engine.validators != (me,):
-            t.yields = False  # someone sat down at ours: it stays
-            return False
-        if engine.pending_joins:
-            return False
+        name = t.genesis.name
+        if engine.is_validator and engine.validators != (me,):
+            if self.bridge.health(t.genesis.session_id) is SessionHealth.ACTIVE:
+                op = encode_set_op(RemoveValidator(me, RemoveReason.LEAVE))
+                try:
+                    t.leaving = self.bridge.submit_operation(t.genesis.session_id, op)
+                except BridgeError as exc:
+                    self.counters[f"move_leave_refused_{exc.reason}"] += 1
+                    return False
+                t.move_to = older
+                self.counters["table_move_leaves"] += 1
+                log.info(kv("table_move", table=name, why="an older one is near", leave=True))
+                return False
+            self.counters["table_move_paused"] += 1
+        log.info(kv("table_move", table=name, why="an older one is near"))
+        self._forget(t.genesis.session_id)
+        self._move_to(older)
+        return True
+
+    def _older(self, now: float, t: RuntimeTable) -> bytes | None:
+        """The oldest table named like ``t``, older than it, heard with a seat free."""
         ours = (t.genesis.created_ms, t.genesis.session_id)
+        best: tuple[int, bytes] | None = None
         for h in self.directory.find(now, t.genesis.name):
             g = h.announce.genesis
-            if h.name != t.genesis.name or (g.created_ms, h.session_id) >= ours:
+            if h.name != t.genesis.name or h.announce.seats_taken >= g.seats:
                 continue
-            if h.announce.seats_taken >= g.seats:
-                continue
-            log.info(kv("table_move", table=t.genesis.name, why="an older one is near"))
-            self.counters["tables_merged"] += 1
-            self._forget(t.genesis.session_id)
-            try:
-                self.join(h.session_id.hex())
-            except TableError as exc:
-                self.counters[f"merge_refused_{exc.reason}"] += 1
-            return True
-        return False
+            key = (g.created_ms, h.session_id)
+            if key < ours and (best is None or key < best):
+                best = key
+        return None if best is None else best[1]
+
+    def _move_to(self, sid: bytes) -> None:
+        self.counters["tables_merged"] += 1
+        try:
+            self.join(sid.hex())
+        except TableError as exc:
+            self.counters[f"merge_refused_{exc.reason}"] += 1
+            return
+        self.tables[sid].yields = True
+        self._save()
 
     def _maybe_announce(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> None:
         state = engine.state
@@ -845,7 +882,8 @@ class TableService:
         if self.path is None:
             return
         records = [
-            registry.TableRecord(t.genesis, t.role, t.join_nonce) for t in self.tables.values()
+            registry.TableRecord(t.genesis, t.role, t.join_nonce, t.yields)
+            for t in self.tables.values()
         ]
         try:
             registry.save(self.path, records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import get_args
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,6 +44,7 @@ from ble_bridge.wire.messages import (
     CommitCertificate,
     CommitRequest,
     Evidence,
+    Message,
     Operation,
     Proposal,
     SnapshotRequest,
@@ -69,6 +71,15 @@ def test_proposer_rotates_deterministically_over_sorted_keys() -> None:
             keys[2],
             keys[3],
         ]
+
+
+def test_every_wire_message_type_has_a_handler_and_anything_else_is_counted() -> None:
+    (eng,) = engines(1)
+    eng.start(0.0)
+    assert set(eng._handlers) == set(get_args(Message))  # dispatch is by exact type
+    eng.receive(0.0, "not a message")  # type: ignore[arg-type]
+    assert eng.stats["drop_not_a_message"] == 1
+    assert eng.stats["received"] == 1
 
 
 def test_single_validator_commits_alone() -> None:

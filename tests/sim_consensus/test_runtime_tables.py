@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ble_bridge.air.clock import run_virtual
+from ble_bridge.air.faults import FaultPlan, Heal, Partition
 from ble_bridge.air.network import Network
 from ble_bridge.air.profiles import PI_TUNED
 from ble_bridge.air.topology import full
@@ -345,3 +346,50 @@ def test_a_joiner_catches_up_from_genesis_after_the_opener_left() -> None:
     assert r["agree"]
     assert isinstance(r["strangers"], int) and r["strangers"] > 0
     assert isinstance(r["lost"], int) and r["lost"] > 0  # the fault was there
+
+
+def test_two_tables_of_one_name_formed_across_a_partition_merge_into_the_older() -> None:
+    """Each side of a partition sits down at "party" (none heard: each opens one, and two
+    more sit at each). After the heal both are heard: the younger table's people commit
+    their leaves one by one and join the older one; everyone ends at one table."""
+    log = ChurnLog()
+    plan = FaultPlan((Partition(0.1, ((0, 1, 2), (3, 4, 5))), Heal(25.0)))
+
+    async def main() -> tuple[list[RuntimeNode], dict[int, Counter[str]]]:
+        net = Network(
+            full(6), PI_TUNED, runtime_node_factory(log), seed=5, faults=plan, trace=False
+        )
+        await net.start()
+        t0 = net.now
+
+        def sit(i: int) -> None:
+            node = net.nodes[i]
+            assert isinstance(node, RuntimeNode)
+            node.tables.sit("party")
+
+        for i, at in enumerate((1.0, 5.0, 7.0, 2.0, 6.0, 8.0)):
+            net.loop.call_at(t0 + at, sit, i)
+        bettor = Bettor()
+        await bet_loop(net, bettor, t0 + 24.0)
+        ns = nodes(net)
+        split = {
+            sid
+            for n in ns
+            for sid in n.tables.tables
+            if n.bridge.engine(sid).is_validator and len(n.bridge.engine(sid).validators) == 3
+        }
+        assert len(split) == 2, "each side should have formed its own table of three"
+        await bet_loop(net, bettor, t0 + 120.0)
+        out = nodes(net)
+        counters = {n.index: n.tables.counters for n in out}
+        await net.stop()
+        return out, counters
+
+    ns, counters = run_virtual(main(), seed=5)
+    ids = {sid for n in ns for sid in n.tables.tables}
+    assert len(ids) == 1, f"{len(ids)} tables at the end"
+    [sid] = ids
+    assert all(n.bridge.engine(sid).is_validator for n in ns)
+    assert len({n.bridge.engine(sid).validators for n in ns}) == 1
+    assert log.agreement(sid)
+    assert sum(c["table_move_leaves"] for c in counters.values()) >= 2  # committed leaves

@@ -31,7 +31,7 @@ G = TableGenesis("felt", ME.signing_public, "me", 4, 500, 10, 123, 9)
 def test_registry_round_trips_and_writes_atomically(tmp_path: Path) -> None:
     path = tmp_path / "tables.json"
     assert registry.load(path) == []
-    recs = [registry.TableRecord(G, "opened"), registry.TableRecord(G, "joined", 77)]
+    recs = [registry.TableRecord(G, "opened"), registry.TableRecord(G, "joined", 77, yields=True)]
     registry.save(path, recs)
     assert registry.load(path) == recs
     assert not (tmp_path / "tables.json.tmp").exists()
