@@ -22,10 +22,17 @@ class ExitCode(enum.IntEnum):
     DATA_DIR = 6  # state directory not a directory, read-only or not writable
     DB_CORRUPT = 7  # database unusable and could not be moved aside
     STORAGE = 8  # disk full (at start or while running), a write failed: restart may help
+    DATA_DIR_IN_USE = 9  # another ble-bridge run holds the data dir's lock
 
 
 #: codes a restart by systemd cannot fix without the operator
-NO_RESTART = (ExitCode.USAGE, ExitCode.ADAPTER_MISSING, ExitCode.DATA_DIR, ExitCode.DB_CORRUPT)
+NO_RESTART = (
+    ExitCode.USAGE,
+    ExitCode.ADAPTER_MISSING,
+    ExitCode.DATA_DIR,
+    ExitCode.DB_CORRUPT,
+    ExitCode.DATA_DIR_IN_USE,
+)
 
 
 class StartupError(Exception):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -41,6 +42,7 @@ from .consensus.craps import CrapsApp, CrapsState, TablePlayer
 from .control import ControlServer
 from .errors import ExitCode, StartupError, StorageFailure
 from .events import LogSection, NodeEvents, TableSeen, kv
+from .memory import Trimmer
 from .mesh.config import MeshConfig
 from .mesh.router import DROP_REASONS
 from .mesh.service import MeshNode
@@ -48,7 +50,15 @@ from .metrics import MetricsConfig, MetricsServer
 from .pairing.attach import OwnerFeatures
 from .pairing.window import PairingConfig, valid_code
 from .signer import ForeignSignerFile, Opened, SignerFile, signer_path_for
-from .store import Store, migrate_legacy, open_store, signer_catch_up
+from .store import (
+    DatabaseUnavailable,
+    Store,
+    Unavailable,
+    classify_sqlite_error,
+    migrate_legacy,
+    open_store,
+    signer_catch_up,
+)
 from .tables import registry as table_registry
 from .tables.service import TablesConfig, TableService
 from .transport import LinkRole, Transport
@@ -90,6 +100,10 @@ class NodeSection:
     # restarts (3 s apart) then stay under the unit's start limit, so the node keeps coming
     # back until space is freed instead of giving up after 5 quick tries
     full_wait_s: float = 30.0
+    # every this many seconds housekeeping runs gc.collect() and glibc's malloc_trim(0) so
+    # freed heap goes back to the kernel instead of staying as RSS after a busy spell
+    # (ble_bridge/memory.py); 0 turns it off
+    memory_trim_s: float = 60.0
 
     @property
     def key_path(self) -> Path:
@@ -309,6 +323,50 @@ def check_data_dir(path: Path, min_free: int = DATA_DIR_MIN_FREE) -> None:
         )
 
 
+LOCK_FILE = "ble-bridge.lock"
+"""In the data dir: held (``flock``) by the one ``ble-bridge run`` using it, with its pid."""
+
+
+def lock_data_dir(path: Path) -> int:
+    """Take the data dir's lock, or a one-line StartupError (exit 9) naming the holder.
+
+    An exclusive ``flock`` on ``<data_dir>/ble-bridge.lock``, kept for the life of the
+    process: the kernel drops it when the process dies (also by SIGKILL or a crash), so a
+    restart after kill -9 finds it free. Returns the lock's file descriptor (close it to
+    release). A second node on one data dir would share the SQLite file and signer state
+    and could move the live database aside; it never gets that far."""
+    lock = path / LOCK_FILE
+    fix_perm = f"make {path} a writable directory of the ble-bridge user ([node] data_dir)"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _data_dir_error(
+            path, exc, "has a lock file that cannot be opened", fix_perm
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        except OSError:
+            holder = "?"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise _data_dir_error(path, exc, "cannot be locked", fix_perm) from None
+        raise StartupError(
+            ExitCode.DATA_DIR_IN_USE,
+            f"data dir {path} is in use by another ble-bridge run (pid {holder})",
+            "stop that one first (systemctl stop ble-bridge), or give this one its own"
+            " [node] data_dir",
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # the pid is only for the message; the lock is what counts
+        pass
+    return fd
+
+
 def wait_for_data_dir(
     path: Path,
     wait_s: float,
@@ -380,6 +438,9 @@ def open_state(
         log.warning(kv("signer_state", note=signer.note))
     try:
         opened = open_store(store_path, key)
+    except DatabaseUnavailable as exc:
+        signer.close()
+        raise _unavailable_error(exc) from None
     except OSError as exc:
         signer.close()
         raise StartupError(
@@ -392,6 +453,8 @@ def open_state(
         signer.close()
         if _disk_full(exc):  # not a broken database: space freed, the restart succeeds
             raise StartupError(ExitCode.STORAGE, f"{store_path}: {exc}", FIX_FULL) from None
+        if isinstance(exc, sqlite3.Error) and (kind := classify_sqlite_error(exc)) is not None:
+            raise _unavailable_error(DatabaseUnavailable(store_path, kind, str(exc))) from None
         raise StartupError(
             ExitCode.DB_CORRUPT,
             f"database {store_path} cannot be opened ({exc})",
@@ -408,6 +471,32 @@ def open_state(
         return signer_catch_up(signer, opened, session)
 
     return store, signer, reason
+
+
+def _unavailable_error(exc: DatabaseUnavailable) -> StartupError:
+    """A database that could not be read for a reason other than its content: one line,
+    the file left where it is."""
+    where = f"database {exc.path}"
+    if exc.kind is Unavailable.LOCKED:
+        return StartupError(
+            ExitCode.DATA_DIR_IN_USE,
+            f"{where} is locked by another program ({exc.detail})",
+            "close the program holding it (an sqlite3 shell, a backup), then start the node"
+            " again; the file was left as it is",
+        )
+    if exc.kind is Unavailable.ACCESS:
+        return StartupError(
+            ExitCode.DATA_DIR,
+            f"{where} cannot be read ({exc.detail})",
+            "make it readable and writable by the ble-bridge user (chown ble-bridge:"
+            " <data dir>/state.sqlite3*); the file was left as it is",
+        )
+    return StartupError(
+        ExitCode.STORAGE,
+        f"{where}: read failed ({exc.detail})",
+        "check the storage device (dmesg, fsck; an SD card may be failing); the file was"
+        " left as it is and the node tries again when systemd restarts it",
+    )
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -527,6 +616,10 @@ class Node:
         self.identity = identity or Identity.load(config.node.key_path)
         if store_path == "data_dir":  # the service's own state dir: writable, with room
             wait_for_data_dir(config.node.data_dir, config.node.full_wait_s)
+        # held until stop() or the process dies: one node per data dir
+        self._lock_fd: int | None = None
+        if store_path == "data_dir":
+            self._lock_fd = lock_data_dir(config.node.data_dir)
         if config.mesh.nickname is None:  # phones list no peer without a nickname
             board_name = board_by_name(config.node.board).name
             nickname = default_nickname(board_name, self.identity.peer_id)
@@ -551,9 +644,15 @@ class Node:
             # an identity handed in without a key file on disk (a simulation, a test) was
             # made just now: a missing signer file is then a new one, not a lost one
             injected = identity is not None and not config.node.key_path.exists()
-            self.store, self.signer, catch_up = open_state(
-                self.store_path, signer_path, self.identity.signing_public, new_key=injected
-            )
+            try:
+                self.store, self.signer, catch_up = open_state(
+                    self.store_path, signer_path, self.identity.signing_public, new_key=injected
+                )
+            except BaseException:
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+                raise
         self._on_bluez = transport is None  # then the pairing agent runs on BlueZ too
         self.radio = transport or build_ble_transport(config, self.identity)
         self.transport: Transport = self.radio
@@ -622,6 +721,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
         self._events = NodeEvents(config.log)
+        self.trimmer = Trimmer(config.node.memory_trim_s)
         self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
@@ -679,6 +779,9 @@ class Node:
             self.store.close()
         if self.signer is not None:
             self.signer.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # last: the state is closed, another node may take it
+            self._lock_fd = None
 
     # -- failure: stop signing, show it, exit ----------------------------------------------
 
@@ -721,7 +824,9 @@ class Node:
         return NodeHealth.HEALTHY
 
     async def _housekeeping(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            self.trimmer.run(loop.time())
             health = self.health()
             self.led.show(health)
             self.autoplay()

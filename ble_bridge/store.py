@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import enum
+import errno
 import hashlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -347,24 +349,95 @@ class OpenedStore:
     aside: Path | None = None
 
 
-def check_database(path: Path, owner: bytes) -> str | None:
-    """Why the database at ``path`` cannot be used by ``owner`` (None: it can)."""
+class Unavailable(enum.Enum):
+    """Why a database could not be looked at, when that says nothing about its content."""
+
+    LOCKED = "locked"  # another program holds a lock on it (an sqlite3 shell, a backup)
+    ACCESS = "access"  # no permission (EACCES/EPERM, SQLite's CANTOPEN/PERM/READONLY)
+    IO = "io"  # the device failed a read (EIO), or anything else not known to be corruption
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be checked now, and that is not corruption: it is left where it
+    is (never moved aside), and the node does not start on it."""
+
+    def __init__(self, path: Path, kind: Unavailable, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+        self.kind = kind
+        self.detail = detail
+
+
+# SQLite primary result codes (sqlite3.h)
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_LOCKED_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_ACCESS_CODES = {3, 8, 14, 23}  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
+
+
+def classify_sqlite_error(exc: sqlite3.Error) -> Unavailable | None:
+    """None when ``exc`` says the file's content is broken (CORRUPT, NOTADB), else why it
+    could not be read. An error without a code is not taken as corruption."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(code, int):
+        return Unavailable.IO
+    primary = code & 0xFF
+    if primary in _CORRUPT_CODES:
+        return None
+    if primary in _LOCKED_CODES:
+        return Unavailable.LOCKED
+    if primary in _ACCESS_CODES:
+        return Unavailable.ACCESS
+    return Unavailable.IO
+
+
+def _os_unavailable(path: Path, exc: OSError) -> DatabaseUnavailable:
+    kind = Unavailable.ACCESS if exc.errno in (errno.EACCES, errno.EPERM) else Unavailable.IO
+    return DatabaseUnavailable(path, kind, exc.strerror or str(exc))
+
+
+def _read_through(path: Path, chunk: int = 1 << 20) -> None:
+    """Read every byte of ``path`` (raising OSError): a device's read error or a missing
+    permission shows here with its errno, where SQLite would report it as a broken page
+    (``PRAGMA quick_check`` says "failed to get page N" for an EIO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while os.read(fd, chunk):
+            pass
+    finally:
+        os.close(fd)
+
+
+def check_database(path: Path, owner: bytes, *, timeout: float = 5.0) -> str | None:
+    """Why the database at ``path`` cannot be used by ``owner`` (None: it can), when the
+    reason is its content: empty, corrupt, not ours, another key's. Raises
+    :class:`DatabaseUnavailable` when it could not be read for a reason that is not its
+    content (locked by another program for ``timeout`` s, EACCES, EIO): such a file must
+    not be moved aside."""
     try:
         st = path.stat()
+    except FileNotFoundError:  # a dangling symlink: there is no database behind it
+        return "unreadable (a dangling symlink)"
     except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
+        if exc.errno == errno.ELOOP:
+            return "unreadable (a symlink loop)"
+        raise _os_unavailable(path, exc) from None
     if not path.is_file():
         return "not a regular file"
     if st.st_size == 0:
         return "empty (0 bytes)"
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            _read_through(part)
+        except FileNotFoundError:
+            continue  # no -wal: nothing to read
+        except OSError as exc:
+            raise _os_unavailable(part, exc) from None
+    db: sqlite3.Connection | None = None
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        return f"unreadable ({exc})"
-    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
         rows = db.execute("PRAGMA quick_check").fetchall()
         if [tuple(r) for r in rows] != [("ok",)]:
-            return f"corrupt ({rows[0][0]})"
+            return f"corrupt ({str(rows[0][0]).splitlines()[-1][:200]})"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables <= _TABLES or "blocks" not in tables:
             return "not a ble-bridge database"
@@ -373,9 +446,13 @@ def check_database(path: Path, owner: bytes) -> str | None:
             if row is not None and bytes(row[0]) != owner:
                 return f"foreign (belongs to key {bytes(row[0]).hex()[:16]})"
     except sqlite3.Error as exc:
-        return f"corrupt ({exc})"
+        kind = classify_sqlite_error(exc)
+        if kind is None:
+            return f"corrupt ({exc})"
+        raise DatabaseUnavailable(path, kind, str(exc)) from None
     finally:
-        db.close()
+        if db is not None:
+            db.close()
     return None
 
 
@@ -385,8 +462,10 @@ def open_store(path: Path, owner: bytes, *, durable: bool = True) -> OpenedStore
 
     An empty (0-byte), truncated, random, unreadable or another key's file is never used:
     the node starts a new one and syncs from its peers (the signer-state file keeps it
-    from signing twice). Raises OSError when the file cannot be moved aside and
-    sqlite3.Error when a new one cannot be created."""
+    from signing twice). A file that is locked by another program, unreadable for
+    permission or failing reads is left alone: :class:`DatabaseUnavailable`. Raises
+    OSError when the file cannot be moved aside and sqlite3.Error when a new one cannot
+    be created."""
     state, note, aside = StoreState.NEW, "", None
     if path.exists() or path.is_symlink():
         reason = check_database(path, owner)

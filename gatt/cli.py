@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     d = sub.add_parser("doctor", help="check BlueZ, the adapter and known-bad settings")
     d.add_argument("--adapter", default="hci0")
-    d.set_defaults(func=lambda args: _doctor(args.adapter))
+    d.add_argument("--json", action="store_true", help="print the findings as JSON")
+    d.set_defaults(func=lambda args: _doctor(args.adapter, args.json))
 
 
 def run_lab_command(args: argparse.Namespace) -> int:
@@ -101,10 +102,10 @@ def run_lab_command(args: argparse.Namespace) -> int:
     return 0 if result.safe and result.rejoined == len(result.kills) else 1
 
 
-def _doctor(adapter: str) -> int:
+def _doctor(adapter: str, as_json: bool = False) -> int:
     from gatt.doctor import run_doctor
 
-    return run_doctor(adapter)
+    return run_doctor(adapter, as_json)
 
 
 def config_from_args(args: argparse.Namespace) -> FakeBluezConfig:

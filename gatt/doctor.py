@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import dataclasses
+import json
 import os
 import re
 import shutil
@@ -356,9 +358,20 @@ async def preflight(adapter: str) -> None:
         raise problem
 
 
-def run_doctor(adapter: str) -> int:
-    """Print one line per check (and the fix for each problem); 1 if any problem."""
+def findings_json(findings: list[Finding]) -> str:
+    """``doctor --json``: {"ok": all fine, "findings": [{ok, check, detail, fix}, ...]}."""
+    return json.dumps(
+        {"ok": all(f.ok for f in findings), "findings": [dataclasses.asdict(f) for f in findings]}
+    )
+
+
+def run_doctor(adapter: str, as_json: bool = False) -> int:
+    """Print one line per check (and the fix for each problem), or one JSON document; 1 if
+    any problem."""
     findings = diagnose(asyncio.run(gather(adapter)))
+    if as_json:
+        print(findings_json(findings))
+        return 0 if all(f.ok for f in findings) else 1
     for f in findings:
         print(f"{'ok ' if f.ok else 'BAD'} {f.check}: {f.detail}")
         if not f.ok and f.fix:

@@ -269,6 +269,8 @@ def run_lab(
     phones: int = 0,
     client: Callable[[], Coroutine[Any, Any, None]] | None = None,
     nicknames: bool = True,
+    extra_config: Callable[[int], str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> LabResult:
     """Start the fake and ``nodes`` node processes, watch for ``duration`` s, stop all.
 
@@ -281,7 +283,9 @@ def run_lab(
     points at the fake meanwhile, so bleak in it talks to the fake); the watch ends when it
     returns, its exception is raised, and one still running after ``duration`` is cancelled
     and a :class:`TimeoutError` raised. ``nicknames``: False leaves ``[node] nickname`` out
-    (the nodes announce their default nickname).
+    (the nodes announce their default nickname). ``extra_config(i)``: TOML appended to node
+    ``i``'s config (e.g. a ``[metrics]`` section); ``extra_env``: added to the nodes'
+    environment (e.g. ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``).
     """
     from ble_bridge.signer import new_key_signer_file
     from ble_bridge.wire.identity import Identity
@@ -297,6 +301,7 @@ def run_lab(
         idents = [Identity.generate() for _ in range(nodes)]
         validators = [i.signing_public.hex() for i in idents]
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address, "PYTHONPATH": _source_root()}
+        env.update(extra_env or {})
         socks = []
 
         def spawn(i: int) -> subprocess.Popen[bytes]:
@@ -314,7 +319,8 @@ def run_lab(
             ident.save(root / f"node{i}" / "identity.key")
             new_key_signer_file(root / f"node{i}" / "identity.key", ident.signing_public)
             conf = root / f"node{i}.toml"
-            conf.write_text(_toml_config(i, root, validators, ble_table, nicknames))
+            extra = "" if extra_config is None else "\n" + extra_config(i)
+            conf.write_text(_toml_config(i, root, validators, ble_table, nicknames) + extra)
             socks.append(root / f"node{i}.sock")
             procs.append(spawn(i))
         time.sleep(0.5)

@@ -167,7 +167,12 @@ def find_chip(label: str, dev: Path = Path("/dev")) -> str | None:
 
 
 class GpiodPanelIo:
-    """Button and LED lines requested through libgpiod v2 (``gpiod`` >= 2)."""
+    """Button and LED lines requested through libgpiod v2 (``gpiod`` >= 2).
+
+    Tested on real lines (a gpio-sim chip in a VM) by ``scripts/test-gpio-vm.sh``."""
+
+    EDGE_BATCH = 16
+    MAX_EDGE_READS = 4
 
     def __init__(
         self,
@@ -227,11 +232,19 @@ class GpiodPanelIo:
     def read_edges(self) -> list[tuple[float, bool]]:
         if self.button_pin is None:
             return []
-        # active_low is applied by the kernel: a rising edge is the button going down
-        return [
-            (ev.timestamp_ns / 1e9, ev.event_type == self._rising)
-            for ev in self._req.read_edge_events()
-        ]
+        # read_edge_events() blocks until an event comes, and the service calls this on
+        # every wake-up (LED steps too): read only what is queued now. Bounded: at most
+        # MAX_EDGE_READS batches; the rest waits for the next call (the fd stays readable).
+        out: list[tuple[float, bool]] = []
+        for _ in range(self.MAX_EDGE_READS):
+            if not self._req.wait_edge_events(0):
+                break
+            # active_low is applied by the kernel: a rising edge is the button going down
+            out += [
+                (ev.timestamp_ns / 1e9, ev.event_type == self._rising)
+                for ev in self._req.read_edge_events(self.EDGE_BATCH)
+            ]
+        return out
 
     def set_led(self, on: bool) -> None:
         if self.led_pin is not None:

@@ -17,8 +17,8 @@
 #
 # The guest: the installer test's Debian 12 root (scripts/debian-root.sh: systemd, dbus,
 # bluez, python3-venv, as on Raspberry Pi OS) with the kernel and modules of the VM tier's
-# bookworm base (scripts/bluez-vm/rootfs.sh, shared cache and lock with
-# scripts/test-bluez-vm.sh, so the two never run at once), BlueZ's btvirt for two virtual LE
+# bookworm base (scripts/bluez-vm/rootfs.sh, shared cache with scripts/test-bluez-vm.sh and its
+# lock, held only while a base or image is built), BlueZ's btvirt for two virtual LE
 # controllers (hci0 for the node, hci1 for the pairing phone), no network. Environment:
 # BLUEZ_VM_CACHE, BLUEZ_VM_KVM=1, BLUEZ_VM_MEM (MiB, default 1024), BLUEZ_VM_TIMEOUT (s, 2400).
 # Last line, exactly:
@@ -51,9 +51,9 @@ fi
 
 CACHE=${BLUEZ_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ble-bridge-vm}
 mkdir -p "$CACHE"
-exec 9>"$CACHE/.lock"   # the VM tier's lock: one VM run (or image build) at a time
+exec 9>"$CACHE/.lock"   # the VM cache's lock: one build at a time (held only while building)
 if ! flock -n 9; then
-  say "waiting for another VM run (lock $CACHE/.lock)"
+  say "waiting for another build in the VM cache (lock $CACHE/.lock)"
   flock 9
 fi
 
@@ -99,6 +99,7 @@ if [ ! -f "$IMAGE/rootfs.img" ]; then
   ls -dt "$CACHE"/deploy-image-* 2>/dev/null | grep -v '\.tmp$' | tail -n +3 | xargs -r rm -rf
 fi
 # --- end image
+flock -u 9   # built: the boot below reads the image (snapshot=on) and needs no lock
 
 share=${LOGS:-$CACHE/runs/deploy-$(date -u +%Y%m%dT%H%M%S)}
 mkdir -p "$share"

@@ -184,6 +184,11 @@ class EngineConfig:
     # operation the others commit (0: never); keep it longer than a restarted node needs
     # to catch up and vote again, or a rebooting handheld is thrown out
     silence_heights: int = 0
+    # probation (0: none): a validator added by a block we committed counts as on probation
+    # until we verify a vote of it; silent that long it is removed (as silent), and while
+    # one is on probation we neither build nor vote for a block adding another, so keys
+    # that never sign (a seat sponsoring its own) fill one free seat at a time, not all
+    probation_heights: int = 0
     max_pending_joins: int = 32  # join requests heard and not yet committed (bounded)
     join_stagger_heights: int = 2  # the k-th sponsor of a join (or removal) waits k x this
     join_interval: float = 2.0  # a joiner repeats its request this often until it validates
@@ -350,6 +355,7 @@ class ConsensusEngine(Generic[S]):
         self.f = 0
         # validator of the last height we heard a verified vote from it at (silence)
         self._heard: dict[bytes, int] = {}
+        self._probation: dict[bytes, int] = {}  # added key -> its first height, until it votes
         self._set_validators(self.genesis_validators)
         self._history = SetHistory(self.genesis_validators)
         self._set_state = SetState(self.genesis_validators)
@@ -531,6 +537,8 @@ class ConsensusEngine(Generic[S]):
             self._heard[k] = max(self._heard.get(k, 0), height)
         for k in [k for k in self._heard if k not in self._vindex]:
             del self._heard[k]
+        for k in [k for k in self._probation if k not in self._vindex]:
+            del self._probation[k]
         return added
 
     def proposer(self, height: int, round: int) -> bytes:
@@ -823,11 +831,11 @@ class ConsensusEngine(Generic[S]):
                 continue
             self._sponsored_joins[key] = h
             self._submit_set_op(now, AddValidator(req))
-        limit = cfg.silence_heights
-        if limit <= 0:
-            return
         for v in self.validators:
             if v == self.key or v in self._sponsored_removals:
+                continue
+            limit = self._silence_limit(v)
+            if limit <= 0:
                 continue
             silent = self.silent_heights(v)
             if silent <= limit or silent - limit < self._rank(v) * stagger:
@@ -941,6 +949,7 @@ class ConsensusEngine(Generic[S]):
         if result is AddResult.ADDED:
             self.stats["votes_counted"] += 1
             self._heard[vote.validator] = h
+            self._probation.pop(vote.validator, None)
             self._relay.append(vote)
             sent = self._hs.vote_sent.get((vote.round, vote.step))
             if sent is not None and vs.total == vs.threshold:
@@ -1181,6 +1190,7 @@ class ConsensusEngine(Generic[S]):
         self.stats["certificates_accepted"] += 1
         for vote in cert.precommits(self.validators):
             self._heard[vote.validator] = h
+            self._probation.pop(vote.validator, None)
             _, ev = self._vote_set(vote.round, Step.PRECOMMIT).add(vote)
             if ev is not None:
                 self._found_evidence(ev)
@@ -1313,6 +1323,7 @@ class ConsensusEngine(Generic[S]):
                 self._late_conflict(msg)
                 if height == self._committed and self._verify_vote(msg):
                     self._heard[msg.validator] = max(self._heard.get(msg.validator, 0), height)
+                    self._probation.pop(msg.validator, None)
                     # a late vote of the height we just decided: a neighbour that is still
                     # deciding it may need exactly this one from us (gossip passes it on)
                     self._relay.append(msg)
@@ -1681,23 +1692,41 @@ class ConsensusEngine(Generic[S]):
         only: a committed block is executed without it)."""
         if self._execute(block) is None:
             return False
+        adds = 0
         for op in block.ops:
-            if is_set_op(op.body) and not self._acceptable_set_op(op.body):
+            if not is_set_op(op.body):
+                continue
+            if not self._acceptable_set_op(op.body, adds):
                 self.stats["vote_refused_not_silent"] += 1
                 return False
+            adds += _is_add(op.body)
         return True
 
-    def _acceptable_set_op(self, body: bytes) -> bool:
+    def _acceptable_set_op(self, body: bytes, adds: int = 0) -> bool:
         """False for the removal of a silent validator that we heard recently (half the
-        silence threshold: views differ by a few message delays)."""
+        silence threshold: views differ by a few message delays), and for an addition
+        while a validator is on probation or ``adds`` additions came before it in the
+        block (see ``probation_heights``)."""
         try:
             change = decode_set_op(body)
         except SetOpError:
             return True  # invalid anyway: execution refuses it
-        if not isinstance(change, RemoveValidator) or change.reason is not RemoveReason.SILENT:
+        if isinstance(change, AddValidator):
+            if self.config.probation_heights > 0 and (self._probation or adds):
+                self.stats["set_op_deferred_probation"] += 1
+                return False
             return True
-        limit = self.config.silence_heights
+        if change.reason is not RemoveReason.SILENT:
+            return True
+        limit = self._silence_limit(change.key)
         return limit > 0 and self.silent_heights(change.key) >= max(1, limit // 2)
+
+    def _silence_limit(self, key: bytes) -> int:
+        """Heights of silence after which ``key`` is removed (0: never)."""
+        cfg = self.config
+        if key in self._probation and cfg.probation_heights > 0:
+            return cfg.probation_heights
+        return cfg.silence_heights
 
     # -- signing -----------------------------------------------------------------------
 
@@ -2054,6 +2083,7 @@ class ConsensusEngine(Generic[S]):
             evidence.append(ev)
         ops: list[Operation] = []
         size = 0
+        adds = 0
         for op_id, op in self._ready_ops(now):
             n = len(op.encode())
             if len(ops) >= cfg.max_block_ops or size + n > cfg.max_block_bytes:
@@ -2063,10 +2093,11 @@ class ConsensusEngine(Generic[S]):
             new_set = sset
             try:
                 if is_set_op(op.body):
-                    if not self._acceptable_set_op(op.body):
+                    if not self._acceptable_set_op(op.body, adds):
                         self.stats["op_build_deferred_not_silent"] += 1
                         continue
                     new_state, new_set = self._apply_set_op(state, sset, op, ctx)
+                    adds += _is_add(op.body)
                 else:
                     self.app.check(state, op.submitter, op.body, ctx)
                     new_state = self.app.apply(state, op.submitter, op.body, ctx)
@@ -2153,6 +2184,10 @@ class ConsensusEngine(Generic[S]):
         self._history.record(SetLink(header, cert, keys, executed.rest))
         added = tuple(k for k in keys if k not in self._vindex)
         removed = tuple(k for k in self.validators if k not in keys)
+        if self.config.probation_heights > 0:
+            for k in added:
+                if k != self.key:  # our own signing we know
+                    self._probation[k] = header.height + 1
         self.stats["validator_set_changes"] += 1
         self.stats["validators_added"] += len(added)
         self.stats["validators_removed"] += len(removed)
@@ -2323,6 +2358,7 @@ class ConsensusEngine(Generic[S]):
             self._recent.popitem(last=False)
         self._events = [e for e in self._events if not isinstance(e, ValidatorsChanged)]
         self._heard = {v: self._committed for v in self.validators}  # grace after a restart
+        self._probation.clear()  # nobody we recovered is on probation: the full grace
         self._hs = _Height()
         rec = journal.last_signature()
         if rec is not None:
@@ -2356,6 +2392,14 @@ def _decode_lock_proof(data: bytes, limits: MessageLimits) -> tuple[Proposal, li
     if pos + count * VOTE_LEN != len(data):
         raise MessageError("lock proof length")
     return proposal, votes
+
+
+def _is_add(body: bytes) -> int:
+    """1 when ``body`` is a well-formed AddValidator, else 0."""
+    try:
+        return int(isinstance(decode_set_op(body), AddValidator))
+    except SetOpError:
+        return 0
 
 
 def _digest(encoded: bytes) -> bytes:

@@ -16,6 +16,7 @@ class SeenCache:
         self._entries: OrderedDict[bytes, float] = OrderedDict()  # id -> last seen, oldest first
         self.evicted = 0
         self.expired = 0
+        self._horizon = float("inf")  # no id expires before this (the oldest one's time + ttl)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -40,6 +41,8 @@ class SeenCache:
         elif len(self._entries) >= self.capacity:
             self._entries.popitem(last=False)
             self.evicted += 1
+        if not self._entries:
+            self._horizon = now + self.ttl
         self._entries[key] = now
 
     def forget(self, key: bytes) -> None:
@@ -48,10 +51,14 @@ class SeenCache:
 
     def expire(self, now: float) -> None:
         """Forget ids not seen for ``ttl`` seconds."""
+        if now < self._horizon:  # called for every packet: nothing is due yet, O(1)
+            return
         entries = self._entries
+        self._horizon = float("inf")
         while entries:
             key, t = next(iter(entries.items()))
             if now - t < self.ttl:
+                self._horizon = t + self.ttl
                 break
             del entries[key]
             self.expired += 1

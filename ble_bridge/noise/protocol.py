@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
 DH_LEN = 32
@@ -43,6 +42,7 @@ XX_MESSAGE_2_LEN = DH_LEN + DH_LEN + TAG_LEN + TAG_LEN
 XX_MESSAGE_3_LEN = DH_LEN + TAG_LEN + TAG_LEN
 
 _XX = (("e",), ("e", "ee", "s", "es"), ("s", "se"))
+_H_EMPTY_PROLOGUE = hashlib.sha256(PROTOCOL_NAME.ljust(HASH_LEN, b"\x00")).digest()
 
 
 class NoiseError(ValueError):
@@ -54,19 +54,29 @@ class NoiseError(ValueError):
 
 
 def public_bytes(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.public_key().public_bytes_raw()
 
 
-def dh(private: X25519PrivateKey, public: bytes) -> bytes:
+def public_key(public: bytes) -> X25519PublicKey:
+    try:
+        return X25519PublicKey.from_public_bytes(public)
+    except ValueError as exc:
+        raise NoiseError("bad_key", str(exc)) from None
+
+
+def dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
     """X25519; a low-order peer key (all-zero shared secret) is refused."""
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        return private.exchange(public)
     except ValueError as exc:
         raise NoiseError("bad_key", str(exc)) from None
 
 
 def _aead_nonce(n: int) -> bytes:
     return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+_HANDSHAKE_NONCES = (_aead_nonce(0), _aead_nonce(1))  # a handshake key encrypts at most twice
 
 
 def hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> list[bytes]:
@@ -78,6 +88,31 @@ def hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> list[bytes]:
         prev = hmac.digest(temp, prev + bytes((i,)), "sha256")
         out.append(prev)
     return out
+
+
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_ZEROS = bytes(32)
+_sha256 = hashlib.sha256
+
+
+def hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
+    """:func:`hkdf` with two outputs (every use in XX), the same function.
+
+    HMAC-SHA256 (RFC 2104) written out over ``hashlib.sha256``: the keys here are always 32
+    bytes, so a key block is the key and 32 zero bytes, XORed with 0x36 / 0x5c by
+    ``bytes.translate``. The second key's pads serve both outputs. Six SHA-256 calls cost
+    less than three OpenSSL HMAC calls, which set up a MAC context each (checked against
+    :func:`hkdf` in tests/noise and by the test vectors)."""
+    if len(chaining_key) != HASH_LEN:
+        return tuple(hkdf(chaining_key, ikm, 2))  # type: ignore[return-value]
+    block = chaining_key + _ZEROS
+    temp = _sha256(block.translate(_OPAD) + _sha256(block.translate(_IPAD) + ikm).digest()).digest()
+    block = temp + _ZEROS
+    inner, outer = block.translate(_IPAD), block.translate(_OPAD)
+    out1 = _sha256(outer + _sha256(inner + b"\x01").digest()).digest()
+    out2 = _sha256(outer + _sha256(inner + out1 + b"\x02").digest()).digest()
+    return out1, out2
 
 
 class CipherState:
@@ -96,7 +131,9 @@ class CipherState:
     def encrypt(self, ad: bytes, plaintext: bytes) -> bytes:
         if self._aead is None:
             return plaintext
-        out = self._aead.encrypt(_aead_nonce(self.n), plaintext, ad)
+        n = self.n
+        nonce = _HANDSHAKE_NONCES[n] if n < 2 else _aead_nonce(n)
+        out = self._aead.encrypt(nonce, plaintext, ad)
         self.n += 1
         return out
 
@@ -104,7 +141,9 @@ class CipherState:
         if self._aead is None:
             return ciphertext
         try:
-            out = self._aead.decrypt(_aead_nonce(self.n), ciphertext, ad)
+            n = self.n
+            nonce = _HANDSHAKE_NONCES[n] if n < 2 else _aead_nonce(n)
+            out = self._aead.decrypt(nonce, ciphertext, ad)
         except InvalidTag:
             raise NoiseError("bad_tag") from None
         self.n += 1
@@ -121,10 +160,10 @@ class SymmetricState:
         self.cipher = CipherState()
 
     def mix_hash(self, data: bytes) -> None:
-        self.h = hashlib.sha256(self.h + data).digest()
+        self.h = _sha256(self.h + data).digest()
 
     def mix_key(self, ikm: bytes) -> None:
-        self.ck, key = hkdf(self.ck, ikm, 2)
+        self.ck, key = hkdf2(self.ck, ikm)
         self.cipher = CipherState(key)
 
     def encrypt_and_hash(self, plaintext: bytes) -> bytes:
@@ -138,8 +177,7 @@ class SymmetricState:
         return out
 
     def split(self) -> tuple[bytes, bytes]:
-        k1, k2 = hkdf(self.ck, b"", 2)
-        return k1, k2
+        return hkdf2(self.ck, b"")
 
 
 class ReplayWindow:
@@ -223,7 +261,11 @@ class Established:
 
 
 class HandshakeXX:
-    """One side of an XX handshake. ``ephemeral`` fixes the ephemeral key (test vectors)."""
+    """One side of an XX handshake. ``ephemeral`` fixes the ephemeral key (test vectors);
+    ``static_public`` is the static key's public half when the caller has it (a node answers
+    every handshake with one static key: no need to derive it each time)."""
+
+    __slots__ = ("_re_key", "_rs_key", "e", "initiator", "re", "rs", "s", "s_pub", "step", "sym")
 
     def __init__(
         self,
@@ -232,15 +274,21 @@ class HandshakeXX:
         *,
         prologue: bytes = b"",
         ephemeral: X25519PrivateKey | None = None,
+        static_public: bytes | None = None,
     ) -> None:
         self.initiator = initiator
         self.s = static
-        self.s_pub = public_bytes(static)
+        self.s_pub = public_bytes(static) if static_public is None else static_public
         self.e = ephemeral
         self.re: bytes | None = None
         self.rs: bytes | None = None
+        self._re_key: X25519PublicKey | None = None  # parsed once, used by two DHs
+        self._rs_key: X25519PublicKey | None = None
         self.sym = SymmetricState()
-        self.sym.mix_hash(prologue)
+        if prologue:  # MixHash(prologue), the empty prologue included
+            self.sym.mix_hash(prologue)
+        else:
+            self.sym.h = _H_EMPTY_PROLOGUE
         self.step = 0  # index into _XX of the next message
 
     @property
@@ -255,17 +303,23 @@ class HandshakeXX:
     def _dh_token(self, token: str) -> None:
         # ee, es, se: the first letter is the initiator's key, the second the responder's
         assert self.e is not None and self.re is not None
+        re_key = self._re_key
+        if re_key is None:
+            re_key = self._re_key = public_key(self.re)
         if token == "ee":
-            self.sym.mix_key(dh(self.e, self.re))
+            self.sym.mix_key(dh(self.e, re_key))
             return
         # es: initiator's e with responder's s; se: initiator's s with responder's e
         use_remote_static = (token == "es") == self.initiator
         if use_remote_static:
             if self.rs is None:
                 raise NoiseError("out_of_order", "no remote static key yet")
-            self.sym.mix_key(dh(self.e, self.rs))
+            rs_key = self._rs_key
+            if rs_key is None:
+                rs_key = self._rs_key = public_key(self.rs)
+            self.sym.mix_key(dh(self.e, rs_key))
         else:
-            self.sym.mix_key(dh(self.s, self.re))
+            self.sym.mix_key(dh(self.s, re_key))
 
     def write(self, payload: bytes = b"") -> bytes:
         if not self.my_turn:

@@ -196,7 +196,7 @@ class NoiseSessions:
             raise
         old = self._sessions.pop(peer_id, None)
         self._make_room()
-        hs = HandshakeXX(True, self.static)
+        hs = HandshakeXX(True, self.static, static_public=self.static_public)
         s = _Session(peer_id, now, now, hs, now + self.config.initiator_timeout)
         if old is not None and old.transport is not None:
             s.quarantined, s.quarantine_deadline = old.transport, s.handshake_deadline
@@ -238,7 +238,7 @@ class NoiseSessions:
                     quarantined, q_deadline = s.quarantined, s.quarantine_deadline
                 del self._sessions[peer_id]
             self._make_room()
-            hs = HandshakeXX(False, self.static)
+            hs = HandshakeXX(False, self.static, static_public=self.static_public)
             s = _Session(peer_id, now, now, hs, now + self.config.responder_timeout)
             s.quarantined, s.quarantine_deadline = quarantined, q_deadline
             self._sessions[peer_id] = s

@@ -54,7 +54,7 @@ from .runtime import SIM_TABLES, Bettor, ChurnLog, RuntimeNode
 from .scenario import Progress, ScenarioConfig
 
 TABLE = "churn"
-CHURN_TABLES = dataclasses.replace(SIM_TABLES, silence_heights=16)
+CHURN_TABLES = dataclasses.replace(SIM_TABLES, silence_heights=16, probation_heights=8)
 CHURN_SEATS = CHURN_TABLES.default_seats
 
 

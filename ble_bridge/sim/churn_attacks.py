@@ -7,7 +7,8 @@ node's own keys and radio, once a second (:meth:`Attacker.step`):
 * ``sponsor``: while seated, it makes keys it controls (sybils, up to ``MAX_SYBILS``) ask to
   join, with valid signatures; its own engine sponsors them and it floods the requests so
   the others do too. They may take free seats (they look like people), never more than the
-  table has; they never sign, so the others remove them for silence.
+  table has; they never sign, so the others remove them on probation (``probation_heights``)
+  and seat no second one while one is on probation.
 * ``forged-join``: floods join requests for fresh keys with signatures that do not verify.
   No such key may ever sit.
 * ``join-replay``: records every join request it hears (its own included), leaves the

@@ -57,6 +57,9 @@ class TablesConfig:
     # a validator silent for this many heights is removed by the others (0: never); longer
     # than a restarted handheld needs to catch up and sign again
     silence_heights: int = 40
+    # a seat added while we watched that signed nothing for this many heights is removed,
+    # and no second seat is added while one is so on probation (0: no probation)
+    probation_heights: int = 16
     tick_interval: float = 0.5
     roll_retry: float = 8.0  # a commit/reveal not committed after this long is sent again
     # table events as public BitChat lines (runtime and pre-arranged tables alike)
@@ -790,6 +793,7 @@ class TableService:
             self.bridge.config.engine,
             max_validators=genesis.seats,
             silence_heights=self.config.silence_heights,
+            probation_heights=self.config.probation_heights,
         )
         try:
             self.bridge.open_session(

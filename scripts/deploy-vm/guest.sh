@@ -13,9 +13,13 @@ CG=/sys/fs/cgroup/system.slice/ble-bridge.service
 : >"$OUT/measure.txt"
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "[guest $(up)s] $*" >/dev/console; echo "[guest $(up)s] $*"; }
-check() {  # check NAME COMMAND...
+check() {  # check NAME COMMAND...: each NAME once (the host counts the lines)
   local name=$1
   shift
+  if grep -q -x -F -e "ok   $name" -e "FAIL $name" "$OUT/checks.txt"; then
+    echo "FAIL duplicate check name: $name" >>"$OUT/checks.txt"
+    return
+  fi
   if "$@"; then echo "ok   $name" >>"$OUT/checks.txt"; else
     echo "FAIL $name" >>"$OUT/checks.txt"
     say "FAIL $name"
@@ -35,6 +39,9 @@ is_active() { [ "$(prop ble-bridge ActiveState)" = active ]; }
 restarted_from() { [ "$(prop ble-bridge NRestarts)" -gt "$1" ] && is_active; }
 # adapters bluetoothd got from mgmt (btmgmt quits before its answer when stdin is /dev/null)
 controllers() { busctl --system --list tree org.bluez 2>/dev/null | grep -c '^/org/bluez/hci[0-9]*$'; }
+# wait_for runs its command again each second: the $(...) must be inside these, not in its arguments
+two_controllers() { [ "$(controllers)" -ge 2 ]; }
+no_controllers() { [ -z "$(ls /sys/class/bluetooth)" ]; }
 snapshot() {  # what the install may touch; the boot's own files left out
   find /etc /opt /var/lib /usr/local /srv -xdev \( -path /var/lib/systemd -o -path /var/lib/bluetooth \
     -o -path /etc/machine-id -o -path /var/lib/dbus -o -path /etc/ld.so.cache \) -prune -o -print | sort
@@ -53,10 +60,10 @@ modprobe hci_vhci
 systemctl start bluetooth
 for try in 1 2 3 4 5; do
   systemctl start deploy-vm-btvirt
-  wait_for 30 test "$(controllers)" -ge 2 && break
+  wait_for 30 two_controllers && break
   say "try $try: $(controllers) of 2 controllers registered; restarting btvirt"
   systemctl stop deploy-vm-btvirt
-  wait_for 30 test -z "$(ls /sys/class/bluetooth)"
+  wait_for 30 no_controllers
 done
 measure btvirt_starts "$try"
 check "two controllers registered" test "$(controllers)" -ge 2
@@ -126,13 +133,14 @@ measure table_sessions "\"$(status_field "[(s['name'], s['height']) for s in d['
 check "node still active after a minute" is_active
 
 # --- pairing with the real bluetoothd (node on hci0, "phone" on hci1) -------------------------
-pair() {  # pair LABEL [--force-pairable]: one attempt from hci1; its outcome is measured
+pair() {  # pair LABEL [--advertise]: one attempt from hci1; its outcome is measured
   local res
   res=$("$PY" "$H/pair.py" --node hci0 --phone hci1 "${@:2}" 2>>"$OUT/pair.log")
   echo "$1 $res" >>"$OUT/pair.log"
   measure "pair_$1" "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("ok" if r["paired"] else r["error"])' "$res" 2>/dev/null || echo none)"
 }
 nodepairable() { busctl --system get-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Pairable; }
+pairable_is() { [ "$(nodepairable)" = "b $1" ]; }
 check "node adapter not pairable outside the window" test "$(nodepairable)" = "b false"
 pair closed
 check "pairing refused while the window is closed" bash -c "grep -q '^pair_closed=org.bluez.Error' '$OUT/measure.txt'"
@@ -142,7 +150,7 @@ check "pairing refused by our agent outside the window (pairable forced on)" bas
 busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Pairable b false
 "$BB" pair --window 90 --socket "$SOCK" --json >"$OUT/pair-window.txt" 2>&1
 check "pair --window opens" test $? -eq 0
-check "node adapter pairable inside the window" wait_for 10 test "$(nodepairable)" = "b true"
+check "node adapter pairable inside the window" wait_for 10 pairable_is true
 pair open
 check "pairing accepted inside the window" grep -qx 'pair_open=ok' "$OUT/measure.txt"
 "$BB" pair --list --socket "$SOCK" --json >"$OUT/pair-list.txt" 2>&1
@@ -151,16 +159,15 @@ check "pair --list shows the bonded phone" grep -q "$phone" "$OUT/pair-list.txt"
 "$BB" pair --remove "$phone" --socket "$SOCK" >>"$OUT/pair-list.txt" 2>&1
 check "pair --remove drops the bond" bash -c "! '$BB' pair --list --socket '$SOCK' --json | grep -q '$phone'"
 "$BB" pair --close --socket "$SOCK" >/dev/null 2>&1
-check "node adapter not pairable after the window" wait_for 10 test "$(nodepairable)" = "b false"
+check "node adapter not pairable after the window" wait_for 10 pairable_is false
 
 # --- stop (SIGTERM), no agent, start ------------------------------------------------------------
 systemctl stop ble-bridge
 check "SIGTERM stop is clean (Result=success, status 0)" test "$(prop ble-bridge Result) $(prop ble-bridge ExecMainStatus)" = "success 0"
-# the node's adverts are gone with it: let bluetoothd advertise hci0 (discoverable) instead
-busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Discoverable b true
+# the node's adverts are gone with it (and Discoverable alone makes an LE-only controller
+# advertise nothing): pair.py registers an advertisement of its own on hci0 for the attempt
 busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Pairable b true
-pair no_agent
-busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Discoverable b false
+pair no_agent --advertise
 check "pairing refused with no agent registered" bash -c "grep -q '^pair_no_agent=org.bluez.Error' '$OUT/measure.txt'"
 busctl --system set-property org.bluez /org/bluez/hci0 org.bluez.Adapter1 Pairable b false
 systemctl start ble-bridge

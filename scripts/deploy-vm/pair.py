@@ -1,7 +1,10 @@
 """Deploy VM (scripts/test-deploy-vm.sh): one pairing attempt of the "phone" adapter with the
 node's adapter through the guest's real bluetoothd (Device1.Pair on the phone's side, which
 registers no agent: NoInputNoOutput, just works). A bond left from an earlier attempt is
-removed first. Prints one JSON line: {"paired": bool, "error": name or null, "message": str}.
+removed first. With --advertise the node's adapter is made to advertise for the attempt (an
+LEAdvertisement1 of ours registered on it), for when no node runs: bluetoothd's Discoverable
+alone does not make an LE-only controller advertise (the stopped node's case; the phone never
+saw it). Prints one JSON line: {"paired": bool, "error": name or null, "message": str}.
 Run with the installed venv's Python (dbus-fast)."""
 
 import argparse
@@ -13,6 +16,7 @@ from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
+from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method
 
 BLUEZ = "org.bluez"
 PROPS = "org.freedesktop.DBus.Properties"
@@ -44,14 +48,46 @@ async def call(
     return reply.body
 
 
+ADV_PATH = "/org/bleBridge/deployVm/adv0"
+
+
+class Advertisement(ServiceInterface):
+    """A connectable, discoverable advertisement with a name, as bluetoothctl's would be."""
+
+    def __init__(self) -> None:
+        super().__init__("org.bluez.LEAdvertisement1")
+
+    @method()
+    def Release(self) -> None:
+        pass
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Type(self) -> "s":  # noqa: F821
+        return "peripheral"
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LocalName(self) -> "s":  # noqa: F821
+        return "deploy-vm-node"
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Discoverable(self) -> "b":  # noqa: F821
+        return True
+
+
 async def objects(bus: MessageBus) -> dict[str, Any]:
     (objs,) = await call(bus, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
     return dict(objs)
 
 
-async def attempt(node: str, phone: str) -> dict[str, Any]:
+async def attempt(node: str, phone: str, advertise: bool) -> dict[str, Any]:
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     node_path, phone_path = f"/org/bluez/{node}", f"/org/bluez/{phone}"
+    if advertise:
+        bus.export(ADV_PATH, Advertisement())
+        await call(
+            bus, node_path, "org.bluez.LEAdvertisingManager1", "RegisterAdvertisement",
+            "oa{sv}", [ADV_PATH, {}],
+        )  # fmt: skip
     (addr,) = await call(bus, node_path, PROPS, "Get", "ss", ["org.bluez.Adapter1", "Address"])
     dev = f"{phone_path}/dev_{addr.value.replace(':', '_')}"
     await call(
@@ -93,6 +129,12 @@ async def attempt(node: str, phone: str) -> dict[str, Any]:
     result["paired"] = bool(paired.value)
     with contextlib.suppress(BluezError):
         await call(bus, dev, "org.bluez.Device1", "Disconnect")
+    if advertise:
+        with contextlib.suppress(BluezError):
+            await call(
+                bus, node_path, "org.bluez.LEAdvertisingManager1", "UnregisterAdvertisement",
+                "o", [ADV_PATH],
+            )  # fmt: skip
     bus.disconnect()
     return result
 
@@ -101,8 +143,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--node", default="hci0")
     ap.add_argument("--phone", default="hci1")
+    ap.add_argument("--advertise", action="store_true", help="advertise the node's adapter")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(attempt(args.node, args.phone))))
+    print(json.dumps(asyncio.run(attempt(args.node, args.phone, args.advertise))))
     return 0
 
 

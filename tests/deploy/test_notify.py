@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -194,3 +195,94 @@ def test_sim_node_is_ready_only_once_it_serves_and_stops_cleanly_on_sigterm(
     wal = tmp_path / "data" / "state.sqlite3-wal"
     assert not wal.exists() or wal.stat().st_size == 0, "SQLite checkpointed at stop"
     assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
+
+
+def test_watchdog_pings_stop_when_a_write_fails_and_the_node_exits_8(
+    tmp_path: Path, systemd: FakeSystemd
+) -> None:
+    """A real ``ble-bridge run`` under a fake systemd with WatchdogSec, its data dir on a
+    3 MiB tmpfs that the test fills while the node plays: once a write fails the node is
+    health error, sends no more WATCHDOG=1 (systemd would restart it if it hung there),
+    tells systemd ``STATUS=error…``, and exits 8 after ``[node] failure_exit_s``."""
+    import uuid
+
+    from ble_bridge.errors import ExitCode
+    from ble_bridge.signer import new_key_signer_file
+    from ble_bridge.wire.identity import Identity
+
+    data = tmp_path / "data"
+    data.mkdir()
+    m = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", f"ble-bridge-wd-{uuid.uuid4().hex[:6]}",
+         str(data)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if m.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {m.stderr.strip()}")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        ident = Identity.generate()
+        ident.save(data / "identity.key")
+        new_key_signer_file(data / "identity.key", ident.signing_public)
+        sock = tmp_path / "ctl.sock"
+        conf = tmp_path / "node.toml"
+        conf.write_text(
+            f'[node]\ndata_dir = "{data}"\ncontrol_socket = "{sock}"\nfailure_exit_s = 7.0\n'
+        )
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(systemd.path),
+            "WATCHDOG_USEC": "400000",  # a ping every 0.2 s
+            "PYTHONPATH": str(ROOT),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ble_bridge.cli", "run", "--transport", "sim",
+             "--config", str(conf)],
+            env=env, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        ready = systemd.wait_for("READY", 90)
+
+        def status() -> dict[str, object]:
+            try:
+                return dict(asyncio.run(request(sock, {"cmd": "status"})))
+            except (OSError, ConnectionError, TimeoutError, ValueError):
+                return {}
+
+        def wait(cond: object, what: str) -> dict[str, object]:
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                st = status()
+                if st and cond(st):  # type: ignore[operator]
+                    return st
+                assert proc is not None and proc.poll() is None, f"exited before {what}"
+                time.sleep(0.1)
+            raise AssertionError(f"no {what}")
+
+        wait(lambda st: st["sessions"][0]["height"] >= 2, "height 2")
+        filled = time.monotonic()
+        assert len([t for t in systemd.times("WATCHDOG") if ready < t < filled]) >= 3
+        with contextlib.suppress(OSError), (data / "filler").open("wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        st = wait(lambda st: st["health"] == "error", "health error")
+        seen = time.monotonic()
+        assert "storage failed" in str(st["error"]), st
+        code = proc.wait(120)
+        ended = time.monotonic()
+        err = proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", "-l", str(data)], check=False)
+    assert code == ExitCode.STORAGE, err[-2000:]
+    assert err.splitlines()[-1].startswith("ble-bridge run: error: storage failed: "), err[-500:]
+    assert ended - seen > 3.0, "health error shown for a while before the exit"
+    pings = systemd.times("WATCHDOG")
+    assert [t for t in pings if filled - 1.0 < t < seen], "pinged until the failure"
+    late = [t for t in pings if t > seen + 0.1]
+    assert not late, f"{len(late)} watchdog pings after the health error"
+    errors = [m["STATUS"] for _, m in systemd.messages if m.get("STATUS", "").startswith("error")]
+    assert errors, [m for _, m in systemd.messages if "STATUS" in m][-5:]
+    assert "Exception in callback" not in err and "never retrieved" not in err

@@ -136,3 +136,36 @@ def test_agent_manager_is_strict_like_bluetoothd(fake_bluez: FakeBluezProcess) -
             bus.disconnect()
 
     run(scenario())
+
+
+def test_stop_withdraws_the_advertisement(fake_bluez: FakeBluezProcess) -> None:
+    """The node's clean stop (SIGTERM: daemon.serve -> transport stop -> MeshPeripheral.stop)
+    leaves no advertisement behind. stop() unregisters it while still on the bus (checked
+    through stop_advertising, which it calls) and then leaves the bus, on which bluetoothd (and
+    the fake) drops whatever that client still had registered."""
+
+    async def scenario() -> None:
+        srv = MeshPeripheral(
+            "hci0", GattProfile(), peer(0), on_write=lambda *_: None, on_device=lambda *_: None
+        )
+        other = await MessageBus(bus_address=fake_bluez.address).connect()
+        adv = "org.bluez.LEAdvertisingManager1"
+        try:
+            assert await prop(other, "/org/bluez/hci0", adv, "ActiveInstances") == 0
+            await srv.start()
+            for _ in range(int(50 * SLACK)):
+                if await prop(other, "/org/bluez/hci0", adv, "ActiveInstances") == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert await prop(other, "/org/bluez/hci0", adv, "ActiveInstances") == 1
+            await srv.stop_advertising()  # still on the bus: withdrawn by UnregisterAdvertisement
+            assert await prop(other, "/org/bluez/hci0", adv, "ActiveInstances") == 0
+            await srv.sync_advertising()
+            assert await prop(other, "/org/bluez/hci0", adv, "ActiveInstances") == 1
+            await srv.stop()
+            assert await prop(other, "/org/bluez/hci0", adv, "ActiveInstances") == 0
+        finally:
+            other.disconnect()
+            await srv.stop()
+
+    run(scenario())

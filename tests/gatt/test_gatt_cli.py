@@ -157,3 +157,17 @@ def test_fake_bluez_options_build_the_config() -> None:
     cfg = cli.config_from_args(args)
     assert cfg.adapters == 5 and cfg.connect_fails_while_advertising
     assert cfg.link is not None and cfg.link.latency_s == 0.02 and cfg.link.loss == 0.1
+
+
+@pytest.mark.dbus
+def test_doctor_json_is_one_document_of_the_findings(fake_bluez: FakeBluezProcess) -> None:
+    import json
+
+    from gatt.doctor import findings_json
+
+    findings = diagnose(run(gather("hci1")))
+    doc = json.loads(findings_json(findings))
+    assert doc["ok"] is all(f.ok for f in findings)
+    assert [(d["check"], d["ok"]) for d in doc["findings"]] == [(f.check, f.ok) for f in findings]
+    assert {"adapter", "adapter power"} <= {d["check"] for d in doc["findings"]}
+    assert all(set(d) == {"ok", "check", "detail", "fix"} for d in doc["findings"])

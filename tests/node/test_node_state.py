@@ -396,3 +396,57 @@ def test_disk_full_is_told_apart_from_a_broken_database(tmp_path: Path) -> None:
     assert not _disk_full(sqlite3.DatabaseError("file is not a database"))
     assert not _disk_full(OSError(30, "Read-only file system"))
     assert not _disk_full(StorageFailure("cannot create signer state"))
+
+
+def test_a_second_run_on_one_data_dir_exits_9_at_once_and_kill_9_frees_the_lock(
+    tmp_path: Path,
+) -> None:
+    """Two real processes on one data dir: the second exits 9 with one line naming the
+    first's pid and leaves the live database alone; after kill -9 of the first (no clean
+    stop) a restart takes the lock the kernel dropped and plays on."""
+    conf, sock = _node_dir(tmp_path)
+    db = tmp_path / "data" / "state.sqlite3"
+    with running(conf, sock, tmp_path) as first:
+        st = first.wait_for(lambda st: first.height(st) >= 1, "height 1")
+        inode = db.stat().st_ino
+        code, lines = _run_to_exit(conf, tmp_path)
+        assert code == ExitCode.DATA_DIR_IN_USE and int(code) in NO_RESTART, lines
+        assert lines == [
+            f"ble-bridge run: error: data dir {tmp_path / 'data'} is in use by another"
+            f" ble-bridge run (pid {first.proc.pid}); stop that one first (systemctl stop"
+            " ble-bridge), or give this one its own [node] data_dir"
+        ]
+        assert db.stat().st_ino == inode and not list(db.parent.glob("*.broken-*"))
+        st = first.wait_for(lambda s: first.height(s) > first.height(st), "first plays on")
+        height = first.height(st)
+        first.kill()
+    with running(conf, sock, tmp_path) as again:
+        again.wait_for(lambda s: again.height(s) > height, "height after kill -9 and restart")
+        assert not any(ln.startswith("ble-bridge run: error") for ln in again.lines())
+        assert not list(db.parent.glob("*.broken-*"))
+
+
+def test_a_database_locked_by_another_program_is_exit_9_and_left_alone(tmp_path: Path) -> None:
+    """An sqlite3 shell (say) holds an exclusive lock on the node's database: the node
+    waits SQLite's busy timeout, then exits 9 with one line; the file is not moved aside."""
+    conf, sock = _node_dir(tmp_path)
+    db = tmp_path / "data" / "state.sqlite3"
+    with running(conf, sock, tmp_path) as first:
+        first.wait_for(lambda st: first.height(st) >= 1, "height 1")
+        assert first.proc.send_signal(signal.SIGTERM) is None and first.wait() == 0
+    other = sqlite3.connect(db)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO meta VALUES ('x', x'00')")
+    try:
+        code, lines = _run_to_exit(conf, tmp_path)
+    finally:
+        other.rollback()
+        other.close()
+    assert code == ExitCode.DATA_DIR_IN_USE, lines
+    assert lines == [
+        f"ble-bridge run: error: database {db} is locked by another program (database is"
+        " locked); close the program holding it (an sqlite3 shell, a backup), then start the"
+        " node again; the file was left as it is"
+    ]
+    assert not list(db.parent.glob("*.broken-*"))

@@ -19,7 +19,10 @@ from ble_bridge.noise.protocol import (
     HandshakeXX,
     NoiseError,
     ReplayWindow,
+    SymmetricState,
     TransportCipher,
+    hkdf,
+    hkdf2,
 )
 
 VECTORS = Path(__file__).with_name("xx_25519_chachapoly_sha256_vectors.json")
@@ -185,3 +188,17 @@ def test_handshake_read_never_raises_anything_but_noise_error(data: bytes, step:
             target = resp
     with contextlib.suppress(NoiseError):
         target.read(data)
+
+
+@given(st.binary(min_size=32, max_size=32), st.sampled_from([b"", b"\x07" * 32, b"x" * 100]))
+def test_hkdf2_is_noise_hkdf(chaining_key: bytes, ikm: bytes) -> None:
+    # the written-out HMAC of hkdf2 against the stdlib HMAC of hkdf (which the vectors check)
+    assert hkdf2(chaining_key, ikm) == tuple(hkdf(chaining_key, ikm, 2))
+
+
+def test_the_empty_prologue_shortcut_is_mix_hash_of_the_empty_prologue() -> None:
+    # BitChat's prologue is empty; the vectors all have one, so this path is checked here
+    sym = SymmetricState()
+    sym.mix_hash(b"")
+    assert HandshakeXX(False, X25519PrivateKey.generate()).sym.h == sym.h
+    assert HandshakeXX(False, X25519PrivateKey.generate(), prologue=b"x").sym.h != sym.h

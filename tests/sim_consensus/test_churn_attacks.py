@@ -27,12 +27,17 @@ def attacked(behaviour: str, seed: int = 1, nodes: int = 5) -> tuple[ChurnResult
 
 
 def test_a_seat_sponsoring_keys_it_controls_never_overfills_the_table() -> None:
+    """Valid requests for free seats are honoured (they look like people), but one seat on
+    probation at a time: each silent key is removed before the next one sits, so the
+    table keeps its quorum and goes on (without probation all three sat and it stalled at
+    height 31 of this run)."""
     r, a = attacked("sponsor")
     assert r.attacks["sybil_join_requests"] > 0
     [keys] = {tuple(s) for s in r.final_sets}
-    sybils = a.sybil_keys & set(keys)
-    assert sybils  # they look like people: valid requests for free seats are honoured
-    assert len(keys) <= 8  # but never more than the seats
+    assert len(a.sybil_keys & set(keys)) <= 1
+    assert len(keys) <= 8  # never more than the seats
+    assert r.removals >= 1  # a silent key sat and was removed on probation
+    assert r.heights >= 80
 
 
 def test_forged_join_requests_are_refused_and_never_seated() -> None:
