@@ -26,6 +26,12 @@ alter, inject; :mod:`ble_bridge.sim.byzantine` builds one on
 :func:`ble_bridge.consensus.byzantine.misbehave`), and which accepted messages gossip
 passes on.
 
+The parts: :mod:`.receive` (batches, dedup, inboxes, checks before the engine),
+:mod:`.catchup` (contact, health, following announcements, our own announcements),
+and here the outbound side (own messages flooded or gossiped, neighbour batches paced and
+compacted), the engines' events and the timers. Each session's state is a
+:class:`~.session.Session`.
+
 Durability: every engine records its signer state before a vote reaches its outbox, so
 every :class:`Flood` or :class:`ToNeighbour` carrying a vote carries one already on disk.
 """
@@ -34,12 +40,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
-from ..consensus.byzantine import Outgoing
 from ..consensus.engine import (
     Committed,
     ConsensusEngine,
@@ -50,49 +54,39 @@ from ..consensus.engine import (
     SnapshotInstalled,
     ValidatorsChanged,
 )
-from ..consensus.quorum import max_faulty, quorum
 from ..errors import StorageFailure
 from ..events import kv
 from ..gossip import Item, pack
 from ..mesh.seen import SeenCache
 from ..wire.messages import (
     ENVELOPE_PREFIX,
-    NEIGHBOUR_VERSION,
     SESSION_TAG_LEN,
-    CertificateRequest,
-    Commit,
-    CommitRequest,
     CompactProposal,
     Evidence,
-    JoinRequest,
-    Kind,
     Message,
-    MessageError,
     Operation,
     Proposal,
-    ProposalRequest,
-    SnapshotRequest,
-    SnapshotResponse,
-    StateAnnounce,
-    UnresolvedBlock,
     Vote,
-    decode_message,
     encode_batch,
     encode_message,
-    expand_operation_ref,
-    expand_proposal_ref,
-    expand_vote_set,
-    from_neighbour,
-    neighbour_tag,
-    peek_session,
-    split_batch,
     to_neighbour,
 )
-from .announce import Why
+from . import catchup, receive
+from .actions import (
+    Action,
+    Arrival,
+    BlockCommitted,
+    Event,
+    Flood,
+    HealthChanged,
+    InboundTap,
+    OperationFinished,
+    OutputFilter,
+    ToNeighbour,
+)
 from .compact import compact_items
 from .config import BridgeConfig, BridgeError
-from .contact import Effect, Seen, SessionHealth, next_health
-from .inbox import Inbound, dedup_key
+from .inbox import dedup_key
 from .pacing import Pacing, hold
 from .pending import (
     FinishedOperations,
@@ -105,84 +99,8 @@ from .session import Session
 
 log = logging.getLogger(__name__)
 
-_REF_KINDS = (Kind.VOTE_SET, Kind.OPERATION_REF, Kind.PROPOSAL_REF)  # need the validator set
-_BATCH_KINDS = (Kind.BATCH, *_REF_KINDS)
 _PRIORITY: dict[type, int] = {Vote: 0, Proposal: 1, CompactProposal: 1, Evidence: 1, Operation: 2}
 _OP_PRIORITY = _PRIORITY[Operation]  # a batch of only these yields the radio
-_REQUESTS = CommitRequest | SnapshotRequest | CertificateRequest | ProposalRequest
-
-
-# -- inputs and outputs ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """A 0x1C payload the mesh delivered."""
-
-    payload: bytes
-    sender: bytes | None  # signing key of the node that signed the mesh packet, if known
-    via: bytes | None  # peer id of the neighbour whose link it came over
-    vouched: bool = False  # ``via`` signed the frame itself: its engine accepted it
-    flooded: bool = False  # a broadcast the mesh routers relay on (no gossip needed)
-
-
-@dataclass(frozen=True, slots=True)
-class Flood:
-    """Broadcast ``payload`` to the whole mesh (a 0x1C packet)."""
-
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ToNeighbour:
-    """Send ``payload`` (a gossip batch) to linked peer ``peer`` alone, TTL 1."""
-
-    peer: bytes
-    payload: bytes
-
-
-Action = Flood | ToNeighbour
-
-
-@dataclass(frozen=True, slots=True)
-class OperationFinished:
-    op: PendingOperation  # committed or failed (``op.status``, ``op.reason``)
-
-
-@dataclass(frozen=True, slots=True)
-class HealthChanged:
-    session_id: bytes
-    health: SessionHealth
-    was: SessionHealth
-    height: int
-    in_contact: int
-    validators: int
-
-
-@dataclass(frozen=True, slots=True)
-class BlockCommitted:
-    session_id: bytes
-    committed: Committed
-
-
-Event = OperationFinished | HealthChanged | BlockCommitted
-
-InboundTap = Callable[[bytes, bytes | None], bool]
-"""Sees each inbound payload (and its sender's key) before it is queued; False drops it."""
-
-
-class OutputFilter(Protocol):
-    """What leaves the node: one seam for misbehaving test nodes (the honest core has none)."""
-
-    def outgoing(self, core: BridgeCore, session_id: bytes, msg: Message) -> Outgoing:
-        """For one message the core sends (engine output, announcements): whether it
-        still leaves, a payload flooded instead, payloads flooded after it."""
-        ...
-
-    def relays(self, core: BridgeCore, session_id: bytes, accepted: Sequence[Message]) -> bool:
-        """Whether gossip passes on what the engine just ``accepted`` (from others, or
-        its own messages it relays)."""
-        ...
 
 
 class BridgeCore:
@@ -233,7 +151,7 @@ class BridgeCore:
         self.running = True
         for s in self.sessions.values():
             s.engine.start(now)
-            self._after(s, now)
+            self.after(s, now)
         self._tick_at = now + self.config.tick_interval
 
     def stop(self) -> None:
@@ -256,7 +174,7 @@ class BridgeCore:
         self.sessions[engine.session_id] = s
         if self.running:
             engine.start(now)
-            self._after(s, now)
+            self.after(s, now)
         return s
 
     def close_session(self, now: float, session_id: bytes) -> None:
@@ -311,7 +229,7 @@ class BridgeCore:
             t = s.engine.next_timer()
             if t is not None and t <= now and self.sessions.get(s.id) is s and self.running:
                 s.engine.handle_timer(now)
-                self._after(s, now)
+                self.after(s, now)
         if tick and self.running:
             self._tick_at = None
             self._tick(now)
@@ -319,7 +237,7 @@ class BridgeCore:
                 self._tick_at = now + self.config.tick_interval
         if drain and self.running:
             self._drain_at = None
-            self._drain(now)
+            receive.drain(self, now)
         if flush and self.running and self._flush_at is not None and self._flush_at <= now:
             if self._actions:
                 return  # after the output made meanwhile: at the next call, fresh depths
@@ -348,7 +266,7 @@ class BridgeCore:
         )
         s.pending.add(pending)
         self.counters["operations_submitted"] += 1
-        self._after(s, now)
+        self.after(s, now)
         return ProposalId(op_id)
 
     def request_join(self, now: float, session_id: bytes, nonce: int, buy_in: int = 0) -> None:
@@ -357,7 +275,7 @@ class BridgeCore:
             raise BridgeError("already_validator")
         s.engine.request_join(now, nonce, buy_in)
         self.counters["join_requests"] += 1
-        self._after(s, now)
+        self.after(s, now)
 
     def operation(self, proposal_id: bytes) -> PendingOperation | None:
         for s in self.sessions.values():
@@ -376,77 +294,17 @@ class BridgeCore:
             out.update(s.engine.stats)
         return out
 
-    # -- inbound ----------------------------------------------------------------------
+    # -- inbound (see :mod:`.receive`) ------------------------------------------------
 
     def receive(self, now: float, arrival: Arrival) -> None:
         """One payload the mesh delivered: a gossip batch or vote set, or one message."""
-        payload, via, vouched = arrival.payload, arrival.via, arrival.vouched
-        if payload[:1] == bytes((NEIGHBOUR_VERSION,)):
-            try:
-                tag = neighbour_tag(payload)
-            except MessageError as exc:
-                self._drop(exc.reason)
-                return
-            ids = [sid for sid in self.sessions if sid[:SESSION_TAG_LEN] == tag]
-            if len(ids) != 1:
-                self._drop("unknown_session" if not ids else "ambiguous_session_tag")
-                return
-            payload = from_neighbour(payload, ids[0])
-        if len(payload) > ENVELOPE_PREFIX and payload[ENVELOPE_PREFIX] & 0x7F in _BATCH_KINDS:
-            self.receive_batch(now, payload, via, vouched=vouched)
-            return
-        self.receive_payload(
-            now, payload, arrival.sender, via=via, flooded=arrival.flooded, vouched=vouched
-        )
+        receive.arrive(self, now, arrival)
 
     def receive_batch(
         self, now: float, payload: bytes, via: bytes | None = None, *, vouched: bool = False
     ) -> int:
         """Queue each message of a gossip batch (or vote set); returns how many were queued."""
-        if len(payload) > self.config.max_payload:
-            self._drop("oversized_payload")
-            return 0
-        limits = self.config.engine.limits
-        try:
-            s = self.sessions.get(peek_session(payload))
-            if s is None:
-                self._drop("unknown_session")
-                return 0
-            if payload[ENVELOPE_PREFIX] in _REF_KINDS:
-                items = [payload]
-            else:
-                items = split_batch(payload, limits)
-                self.counters["batches_received"] += 1
-        except MessageError as exc:
-            self._drop(f"batch_{exc.reason}")
-            return 0
-        queued = 0
-        validators = s.engine.validators
-        for item in items:
-            kind = item[ENVELOPE_PREFIX]
-            msgs: list[Message]
-            try:
-                if kind == Kind.VOTE_SET:
-                    msgs = list(self._expand_vote_set(s, item))
-                elif kind == Kind.OPERATION_REF:
-                    msgs = [expand_operation_ref(item[ENVELOPE_PREFIX:], validators, limits)]
-                elif kind == Kind.PROPOSAL_REF:
-                    proposer = s.engine.proposer
-                    msgs = [expand_proposal_ref(item[ENVELOPE_PREFIX:], proposer, limits)]
-                else:
-                    queued += self.receive_payload(now, item, None, via=via, vouched=vouched)
-                    continue
-            except UnresolvedBlock:
-                self._hold_unresolved(s, now, bytes(item), via, vouched)
-                continue
-            except MessageError as exc:
-                self._drop(f"{Kind(kind).name.lower()}_{exc.reason}")
-                continue
-            for msg in msgs:
-                queued += self.receive_payload(
-                    now, encode_message(s.id, msg), None, via=via, vouched=vouched, msg=msg
-                )
-        return queued
+        return receive.receive_batch(self, now, payload, via, vouched=vouched)
 
     def receive_payload(
         self,
@@ -464,214 +322,36 @@ class BridgeCore:
         ``sender``: the signing key of the node that signed the mesh packet (None inside a
         batch); ``via``: the neighbour it came from; ``flooded``: a flood the routers relay
         on; ``vouched``: ``via`` signed the frame itself; ``msg``: ``payload`` decoded."""
-        for tap in self.taps:
-            if not tap(payload, sender):
-                return False
-        if len(payload) > self.config.max_payload:
-            return self._drop("oversized_payload")
-        try:
-            sid = peek_session(payload)
-        except MessageError as exc:
-            return self._drop(exc.reason)
-        s = self.sessions.get(sid)
-        if s is None:
-            return self._drop("unknown_session")
-        key = dedup_key(payload, sender, self._epoch(now))
-        s.gossip.heard(via, key)
-        # the mesh authenticated the sender, even of a repeat; back in contact: tell it
-        # where we are at once
-        if sender is not None and sender in s.validators and s.contact.heard(now, sender):
-            s.announcer.contact_regained(now)
-        if self.seen.seen(now, key):
-            return self._drop("duplicate")
-        if s.inbox.full:
-            s.stats["inbox_full"] += 1
-            return self._drop("inbox_full")
-        self.seen.add(now, key)
-        s.inbox.push(Inbound(bytes(payload), sender, now, via, flooded, vouched, msg))
-        if self._drain_at is None and self.running:
-            self._drain_at = now
-        return True
-
-    def _expand_vote_set(self, s: Session, item: bytes) -> list[Vote]:
-        """The votes of a VoteSet envelope, a short block reference expanded against the
-        blocks the engine knows (raises :class:`UnresolvedBlock` if it knows none)."""
-        return expand_vote_set(
-            item[ENVELOPE_PREFIX:],
-            s.engine.validators,
-            self.config.engine.limits,
-            s.engine.known_blocks,
+        return receive.receive_payload(
+            self, now, payload, sender, via=via, flooded=flooded, vouched=vouched, msg=msg
         )
 
-    def _hold_unresolved(
-        self, s: Session, now: float, item: bytes, via: bytes | None, vouched: bool
-    ) -> None:
-        """Keep a short VoteSet whose block we do not know yet (its proposal is most likely
-        a hop behind); the oldest goes when full."""
-        s.stats["vote_sets_held"] += 1
-        s.unresolved.append((now, item, via, vouched))
-        while len(s.unresolved) > self.config.unresolved_capacity:
-            s.unresolved.popleft()
-            self._drop("vote_set_unresolved_overflow")
-
-    def _retry_unresolved(self, s: Session, now: float, expire: bool = False) -> None:
-        """Expand the held VoteSets again once we know more blocks; those held too long
-        are dropped."""
-        if not s.unresolved:
-            return
-        mark = s.engine.blocks_mark()
-        if mark == s.unresolved_mark and not expire:
-            return
-        s.unresolved_mark = mark
-        held, s.unresolved = s.unresolved, deque()
-        for arrived, item, via, vouched in held:
-            if now - arrived > self.config.unresolved_ttl:
-                self._drop("vote_set_unresolved")
-                continue
-            try:
-                votes = self._expand_vote_set(s, item)
-            except MessageError:  # still unknown (it was well formed when it arrived)
-                s.unresolved.append((arrived, item, via, vouched))
-                continue
-            s.stats["vote_sets_resolved"] += 1
-            for vote in votes:
-                payload = encode_message(s.id, vote)
-                self.receive_payload(now, payload, None, via=via, vouched=vouched, msg=vote)
-
-    def _drain(self, now: float) -> None:
-        """Round-robin over sessions, a batch each, so one busy session cannot stall another."""
-        more = False
-        for s in list(self.sessions.values()):
-            for _ in range(min(self.config.drain_batch, len(s.inbox))):
-                if not self.running:
-                    return
-                self._process(s, s.inbox.pop(), now)
-            if s.inbox:
-                more = True
-        if more and self._drain_at is None:
+    def drain_soon(self, now: float) -> None:
+        """Drain the inboxes at the next timer (``now``)."""
+        if self._drain_at is None and self.running:
             self._drain_at = now
 
-    def _process(self, s: Session, item: Inbound, now: float) -> None:
-        msg = item.msg
-        if msg is None:
-            try:
-                sid, msg = decode_message(item.payload, self.config.engine.limits)
-            except MessageError as exc:
-                self._drop(exc.reason)
-                return
-            if sid != s.id:  # pragma: no cover - peek_session routed it here
-                self._drop("unknown_session")
-                return
-        reason = self._check_sizes(msg)
-        if reason is not None:
-            self._drop(reason)
-            return
-        if isinstance(msg, StateAnnounce):
-            self._on_announce(s, now, item.sender, msg)
-            return
-        if isinstance(msg, _REQUESTS):
-            # a burst of `request_burst` per sender and kind per interval (see RequestLimit)
-            bound = 4 * len(s.validators) + 16
-            if not s.requests.allow(now, item.sender or b"", type(msg).__name__, bound):
-                self._drop("request_rate_limited")
-                return
-        elif isinstance(msg, Proposal):
-            self._note_block(s, msg)
-        elif isinstance(msg, Vote) and msg.height != s.engine.height + 1:
-            # A vote for another height makes the engine help a "laggard" with a full block
-            # (or chase a "leader") before it checks the signature: check it first (the
-            # engine's memoised cache, so the engine pays nothing when it looks again).
-            ok = msg.validator in s.validators and s.engine.cache.verify(
-                msg.validator, msg.signature, msg.signing_bytes(s.id)
-            )
-            if not ok:
-                self._drop("vote_bad_signature")
-                return
-        elif (
-            isinstance(msg, JoinRequest)
-            and s.engine.is_validator
-            and s.announcer.may_answer_join(now)
-        ):
-            # A joiner follows the chain without being a validator: gossip passes it
-            # nothing and a busy validator sends no heartbeat. Tell it where the chain is,
-            # at most once per announce interval.
-            self.counters["join_announcements"] += 1
-            self._announce(s, now)
-        if isinstance(msg, Vote | Proposal | CompactProposal) and msg.height > s.engine.height + 2:
-            # Beyond the height after the next, the engine drops it (and catches up): its
-            # repeats must reach the engine again once we are there (the dedup of every
-            # rebroadcast would keep them out of a joiner's engine for good).
-            self.seen.forget(dedup_key(item.payload, item.sender, self._epoch(item.at)))
-            self.counters["too_early_forgotten"] += 1
-        if item.vouched and item.via is not None and item.via in s.gossip.neighbours:
-            s.named(item.via, msg)
-        self.counters["messages_processed"] += 1
-        self._engine_receive(s, now, msg)
-        self._pass_on(s, now, msg, item.via, item.flooded)
-        self._after(s, now)
-
-    def _engine_receive(self, s: Session, now: float, msg: Message) -> None:
+    def engine_receive(self, s: Session, now: float, msg: Message) -> None:
         try:
             s.engine.receive(now, msg)
         except StorageFailure:
             raise  # not the message's fault: the node stops signing (see the service)
         except Exception:  # never let one message kill the bridge
-            self._drop("engine_error")
+            self.drop("engine_error")
             log.exception("engine failed on a %s", type(msg).__name__)
-
-    def _on_announce(
-        self, s: Session, now: float, sender: bytes | None, msg: StateAnnounce
-    ) -> None:
-        """Unsigned: one liar announcing a far height would make every node ask for
-        snapshots. A validator's near announcement goes straight to the engine (it asks
-        for blocks: cheap, and unanswerable if false); a far one only as the (f+1)-th."""
-        self.counters["messages_processed"] += 1
-        if sender is None:
-            self._drop("announce_not_validator")
-            return
-        if sender not in s.validators:
-            # A key outside the set we know: a joiner's only view of a table whose genesis
-            # validators left (it learns the later sets from the chain itself).
-            self._note_stranger(s, sender, msg)
-            if self._lost_set(s, now):
-                self._follow_strangers(s, now)
-            return
-        s.announced[sender] = msg
-        eng = s.engine
-        eng.note_presence(now, sender, msg.height)
-        if eng.height < msg.height <= eng.height + eng.config.snapshot_gap:
-            self._engine_receive(s, now, msg)
-            self._after(s, now)
-        self._follow_announcements(s, now)
-
-    def _check_sizes(self, msg: Message) -> str | None:
-        cfg = self.config
-        if isinstance(msg, SnapshotResponse) and len(msg.snapshot) > cfg.max_snapshot_bytes:
-            return "oversized_snapshot"
-        if isinstance(msg, Proposal | Commit) and len(msg.block.encode()) > cfg.max_block_bytes:
-            return "oversized_block"
-        return None
-
-    def _note_block(self, s: Session, p: Proposal) -> None:
-        if not s.pending:
-            return
-        for op in p.block.ops:
-            pending = s.pending.get(op.op_id)
-            if pending is not None:
-                pending.block_hash = p.block.hash
 
     # -- outbound and engine plumbing -------------------------------------------------
 
-    def _after(self, s: Session, now: float) -> None:
+    def after(self, s: Session, now: float) -> None:
         """After touching an engine: handle its events and send its outbox."""
-        self._pass_on(s, now)
-        self._retry_unresolved(s, now)
+        self.pass_on(s, now)
+        receive.retry_unresolved(self, s, now)
         for ev in s.engine.events():
             self._on_event(s, ev, now)
         out = s.engine.outbox()
         for msg in out:
             if isinstance(msg, Proposal):
-                self._note_block(s, msg)
+                receive.note_block(self, s, msg)
             self.transmit(now, s.id, msg)
         if out:
             s.announcer.sent(now)
@@ -740,7 +420,7 @@ class BridgeCore:
         """Flood raw 0x1C bytes; remembered so a relayed echo is not processed again."""
         if not self.running:
             return
-        self.seen.add(now, dedup_key(payload, self.me, self._epoch(now)))
+        self.seen.add(now, dedup_key(payload, self.me, self.epoch(now)))
         self._actions.append(Flood(bytes(payload)))
 
     # -- neighbour gossip -------------------------------------------------------------
@@ -757,7 +437,7 @@ class BridgeCore:
             return s.engine.proposer(msg.height, msg.round)
         return None
 
-    def _pass_on(
+    def pass_on(
         self,
         s: Session,
         now: float,
@@ -971,109 +651,21 @@ class BridgeCore:
                     self.send_payload(now, payload)
         self._links = links
         for s in list(self.sessions.values()):
-            self._retry_unresolved(s, now, expire=True)
+            receive.retry_unresolved(self, s, now, expire=True)
             for op in s.pending.older_than(now, self.config.operation_timeout):
                 self._finish(op, OperationStatus.FAILED, now, "timeout")
-            self._check_contact(s, now)
-            self._maybe_announce(s, now)
-
-    def _check_contact(self, s: Session, now: float) -> None:
-        """Partition detection and healing; catching up while f+1 validators are ahead."""
-        n = len(s.validators)
-        in_contact = s.contact.in_contact(now)
-        before = s.health
-        following = None
-        if self._lost_set(s, now, in_contact):
-            following = self._follow_announcements(s, now) or self._follow_strangers(s, now)
-        if in_contact < quorum(n):
-            seen = Seen.QUORUM_LOST
-        else:  # behind: hand the engine what f+1 validators announced
-            behind = self._follow_announcements(s, now) if following is None else following
-            seen = Seen.BEHIND if behind else Seen.IN_STEP
-        s.health, effect = next_health(before, seen)
-        if s.health is before:
-            return
-        self.counters[f"health_{s.health.value}"] += 1
-        self._events.append(HealthChanged(s.id, s.health, before, s.engine.height, in_contact, n))
-        if effect is Effect.HEAL:
-            # Healing: tell the others where we are now; their answers drive catch-up.
-            s.announcer.healed()
-            self._announce(s, now)
-
-    def _lost_set(self, s: Session, now: float, in_contact: int | None = None) -> bool:
-        """Whether the set we know cannot lead us: we are not one of it (a joiner), or we
-        hear no quorum of it. Only then do keys outside it matter."""
-        if not s.engine.is_validator:
-            return True
-        if in_contact is None:
-            in_contact = s.contact.in_contact(now)
-        return in_contact < quorum(len(s.validators))
-
-    def _note_stranger(self, s: Session, key: bytes, msg: StateAnnounce) -> None:
-        """Keep the last announcement of a key outside our validator set (bounded: the
-        oldest heard goes first)."""
-        self.counters["announce_stranger"] += 1
-        s.strangers[key] = msg
-        s.strangers.move_to_end(key)
-        while len(s.strangers) > self.config.stranger_capacity:
-            s.strangers.popitem(last=False)
-            self._drop("announce_stranger_evicted")
-
-    def _follow_strangers(self, s: Session, now: float) -> bool:
-        """Catch up on announcements of keys outside the set we know (True when behind).
-
-        None of them is trusted: one stranger above us only makes the engine ask for our
-        next block (checked against the set of its own height); only ``max(2, f+1)``
-        distinct strangers above us make the engine take the (f+1)-th highest as the
-        height to catch up to. Sybil keys buy a liar one request per ``request_interval``."""
-        eng = s.engine
-        ahead = sorted(
-            (a.height for a in s.strangers.values() if a.height > eng.height), reverse=True
-        )
-        if not ahead:
-            return False
-        need = max(2, max_faulty(len(s.validators)) + 1)
-        target = ahead[need - 1] if len(ahead) >= need else eng.height + 1
-        self.counters["stranger_catch_up"] += 1
-        self._engine_receive(s, now, StateAnnounce(target, bytes(32), bytes(32)))
-        self._after(s, now)
-        return True
-
-    def _follow_announcements(self, s: Session, now: float) -> bool:
-        """If f+1 validators (so at least one honest) announced heights above ours, hand the
-        engine the (f+1)-th highest announcement so it catches up; True when behind."""
-        f = max_faulty(len(s.validators))
-        if len(s.announced) <= f:
-            return False
-        ahead = sorted(s.announced.values(), key=lambda a: a.height, reverse=True)[f]
-        if ahead.height <= s.engine.height:
-            return False
-        self._engine_receive(s, now, ahead)  # the engine rate-limits its own requests
-        self._after(s, now)
-        return True
-
-    def _maybe_announce(self, s: Session, now: float) -> None:
-        """Announce when the state changed (interval halves) or as a rare heartbeat."""
-        ann = s.engine.state_announcement()
-        gossiping = self.config.gossip and not s.flood_own
-        why = s.announcer.tick(now, (ann.height, ann.state_hash), gossiping)
-        if why is Why.HEARTBEAT:
-            self.counters["heartbeats"] += 1  # keeps contact (partition detection) when idle
-        if why is not None:
-            self._announce(s, now)
-
-    def _announce(self, s: Session, now: float) -> None:
-        ann = s.engine.state_announcement()
-        s.announcer.announced(now, (ann.height, ann.state_hash))
-        self.counters["announcements"] += 1
-        self.transmit(now, s.id, ann)
+            catchup.check_contact(self, s, now)
+            catchup.maybe_announce(self, s, now)
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _epoch(self, now: float) -> int:
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def epoch(self, now: float) -> int:
         return math.floor(now / self.config.unsigned_repeat_interval)
 
-    def _drop(self, reason: str) -> bool:
+    def drop(self, reason: str) -> bool:
         self.drops[reason] += 1
         return False
 

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from ..bridge import BridgeConfig, BridgeCore, NetworkConsensusBridge
+from ..bridge.actions import Core
 from ..consensus.byzantine import BEHAVIOURS, Behaviour, Outgoing, misbehave
 from ..mesh.service import MeshNode
 from ..node import BridgeFactory
@@ -56,7 +57,7 @@ class ByzantineFilter:
         self.heard.append(bytes(payload))
         return True
 
-    def outgoing(self, core: BridgeCore, session_id: bytes, msg: Message) -> Outgoing:
+    def outgoing(self, core: Core, session_id: bytes, msg: Message) -> Outgoing:
         out = misbehave(
             self.behaviour,
             session_id,
@@ -71,13 +72,13 @@ class ByzantineFilter:
         self.lies += (not out.honest) + len(out.extra)
         return out
 
-    def relays(self, core: BridgeCore, session_id: bytes, accepted: Sequence[Message]) -> bool:
+    def relays(self, core: Core, session_id: bytes, accepted: Sequence[Message]) -> bool:
         if self.behaviour is Behaviour.WITHHOLD:  # sends nothing: passes nothing on either
             self.lies += len(accepted)
             return False
         return True
 
-    def _poison(self, core: BridgeCore, session_id: bytes) -> Operation:
+    def _poison(self, core: Core, session_id: bytes) -> Operation:
         """A signed operation the application refuses, with a nonce far ahead."""
         key = self.identity.signing_public
         nonce = core.session(session_id).engine.committed_nonce(key) + POISON_NONCE_GAP
