@@ -185,14 +185,16 @@ class LoadWorkload:
                     seen_block.pop(next(iter(seen_block)))
 
             engine.receive = spy_receive  # type: ignore[method-assign]
-        transmit = node.bridge.transmit
+        outbox = engine.outbox
 
-        def spy(session_id: bytes, msg: Message) -> None:
-            if isinstance(msg, Proposal) and self.network is not None:
-                self.proposed.setdefault(msg.block.hash, self.network.now)
-            transmit(session_id, msg)
+        def spy_outbox() -> list[Message]:
+            out = outbox()
+            for msg in out:
+                if isinstance(msg, Proposal) and self.network is not None:
+                    self.proposed.setdefault(msg.block.hash, self.network.now)
+            return out
 
-        node.bridge.transmit = spy  # type: ignore[method-assign]
+        engine.outbox = spy_outbox  # type: ignore[method-assign]
 
     def _index_of(self, key: bytes) -> int | None:
         if self.network is None:

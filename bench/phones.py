@@ -144,11 +144,11 @@ def chat_cmd(seed: int, duration: float) -> tuple[float, int, float]:
     from consensus import one_hop_delay  # bench/consensus.py
 
     from ble_bridge.sim.scenario import ScenarioConfig
-    from ble_bridge.sim.table import TableConfig, simulate_table
+    from ble_bridge.sim.table import TableConfig, simulate_table, table_session_id
 
     sc = ScenarioConfig(nodes=8, duration=duration, warmup=3.0, drain=5.0, trace=False, seed=seed)
     r = simulate_table(TableConfig(scenario=sc, phones=2))
-    hop = one_hop_delay(sc.profile)
+    hop = one_hop_delay(sc.profile, table_session_id(seed))  # its vote frames' size
     minimum = 3 * hop + 2 * hop
     lat = r.phone_latencies
     return (statistics.median(lat) if lat else float("nan")), len(lat), minimum

@@ -32,7 +32,7 @@ LOGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --logs) LOGS=$2; shift 2 ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "test-deploy-vm: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

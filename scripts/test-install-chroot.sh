@@ -3,7 +3,8 @@
 # cached by scripts/debian-root.sh), offline from an x86_64 bundle, without booting systemd:
 # install, rerun (same result), a run that fails half-way then a rerun, systemd-analyze
 # verify/security on the installed unit, the network drop-in, uninstall (state kept),
-# reinstall (same key), uninstall --purge. Needs root. Last line:
+# reinstall (same key), uninstall --purge; then `bundle.sh --arch A --check` for aarch64, armv7l
+# and x86_64 (each arch resolves completely). Needs root. Last line:
 #   install-chroot checks=N failed=0
 # Cache: BLE_BRIDGE_CHROOT_CACHE (default ~/.cache/ble-bridge-chroot).
 set -euo pipefail
@@ -97,5 +98,10 @@ in_root bash /src/deploy/uninstall.sh --purge >/dev/null
 check "purge: state dir and user gone" test ! -e "$root/var/lib/ble-bridge"
 check "purge: user gone" bash -c "! chroot '$root' id ble-bridge >/dev/null 2>&1"
 check "purge: main.conf as before" cmp -s "$work/main.conf.pristine" "$root/etc/bluetooth/main.conf"
+# Every Pi arch's bundle resolves completely as binary wheels (+ the Debian packages named for
+# armv7l): what scripts/bundle.sh would put on a handheld at an event without internet.
+for arch in aarch64 armv7l x86_64; do
+  check "bundle --arch $arch --check resolves" quiet bash scripts/bundle.sh --arch "$arch" --check
+done
 echo "install-chroot checks=$checks failed=$failed"
 [ "$failed" -eq 0 ]

@@ -6,8 +6,11 @@ is the thin part that subscribes to a :class:`~ble_bridge.mesh.service.MeshNode`
 
 - Public ``!`` lines (type 0x02, signed; the router has verified them with the sender's
   announced key): answered in public by one node only: a node answers if the phone is its
-  direct neighbour and it ranks first, by SHA-256 of (packet id, node id), among the phone's
-  announced neighbours that are ble-bridge nodes (capability bit 15) plus itself.
+  direct neighbour and it ranks first, by SHA-256 of (phone's peer id, node id), among the
+  phone's announced neighbours that are ble-bridge nodes (capability bit 15) plus itself. The
+  rank is per phone, not per packet, so one node answers all of a phone's lines and its
+  per-sender rate limits hold for the mesh (ranked per packet, a phone next to k nodes got
+  up to k times the replies).
 - Noise: handshake frames (0x10) go to :class:`~ble_bridge.noise.session.NoiseSessions`;
   transport frames (0x11) are decrypted, a private message (0x01) gets a ``delivered``
   receipt (0x03) and the command reply as a private message. Sends to a peer without a
@@ -135,9 +138,7 @@ class PhoneChat:
         if rec is None or rec.signing_key is None:  # the router verified it, so unlikely
             self.stats["public_unknown_sender"] += 1
             return []
-        if not self.config.answer_public or not self._we_answer(
-            p.packet_id, p.sender, rec, direct_peer
-        ):
+        if not self.config.answer_public or not self._we_answer(p.sender, rec, direct_peer):
             self.stats["public_left_to_another_node"] += 1
             return []
         words = text.split()
@@ -176,9 +177,7 @@ class PhoneChat:
         self.stats["play_requests"] += 1
         return self.play(now, text.strip(), announce, encode(p))
 
-    def _we_answer(
-        self, packet_id: bytes, sender: bytes, rec: PeerRecord, direct_peer: bytes | None
-    ) -> bool:
+    def _we_answer(self, sender: bytes, rec: PeerRecord, direct_peer: bytes | None) -> bool:
         if direct_peer != sender:
             return False
         candidates = {self.peer_id}
@@ -186,7 +185,7 @@ class PhoneChat:
             other = self.peers(n)
             if other is not None and (other.capabilities or 0) & CAP_RELAY_DEFERRAL:
                 candidates.add(n)
-        best = min(candidates, key=lambda c: hashlib.sha256(packet_id + c).digest())
+        best = min(candidates, key=lambda c: hashlib.sha256(sender + c).digest())
         return best == self.peer_id
 
     def _handshake(self, now: float, sender: bytes, payload: bytes) -> list[Outgoing]:

@@ -524,6 +524,10 @@ class ConsensusEngine(Generic[S]):
         the one that commits it. Returns the op id."""
         return self.submit(now, encode_set_op(RemoveValidator(self.key, RemoveReason.LEAVE)))
 
+    def cancel_join(self) -> None:
+        """Stop repeating our join request (one already heard may still be committed)."""
+        self._join, self._join_due = None, None
+
     def _set_validators(self, keys: Sequence[bytes], height: int = 0) -> tuple[bytes, ...]:
         """Make ``keys`` the set of the height being decided; the keys added."""
         new = tuple(sorted(keys))

@@ -1,22 +1,26 @@
 """Byzantine consensus nodes for the loopback air: a real bridge whose outputs lie.
 
-:class:`ByzantineBridge` runs the honest engine and bridge, and misbehaves only where a
-message leaves the node (``transmit``), as :func:`ble_bridge.consensus.byzantine.misbehave`
-says: equivocate, forge, replay what it heard, withhold, propose invalid blocks, or send
-garbage in 0x1C packets. A withholding node also passes on nothing it should gossip to
-its neighbours (a relay that swallows messages; its mesh router still relays floods).
-Honest nodes must keep agreement, validity and liveness despite it.
+A Byzantine node runs the honest engine, core and service; it misbehaves only through the
+core's declared seams. :class:`ByzantineFilter` is the core's
+:class:`~ble_bridge.bridge.core.OutputFilter`: for every message the node sends it asks
+:func:`ble_bridge.consensus.byzantine.misbehave` what to do (drop the honest message,
+flood something instead, flood more after it): equivocate, forge, replay what it heard,
+withhold, propose invalid blocks, or send garbage in 0x1C packets. A withholding node
+also passes on nothing it should gossip to its neighbours (a relay that swallows
+messages; its mesh router still relays floods). A replaying node records what it hears
+through the core's inbound tap. Honest nodes must keep agreement, validity and liveness
+despite it.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
 
-from ..bridge import BridgeConfig, NetworkConsensusBridge
-from ..bridge.service import _Session
-from ..consensus.byzantine import BEHAVIOURS, Behaviour, misbehave
+from ..bridge import BridgeConfig, BridgeCore, NetworkConsensusBridge
+from ..bridge.actions import Core
+from ..consensus.byzantine import BEHAVIOURS, Behaviour, Outgoing, misbehave
 from ..mesh.service import MeshNode
 from ..node import BridgeFactory
 from ..store import Store
@@ -30,79 +34,75 @@ POISON_NONCE_GAP = 1000
 """The poison operation's nonce is this far past the liar's committed one."""
 
 
-class ByzantineBridge(NetworkConsensusBridge):
-    """A :class:`NetworkConsensusBridge` that misbehaves on the way out (see module doc)."""
+class ByzantineFilter:
+    """An output filter (and, for REPLAY, an inbound tap) that lies as ``behaviour``."""
 
     replay_memory = 256
     replays = 2
 
-    def __init__(
-        self,
-        mesh: MeshNode,
-        identity: Identity,
-        *,
-        behaviour: Behaviour,
-        rng: random.Random,
-        store: Store | None = None,
-        config: BridgeConfig | None = None,
-    ) -> None:
-        super().__init__(mesh, identity, store=store, config=config)
+    def __init__(self, identity: Identity, behaviour: Behaviour, rng: random.Random) -> None:
+        self.identity = identity
         self.behaviour = behaviour
         self.rng = rng
         self.heard: deque[bytes] = deque(maxlen=self.replay_memory)
-        self.lies = 0
+        self.lies = 0  # messages withheld or replaced, payloads added
 
-    def receive_payload(self, payload: bytes, *args: Any, **kwargs: Any) -> bool:
+    def attach(self, core: BridgeCore) -> None:
+        """Install on ``core``: its output filter, and its inbound tap when replaying."""
+        core.output_filter = self
         if self.behaviour is Behaviour.REPLAY:
-            self.heard.append(bytes(payload))
-        return super().receive_payload(payload, *args, **kwargs)
+            core.taps.append(self.hear)
 
-    def _pass_on(self, s: _Session, now: float, *args: Any, **kwargs: Any) -> None:
-        if self.behaviour is Behaviour.WITHHOLD:  # sends nothing: passes nothing on either
-            self.lies += len(s.engine.relayable())
-            return
-        super()._pass_on(s, now, *args, **kwargs)
+    def hear(self, payload: bytes, sender: bytes | None) -> bool:
+        self.heard.append(bytes(payload))
+        return True
 
-    def transmit(self, session_id: bytes, msg: Message) -> None:
+    def outgoing(self, core: Core, session_id: bytes, msg: Message) -> Outgoing:
         out = misbehave(
             self.behaviour,
             session_id,
             msg,
             self.identity,
             self.rng,
-            validators=self.engine(session_id).validators,
+            validators=core.session(session_id).engine.validators,
             heard=self.heard,
             replays=self.replays,
-            poison=lambda: self._poison(session_id),
+            poison=lambda: self._poison(core, session_id),
         )
-        if out.honest:
-            super().transmit(session_id, msg)
-        else:
-            self.lies += 1  # withheld or replaced
-        if out.instead is not None:
-            self.send_payload(out.instead)
-        for payload in out.extra:
-            self.lies += 1
-            self.send_payload(payload)
+        self.lies += (not out.honest) + len(out.extra)
+        return out
 
-    def _poison(self, session_id: bytes) -> Operation:
+    def relays(self, core: Core, session_id: bytes, accepted: Sequence[Message]) -> bool:
+        if self.behaviour is Behaviour.WITHHOLD:  # sends nothing: passes nothing on either
+            self.lies += len(accepted)
+            return False
+        return True
+
+    def _poison(self, core: Core, session_id: bytes) -> Operation:
         """A signed operation the application refuses, with a nonce far ahead."""
         key = self.identity.signing_public
-        nonce = self.engine(session_id).committed_nonce(key) + POISON_NONCE_GAP
+        nonce = core.session(session_id).engine.committed_nonce(key) + POISON_NONCE_GAP
         return Operation.create(self.identity.sign, key, session_id, nonce, INVALID_OP)
 
 
 def byzantine_bridge(behaviour: Behaviour, rng: random.Random) -> BridgeFactory:
-    """A :class:`~ble_bridge.node.Node` bridge factory making a :class:`ByzantineBridge`."""
+    """A :class:`~ble_bridge.node.Node` bridge factory: an honest
+    :class:`NetworkConsensusBridge` with a :class:`ByzantineFilter` on its core."""
 
     def make(
         mesh: MeshNode, identity: Identity, *, store: Store | None, config: BridgeConfig
     ) -> NetworkConsensusBridge:
-        return ByzantineBridge(
-            mesh, identity, behaviour=behaviour, rng=rng, store=store, config=config
-        )
+        bridge = NetworkConsensusBridge(mesh, identity, store=store, config=config)
+        ByzantineFilter(identity, behaviour, rng).attach(bridge.core)
+        return bridge
 
     return make
 
 
-__all__ = ["BEHAVIOURS", "INVALID_OP", "Behaviour", "ByzantineBridge", "byzantine_bridge"]
+def lies(bridge: NetworkConsensusBridge) -> int | None:
+    """How often ``bridge`` lied (None: it is honest, it has no Byzantine filter)."""
+    f = bridge.core.output_filter
+    return f.lies if isinstance(f, ByzantineFilter) else None
+
+
+__all__ = ["BEHAVIOURS", "INVALID_OP", "Behaviour", "ByzantineFilter", "byzantine_bridge", "lies"]

@@ -10,7 +10,7 @@ it was silent for ``silence_heights``. Seated nodes bet (``Bettor``), so the tab
 
 Byzantine nodes (``byzantine``: node index -> behaviour) are never node 0, sit down like
 the others, and lie: the wire-level behaviours of ``simulate --byzantine`` through a
-:class:`~.byzantine.ByzantineBridge`, or the set-change attacks of :mod:`.churn_attacks`
+:class:`~.byzantine.ByzantineFilter`, or the set-change attacks of :mod:`.churn_attacks`
 (``sponsor``, ``forged-join``, ``join-replay``, ``removed-votes``; the last two leave the
 table at 40 % of the run and never sit down again).
 

@@ -1,7 +1,7 @@
 """Byzantine behaviours of ``simulate --churn`` that attack the set changes themselves.
 
 The wire-level behaviours (equivocate, forge, replay, withhold, invalid, garbage) are the
-:class:`~ble_bridge.sim.byzantine.ByzantineBridge` of a runtime node; these act through a
+:class:`~ble_bridge.sim.byzantine.ByzantineFilter` of a runtime node; these act through a
 node's own keys and radio, once a second (:meth:`Attacker.step`):
 
 * ``sponsor``: while seated, it makes keys it controls (sybils, up to ``MAX_SYBILS``) ask to
@@ -77,18 +77,17 @@ class Attacker:
             return
         self._hooked.add(id(node))
         bridge = node.bridge
-        receive = bridge.receive_payload
 
-        def recording(payload: bytes, *args: Any, **kw: Any) -> bool:
+        def recording(payload: bytes, sender: bytes | None) -> bool:
             try:
                 _, msg = decode_message(payload, bridge.config.engine.limits)
             except MessageError:
                 msg = None
             if isinstance(msg, JoinRequest) and bytes(payload) not in self.heard:
                 self.heard.append(bytes(payload))
-            return receive(payload, *args, **kw)
+            return True
 
-        bridge.receive_payload = recording  # type: ignore[method-assign]
+        bridge.core.taps.append(recording)  # the core's inbound tap: sees, keeps nothing out
 
     def step(self, node: RuntimeNode, now: float) -> None:
         self.key = node.identity.signing_public

@@ -34,6 +34,12 @@ class PhonePlan:
     bet_interval: float = 6.0
     dm_interval: float = 15.0
     tick: float = 1.0
+    flood: float = 0.0
+    """Public ``!`` commands a second besides the plan (``!help``, ``!tables``, ``!balance``,
+    an unknown one, in turn): a phone spamming the chat. 0: none."""
+
+
+FLOOD_COMMANDS = ("!help", "!tables", "!balance", "!spin")
 
 
 class SimPhone:
@@ -90,10 +96,16 @@ class SimPhone:
         t0 = loop.time()
         next_join = next_bet = t0 + plan.start
         next_dm = t0 + plan.start + plan.dm_interval / 2
+        tick = min(plan.tick, 1.0 / plan.flood) if plan.flood > 0 else plan.tick
+        flooded = 0
         while True:
-            await asyncio.sleep(plan.tick)
+            await asyncio.sleep(tick)
             now = loop.time()
             try:
+                if plan.flood > 0 and now >= t0 + plan.start:
+                    self._say(FLOOD_COMMANDS[flooded % len(FLOOD_COMMANDS)])
+                    flooded += 1
+                    self.totals["phone_flood_sent"] += 1
                 if not self.joined and now >= next_join:
                     self._say(f"!join {plan.table}")
                     next_join = now + plan.join_retry
@@ -183,4 +195,4 @@ class SimPhone:
                 self.totals["phone_send_refused"] += 1
 
 
-__all__ = ["PhonePlan", "SimPhone"]
+__all__ = ["FLOOD_COMMANDS", "PhonePlan", "SimPhone"]

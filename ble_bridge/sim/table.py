@@ -353,6 +353,8 @@ class TableConfig:
     """Decode every distinct vote on the air to catch double signs (costs some speed)."""
     phones: int = 0
     """Simulated BitChat phones on the air besides the nodes (``sim/phone.py``)."""
+    phone_flood: float = 0.0
+    """``PhonePlan.flood``: public ``!`` commands a second from each phone besides its plan."""
 
 
 @dataclass(slots=True)
@@ -508,7 +510,7 @@ async def run_table(
     if config.phones:
         from .phone import PhonePlan, SimPhone
 
-        plan_ = PhonePlan(TABLE_SESSION_NAME)
+        plan_ = PhonePlan(TABLE_SESSION_NAME, flood=config.phone_flood)
 
         def phone_factory(spec: NodeSpec) -> SimNode:
             return SimPhone(spec, plan_, phone_totals, phone_latencies)

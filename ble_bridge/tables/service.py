@@ -57,6 +57,7 @@ class TablesConfig:
     # a validator silent for this many heights is removed by the others (0: never); longer
     # than a restarted handheld needs to catch up and sign again
     silence_heights: int = 40
+    withdraw_grace: float = 30.0  # s: after leaving with a join on its way, watch this long
     # a seat added while we watched that signed nothing for this many heights is removed,
     # and no second seat is added while one is so on probation (0: no probation)
     probation_heights: int = 16
@@ -80,6 +81,9 @@ class RuntimeTable:
     # two groups sat down on the two sides of a partition)
     yields: bool = False
     move_to: bytes | None = None  # the older table we join once our leave here committed
+    # left while our join was on its way: we watch until then, and if the join still
+    # lands we commit our leave at once rather than leave a seat to be removed for silence
+    withdraw_until: float | None = None
 
 
 @dataclass(slots=True)
@@ -239,6 +243,15 @@ class TableService:
 
     def join(self, name: str) -> dict[str, Any]:
         mine = self._mine(name)
+        back = self._withdrawn(name)
+        if back is not None:  # left with the join on its way, and back before it landed
+            back.withdraw_until = None
+            self.names[back.genesis.session_id] = back.genesis.name
+            if not self.bridge.engine(back.genesis.session_id).is_validator:
+                back.join_nonce = self._next_nonce()
+                self._request_join(back)
+            self._save()
+            return self.show(back.genesis.session_id.hex())
         if mine is not None:
             if self.bridge.engine(mine).is_validator:
                 raise TableError("already_seated", f"you already sit at {name!r}")
@@ -272,8 +285,8 @@ class TableService:
             raise TableError("not_runtime", f"{name!r} is a pre-arranged table (config.toml)")
         engine = self.bridge.engine(sid)
         if not engine.is_validator:
-            # not seated (yet): nothing to commit, forget it here
-            self._forget(sid)
+            # not seated (yet): nothing to commit; watch in case the join still lands
+            self._withdraw(t)
             return {"table": t.genesis.name, "id": sid.hex(), "left": True, "op": None}
         if len(engine.validators) <= 1:
             raise TableError("last_validator", "you are the last seat: the table would end")
@@ -603,6 +616,9 @@ class TableService:
     def tick(self, now: float) -> None:
         for sid, t in list(self.tables.items()):
             engine = self.bridge.engine(sid)
+            if t.withdraw_until is not None:
+                self._watch_withdrawn(now, t, engine)
+                continue
             if engine.is_validator and not t.was_seated:
                 t.was_seated = True
                 self.counters["seated"] += 1
@@ -697,9 +713,51 @@ class TableService:
                 return False
             self.counters["table_move_paused"] += 1
         log.info(kv("table_move", table=name, why="an older one is near"))
-        self._forget(t.genesis.session_id)
+        if engine.is_validator:
+            self._forget(t.genesis.session_id)
+        else:
+            self._withdraw(t)
         self._move_to(older)
         return True
+
+    def _withdraw(self, t: RuntimeTable) -> None:
+        """Leave a table we are not seated at yet: stop asking; it leaves our names (the
+        commands no longer see it) and the tables file; :meth:`_watch_withdrawn` follows."""
+        sid = t.genesis.session_id
+        self.bridge.engine(sid).cancel_join()
+        t.withdraw_until = self._now() + self.config.withdraw_grace
+        self.names.pop(sid, None)
+        self._sitting.pop(sid, None)
+        self.counters["joins_withdrawn"] += 1
+        self._save()
+
+    def _watch_withdrawn(self, now: float, t: RuntimeTable, engine: ConsensusEngine[Any]) -> None:
+        sid = t.genesis.session_id
+        if engine.is_validator:  # the join landed after all: give the seat back
+            t.withdraw_until = None
+            try:
+                t.leaving = self.bridge.submit_operation(
+                    sid,
+                    encode_set_op(
+                        RemoveValidator(self.identity.signing_public, RemoveReason.LEAVE)
+                    ),
+                )
+            except BridgeError as exc:
+                self.counters[f"withdraw_leave_refused_{exc.reason}"] += 1
+                self._forget(sid)
+                return
+            t.was_seated = True
+            self.counters["withdraw_leaves"] += 1
+        elif t.withdraw_until is not None and now >= t.withdraw_until:
+            self._forget(sid)
+
+    def _withdrawn(self, name: str) -> RuntimeTable | None:
+        for sid, t in self.tables.items():
+            if t.withdraw_until is not None and (
+                t.genesis.name == name or (len(name) >= 4 and sid.hex().startswith(name.lower()))
+            ):
+                return t
+        return None
 
     def _older(self, now: float, t: RuntimeTable) -> bytes | None:
         """The oldest table named like ``t``, older than it, heard with a seat free."""
@@ -888,6 +946,7 @@ class TableService:
         records = [
             registry.TableRecord(t.genesis, t.role, t.join_nonce, t.yields)
             for t in self.tables.values()
+            if t.withdraw_until is None
         ]
         try:
             registry.save(self.path, records)

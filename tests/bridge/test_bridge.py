@@ -129,7 +129,7 @@ def test_duplicates_are_dropped_until_their_ttl_expires() -> None:
         assert b.receive_payload(announce, other.signing_public)
         for h in range(100, 200):
             b.receive_payload(_announce(SESSION, h))
-        assert len(b._seen) <= 16  # bounded LRU
+        assert len(b.core.seen) <= 16  # bounded LRU
         await net.stop()
 
     run(body)
@@ -456,3 +456,39 @@ def test_operation_reissued_after_a_restart_resolves_under_its_proposal_id() -> 
         await net.stop()
 
     run(body)
+
+
+def test_a_bug_in_a_timer_stops_signing_and_never_escapes_into_the_loop() -> None:
+    """The one timer runs the housekeeping tick: a bug there (the engine's announcement
+    breaks) is the service's ``_fail`` (signing stops, the owner is told), not an exception
+    left to the event loop."""
+
+    async def body() -> tuple[str | None, list[str], list[object], float | None, int]:
+        net = BridgeNet(4)
+        await net.start()
+        assert await net.until(lambda: min(map(net.height, range(4))) >= 0, 5)
+        loop = asyncio.get_running_loop()
+        escaped: list[object] = []
+        loop.set_exception_handler(lambda _loop, ctx: escaped.append(ctx.get("exception")))
+        b = net.bridge(0)
+        told: list[str] = []
+        b.on_failure = lambda reason, exc: told.append(reason)
+        engine = b.engine(SESSION)
+
+        def broken() -> None:
+            raise RuntimeError("timer bug")
+
+        engine.state_announcement = broken  # type: ignore[assignment,method-assign]
+        await asyncio.sleep(5.0)
+        sent = b.counters["messages_sent"]
+        await asyncio.sleep(2.0)
+        after = b.counters["messages_sent"] - sent
+        out = (b.failure, told, escaped, b.core.next_timer(), after)
+        await net.stop()
+        return out
+
+    failure, told, escaped, next_timer, sent_after = run(body)
+    assert failure == "bug: RuntimeError: timer bug"
+    assert told == [failure]
+    assert escaped == []
+    assert next_timer is None and sent_after == 0

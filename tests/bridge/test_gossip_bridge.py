@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from bridge_harness import SESSION, BridgeNet, run
 
-import ble_bridge.bridge.service as bridge_module
+import ble_bridge.bridge.core as bridge_module
 from ble_bridge.bridge import BridgeConfig
-from ble_bridge.bridge.service import _Session
+from ble_bridge.bridge.session import Session
 from ble_bridge.consensus.testing import LedgerApp, add_op
 from ble_bridge.gossip import Gossip, Item
 from ble_bridge.mesh.router import Delivered
@@ -48,7 +48,7 @@ async def load(net: BridgeNet, seconds: float, every: float = 0.5) -> None:
         await asyncio.sleep(every / n)
 
 
-async def gossiping(net: BridgeNet) -> tuple[BridgeNet, list[_Session]]:
+async def gossiping(net: BridgeNet) -> tuple[BridgeNet, list[Session]]:
     """Start ``net`` and wait until no node floods its own messages any more."""
     await net.start()
     sessions = [net.bridge(i).sessions[SESSION] for i in range(len(net.network))]
@@ -180,7 +180,7 @@ def test_operations_yield_the_radio_while_our_links_are_busy() -> None:
         ident = net.network.identities[0]
         me = ident.signing_public
         sent: list[tuple[str, float]] = []
-        real = b0._compact_items
+        real = b0.core.compact
 
         def spy(s: object, items: list[Item], peer: bytes | None = None) -> list[bytes]:
             sent.extend((type(it.meta).__name__, loop.time()) for it in items)
@@ -190,9 +190,10 @@ def test_operations_yield_the_radio_while_our_links_are_busy() -> None:
             payload = encode_message(SESSION, msg)
             data = payload[ENVELOPE_PREFIX:]
             s0.gossip.offer(payload, data, None, meta=msg, priority=priority, due=loop.time())
-            b0._schedule_flush()
+            b0.core.schedule_flush(loop.time())
+            b0._pump()
 
-        b0._compact_items = spy  # type: ignore[method-assign]
+        b0.core.compact = spy  # type: ignore[method-assign]
         net.network.air.extra_delay = 2.0  # what we send now stays queued for two seconds
         net.node(0).mesh.send(PacketType.MESSAGE, b"busy")  # one frame on each link
         t0 = loop.time()
@@ -374,14 +375,14 @@ def test_compact_proposals_travel_as_proposal_refs() -> None:
         kinds: set[int] = set()
         for i in range(4):
             b = net.bridge(i)
-            real = b._compact_items
+            real = b.core.compact
 
             def spy(s: Any, items: list[Item], peer: Any = None, real: Any = real) -> list[bytes]:
                 out: list[bytes] = real(s, items, peer)
                 kinds.update(x[0] for x in out)
                 return out
 
-            b._compact_items = spy  # type: ignore[method-assign]
+            b.core.compact = spy  # type: ignore[method-assign]
         for k in range(3):
             net.bridge(k).submit_operation(SESSION, add_op(k + 1))
             assert await net.until(lambda w=k + 1: min(map(net.height, range(4))) >= w, 10)
@@ -400,7 +401,7 @@ def test_operations_linger_only_while_the_radio_is_busy() -> None:
         loop = asyncio.get_running_loop()
         ident = net.network.identities[0]
         sent: dict[int, float] = {}  # nonce -> when it first left
-        real = b0._compact_items
+        real = b0.core.compact
 
         def spy(s: Any, items: list[Item], peer: bytes | None = None) -> list[bytes]:
             for it in items:
@@ -408,7 +409,7 @@ def test_operations_linger_only_while_the_radio_is_busy() -> None:
                     sent.setdefault(it.meta.nonce, loop.time())
             return real(s, items, peer)  # type: ignore[no-any-return]
 
-        b0._compact_items = spy  # type: ignore[method-assign]
+        b0.core.compact = spy  # type: ignore[method-assign]
         starts = []
         for nonce, busy in ((50, False), (51, True)):
             await asyncio.sleep(1)
@@ -426,7 +427,8 @@ def test_operations_linger_only_while_the_radio_is_busy() -> None:
                 priority=2,
                 due=loop.time() + cfg.gossip_linger,
             )
-            b0._schedule_flush()
+            b0.core.schedule_flush(loop.time())
+            b0._pump()
         await asyncio.sleep(1)
         await net.stop()
         return [round(sent[50] - starts[0], 2), round(sent[51] - starts[1], 2)]
@@ -459,7 +461,7 @@ def test_a_vote_set_names_its_block_short_to_a_neighbour_that_named_it_to_us() -
 
         def sizes(peer: bytes, *votes: Vote) -> list[int]:
             items = [Item(v.signature[:16], b"", v.height, v) for v in votes]
-            return [len(x) for x in b0._compact_items(s0, items, peer)]
+            return [len(x) for x in b0.core.compact(s0, items, peer)]
 
         assert sizes(p1, vote(1)) == [102]  # p1 never named it: in full, every time
         assert sizes(p1, vote(2)) == [102]

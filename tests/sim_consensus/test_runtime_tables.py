@@ -254,21 +254,20 @@ def lose_far_proposals(node: RuntimeNode) -> Counter[str]:
     check its signature yet), so losing them leaves the node with what its bridge vouches
     for: announcements and answers to its requests."""
     bridge = node.bridge
-    receive = bridge.receive_payload
 
-    def lossy(payload: bytes, sender: bytes | None = None, **kw: Any) -> bool:
+    def lossy(payload: bytes, sender: bytes | None) -> bool:
         try:
             sid, msg = decode_message(payload, bridge.config.engine.limits)
         except MessageError:
-            return receive(payload, sender, **kw)
+            return True
         far = isinstance(msg, Proposal | CompactProposal) and sid in bridge.sessions
         if far and msg.height > bridge.engine(sid).height + 2:  # type: ignore[union-attr]
             lost["proposals"] += 1
             return False
-        return receive(payload, sender, **kw)
+        return True
 
     lost: Counter[str] = Counter()
-    bridge.receive_payload = lossy  # type: ignore[method-assign]
+    bridge.core.taps.append(lossy)  # the core's inbound tap
     return lost
 
 
@@ -395,3 +394,53 @@ def test_two_tables_of_one_name_formed_across_a_partition_merge_into_the_older()
     assert len({n.bridge.engine(sid).validators for n in ns}) == 1
     assert log.agreement(sid)
     assert sum(c["table_move_leaves"] for c in counters.values()) >= 2  # committed leaves
+
+
+def test_leaving_while_the_join_is_on_its_way_leaves_no_seat_behind() -> None:
+    """`table leave` right after `table join`: nothing to commit yet, so the person is told
+    they left, and the node stops asking; when the request it already sent still seats it,
+    it commits its leave at once. No silence or probation removal here (both off), so a
+    seat left behind would stay: before the fix it did."""
+    log = ChurnLog()
+    tables = dataclasses.replace(SIM_TABLES, silence_heights=0, probation_heights=0)
+
+    async def main() -> dict[str, Any]:
+        net = Network(
+            full(3), PI_TUNED, runtime_node_factory(log, tables=tables), seed=11, trace=False
+        )
+        await net.start()
+        ns = nodes(net)
+        ns[0].tables.open("felt")
+        await seat(net, ns[1], "felt")
+        sid = table_of(ns[:2])
+        bettor = Bettor()
+        end = net.now + 30.0
+        while not ns[2].tables.directory.find(net.now, "felt"):
+            assert net.now < end
+            await asyncio.sleep(0.5)
+        ns[2].tables.join("felt")
+        await asyncio.sleep(0.2)  # the request is out; not seated yet
+        assert not ns[2].bridge.engine(sid).is_validator
+        reply = ns[2].tables.leave("felt")
+        listed = [r for r in ns[2].tables.listing() if r.get("here")]
+        await bet_loop(net, bettor, net.now + 60.0)
+        e0 = ns[0].bridge.engine(sid)
+        out = {
+            "reply": reply,
+            "listed": listed,
+            "validators": e0.validators,
+            "me": ns[2].identity.signing_public,
+            "follows": sid in ns[2].bridge.sessions,
+            "counters": ns[2].tables.counters,
+            "heights": e0.height,
+        }
+        await net.stop()
+        return out
+
+    r = run_virtual(main(), seed=11)
+    assert r["reply"]["left"] is True and r["listed"] == []
+    assert r["me"] not in r["validators"] and len(r["validators"]) == 2
+    assert not r["follows"]  # the grace is over: the table is forgotten
+    assert r["counters"]["joins_withdrawn"] == 1
+    assert r["counters"]["withdraw_leaves"] == 1  # the join landed, the seat was given back
+    assert r["heights"] > 20
