@@ -39,6 +39,8 @@ class LabResult:
     p95_ms: float = math.nan
     safe: bool = True
     final: list[dict[str, Any]] = field(default_factory=list)
+    # seconds from the start of the watch to each node's first status answer (None: never)
+    answered_s: list[float | None] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
 
     @property
@@ -178,12 +180,15 @@ async def _watch(
     chaos: Chaos | None = None,
     on_poll: Callable[[], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    until: Callable[[list[dict[str, Any] | None]], bool] | None = None,
 ) -> LabResult:
     seen: dict[int, str] = {}
     result = LabResult()
     last: list[dict[str, Any] | None] = [None] * len(socks)
     loop = asyncio.get_running_loop()
-    end = loop.time() + duration
+    began = loop.time()
+    end = began + duration
+    result.answered_s = [None] * len(socks)
     while loop.time() < end and not (stop is not None and stop()):
         replies = await asyncio.gather(*(_status(s) for s in socks))
         if on_poll is not None:
@@ -199,6 +204,8 @@ async def _watch(
             if r is None:
                 continue
             last[i] = r
+            if result.answered_s[i] is None:
+                result.answered_s[i] = round(loop.time() - began, 1)
             for s in r.get("sessions", []):
                 h, digest = int(s["height"]), str(s["state_hash"])
                 if seen.setdefault(h, digest) != digest:
@@ -213,6 +220,8 @@ async def _watch(
                 extra = f" kills={len(chaos.kills)} down={[k.node for k in chaos.kills if k.rejoin_s is None]}"
             print(f"lab t={duration - (end - loop.time()):5.1f}s heights={heights} links={links}{extra}",
                   file=sys.stderr, flush=True)  # fmt: skip
+        if until is not None and until(last):
+            break
         await asyncio.sleep(1.0)
     final = [r for r in last if r is not None]
     result.final = final
@@ -271,6 +280,7 @@ def run_lab(
     nicknames: bool = True,
     extra_config: Callable[[int], str] | None = None,
     extra_env: dict[str, str] | None = None,
+    until: Callable[[list[dict[str, Any] | None]], bool] | None = None,
 ) -> LabResult:
     """Start the fake and ``nodes`` node processes, watch for ``duration`` s, stop all.
 
@@ -285,7 +295,9 @@ def run_lab(
     and a :class:`TimeoutError` raised. ``nicknames``: False leaves ``[node] nickname`` out
     (the nodes announce their default nickname). ``extra_config(i)``: TOML appended to node
     ``i``'s config (e.g. a ``[metrics]`` section); ``extra_env``: added to the nodes'
-    environment (e.g. ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``).
+    environment (e.g. ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``). ``until(replies)`` (not with
+    ``client``): the watch ends as soon as it holds for the latest status of every node
+    (None: not answered yet), ``duration`` then being only the bound.
     """
     from ble_bridge.signer import new_key_signer_file
     from ble_bridge.wire.identity import Identity
@@ -329,7 +341,7 @@ def run_lab(
             monkey = Chaos(chaos, procs, spawn, random.Random(seed), max_kills)
         poll = None if on_poll is None else (lambda: on_poll([p.pid for p in procs]))
         if client is None:
-            return asyncio.run(_watch(socks, duration, progress, monkey, poll))
+            return asyncio.run(_watch(socks, duration, progress, monkey, poll, until=until))
         saved = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = address
         try:

@@ -680,6 +680,8 @@ class TableService:
                 healthy=seen[1],
                 nick=_nick_of(nicks),
             )
+        if not self.mesh.router.peers.links:
+            return  # nobody would hear it: the lines wait (bounded) for the first link
         for line in self.chat.due(now):
             try:
                 self.mesh.send(PacketType.MESSAGE, line.encode("utf-8"))

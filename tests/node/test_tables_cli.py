@@ -99,8 +99,19 @@ def test_every_table_command_its_json_and_its_clear_errors(
     code, out, _ = run(capsys, node, "table", "show", "sim-open")
     assert code == 0 and "you are seated" in out and "seat sim-peer-1" in out
 
-    # bet: committed, and every clear error before submitting
-    code, out, err = run(capsys, node, "bet", "felt", "field", "10", "--json")
+    # bet: committed, and every clear error before submitting. While the dice roll the CLI
+    # refuses a bet with "bets are closed" (right), so the test tries again, as a player would.
+    def bet_when_open(*args: str) -> tuple[int, str, str]:
+        got: list[tuple[int, str, str]] = []
+
+        def placed() -> bool:
+            got.append(run(capsys, node, "bet", "felt", *args))
+            return got[-1][0] == 0 or "bets are closed" not in got[-1][2]
+
+        until(placed, 30)
+        return got[-1]
+
+    code, out, err = bet_when_open("field", "10", "--json")
     assert code == 0, err
     placed = json.loads(out)
     assert placed["status"] == "committed" and placed["height"] >= 1
@@ -109,7 +120,7 @@ def test_every_table_command_its_json_and_its_clear_errors(
     line = refused(capsys, node, "bet", "felt", "field", "5000")
     assert "balance too small" in line or "bets are closed" in line
     until(lambda: "balance too small" in refused(capsys, node, "bet", "felt", "field", "5000"), 30)
-    assert "minimum bet of 10" in refused(capsys, node, "bet", "felt", "field", "5")
+    until(lambda: "minimum bet of 10" in refused(capsys, node, "bet", "felt", "field", "5"), 30)
 
     # roll until a point is set: pass bets are then not allowed in this phase
     def point_set() -> bool:

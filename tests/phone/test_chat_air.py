@@ -67,6 +67,11 @@ def test_eight_node_table_speaks_once_per_event_and_holds_its_limits_under_a_flo
     # one validator speaks: every table line by the speaker of its heights (all below one
     # 64-height epoch here: the first validator in key order), each line once
     assert result.heights < EventsConfig().epoch
+    # said at height 0, it waited for the speaker's first link (it used to go to no link)
+    assert [text for _, _, text in table if "opened" in text] == [
+        f"{prefix}table {TABLE_SESSION_NAME} opened (buy-in 1000, min bet 1): "
+        f"!join {TABLE_SESSION_NAME}"
+    ]
     lines = {text for _, _, text in table}
     assert len(lines) == len(table)  # no line said twice (by two nodes, or by one)
     speakers = {s for _, s, _ in table}
