@@ -260,8 +260,21 @@ def _process(core: Core, s: Session, item: Inbound, now: float) -> None:
     elif isinstance(msg, Vote) and msg.height != s.engine.height + 1:
         # A vote for another height makes the engine help a "laggard" with a full block
         # (or chase a "leader") before it checks the signature: check it first (the
-        # engine's memoised cache, so the engine pays nothing when it looks again).
-        ok = msg.validator in s.validators and s.engine.cache.verify(
+        # engine's memoised cache, so the engine pays nothing when it looks again),
+        # against the set of the vote's height.
+        if msg.height > s.engine.height + 1 and msg.validator not in s.validators:
+            # Ahead of us, by a key outside our set: a seat added at a height we have not
+            # reached yet, most likely. We cannot judge it before we know that set, so
+            # its repeats must get another hearing (kept in the dedup, every rebroadcast
+            # of it was dropped as a duplicate: a laggard never counted that vote and
+            # the height stalled, 3 seats of 3 needed).
+            core.seen.forget(dedup_key(item.payload, item.sender, core.epoch(item.at)))
+            core.drop("vote_ahead_not_validator")
+            return
+        voters = (
+            s.validators if msg.height > s.engine.height else s.engine.validators_at(msg.height)
+        )
+        ok = msg.validator in voters and s.engine.cache.verify(
             msg.validator, msg.signature, msg.signing_bytes(s.id)
         )
         if not ok:

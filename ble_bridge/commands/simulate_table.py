@@ -265,7 +265,7 @@ def run_churn_cli(args: argparse.Namespace) -> int:
             "agreement": result.agreement,
             "byzantine": {str(i): b for i, b in sorted(result.byzantine.items())},
             "attacks": result.attacks,
-            "violations": result.violations,
+            "violations": result.reasons(),
             "latency_p50": _finite(result.latency(0.5)),
             "latency_p95": _finite(result.latency(0.95)),
             "events": result.events,

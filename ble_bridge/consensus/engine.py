@@ -366,6 +366,7 @@ class ConsensusEngine(Generic[S]):
         self._sponsored_joins: dict[bytes, int] = {}
         self._sponsored_removals: dict[bytes, int] = {}
         self._join: JoinRequest | None = None  # our own request while we join
+        self._join_signed = 0  # the highest join nonce we signed (this engine's life)
         self._join_due: float | None = None
         self.app = app
         self.config = config or EngineConfig()
@@ -514,15 +515,22 @@ class ConsensusEngine(Generic[S]):
         of ours the chain ever committed (a clock in milliseconds does)."""
         req = JoinRequest.create(self.signer.sign, self.key, self.session_id, nonce, buy_in)
         self._join = req
+        self._join_signed = max(self._join_signed, nonce)
         self._outbox.append(req)
         self.stats["join_requests_sent"] += 1
         self._join_due = now + self.config.join_interval
         return req
 
-    def leave(self, now: float) -> bytes:
+    def leave(self, now: float, floor: int | None = None) -> bytes:
         """Submit our own RemoveValidator; the set without us counts from the height after
-        the one that commits it. Returns the op id."""
-        return self.submit(now, encode_set_op(RemoveValidator(self.key, RemoveReason.LEAVE)))
+        the one that commits it. Returns the op id. ``floor``: the highest join nonce we
+        ever signed for this session (default: the highest this engine signed), so that
+        none of our join requests still on the air can seat us again once we left."""
+        floor = self._join_signed if floor is None else floor
+        if floor <= self._set_state.nonce_of(self.key):
+            floor = 0  # nothing above what the chain holds: no floor needed
+        change = RemoveValidator(self.key, RemoveReason.LEAVE, floor)
+        return self.submit(now, encode_set_op(change))
 
     def cancel_join(self) -> None:
         """Stop repeating our join request (one already heard may still be committed)."""

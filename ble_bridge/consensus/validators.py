@@ -9,14 +9,21 @@ of H+1 from the committed chain up to H alone.
 Operations (big-endian)::
 
     0xFE 0x01 JoinRequest            AddValidator: a validator sponsors a signed request
-    0xFE 0x02 key(32) reason(1)      RemoveValidator: 0 = the key leaves (submitted by the
+    0xFE 0x02 key(32) reason(1) [floor(8)]
+                                     RemoveValidator: 0 = the key leaves (submitted by the
                                      key itself), 1 = the key fell silent (submitted by
-                                     another validator; see ``silent``)
+                                     another validator; see ``silent``). ``floor``, only on
+                                     a leave and only when above 0: every join request of
+                                     the key up to that nonce is void from then on
 
     JoinRequest  key(32) nonce(8) buy_in(8) signature(64)
                  signature by ``key`` over "ble-bridge/join/v1" session_id key nonce buy_in;
                  ``nonce`` must be above every nonce the session committed for ``key``, so a
-                 replayed request (even after the key left) is refused.
+                 replayed request (even after the key left) is refused. A key may have
+                 signed requests that never committed (one asked again under a new nonce
+                 while the first was on its way, and the first landed): its leave carries
+                 the highest nonce it ever signed as ``floor``, so none of them can seat it
+                 again after it left, at every node alike (the floor is chain state).
 
 The chain state hash a block header commits to binds the set of the next height::
 
@@ -73,6 +80,13 @@ class AddValidator:
 class RemoveValidator:
     key: bytes
     reason: RemoveReason
+    floor: int = 0  # a leave's join-nonce floor (0: none)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.floor < 1 << 64:
+            raise ValueError("the join-nonce floor is a u64")
+        if self.floor and self.reason is not RemoveReason.LEAVE:
+            raise ValueError("only a leave carries a join-nonce floor")
 
 
 SetOp = AddValidator | RemoveValidator
@@ -87,7 +101,8 @@ def encode_set_op(op: SetOp) -> bytes:
         return bytes((SET_OP_TAG, 0x01)) + op.request.encode()
     if len(op.key) != KEY_LEN:
         raise ValueError("validator keys are 32 bytes")
-    return bytes((SET_OP_TAG, 0x02)) + op.key + bytes((int(op.reason),))
+    floor = op.floor.to_bytes(8, "big") if op.floor else b""
+    return bytes((SET_OP_TAG, 0x02)) + op.key + bytes((int(op.reason),)) + floor
 
 
 def decode_set_op(body: bytes) -> SetOp:
@@ -99,11 +114,15 @@ def decode_set_op(body: bytes) -> SetOp:
             raise SetOpError("bad join request length")
         return AddValidator(JoinRequest.decode(body[2:]))
     if body[1] == 0x02:
-        if len(body) != 2 + KEY_LEN + 1:
+        if len(body) not in (2 + KEY_LEN + 1, 2 + KEY_LEN + 1 + 8):
             raise SetOpError("bad remove length")
-        if body[-1] not in RemoveReason._value2member_map_:
+        reason = body[2 + KEY_LEN]
+        if reason not in RemoveReason._value2member_map_:
             raise SetOpError("unknown remove reason")
-        return RemoveValidator(bytes(body[2:34]), RemoveReason(body[-1]))
+        floor = int.from_bytes(body[3 + KEY_LEN :], "big")
+        if len(body) > 3 + KEY_LEN and (floor == 0 or reason != RemoveReason.LEAVE):
+            raise SetOpError("a join-nonce floor only on a leave, and above 0")
+        return RemoveValidator(bytes(body[2:34]), RemoveReason(reason), floor)
     raise SetOpError(f"unknown set change {body[1]:#x}")
 
 
@@ -178,6 +197,10 @@ def apply_set_op(
     if op.reason is RemoveReason.SILENT and submitter == op.key:
         raise InvalidOperation("silent_own")
     keys.discard(op.key)
+    if op.floor > state.nonce_of(op.key):  # its older join requests are void from now on
+        nonces = dict(state.join_nonces)
+        nonces[op.key] = op.floor
+        return SetState(tuple(sorted(keys)), tuple(sorted(nonces.items())))
     return SetState(tuple(sorted(keys)), state.join_nonces)
 
 

@@ -43,6 +43,7 @@ from ..consensus.validators import (
     AddValidator,
     RemoveReason,
     RemoveValidator,
+    SetOp,
     SetOpError,
     decode_set_op,
     is_set_op,
@@ -82,7 +83,16 @@ class ChurnResult:
 
     @property
     def safe(self) -> bool:
-        return self.agreement and self.tables <= 1 and not self.violations
+        return not self.reasons()
+
+    def reasons(self) -> list[str]:
+        """Why the run is unsafe, one line each (empty: safe); never unsafe unnamed."""
+        out = list(self.violations)
+        if not self.agreement:
+            out.append("two honest nodes committed different blocks at one height")
+        if self.tables > 1:
+            out.append(f"honest nodes sit at {self.tables} tables")
+        return out
 
     def latency(self, q: float) -> float:
         xs = sorted(self.latencies)
@@ -124,11 +134,13 @@ class _ChainCount:
 
     def __init__(self) -> None:
         self.heights: dict[int, tuple[int, int, int, int]] = {}
+        self.changes: dict[int, list[SetOp]] = {}  # the set changes each height committed
 
     def hook(self, _sid: bytes, ev: Committed) -> None:
         if ev.height in self.heights:
             return
         joins = leaves = removals = 0
+        changes = self.changes.setdefault(ev.height, [])
         for op in ev.ops:
             if not is_set_op(op.body):
                 continue
@@ -136,6 +148,7 @@ class _ChainCount:
                 change = decode_set_op(op.body)
             except SetOpError:
                 continue
+            changes.append(change)
             if isinstance(change, AddValidator):
                 joins += 1
             elif isinstance(change, RemoveValidator):
@@ -296,7 +309,7 @@ async def run_churn(
             seats = n.tables.tables[sid].genesis.seats
     sent: Counter[str] = Counter()
     for a in attackers.values():
-        result.violations += a.violations(final_sets, seats)
+        result.violations += a.violations(final_sets, seats, count.changes)
         sent.update(a.sent)
     result.attacks = dict(sent)
     result.final_sets = final_sets

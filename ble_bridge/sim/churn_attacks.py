@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..consensus.engine import ConsensusEngine
+from ..consensus.validators import AddValidator, RemoveReason, RemoveValidator, SetOp
 from ..wire.identity import Identity
 from ..wire.messages import (
     JoinRequest,
@@ -165,16 +167,33 @@ class Attacker:
 
     # -- judging -------------------------------------------------------------------------
 
-    def violations(self, final_sets: list[tuple[bytes, ...]], seats: int) -> list[str]:
-        """What the honest nodes' final validator sets show went wrong (empty: nothing)."""
+    def violations(
+        self,
+        final_sets: list[tuple[bytes, ...]],
+        seats: int,
+        changes: Mapping[int, Sequence[SetOp]] | None = None,
+    ) -> list[str]:
+        """What went wrong (empty: nothing): the honest nodes' final validator sets show
+        too many seats or a forged key seated; the committed chain's set changes
+        (``changes``: height -> changes) show our key added again after its leave. (Not
+        the final sets: a node still catching up holds the set of an older height.)"""
         out = []
         for keys in final_sets:
             if len(keys) > seats:
                 out.append(f"{len(keys)} seats taken of {seats}")
             if self.behaviour == "forged-join" and set(self.forged) & set(keys):
                 out.append("a forged join request was seated")
-            if self.behaviour in LEAVING and self.left and self.key in keys:
-                out.append(f"node {self.index} sits again after it left ({self.behaviour})")
+        if self.behaviour in LEAVING and self.key is not None:
+            left = False
+            for h in sorted(changes or {}):
+                for c in (changes or {})[h]:
+                    if isinstance(c, RemoveValidator) and c.key == self.key:
+                        left = left or c.reason is RemoveReason.LEAVE
+                    elif isinstance(c, AddValidator) and c.request.key == self.key and left:
+                        out.append(
+                            f"node {self.index} sits again after it left ({self.behaviour}, "
+                            f"height {h})"
+                        )
         return sorted(set(out))
 
     # -- helpers -------------------------------------------------------------------------

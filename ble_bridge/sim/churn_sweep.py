@@ -101,7 +101,7 @@ def run_seed(seed: int, duration: float = DURATION) -> ChurnOutcome:
         r.joins,
         r.leaves,
         r.removals,
-        tuple(r.violations),
+        tuple(r.reasons()),
         time.perf_counter() - t,
     )
 

@@ -18,7 +18,9 @@ genesis set, and a joiner verifies everything else from the chain.
 starts at ``min_interval`` when what it would say changed and doubles up to
 ``max_interval`` while it stays the same; never while the table is full and unchanged;
 and not when another validator of the table announced the same or newer in the current
-interval (one announcer per interval is enough, whoever it is).
+interval (one announcer per interval is enough, whoever it is). A younger table of the
+same name heard brings the next announcement forward (``soon``), so its members hear the
+older table and move there without waiting out a long interval.
 
 :class:`TableDirectory` keeps the freshest announcement of at most ``capacity`` tables,
 each for ``ttl`` seconds after it was last heard; bad bytes are counted by reason.
@@ -258,6 +260,13 @@ class AnnounceSchedule:
     def heard_other(self, now: float, height: int, our_height: int) -> None:
         if height >= our_height:
             self.heard_at = now
+
+    def soon(self, now: float, delay: float) -> None:
+        """A younger table of our name was heard: say ours within ``delay`` (its members
+        move to the oldest they hear), unless another validator says it first."""
+        self.interval = self.min_interval
+        self.window_start = now  # only an announcement heard from now on suppresses ours
+        self.next_at = min(self.next_at, now + delay)
 
     def due(self, now: float, state: tuple[int, ...], full: bool) -> bool:
         """Whether to announce now, for what we would say (``state``: seats and players);

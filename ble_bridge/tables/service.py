@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -292,9 +293,7 @@ class TableService:
             raise TableError("last_validator", "you are the last seat: the table would end")
         if t.leaving is not None:
             raise TableError("leave_pending", "your leave is already on its way")
-        me = self.identity.signing_public
-        op = encode_set_op(RemoveValidator(me, RemoveReason.LEAVE))
-        pid = self._submit(sid, op)
+        pid = self._submit(sid, self._leave_op())
         t.leaving = pid
         return {"table": t.genesis.name, "id": sid.hex(), "left": False, "op": pid.hex()}
 
@@ -703,9 +702,8 @@ class TableService:
         name = t.genesis.name
         if engine.is_validator and engine.validators != (me,):
             if self.bridge.health(t.genesis.session_id) is SessionHealth.ACTIVE:
-                op = encode_set_op(RemoveValidator(me, RemoveReason.LEAVE))
                 try:
-                    t.leaving = self.bridge.submit_operation(t.genesis.session_id, op)
+                    t.leaving = self.bridge.submit_operation(t.genesis.session_id, self._leave_op())
                 except BridgeError as exc:
                     self.counters[f"move_leave_refused_{exc.reason}"] += 1
                     return False
@@ -738,12 +736,7 @@ class TableService:
         if engine.is_validator:  # the join landed after all: give the seat back
             t.withdraw_until = None
             try:
-                t.leaving = self.bridge.submit_operation(
-                    sid,
-                    encode_set_op(
-                        RemoveValidator(self.identity.signing_public, RemoveReason.LEAVE)
-                    ),
-                )
+                t.leaving = self.bridge.submit_operation(sid, self._leave_op())
             except BridgeError as exc:
                 self.counters[f"withdraw_leave_refused_{exc.reason}"] += 1
                 self._forget(sid)
@@ -845,6 +838,29 @@ class TableService:
         if t is not None and heard.announce.announcer != self.identity.signing_public:
             engine = self.bridge.engine(heard.session_id)
             t.schedule.heard_other(event.received_at, heard.announce.height, engine.height)
+        if t is None:
+            self._rival_heard(event.received_at, heard.announce.genesis)
+
+    def _rival_heard(self, now: float, rival: TableGenesis) -> None:
+        """A younger table named like one we sit at: announce ours soon, so its members
+        hear the older table and move (they may have missed our last announcement: one
+        that restarted, say, and opened its own meanwhile). The validators take turns
+        (a per-rival order), and whoever goes first spares the others."""
+        for sid, t in self.tables.items():
+            g = t.genesis
+            if g.name != rival.name or (g.created_ms, sid) >= (rival.created_ms, rival.session_id):
+                continue
+            if t.withdraw_until is not None or sid not in self.bridge.sessions:
+                continue
+            engine = self.bridge.engine(sid)
+            if not engine.is_validator:
+                continue
+            me = self.identity.signing_public
+            order = sorted(
+                engine.validators, key=lambda v: hashlib.sha256(rival.session_id + v).digest()
+            )
+            turn = order.index(me) if me in order else len(order)
+            t.schedule.soon(now, self.config.announce_min_interval * (1 + turn))
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -894,6 +910,13 @@ class TableService:
             self.bridge.request_join(t.genesis.session_id, t.join_nonce, t.genesis.buy_in)
         except BridgeError as exc:
             self.counters[f"join_refused_{exc.reason}"] += 1
+
+    def _leave_op(self) -> bytes:
+        """Our RemoveValidator (leave), with a join-nonce floor above every join request
+        we ever signed: none still on the air (one we asked again over, say) can seat us
+        again after we left."""
+        me = self.identity.signing_public
+        return encode_set_op(RemoveValidator(me, RemoveReason.LEAVE, self._next_nonce()))
 
     def _next_nonce(self) -> int:
         self._last_nonce = max(self._last_nonce + 1, self._wall_ms())

@@ -433,6 +433,28 @@ def test_forged_vote_for_another_height_is_dropped_before_the_engine() -> None:
     run(body)
 
 
+def test_vote_ahead_by_a_key_outside_our_set_gets_another_hearing() -> None:
+    # A seat added at a height we have not reached: its votes cannot be judged yet. Kept in
+    # the dedup, every rebroadcast of one was dropped as a duplicate and a laggard never
+    # counted it (churn seed 443: a 3-seat table stalled for good at height 5).
+    async def body() -> None:
+        net = BridgeNet(4)
+        await net.start([0])
+        b = net.bridge(0)
+        newcomer = Identity.from_seed(b"seat added later")
+        payload = encode_message(SESSION, _vote(newcomer, 5))
+        b.receive_payload(payload)
+        await asyncio.sleep(0.01)
+        b.receive_payload(payload)  # its rebroadcast
+        await asyncio.sleep(0.01)
+        assert b.drops["vote_ahead_not_validator"] == 2
+        assert b.drops["duplicate"] == 0
+        assert b.drops["vote_bad_signature"] == 0
+        await net.stop()
+
+    run(body)
+
+
 def test_operation_reissued_after_a_restart_resolves_under_its_proposal_id() -> None:
     async def body() -> None:
         net = BridgeNet(4)

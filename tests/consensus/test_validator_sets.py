@@ -65,13 +65,23 @@ def _commit_op(group: list[Engine], now: float, who: int = 0, amount: int = 1) -
 def test_set_ops_round_trip_and_bad_bytes_are_refused() -> None:
     ident = Identity.from_seed(b"joiner")
     req = JoinRequest.create(ident.sign, ident.signing_public, UNIT_SESSION, 7, 100)
-    for op in (AddValidator(req), RemoveValidator(b"\x01" * 32, RemoveReason.SILENT)):
+    for op in (
+        AddValidator(req),
+        RemoveValidator(b"\x01" * 32, RemoveReason.SILENT),
+        RemoveValidator(b"\x01" * 32, RemoveReason.LEAVE),
+        RemoveValidator(b"\x01" * 32, RemoveReason.LEAVE, 1 << 40),
+    ):
         assert decode_set_op(encode_set_op(op)) == op
+    with pytest.raises(ValueError):
+        RemoveValidator(b"\x01" * 32, RemoveReason.SILENT, 5)  # only a leave has a floor
     for bad in (
         b"\xfe",
         b"\xfe\x03",
         b"\xfe\x01" + b"\x00" * 5,
         b"\xfe\x02" + b"\x00" * 33 + b"\x07",
+        b"\xfe\x02" + b"\x00" * 33 + b"\x00" * 8,  # a floor of 0 spelled out
+        b"\xfe\x02" + b"\x00" * 32 + b"\x01" + b"\x00" * 7 + b"\x05",  # silent, floor
+        b"\xfe\x02" + b"\x00" * 33 + b"\x05" * 4,
     ):
         with pytest.raises(SetOpError):
             decode_set_op(bad)
@@ -312,6 +322,41 @@ def test_forged_replayed_and_flooded_joins_are_refused_with_reasons() -> None:
     mine = JoinRequest.create(v.signer.sign, v.key, UNIT_SESSION, 1, 0)
     v.receive(now, mine)
     assert v.stats["drop_join_already_validator"] == 1
+
+
+def test_a_join_request_asked_over_cannot_seat_the_key_again_after_it_left() -> None:
+    # The key asked under nonce 3, then again under 7 (its first request seemed lost); 3
+    # landed. Once it left, 7 was still above every nonce the chain held for it: a replay
+    # of it seated the key again (churn seed 470's attacker could have). Its leave now
+    # carries the highest nonce it signed, and the chain voids every request up to it.
+    group = _group(4, 1)
+    now = _start(group)
+    now = _commit_op(group, now)
+    joiner = group[4]
+    joiner.request_join(now, nonce=3)
+    first = joiner.outbox()
+    later = joiner.request_join(now, nonce=7)
+    joiner.outbox()  # the second request went nowhere (yet)
+    for e in group[:4]:
+        for msg in first:
+            e.receive(now, msg)
+    now = exchange(group, now) + 0.5
+    assert joiner.is_validator and group[0].join_nonce(joiner.key) == 3
+    joiner.leave(now)
+    now = exchange(group, now) + 0.5
+    assert not joiner.is_validator and joiner.key not in group[0].validators
+    for e in group[:4]:
+        e.receive(now, later)  # the replay
+    now = exchange(group, now) + 0.5
+    now = _commit_op(group, now)
+    assert all(joiner.key not in e.validators for e in group[:4])
+    for e in group[:4]:
+        assert e.stats["drop_join_replayed"] == 1
+        assert e.join_nonce(joiner.key) == 7  # the floor, chain state at every node
+    # asking again under a fresh nonce seats it again
+    joiner.request_join(now, nonce=8)
+    now = exchange(group, now) + 0.5
+    assert joiner.is_validator and all(joiner.key in e.validators for e in group[:4])
 
 
 def test_a_byzantine_sponsor_cannot_add_a_key_without_its_signature() -> None:

@@ -174,3 +174,24 @@ def test_schedule_is_suppressed_by_another_validators_announcement() -> None:
     assert s.suppressed == 1
     s.heard_other(3.0, height=2, our_height=9)  # behind us: does not count
     assert s.due(6.0, (1, 0), full=False)
+
+
+def test_a_younger_namesake_heard_brings_our_announcement_forward() -> None:
+    # churn seed 470: a node that restarted missed the table's announcements (16 s apart by
+    # then), opened its own, and still sat alone at it when the run ended
+    s = AnnounceSchedule(0.0, 2.0, 16.0)
+    t = 0.0
+    while t < 40.0:
+        if s.due(t, (3, 0), full=False):
+            s.sent_now(t, (3, 0))
+        t += 0.5
+    assert s.interval == 16.0 and s.next_at > 41.0
+    s.soon(40.0, 2.0)
+    assert not s.due(41.5, (3, 0), full=False)
+    assert s.due(42.0, (3, 0), full=False)
+    s.sent_now(42.0, (3, 0))
+    assert s.next_at == 44.0  # back to the short interval
+    # another validator said it first: ours is spared
+    s.soon(50.0, 4.0)
+    s.heard_other(51.0, height=9, our_height=9)
+    assert not s.due(54.0, (3, 0), full=False) and s.suppressed == 1
