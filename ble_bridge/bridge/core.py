@@ -536,6 +536,7 @@ class BridgeCore:
             known=s.peer_blocks.get(peer) if peer is not None else None,
             short_sets=self.config.short_vote_sets,
             counters=self.counters,
+            set_at=s.engine.validators_at,
         )
 
     def _refresh_gossip(self, s: Session, now: float, view: MeshView) -> None:

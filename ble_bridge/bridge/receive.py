@@ -4,8 +4,9 @@ it. Sans-IO: functions over the :class:`~.actions.Core` they serve, explicit ``n
 
 A neighbour's gossip batch is split into its items; a VoteSet, OperationRef or ProposalRef
 is expanded against the session's validator set and known blocks, and goes in decoded
-(never decoded again); a short VoteSet whose block is not known yet is held
-(``unresolved_capacity``, ``unresolved_ttl``) and expanded when the engine learns more.
+(never decoded again; a VoteSet's voters are indices into the set of its height); a short
+VoteSet whose block is not known yet, or one of a height whose set we do not know yet, is
+held (``unresolved_capacity``, ``unresolved_ttl``) and expanded when the engine learns more.
 Every refusal is counted by reason (``core.drop``).
 """
 
@@ -172,11 +173,16 @@ def receive_payload(
 def _expand_vote_set(core: Core, s: Session, item: bytes) -> list[Vote]:
     """The votes of a VoteSet envelope, a short block reference expanded against the
     blocks the engine knows (raises :class:`UnresolvedBlock` if it knows none)."""
+    engine = s.engine
+
+    def set_at(height: int) -> tuple[bytes, ...] | None:
+        # the set of a height beyond the one we decide is not known yet: held, like an
+        # unknown block (expanded against our current set, a set change ahead made its
+        # votes someone else's, dropped as bad signatures)
+        return engine.validators_at(height) if height <= engine.height + 1 else None
+
     return expand_vote_set(
-        item[ENVELOPE_PREFIX:],
-        s.engine.validators,
-        core.config.engine.limits,
-        s.engine.known_blocks,
+        item[ENVELOPE_PREFIX:], set_at, core.config.engine.limits, engine.known_blocks
     )
 
 

@@ -1172,11 +1172,15 @@ def encode_vote_set(
 
 def expand_vote_set(
     item: bytes,
-    validators: Sequence[bytes],
+    validators: Sequence[bytes] | Callable[[int], Sequence[bytes] | None],
     limits: MessageLimits = DEFAULT_LIMITS,
     resolve: Callable[[int, bytes], Sequence[bytes]] | None = None,
 ) -> list[Vote]:
     """The votes of a VoteSet item (kind byte + body); raises only :class:`MessageError`.
+
+    ``validators``: the sorted set the indices point into, or a function giving the set of
+    the vote set's height (None: not known yet, :class:`UnresolvedBlock`): across a set
+    change the sender and a receiver a height behind hold different current sets.
 
     A block named by a hash prefix is expanded by ``resolve(height, prefix)``, the full
     hashes the receiver knows there: votes for each (at most :data:`MAX_BLOCK_CANDIDATES`;
@@ -1197,6 +1201,11 @@ def expand_vote_set(
     short = bool(step_byte & SHORT_BLOCK_FLAG)
     block_ref = r.take(BLOCK_REF_LEN if short else 32)
     count = r.take(1)[0]
+    if callable(validators):
+        known_set = validators(height)
+        if known_set is None:
+            raise UnresolvedBlock(f"the validator set of height {height} is not known yet")
+        validators = known_set
     n = len(validators)
     if not 1 <= count <= min(n, limits.max_validators):
         raise MessageError(f"vote set of {count} votes for {n} validators")

@@ -324,6 +324,37 @@ def test_batch_refuses_unsigned_kinds_nesting_and_garbage() -> None:
         m.split_batch(many)
 
 
+def test_vote_set_indices_point_into_the_set_of_the_votes_height() -> None:
+    # A late vote of the height before a set change, sent by a neighbour that already
+    # decides the next height with a larger set, to one still deciding it: expanded
+    # against the receiver's current set, its voters became other keys (bad signatures)
+    from collections import Counter
+
+    from ble_bridge.bridge.compact import compact_items
+    from ble_bridge.gossip import Item
+
+    old = tuple(sorted(KEYS[:3]))  # the set of height 4
+    new = tuple(KEYS)  # from height 5 on (a fourth seat added)
+    votes = [_vote(IDS.index(BY_KEY[k]), m.Step.PRECOMMIT, 4, 0, b"\x09" * 32) for k in old]
+    items = [Item(v.signature[:16], b"", v.height, v) for v in votes]
+    [item] = compact_items(
+        items,
+        members=new,
+        index=new.index,
+        proposer=lambda h, r: new[0],
+        known=None,
+        short_sets=False,
+        counters=Counter(),
+        set_at=lambda h: old if h <= 4 else new,
+    )
+    back = m.expand_vote_set(item, lambda h: old if h == 4 else None)
+    assert back == votes
+    assert all(verify_signature(v.validator, v.signature, v.signing_bytes(SESSION)) for v in back)
+    ahead = m.encode_vote_set([_vote(0, m.Step.PREVOTE, 9, 0, b"\x09" * 32)], KEYS.index, 4)
+    with pytest.raises(m.UnresolvedBlock):  # a height whose set we do not know yet: held
+        m.expand_vote_set(ahead, lambda h: old if h == 4 else None)
+
+
 def test_vote_set_expands_to_the_signed_votes() -> None:
     block = b"\x09" * 32
     votes = [_vote(i, m.Step.PRECOMMIT, 4, 2, block) for i in (3, 0, 2)]
