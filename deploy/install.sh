@@ -105,17 +105,24 @@ else
   say "warning: $bluez_conf missing (bluez not installed?); BlueZ settings not merged"
 fi
 
-# 6. udev rule, unit, and the network drop-in only when [metrics] or [uplink] is configured.
+# 6. udev rule, unit, and the network drop-in only when the node opens IP sockets
+#    ([uplink], or [metrics] with a listen address).
 install -m 0644 "$src/deploy/99-ble-bridge-leds.rules" /etc/udev/rules.d/99-ble-bridge-leds.rules
 install -m 0644 "$src/deploy/ble-bridge.service" "$unitdir/ble-bridge.service"
-if bash "$src/deploy/needs-network.sh" "$conf"; then
-  install -d -m 0755 "$unitdir/ble-bridge.service.d"
-  install -m 0644 "$src/deploy/ble-bridge.service.d/network.conf" "$unitdir/ble-bridge.service.d/network.conf"
-  say "IP sockets allowed ([metrics] or [uplink] in $conf)"
-else
-  rm -f "$unitdir/ble-bridge.service.d/network.conf"
-  rmdir "$unitdir/ble-bridge.service.d" 2>/dev/null || true
-fi
+net=0
+bash "$src/deploy/needs-network.sh" "$conf" || net=$?
+case "$net" in
+  0)
+    install -d -m 0755 "$unitdir/ble-bridge.service.d"
+    install -m 0644 "$src/deploy/ble-bridge.service.d/network.conf" "$unitdir/ble-bridge.service.d/network.conf"
+    say "IP sockets allowed ([uplink], or [metrics] listen, in $conf)"
+    ;;
+  1)
+    rm -f "$unitdir/ble-bridge.service.d/network.conf"
+    rmdir "$unitdir/ble-bridge.service.d" 2>/dev/null || true
+    ;;
+  *) say "$conf is not valid TOML; fix it and run the installer again"; exit 1 ;;
+esac
 
 # 7. systemd: enable; start/restart only what runs (on a booted system).
 systemctl enable bluetooth.service >/dev/null 2>&1 || say "warning: could not enable bluetooth.service"

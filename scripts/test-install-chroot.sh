@@ -2,8 +2,8 @@
 # Slow tier: deploy/install.sh and uninstall.sh in a throwaway Debian 12 root (debootstrap,
 # cached by scripts/debian-root.sh), offline from an x86_64 bundle, without booting systemd:
 # install, rerun (same result), a run that fails half-way then a rerun, systemd-analyze
-# verify/security on the installed unit, the network drop-in, uninstall (state kept),
-# reinstall (same key), uninstall --purge; then `bundle.sh --arch A --check` for aarch64, armv7l
+# verify/security on the installed unit, the network drop-in ([uplink] or [metrics] listen),
+# uninstall (state kept), reinstall (same key), uninstall --purge; then `bundle.sh --arch A --check` for aarch64, armv7l
 # and x86_64 (each arch resolves completely). Needs root. Last line:
 #   install-chroot checks=N failed=0
 # Cache: BLE_BRIDGE_CHROOT_CACHE (default ~/.cache/ble-bridge-chroot).
@@ -82,8 +82,13 @@ check "[uplink] installs the network drop-in" test -f "$root/etc/systemd/system/
 s=$(score); echo "exposure network=$s"
 check "exposure with drop-in <= 2.5" awk -v s="$s" 'BEGIN{exit !(s!="" && s<=2.5)}'
 sed -i '/^\[uplink\]/,$d' "$root/etc/ble-bridge/config.toml"
+printf '\n[metrics]\nmax_clients = 4\n' >> "$root/etc/ble-bridge/config.toml"  # metrics off: no listen
 in_root bash /src/deploy/install.sh --offline /bundle >/dev/null 2>&1
-check "without [uplink] the drop-in goes again" test ! -e "$root/etc/systemd/system/ble-bridge.service.d"
+check "without [uplink], [metrics] with no listen: the drop-in goes again" test ! -e "$root/etc/systemd/system/ble-bridge.service.d"
+printf 'listen = "127.0.0.1:9464"\n' >> "$root/etc/ble-bridge/config.toml"
+in_root bash /src/deploy/install.sh --offline /bundle >/dev/null 2>&1
+check "[metrics] listen installs the network drop-in" test -f "$root/etc/systemd/system/ble-bridge.service.d/network.conf"
+sed -i '/^\[metrics\]/,$d' "$root/etc/ble-bridge/config.toml"
 
 key=$(sha256sum < "$root/var/lib/ble-bridge/identity.key")
 in_root bash /src/deploy/uninstall.sh >/dev/null
