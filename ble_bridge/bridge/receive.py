@@ -312,8 +312,9 @@ def _on_announce(
     core: Core, s: Session, now: float, sender: bytes | None, msg: StateAnnounce
 ) -> None:
     """Unsigned: one liar announcing a far height would make every node ask for
-    snapshots. A validator's near announcement goes straight to the engine (it asks
-    for blocks: cheap, and unanswerable if false); a far one only as the (f+1)-th."""
+    snapshots. A validator's near announcement goes to the engine as that validator's
+    claim (blocks are asked for once f+1 claim to be ahead); a far one only as the
+    (f+1)-th."""
     core.counters["messages_processed"] += 1
     if sender is None:
         core.drop("announce_not_validator")
@@ -329,7 +330,11 @@ def _on_announce(
     eng = s.engine
     eng.note_presence(now, sender, msg.height)
     if eng.height < msg.height <= eng.height + eng.config.snapshot_gap:
-        core.engine_receive(s, now, msg)
+        # its claim of being ahead: f+1 such validators before the engine asks for blocks
+        try:
+            eng.note_announcement(now, sender, msg)
+        except Exception:  # never let one message kill the bridge
+            core.drop("engine_error")
         core.after(s, now)
     catchup.follow_announcements(core, s, now)
 

@@ -758,6 +758,15 @@ class ConsensusEngine(Generic[S]):
     def _on_state_announce(self, now: float, ann: StateAnnounce) -> None:
         self._note_height(now, ann.height + 1, None)
 
+    def note_announcement(self, now: float, validator: bytes, ann: StateAnnounce) -> None:
+        """Validator ``validator`` (the transport vouches for the sender) announced ``ann``:
+        its claim of being ahead, counted like a proposal ahead (f+1 validators must be
+        ahead before we ask for blocks). Unsigned, so one liar's announcement alone used
+        to make us ask for blocks every ``request_interval``."""
+        self._now = now
+        self.stats["received"] += 1
+        self._note_height(now, ann.height + 1, validator)
+
     def _on_snapshot_response(self, now: float, resp: SnapshotResponse) -> None:
         self._responses.pop(("snapshot", resp.certificate.height), None)
         if resp.certificate.height > self._committed:
@@ -1227,16 +1236,23 @@ class ConsensusEngine(Generic[S]):
         if c.certificate.height != height or c.certificate.block_hash != c.block.hash:
             self.stats["drop_commit_mismatch"] += 1
             return
+        # the set of a height beyond the next is a guess (a block between may change it):
+        # such a commit is kept only if it verifies now, and verified again when it is next.
+        # One that does not verify is nobody's word (anyone can send one), so it starts no
+        # catch-up: a forged far commit made us ask for snapshots every request_interval.
+        # A laggard behind a set change learns from the validators' votes and
+        # announcements instead (f+1 of them ahead).
         if height - h > self.config.max_future_commits or height in self._future_commits:
             self.stats["drop_commit_wrong_height"] += 1
-            self._note_height(now, height, None)
+            if height > h and c.certificate.verify(
+                self.validators_at(height), self.session_id, self.cache
+            ):
+                self._note_height(now, height, None)
+            else:
+                self.stats["hint_unverified"] += 1
             return
-        # the set of a height beyond the next is a guess (a block between may change it):
-        # such a commit is kept only if it verifies now, and verified again when it is next
         if not c.certificate.verify(self.validators_at(height), self.session_id, self.cache):
             self.stats["drop_bad_certificate" if height <= h else "drop_commit_unverified"] += 1
-            if height > h:
-                self._note_height(now, height, None)
             return
         self._heard_answer(now, "commit", height)
         if height < h:

@@ -49,6 +49,7 @@ from ble_bridge.wire.messages import (
     Proposal,
     SnapshotRequest,
     SnapshotResponse,
+    StateAnnounce,
     Step,
     Vote,
     body_hash,
@@ -497,4 +498,29 @@ def test_a_forged_far_proposal_alone_starts_no_catch_up() -> None:
     node.receive(1.0, far(b"\x07" * 32, 60))  # a stranger's
     assert not [m for m in node.outbox() if isinstance(m, asks)]
     node.receive(2.0, far(group[2].key, 50))  # f+1 = 2 validators ahead: catch up
+    assert [m for m in node.outbox() if isinstance(m, asks)]
+
+
+def test_a_forged_far_commit_starts_no_catch_up() -> None:
+    """A commit whose certificate does not verify is nobody's word: anyone can send one.
+    Before, one far forged commit set the catch-up target, and the node asked for a
+    snapshot every request_interval. A state announcement is its sender's claim of being
+    ahead: f+1 validators must claim it."""
+    group = engines(4)
+    for e in group:
+        e.start(0.0)
+    node = group[3]
+    node.outbox()
+    asks = (CommitRequest, SnapshotRequest)
+    for height, t in ((200, 0.0), (5, 1.0)):  # beyond max_future_commits, and near
+        header = BlockHeader(height, group[0].key, b"\x00" * 32, b"\x00" * 32, body_hash((), ()))
+        block = Block(header, ())
+        cert = CommitCertificate(height, 0, block.hash, 4, (0, 1, 2), (b"\x01" * 64,) * 3)
+        node.receive(t, Commit(block, cert))
+    assert not [m for m in node.outbox() if isinstance(m, asks)]
+    assert node.stats["hint_unverified"] == 1 and node.stats["drop_commit_unverified"] == 1
+    ann = StateAnnounce(6, b"\x00" * 32, b"\x00" * 32)
+    node.note_announcement(5.0, group[1].key, ann)  # one validator's claim: not enough
+    assert not [m for m in node.outbox() if isinstance(m, asks)]
+    node.note_announcement(6.0, group[2].key, ann)  # f+1 = 2 validators ahead: catch up
     assert [m for m in node.outbox() if isinstance(m, asks)]
